@@ -1,0 +1,142 @@
+//! Criterion benches of the pure core on the request path: classification, routing,
+//! request parsing and pricing. Run: `cargo bench --bench core`.
+#![allow(clippy::panic)]
+
+use std::hint::black_box;
+use std::path::Path;
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use crossroads::accounting::{Costing, Usage};
+use crossroads::classify::{Classifier, HeuristicClassifier, Prompt};
+use crossroads::request::ChatRequest;
+use crossroads::route::{RouteInput, RouteTable};
+
+/// About 500 tokens of a realistic coding question: prose, a code block, a stack trace.
+fn prompt_500_tokens() -> String {
+    let base = "I'm seeing a crash in our payment service when the retry queue fills up. \
+        Here is the handler that drains it; the panic happens on the unwrap below when \
+        the upstream returns a 503 and the body is empty. Can you explain why, and \
+        propose a fix that keeps the retry semantics but never panics?\n\n```rust\n\
+        async fn drain(queue: &mut VecDeque<Job>, client: &Client) -> Result<(), Error> {\n\
+            while let Some(job) = queue.pop_front() {\n\
+                let resp = client.post(&job.url).json(&job.body).send().await?;\n\
+                let status = resp.status();\n\
+                let body: Value = resp.json().await.unwrap();\n\
+                if status.is_server_error() { queue.push_back(job); continue; }\n\
+                record(&body)?;\n\
+            }\n\
+            Ok(())\n\
+        }\n```\n\nthread 'tokio-runtime-worker' panicked at src/drain.rs:5:50: called \
+        `Result::unwrap()` on an `Err` value: reqwest::Error { kind: Decode, source: \
+        Error(\"EOF while parsing a value\", line: 1, column: 0) }\n\n";
+    let mut text = String::new();
+    while text.len() < 2_000 {
+        text.push_str(base);
+    }
+    text.truncate(2_000);
+    text
+}
+
+fn prompt_8k_tokens() -> String {
+    prompt_500_tokens().repeat(16)
+}
+
+fn classify(c: &mut Criterion) {
+    let classifier = HeuristicClassifier::default();
+    let mut group = c.benchmark_group("classify");
+    for (name, text) in [("short", prompt_500_tokens()), ("long", prompt_8k_tokens())] {
+        group.throughput(Throughput::Bytes(text.len() as u64));
+        group.bench_function(name, |b| {
+            b.iter(|| classifier.classify(black_box(&Prompt::user(&text))))
+        });
+    }
+    group.finish();
+}
+
+fn shipped_routes() -> RouteTable {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("routes.toml");
+    match crossroads::config::load(&path) {
+        Ok(config) => config.routes,
+        Err(e) => panic!("routes.toml: {e}"),
+    }
+}
+
+fn route(c: &mut Criterion) {
+    let table = shipped_routes();
+    let classifier = HeuristicClassifier::default();
+    let text = prompt_500_tokens();
+    let classification = classifier.classify(&Prompt::user(&text));
+    let input = RouteInput {
+        requested: crossroads::route::Requested::Auto,
+        classification: &classification,
+    };
+    let mut group = c.benchmark_group("route");
+    group.bench_function("shipped_rules", |b| {
+        b.iter(|| table.decide(black_box(&input)))
+    });
+
+    // 100 rules that do not match, then the default: the worst case of a long table.
+    let mut long = table.clone();
+    let last = long.rules.pop();
+    let template = long.rules[2].clone();
+    long.rules = (0..100)
+        .map(|i| {
+            let mut r = template.clone();
+            r.id = format!("rule-{i}");
+            r.when.min_prompt_tokens = Some(1_000_000);
+            r
+        })
+        .chain(last)
+        .collect();
+    group.bench_function("100_rules", |b| b.iter(|| long.decide(black_box(&input))));
+    group.finish();
+}
+
+fn request(c: &mut Criterion) {
+    let body = serde_json::json!({
+        "model": "auto",
+        "messages": [
+            { "role": "system", "content": "You are a careful senior engineer." },
+            { "role": "user", "content": prompt_500_tokens() }
+        ],
+        "temperature": 0.2,
+        "stream": true,
+        "tools": [{ "type": "function", "function": { "name": "search", "parameters": { "type": "object" } } }]
+    })
+    .to_string();
+    let mut group = c.benchmark_group("request");
+    group.throughput(Throughput::Bytes(body.len() as u64));
+    group.bench_function("parse", |b| {
+        b.iter(|| ChatRequest::parse(black_box(body.as_bytes())))
+    });
+    let parsed = match ChatRequest::parse(body.as_bytes()) {
+        Ok(p) => p,
+        Err(e) => panic!("{e:?}"),
+    };
+    group.bench_function("upstream_body", |b| {
+        b.iter(|| parsed.upstream_body(black_box("qwen")))
+    });
+    group.finish();
+}
+
+fn accounting(c: &mut Criterion) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("routes.toml");
+    let config = match crossroads::config::load(&path) {
+        Ok(c) => c,
+        Err(e) => panic!("{e}"),
+    };
+    let price = config.deployments[3].price;
+    let usage = Usage {
+        input: 1234,
+        cached_input: 512,
+        output: 321,
+        reasoning: 64,
+        ..Usage::default()
+    };
+    c.bench_function("accounting/cost", |b| {
+        b.iter(|| Costing::of(black_box(&usage), &price, &config.reference.price))
+    });
+}
+
+criterion_group!(benches, classify, route, request, accounting);
+criterion_main!(benches);

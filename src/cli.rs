@@ -1,0 +1,272 @@
+//! The `crossroads` command: `serve`, `check`, `explain`.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{self, Config};
+use crate::route::{Action, describe};
+
+#[derive(Parser)]
+#[command(
+    name = "crossroads",
+    version,
+    about = "Routes each LLM request to a local specialist or a frontier model"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway.
+    Serve {
+        #[arg(long, short, default_value = "routes.toml")]
+        config: PathBuf,
+    },
+    /// Validate a config and print what it defines.
+    Check {
+        #[arg(default_value = "routes.toml")]
+        config: PathBuf,
+    },
+    /// Show how a prompt or request would be routed, without calling any upstream.
+    Explain {
+        #[arg(long, short, default_value = "routes.toml")]
+        config: PathBuf,
+        /// A single user message.
+        #[arg(long, conflicts_with = "request")]
+        prompt: Option<String>,
+        /// A chat-completions request body (JSON file).
+        #[arg(long)]
+        request: Option<PathBuf>,
+        /// The `model` to ask for when using --prompt.
+        #[arg(long, default_value = "auto")]
+        model: String,
+    },
+}
+
+/// Parses the command line and runs the command.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve { config } => serve(&config),
+        Command::Check { config } => check(&config),
+        Command::Explain {
+            config,
+            prompt,
+            request,
+            model,
+        } => explain(&config, prompt, request, &model),
+    }
+}
+
+fn load(path: &Path) -> Result<Config, ExitCode> {
+    config::load(path).map_err(|e| {
+        eprintln!("error: invalid config: {e}");
+        ExitCode::from(2)
+    })
+}
+
+fn serve(path: &Path) -> ExitCode {
+    init_tracing();
+    let config = match load(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(serve_async(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve_async(config: Config) -> Result<(), String> {
+    let listen = config.server.listen;
+    let grace = config.server.shutdown_grace;
+    for d in &config.deployments {
+        if let (Some(var), None) = (&d.api_key_env, &d.api_key) {
+            tracing::warn!(deployment = %d.id, variable = %var, "API key variable is not set");
+        }
+    }
+    let app = crate::app::build(config)?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+    tracing::info!(address = %listen, "crossroads is serving");
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let mut server = tokio::spawn(crate::server::run(listener, app.router, async {
+        let _ = stop_rx.await;
+    }));
+    tokio::select! {
+        result = &mut server => {
+            result.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
+        }
+        () = crate::server::shutdown_signal() => {
+            let _ = stop_tx.send(());
+            if tokio::time::timeout(grace, &mut server).await.is_err() {
+                tracing::warn!(grace_ms = grace.as_millis() as u64, "in-flight requests did not finish in time");
+                server.abort();
+            }
+        }
+    }
+    drop(app.state);
+    drop(app.runtime_tx);
+    app.ledger_writer.shutdown().await;
+    tracing::info!("ledger flushed; bye");
+    Ok(())
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).try_init();
+}
+
+fn check(path: &Path) -> ExitCode {
+    let config = match load(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    print!("{}", summary(&config));
+    ExitCode::SUCCESS
+}
+
+/// A human-readable summary of a valid config.
+pub fn summary(config: &Config) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let _ = writeln!(out, "{}: valid", config.source.display());
+    let _ = writeln!(out, "\ndeployments ({}):", config.deployments.len());
+    for d in &config.deployments {
+        let key = match (&d.api_key_env, &d.api_key) {
+            (None, _) => "no key".to_owned(),
+            (Some(var), Some(_)) => format!("key from ${var}"),
+            (Some(var), None) => format!("key from ${var} (NOT SET)"),
+        };
+        let _ = writeln!(
+            out,
+            "  {:<22} {:<8} {:<17} {:<28} in ${}/M out ${}/M  {}",
+            d.id,
+            d.tier.as_str(),
+            d.provider.as_str(),
+            d.model,
+            crate::accounting::Usd::from_pico(d.price.input.micros() as i64 * 1_000_000),
+            crate::accounting::Usd::from_pico(d.price.output.micros() as i64 * 1_000_000),
+            key
+        );
+    }
+    let name = |i: &usize| config.deployments.get(*i).map_or("?", |d| d.id.as_str());
+    let _ = writeln!(out, "\npools ({}):", config.routes.pools.len());
+    for p in &config.routes.pools {
+        let order: Vec<_> = p.candidates.iter().map(name).collect();
+        let _ = writeln!(out, "  {:<22} tries {}", p.id, order.join(" → "));
+    }
+    let _ = writeln!(out, "\nmodels: auto (rules decide)");
+    for a in &config.routes.aliases {
+        let pool = config
+            .routes
+            .pools
+            .get(a.pool)
+            .map_or("?", |p| p.id.as_str());
+        let _ = writeln!(out, "  {:<22} → pool {}", a.name, pool);
+    }
+    let labels = config.classifier.labels();
+    let _ = writeln!(
+        out,
+        "\nrules ({}, first match wins):",
+        config.routes.rules.len()
+    );
+    for (i, r) in config.routes.rules.iter().enumerate() {
+        let action = match &r.action {
+            Action::Pool(p) => format!(
+                "→ pool {}",
+                config.routes.pools.get(*p).map_or("?", |p| p.id.as_str())
+            ),
+            Action::Reject { status, .. } => format!("→ reject {status}"),
+        };
+        let conditions = describe(&r.when, labels);
+        let when = if conditions.is_empty() {
+            "always".to_owned()
+        } else {
+            conditions.join(", ")
+        };
+        let _ = writeln!(
+            out,
+            "  {:>2}. {:<20} {:<28} when {}",
+            i + 1,
+            r.id,
+            action,
+            when
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\nreference model for savings: {} (source {}, as of {})",
+        config.reference.model, config.reference.source, config.reference.as_of
+    );
+    let _ = writeln!(out, "ledger: {:?}", config.ledger.backend);
+    out
+}
+
+fn explain(path: &Path, prompt: Option<String>, request: Option<PathBuf>, model: &str) -> ExitCode {
+    let config = match load(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let body = match (prompt, request) {
+        (Some(p), _) => serde_json::json!({
+            "model": model,
+            "messages": [{ "role": "user", "content": p }],
+        })
+        .to_string()
+        .into_bytes(),
+        (None, Some(file)) => match std::fs::read(&file) {
+            Ok(b) => b,
+            Err(e) => {
+                eprintln!("error: cannot read {}: {e}", file.display());
+                return ExitCode::from(2);
+            }
+        },
+        (None, None) => {
+            eprintln!("error: give --prompt TEXT or --request FILE.json");
+            return ExitCode::from(2);
+        }
+    };
+    let result = crate::request::ChatRequest::parse(&body).and_then(|request| {
+        let runtime = crate::app::Runtime::new(config)
+            .map_err(|message| crate::error::ApiError::Internal { message })?;
+        let metrics =
+            crate::metrics::Metrics::new().map_err(|e| crate::error::ApiError::Internal {
+                message: e.to_string(),
+            })?;
+        crate::handler::explain::explain_request(&Arc::new(runtime), &metrics, &request)
+    });
+    match result {
+        Ok(value) => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&value).unwrap_or_default()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {}", String::from_utf8_lossy(&e.to_json()));
+            ExitCode::from(2)
+        }
+    }
+}

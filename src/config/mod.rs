@@ -1,0 +1,190 @@
+//! Configuration: `routes.toml` plus `CROSSROADS__SECTION__KEY` environment overrides,
+//! parsed into raw serde types ([`raw`]) and validated into the runtime [`Config`].
+
+pub mod raw;
+mod validate;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use raw::{ProviderKind, Tier};
+
+use crate::accounting::Price;
+use crate::classify::Classifier;
+use crate::route::RouteTable;
+
+/// Prefix of environment variables that override config keys:
+/// `CROSSROADS__LEDGER__URL` sets `ledger.url`.
+pub const ENV_PREFIX: &str = "CROSSROADS";
+
+/// A validated configuration, ready to serve.
+pub struct Config {
+    /// The file it came from, for messages.
+    pub source: PathBuf,
+    pub server: ServerConfig,
+    pub classifier: Arc<dyn Classifier>,
+    pub deployments: Vec<Deployment>,
+    pub routes: RouteTable,
+    pub prices: Vec<PriceEntry>,
+    pub reference: PriceEntry,
+    pub ledger: LedgerConfig,
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("source", &self.source)
+            .field("server", &self.server)
+            .field("deployments", &self.deployments)
+            .field("routes", &self.routes)
+            .field("reference", &self.reference)
+            .field("ledger", &self.ledger)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub body_limit: usize,
+    pub request_timeout: Duration,
+    pub shutdown_grace: Duration,
+}
+
+/// One upstream model endpoint.
+#[derive(Debug, Clone)]
+pub struct Deployment {
+    pub id: String,
+    pub provider: ProviderKind,
+    /// Base URL without a trailing slash, e.g. `http://127.0.0.1:8000/v1`.
+    pub base_url: String,
+    pub model: String,
+    /// The key, read from `api_key_env` at load time.
+    pub api_key: Option<Secret>,
+    pub api_key_env: Option<String>,
+    pub tier: Tier,
+    pub connect_timeout: Duration,
+    pub first_byte_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub price: Price,
+}
+
+/// A model's price with where it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PriceEntry {
+    pub model: String,
+    pub price: Price,
+    pub source: String,
+    pub as_of: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LedgerConfig {
+    pub backend: LedgerBackend,
+    pub queue_capacity: usize,
+    pub batch_size: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LedgerBackend {
+    Sqlite(PathBuf),
+    SqliteMemory,
+}
+
+/// A secret that never prints.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: String) -> Self {
+        Secret(value)
+    }
+
+    /// The secret itself, for the one place that sends it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("*****")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("*****")
+    }
+}
+
+/// A config that cannot be loaded, naming the file and the field path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: String,
+    pub path: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() || self.path == "." {
+            write!(f, "{}: {}", self.file, self.message)
+        } else {
+            write!(f, "{}: {}: {}", self.file, self.path, self.message)
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Loads and validates `path`, with environment overrides and secrets from the process
+/// environment.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let source = config::File::from(path)
+        .format(config::FileFormat::Toml)
+        .required(true);
+    let env = config::Environment::with_prefix(ENV_PREFIX)
+        .prefix_separator("__")
+        .separator("__")
+        .try_parsing(true);
+    let builder = config::Config::builder().add_source(source).add_source(env);
+    finish(builder, path, &|name| std::env::var(name).ok())
+}
+
+/// Validates TOML text (tests and `check` of generated configs use this); secrets are
+/// looked up with `env`.
+pub fn from_toml_str(
+    text: &str,
+    name: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, ConfigError> {
+    let builder = config::Config::builder()
+        .add_source(config::File::from_str(text, config::FileFormat::Toml));
+    finish(builder, name, env)
+}
+
+fn finish(
+    builder: config::ConfigBuilder<config::builder::DefaultState>,
+    path: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, ConfigError> {
+    let file = path.display().to_string();
+    let error = |path: String, message: String| ConfigError {
+        file: file.clone(),
+        path,
+        message,
+    };
+    let merged = builder
+        .build()
+        .map_err(|e| error(String::new(), e.to_string()))?;
+    let value: serde_json::Value = merged
+        .try_deserialize()
+        .map_err(|e| error(String::new(), e.to_string()))?;
+    let raw: raw::RawConfig = serde_path_to_error::deserialize(value)
+        .map_err(|e| error(e.path().to_string(), e.inner().to_string()))?;
+    validate::validate(raw, path, env).map_err(|(path, message)| error(path, message))
+}

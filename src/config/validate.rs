@@ -1,0 +1,671 @@
+//! Turns [`RawConfig`] into a trusted [`Config`]: units converted once, names resolved
+//! into indices, every cross-reference checked. Errors carry the field path.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::raw::{
+    ClassifierKind, RawAccounting, RawAlias, RawConfig, RawDeployment, RawLedger, RawMatch,
+    RawPool, RawPrice, RawPriceValues, RawRule, RawServer,
+};
+use super::{Config, Deployment, LedgerBackend, LedgerConfig, PriceEntry, Secret, ServerConfig};
+use crate::accounting::{PerMillion, Price};
+use crate::classify::{Classifier, HeuristicClassifier, LabelSet, PiiKind, PiiKinds};
+use crate::route::{Action, Alias, AliasMatch, Match, Pool, Requested, RouteTable, Rule};
+
+/// A field path and what is wrong with it.
+pub type Invalid = (String, String);
+
+fn invalid(path: impl Into<String>, message: impl Into<String>) -> Invalid {
+    (path.into(), message.into())
+}
+
+/// Validates a whole config. Destructures [`RawConfig`] so a new section cannot be
+/// forgotten here.
+pub fn validate(
+    raw: RawConfig,
+    source: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, Invalid> {
+    let RawConfig {
+        server,
+        classifier,
+        deployments,
+        pools,
+        aliases,
+        rules,
+        prices,
+        accounting,
+        ledger,
+    } = raw;
+    let server = validate_server(server)?;
+    let classifier: Arc<dyn Classifier> = match classifier.kind {
+        ClassifierKind::Heuristic => Arc::new(HeuristicClassifier::default()),
+    };
+    let prices = validate_prices(prices)?;
+    let deployments = deployments
+        .into_iter()
+        .enumerate()
+        .map(|(i, d)| validate_deployment(i, d, &prices, env))
+        .collect::<Result<Vec<_>, _>>()?;
+    if deployments.is_empty() {
+        return Err(invalid(
+            "deployments",
+            "at least one deployment is required",
+        ));
+    }
+    unique(
+        deployments.iter().map(|d| d.id.as_str()),
+        "deployments",
+        "id",
+    )?;
+    let pools = validate_pools(pools, &deployments)?;
+    let aliases = validate_aliases(aliases, &pools)?;
+    let rules = validate_rules(rules, &pools, &aliases, classifier.labels())?;
+    let reference = validate_reference(accounting, &prices)?;
+    let ledger = validate_ledger(ledger)?;
+    Ok(Config {
+        source: source.to_path_buf(),
+        server,
+        classifier,
+        deployments,
+        routes: RouteTable {
+            rules,
+            pools,
+            aliases,
+        },
+        prices,
+        reference,
+        ledger,
+    })
+}
+
+fn validate_server(raw: RawServer) -> Result<ServerConfig, Invalid> {
+    let RawServer {
+        listen,
+        body_limit_bytes,
+        request_timeout_ms,
+        shutdown_grace_ms,
+    } = raw;
+    let listen: SocketAddr = listen.parse().map_err(|_| {
+        invalid(
+            "server.listen",
+            format!("`{listen}` is not an address like 127.0.0.1:8080"),
+        )
+    })?;
+    if body_limit_bytes < 1024 {
+        return Err(invalid(
+            "server.body_limit_bytes",
+            "must be at least 1024 bytes",
+        ));
+    }
+    Ok(ServerConfig {
+        listen,
+        body_limit: body_limit_bytes,
+        request_timeout: positive_ms("server.request_timeout_ms", request_timeout_ms)?,
+        shutdown_grace: Duration::from_millis(shutdown_grace_ms),
+    })
+}
+
+fn positive_ms(path: &str, ms: u64) -> Result<Duration, Invalid> {
+    if ms == 0 {
+        return Err(invalid(path, "must be greater than 0"));
+    }
+    Ok(Duration::from_millis(ms))
+}
+
+/// Ids appear in metrics labels, headers and URLs: keep them plain.
+fn check_id(path: &str, id: &str) -> Result<(), Invalid> {
+    let ok = !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'));
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(
+            path,
+            format!("`{id}` must be 1-64 characters of letters, digits, '-', '_', '.', ':'"),
+        ))
+    }
+}
+
+fn unique<'a>(
+    ids: impl Iterator<Item = &'a str>,
+    section: &str,
+    field: &str,
+) -> Result<(), Invalid> {
+    let mut seen = HashSet::new();
+    for (i, id) in ids.enumerate() {
+        if !seen.insert(id) {
+            return Err(invalid(
+                format!("{section}[{i}].{field}"),
+                format!("`{id}` is used twice"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn per_million(path: String, usd: f64) -> Result<PerMillion, Invalid> {
+    PerMillion::from_usd(usd).map_err(|m| invalid(path, m))
+}
+
+fn price_of(
+    path: &str,
+    input: f64,
+    cached_input: Option<f64>,
+    cache_write: Option<f64>,
+    output: f64,
+) -> Result<Price, Invalid> {
+    let input_price = per_million(format!("{path}.input"), input)?;
+    Ok(Price {
+        input: input_price,
+        cached_input: cached_input
+            .map(|v| per_million(format!("{path}.cached_input"), v))
+            .transpose()?
+            .unwrap_or(input_price),
+        cache_write: cache_write
+            .map(|v| per_million(format!("{path}.cache_write"), v))
+            .transpose()?
+            .unwrap_or(input_price),
+        output: per_million(format!("{path}.output"), output)?,
+    })
+}
+
+fn validate_prices(raw: Vec<RawPrice>) -> Result<Vec<PriceEntry>, Invalid> {
+    let mut out = Vec::with_capacity(raw.len());
+    for (i, p) in raw.into_iter().enumerate() {
+        let RawPrice {
+            model,
+            input,
+            cached_input,
+            cache_write,
+            output,
+            source,
+            as_of,
+        } = p;
+        let path = format!("prices[{i}]");
+        if model.is_empty() {
+            return Err(invalid(format!("{path}.model"), "must not be empty"));
+        }
+        if source.trim().is_empty() {
+            return Err(invalid(
+                format!("{path}.source"),
+                "say where the price was published",
+            ));
+        }
+        if !is_date(&as_of) {
+            return Err(invalid(
+                format!("{path}.as_of"),
+                format!("`{as_of}` is not a date like 2025-06-01"),
+            ));
+        }
+        out.push(PriceEntry {
+            price: price_of(&path, input, cached_input, cache_write, output)?,
+            model,
+            source,
+            as_of,
+        });
+    }
+    unique(out.iter().map(|p| p.model.as_str()), "prices", "model")?;
+    Ok(out)
+}
+
+fn is_date(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() == 10
+        && b[4] == b'-'
+        && b[7] == b'-'
+        && b.iter()
+            .enumerate()
+            .all(|(i, c)| i == 4 || i == 7 || c.is_ascii_digit())
+}
+
+fn validate_deployment(
+    i: usize,
+    raw: RawDeployment,
+    prices: &[PriceEntry],
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Deployment, Invalid> {
+    let RawDeployment {
+        id,
+        provider,
+        base_url,
+        model,
+        api_key_env,
+        tier,
+        connect_timeout_ms,
+        first_byte_timeout_ms,
+        idle_timeout_ms,
+        price,
+    } = raw;
+    let path = format!("deployments[{i}]");
+    check_id(&format!("{path}.id"), &id)?;
+    let url = url::Url::parse(&base_url).map_err(|e| {
+        invalid(
+            format!("{path}.base_url"),
+            format!("`{base_url}` is not a valid URL: {e}"),
+        )
+    })?;
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        return Err(invalid(
+            format!("{path}.base_url"),
+            format!("`{base_url}` must be an http:// or https:// URL with a host"),
+        ));
+    }
+    if model.is_empty() {
+        return Err(invalid(format!("{path}.model"), "must not be empty"));
+    }
+    let api_key = match &api_key_env {
+        Some(name) if name.is_empty() => {
+            return Err(invalid(format!("{path}.api_key_env"), "must not be empty"));
+        }
+        Some(name) => env(name).filter(|v| !v.is_empty()).map(Secret::new),
+        None => None,
+    };
+    let price = match price {
+        Some(p) => {
+            let RawPriceValues {
+                input,
+                cached_input,
+                cache_write,
+                output,
+                source: _,
+            } = p;
+            price_of(&format!("{path}.price"), input, cached_input, cache_write, output)?
+        }
+        None => {
+            prices
+                .iter()
+                .find(|p| p.model == model)
+                .ok_or_else(|| {
+                    invalid(
+                        format!("{path}.price"),
+                        format!(
+                            "no price for model `{model}`: add a [[prices]] entry with model = \"{model}\" or set price = {{ input = ..., output = ... }} on the deployment"
+                        ),
+                    )
+                })?
+                .price
+        }
+    };
+    Ok(Deployment {
+        id,
+        provider,
+        base_url: base_url.trim_end_matches('/').to_owned(),
+        model,
+        api_key,
+        api_key_env,
+        tier,
+        connect_timeout: positive_ms(&format!("{path}.connect_timeout_ms"), connect_timeout_ms)?,
+        first_byte_timeout: positive_ms(
+            &format!("{path}.first_byte_timeout_ms"),
+            first_byte_timeout_ms,
+        )?,
+        idle_timeout: positive_ms(&format!("{path}.idle_timeout_ms"), idle_timeout_ms)?,
+        price,
+    })
+}
+
+fn validate_pools(raw: Vec<RawPool>, deployments: &[Deployment]) -> Result<Vec<Pool>, Invalid> {
+    if raw.is_empty() {
+        return Err(invalid("pools", "at least one pool is required"));
+    }
+    let ids: HashMap<&str, usize> = raw
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (p.id.as_str(), i))
+        .collect();
+    unique(raw.iter().map(|p| p.id.as_str()), "pools", "id")?;
+    let mut pools = Vec::with_capacity(raw.len());
+    for (i, p) in raw.iter().enumerate() {
+        let RawPool {
+            id,
+            deployments: members,
+            fallback,
+        } = p;
+        let path = format!("pools[{i}]");
+        check_id(&format!("{path}.id"), id)?;
+        if members.is_empty() {
+            return Err(invalid(
+                format!("{path}.deployments"),
+                "a pool needs at least one deployment",
+            ));
+        }
+        let members = members
+            .iter()
+            .enumerate()
+            .map(|(j, name)| {
+                deployments
+                    .iter()
+                    .position(|d| &d.id == name)
+                    .ok_or_else(|| {
+                        invalid(
+                            format!("{path}.deployments[{j}]"),
+                            format!("unknown deployment `{name}`"),
+                        )
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let fallback = fallback
+            .as_ref()
+            .map(|f| {
+                ids.get(f.as_str()).copied().ok_or_else(|| {
+                    invalid(format!("{path}.fallback"), format!("unknown pool `{f}`"))
+                })
+            })
+            .transpose()?;
+        pools.push(Pool {
+            id: id.clone(),
+            deployments: members,
+            fallback,
+            candidates: Vec::new(),
+        });
+    }
+    // Flatten each fallback chain once, here, so dispatch does no work per request.
+    for i in 0..pools.len() {
+        let mut seen_pools = vec![i];
+        let mut candidates: Vec<usize> = Vec::new();
+        let mut current = Some(i);
+        while let Some(p) = current {
+            for d in &pools[p].deployments {
+                if !candidates.contains(d) {
+                    candidates.push(*d);
+                }
+            }
+            current = pools[p].fallback;
+            if let Some(next) = current {
+                if seen_pools.contains(&next) {
+                    return Err(invalid(
+                        format!("pools[{i}].fallback"),
+                        format!(
+                            "fallback chain of pool `{}` loops back to pool `{}`",
+                            pools[i].id, pools[next].id
+                        ),
+                    ));
+                }
+                seen_pools.push(next);
+            }
+        }
+        pools[i].candidates = candidates;
+    }
+    Ok(pools)
+}
+
+fn validate_aliases(raw: Vec<RawAlias>, pools: &[Pool]) -> Result<Vec<Alias>, Invalid> {
+    let aliases =
+        raw.into_iter()
+            .enumerate()
+            .map(|(i, a)| {
+                let RawAlias {
+                    name,
+                    pool,
+                    description,
+                } = a;
+                let path = format!("aliases[{i}]");
+                check_id(&format!("{path}.name"), &name)?;
+                if name == "auto" {
+                    return Err(invalid(
+                        format!("{path}.name"),
+                        "`auto` is reserved: it lets the rules decide",
+                    ));
+                }
+                let pool = pools.iter().position(|p| p.id == pool).ok_or_else(|| {
+                    invalid(format!("{path}.pool"), format!("unknown pool `{pool}`"))
+                })?;
+                Ok(Alias {
+                    name,
+                    description,
+                    pool,
+                })
+            })
+            .collect::<Result<Vec<_>, Invalid>>()?;
+    unique(aliases.iter().map(|a| a.name.as_str()), "aliases", "name")?;
+    Ok(aliases)
+}
+
+fn validate_rules(
+    raw: Vec<RawRule>,
+    pools: &[Pool],
+    aliases: &[Alias],
+    labels: &LabelSet,
+) -> Result<Vec<Rule>, Invalid> {
+    let mut rules = Vec::with_capacity(raw.len());
+    for (i, r) in raw.into_iter().enumerate() {
+        let RawRule {
+            id,
+            description,
+            when,
+            pool,
+            reject,
+        } = r;
+        let path = format!("rules[{i}]");
+        check_id(&format!("{path}.id"), &id)?;
+        let action = match (pool, reject) {
+            (Some(pool), None) => {
+                Action::Pool(pools.iter().position(|p| p.id == pool).ok_or_else(|| {
+                    invalid(
+                        format!("{path}.pool"),
+                        format!(
+                            "unknown pool `{pool}`; pools are: {}",
+                            pools
+                                .iter()
+                                .map(|p| p.id.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                    )
+                })?)
+            }
+            (None, Some(reject)) => {
+                if !(400..=599).contains(&reject.status) {
+                    return Err(invalid(
+                        format!("{path}.reject.status"),
+                        format!("{} is not an HTTP error status (400-599)", reject.status),
+                    ));
+                }
+                Action::Reject {
+                    status: reject.status,
+                    message: reject.message,
+                }
+            }
+            _ => {
+                return Err(invalid(
+                    path,
+                    format!("rule `{id}` needs exactly one action: `pool` or `reject`"),
+                ));
+            }
+        };
+        let when = validate_match(&format!("{path}.when"), when, aliases, labels)?;
+        rules.push(Rule {
+            id,
+            description,
+            when,
+            action,
+        });
+    }
+    unique(rules.iter().map(|r| r.id.as_str()), "rules", "id")?;
+
+    let covers_auto = |m: &Match| match &m.alias {
+        AliasMatch::AutoOnly | AliasMatch::Any => true,
+        AliasMatch::OneOf(list) => list.contains(&Requested::Auto),
+    };
+    let default = rules
+        .iter()
+        .position(|r| r.when.is_unconditional() && covers_auto(&r.when))
+        .ok_or_else(|| {
+            invalid(
+                "rules",
+                "a default rule is required: a last rule with no conditions, e.g. [[rules]] id = \"default\" pool = \"frontier\"",
+            )
+        })?;
+    if let Some(later) = rules[default + 1..]
+        .iter()
+        .position(|r| r.when.alias == AliasMatch::AutoOnly)
+    {
+        let index = default + 1 + later;
+        return Err(invalid(
+            format!("rules[{index}]"),
+            format!(
+                "rule `{}` can never match: the default rule `{}` above it matches every request",
+                rules[index].id, rules[default].id
+            ),
+        ));
+    }
+    Ok(rules)
+}
+
+fn validate_match(
+    path: &str,
+    raw: RawMatch,
+    aliases: &[Alias],
+    labels: &LabelSet,
+) -> Result<Match, Invalid> {
+    let RawMatch {
+        alias,
+        label,
+        min_confidence,
+        max_confidence,
+        min_difficulty,
+        max_difficulty,
+        min_prompt_tokens,
+        max_prompt_tokens,
+        tools,
+        images,
+        json_mode,
+        pii,
+        pii_kinds,
+    } = raw;
+    let alias = match alias {
+        None => AliasMatch::AutoOnly,
+        Some(list) if list.iter().any(|a| a == "*") => AliasMatch::Any,
+        Some(list) => AliasMatch::OneOf(
+            list.iter()
+                .map(|name| {
+                    if name == "auto" {
+                        return Ok(Requested::Auto);
+                    }
+                    aliases
+                        .iter()
+                        .position(|a| &a.name == name)
+                        .map(Requested::Alias)
+                        .ok_or_else(|| {
+                            invalid(
+                                format!("{path}.alias"),
+                                format!("unknown alias `{name}` (use \"auto\", \"*\" or an [[aliases]] name)"),
+                            )
+                        })
+                })
+                .collect::<Result<_, _>>()?,
+        ),
+    };
+    let labels = label
+        .unwrap_or_default()
+        .iter()
+        .map(|name| {
+            labels.find(name).ok_or_else(|| {
+                invalid(
+                    format!("{path}.label"),
+                    format!(
+                        "the classifier has no label `{name}`; it has: {}",
+                        labels.names().collect::<Vec<_>>().join(", ")
+                    ),
+                )
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    for (name, value) in [
+        ("min_confidence", min_confidence),
+        ("max_confidence", max_confidence),
+        ("min_difficulty", min_difficulty),
+        ("max_difficulty", max_difficulty),
+    ] {
+        if let Some(v) = value
+            && !(0.0..=1.0).contains(&v)
+        {
+            return Err(invalid(
+                format!("{path}.{name}"),
+                format!("{v} is not in [0, 1]"),
+            ));
+        }
+    }
+    let mut kinds = PiiKinds::empty();
+    for name in pii_kinds.unwrap_or_default() {
+        let kind = PiiKind::parse(&name).ok_or_else(|| {
+            invalid(
+                format!("{path}.pii_kinds"),
+                format!(
+                    "unknown PII kind `{name}`; kinds are: {}",
+                    PiiKind::ALL.map(PiiKind::as_str).join(", ")
+                ),
+            )
+        })?;
+        kinds.insert(kind);
+    }
+    Ok(Match {
+        alias,
+        labels,
+        min_confidence,
+        max_confidence,
+        min_difficulty,
+        max_difficulty,
+        min_prompt_tokens,
+        max_prompt_tokens,
+        tools,
+        images,
+        json_mode,
+        pii,
+        pii_kinds: kinds,
+    })
+}
+
+fn validate_reference(raw: RawAccounting, prices: &[PriceEntry]) -> Result<PriceEntry, Invalid> {
+    let RawAccounting { reference_model } = raw;
+    prices
+        .iter()
+        .find(|p| p.model == reference_model)
+        .cloned()
+        .ok_or_else(|| {
+            invalid(
+                "accounting.reference_model",
+                format!("no [[prices]] entry for model `{reference_model}`"),
+            )
+        })
+}
+
+fn validate_ledger(raw: RawLedger) -> Result<LedgerConfig, Invalid> {
+    let RawLedger {
+        url,
+        queue_capacity,
+        batch_size,
+    } = raw;
+    let backend = if url == "sqlite::memory:" {
+        LedgerBackend::SqliteMemory
+    } else if let Some(path) = url.strip_prefix("sqlite://") {
+        if path.is_empty() {
+            return Err(invalid("ledger.url", "sqlite:// needs a file path"));
+        }
+        LedgerBackend::Sqlite(PathBuf::from(path))
+    } else {
+        return Err(invalid(
+            "ledger.url",
+            format!("`{url}` is not supported; use sqlite://PATH or sqlite::memory:"),
+        ));
+    };
+    if queue_capacity == 0 || batch_size == 0 {
+        return Err(invalid(
+            "ledger",
+            "queue_capacity and batch_size must be greater than 0",
+        ));
+    }
+    Ok(LedgerConfig {
+        backend,
+        queue_capacity,
+        batch_size,
+    })
+}

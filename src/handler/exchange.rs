@@ -1,0 +1,274 @@
+//! One request's bookkeeping: the ledger record being filled in as the request moves
+//! through the stages, and the single place that finishes it into metrics and the
+//! ledger. A request is recorded exactly once: on completion, on error, or when it is
+//! dropped because the client went away.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
+use axum::response::{IntoResponse, Response};
+
+use crate::accounting::{Costing, Usage};
+use crate::app::{AppState, Runtime};
+use crate::classify::Classification;
+use crate::dispatch::{DispatchFailed, Dispatched};
+use crate::error::ApiError;
+use crate::ledger::LedgerRecord;
+use crate::metrics::status_class;
+use crate::request::ChatRequest;
+use crate::route::{Action, RouteDecision};
+
+/// Status recorded for requests whose client disconnected (nginx's convention).
+pub const CLIENT_CLOSED: u16 = 499;
+
+pub struct Exchange {
+    state: AppState,
+    rt: Arc<Runtime>,
+    started: Instant,
+    record: LedgerRecord,
+    deployment: Option<usize>,
+    /// Estimated prompt tokens, for when no usage is reported.
+    prompt_tokens: u64,
+    finished: bool,
+}
+
+impl Exchange {
+    /// Starts the bookkeeping for a request that just arrived.
+    pub fn new(state: &AppState, rt: Arc<Runtime>, endpoint: &'static str) -> Self {
+        let ts_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+            .unwrap_or(0);
+        Exchange {
+            record: LedgerRecord {
+                request_id: state.ids.next(),
+                ts_ms,
+                endpoint,
+                ..LedgerRecord::default()
+            },
+            state: state.clone(),
+            rt,
+            started: Instant::now(),
+            deployment: None,
+            prompt_tokens: 0,
+            finished: false,
+        }
+    }
+
+    pub fn runtime(&self) -> &Arc<Runtime> {
+        &self.rt
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    pub fn started(&self) -> Instant {
+        self.started
+    }
+
+    pub fn prompt_tokens(&self) -> u64 {
+        self.prompt_tokens
+    }
+
+    /// Records what the client asked for.
+    pub fn parsed(&mut self, request: &ChatRequest) {
+        self.record.requested_model.clone_from(&request.model);
+        self.record.stream = request.stream;
+        self.record.end_user = request
+            .body
+            .get("user")
+            .and_then(|u| u.as_str())
+            .map(str::to_owned);
+    }
+
+    /// Records the classifier's verdict.
+    pub fn classified(&mut self, c: &Classification) {
+        let labels = self.rt.config.classifier.labels();
+        self.record.label = Some(labels.name(c.label).to_owned());
+        self.record.confidence = Some(c.confidence);
+        self.record.difficulty = Some(c.difficulty);
+        self.record.pii_kinds = c
+            .pii
+            .iter()
+            .map(|k| k.as_str())
+            .collect::<Vec<_>>()
+            .join(",");
+        self.prompt_tokens = c.features.prompt_tokens;
+    }
+
+    /// Records the routing decision.
+    pub fn routed(&mut self, decision: &RouteDecision) {
+        let routes = &self.rt.config.routes;
+        self.record.rule = Some(routes.via_id(decision.via).to_owned());
+        if let Action::Pool(p) = decision.action {
+            self.record.pool = routes.pools.get(p).map(|p| p.id.clone());
+        }
+    }
+
+    fn set_deployment(&mut self, index: usize) {
+        self.deployment = Some(index);
+        if let Some(d) = self.rt.config.deployments.get(index) {
+            self.record.deployment = Some(d.id.clone());
+            self.record.provider = Some(d.provider.as_str());
+            self.record.upstream_model = Some(d.model.clone());
+            self.record.tier = Some(d.tier.as_str());
+        }
+    }
+
+    /// Records which deployment answered and how many attempts it took.
+    pub fn dispatched(&mut self, d: &Dispatched) {
+        self.set_deployment(d.deployment);
+        self.record.attempts = d.attempts;
+        self.record.fallbacks.clone_from(&d.fallbacks);
+        self.record.upstream_us = Some(micros(d.upstream_latency));
+    }
+
+    /// Records a dispatch where every deployment failed.
+    pub fn dispatch_failed(&mut self, f: &DispatchFailed) {
+        if let Some(index) = f.last_deployment {
+            self.set_deployment(index);
+        }
+        self.record.attempts = f.attempts;
+        self.record.fallbacks.clone_from(&f.fallbacks);
+    }
+
+    /// Usage for a reply that reported none: the prompt estimate plus the output seen.
+    pub fn estimated_usage(&self, output_chars: usize) -> Usage {
+        Usage {
+            input: self.prompt_tokens,
+            output: crate::accounting::usage::estimate_tokens(output_chars),
+            estimated: true,
+            ..Usage::default()
+        }
+    }
+
+    /// The `x-crossroads-*` headers known so far.
+    pub fn headers(&self) -> HeaderMap {
+        let mut headers = HeaderMap::with_capacity(8);
+        let r = &self.record;
+        let pairs = [
+            ("x-crossroads-request-id", Some(r.request_id.as_str())),
+            ("x-crossroads-rule", r.rule.as_deref()),
+            ("x-crossroads-pool", r.pool.as_deref()),
+            ("x-crossroads-deployment", r.deployment.as_deref()),
+            ("x-crossroads-tier", r.tier),
+            ("x-crossroads-class", r.label.as_deref()),
+        ];
+        for (name, value) in pairs {
+            if let Some(v) = value.and_then(|v| HeaderValue::from_str(v).ok()) {
+                headers.insert(HeaderName::from_static(name), v);
+            }
+        }
+        headers
+    }
+
+    /// Prices `usage`, writes the ledger record and the metrics. Returns the costing.
+    pub fn finish(
+        &mut self,
+        status: u16,
+        error_kind: Option<&'static str>,
+        usage: Usage,
+        ttft: Option<Duration>,
+    ) -> Costing {
+        if self.finished {
+            return Costing::default();
+        }
+        self.finished = true;
+        let config = &self.rt.config;
+        let costing = match self.deployment.and_then(|d| config.deployments.get(d)) {
+            Some(d) => Costing::of(&usage, &d.price, &config.reference.price),
+            None => Costing::default(),
+        };
+        let mut record = std::mem::take(&mut self.record);
+        record.status = status;
+        record.error_kind = error_kind;
+        record.usage = usage;
+        record.cost = costing.cost;
+        record.reference_cost = costing.reference_cost;
+        record.latency_us = micros(self.started.elapsed());
+        record.ttft_us = ttft.map(micros);
+
+        let m = &self.state.metrics;
+        let tier = record.tier.unwrap_or("none");
+        let deployment = record.deployment.as_deref().unwrap_or("none");
+        m.requests
+            .with_label_values(&[
+                record.rule.as_deref().unwrap_or("none"),
+                tier,
+                deployment,
+                status_class(status),
+            ])
+            .inc();
+        if let Some(kind) = error_kind {
+            m.errors.with_label_values(&[kind]).inc();
+        }
+        m.request_duration
+            .with_label_values(&[tier])
+            .observe(self.started.elapsed().as_secs_f64());
+        if let Some(us) = record.upstream_us {
+            m.upstream_duration
+                .with_label_values(&[deployment])
+                .observe(us as f64 / 1e6);
+        }
+        if let Some(t) = ttft {
+            m.ttft.with_label_values(&[tier]).observe(t.as_secs_f64());
+        }
+        for (kind, n) in [
+            ("input", usage.input),
+            ("cached_input", usage.cached_input),
+            ("cache_write", usage.cache_write),
+            ("output", usage.output),
+            ("reasoning", usage.reasoning),
+        ] {
+            if n > 0 {
+                m.tokens.with_label_values(&[kind, tier]).inc_by(n);
+            }
+        }
+        if costing.cost.pico() > 0 {
+            m.cost
+                .with_label_values(&[tier])
+                .inc_by(costing.cost.as_f64());
+        }
+        if costing.reference_cost.pico() > 0 {
+            m.reference_cost
+                .with_label_values(&[tier])
+                .inc_by(costing.reference_cost.as_f64());
+        }
+        self.state.ledger.record(record);
+        costing
+    }
+
+    /// Finishes with an error and renders it, with the headers known so far.
+    pub fn fail(mut self, error: ApiError) -> Response {
+        let headers = self.headers();
+        self.finish(
+            error.status().as_u16(),
+            Some(error.kind()),
+            Usage::default(),
+            None,
+        );
+        let mut response = error.into_response();
+        response.headers_mut().extend(headers);
+        response
+    }
+}
+
+impl Drop for Exchange {
+    /// A request dropped before it finished lost its client: record it anyway.
+    fn drop(&mut self) {
+        if !self.finished {
+            let usage = if self.deployment.is_some() {
+                self.estimated_usage(0)
+            } else {
+                Usage::default()
+            };
+            self.finish(CLIENT_CLOSED, Some("client_disconnected"), usage, None);
+        }
+    }
+}
+
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}

@@ -1,0 +1,99 @@
+//! `POST /v1/route/explain`: the routing decision for a chat-completions body, with its
+//! reasons, computed by the same code that serves and without calling any upstream.
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use super::chat::classify_and_route;
+use super::read_body;
+use crate::app::{AppState, Runtime};
+use crate::error::ApiError;
+use crate::metrics::Metrics;
+use crate::request::ChatRequest;
+use crate::route::{Action, RouteInput};
+
+pub async fn explain(
+    State(state): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let rt = state.runtime();
+    let result = read_body(body, rt.config.server.body_limit)
+        .and_then(|bytes| ChatRequest::parse(&bytes))
+        .and_then(|request| explain_request(&rt, &state.metrics, &request));
+    match result {
+        Ok(value) => axum::Json(value).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// The explanation of how `request` would be routed, as JSON.
+pub fn explain_request(
+    rt: &Runtime,
+    metrics: &Metrics,
+    request: &ChatRequest,
+) -> Result<Value, ApiError> {
+    let (classification, _) = classify_and_route(rt, metrics, request)?;
+    let config = &rt.config;
+    let routes = &config.routes;
+    let labels = config.classifier.labels();
+    let requested = routes
+        .resolve(&request.model)
+        .ok_or_else(|| ApiError::ModelNotFound {
+            model: request.model.clone(),
+        })?;
+    let explanation = crate::route::explain(
+        routes,
+        labels,
+        &RouteInput {
+            requested,
+            classification: &classification,
+        },
+    );
+    let decision = &explanation.decision;
+    let (pool, deployments, reject) = match &decision.action {
+        Action::Pool(p) => {
+            let pool = routes.pools.get(*p);
+            let deployments: Vec<Value> = pool
+                .map(|p| p.candidates.as_slice())
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|d| config.deployments.get(*d))
+                .map(|d| {
+                    json!({
+                        "id": d.id,
+                        "tier": d.tier.as_str(),
+                        "provider": d.provider.as_str(),
+                        "model": d.model,
+                    })
+                })
+                .collect();
+            (pool.map(|p| p.id.clone()), deployments, Value::Null)
+        }
+        Action::Reject { status, message } => (
+            None,
+            Vec::new(),
+            json!({ "status": status, "message": message }),
+        ),
+    };
+    let c = &classification;
+    Ok(json!({
+        "model": request.model,
+        "classification": {
+            "label": labels.name(c.label),
+            "confidence": c.confidence,
+            "difficulty": c.difficulty,
+            "pii": c.pii.iter().map(|k| k.as_str()).collect::<Vec<_>>(),
+            "signals": c.features.signals.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
+            "prompt_tokens": c.features.prompt_tokens,
+        },
+        "rule": routes.via_id(decision.via),
+        "action": if reject.is_null() { "route" } else { "reject" },
+        "pool": pool,
+        "deployments": deployments,
+        "reject": reject,
+        "reasons": explanation.reasons,
+    }))
+}

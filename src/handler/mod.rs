@@ -1,0 +1,123 @@
+//! HTTP handlers: the chat-completions pipeline and the read-only endpoints.
+
+pub mod chat;
+pub mod exchange;
+pub mod explain;
+mod stream;
+
+use std::hash::{BuildHasher, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::app::AppState;
+use crate::error::ApiError;
+
+/// Unique request ids: a random per-process prefix and a counter.
+pub struct RequestIds {
+    prefix: u64,
+    counter: AtomicU64,
+}
+
+impl RequestIds {
+    pub fn new() -> Self {
+        RequestIds {
+            prefix: std::collections::hash_map::RandomState::new()
+                .build_hasher()
+                .finish(),
+            counter: AtomicU64::new(0),
+        }
+    }
+
+    /// `req_` followed by 28 hex digits.
+    pub fn next(&self) -> String {
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        format!("req_{:016x}{:012x}", self.prefix, n & 0xffff_ffff_ffff)
+    }
+}
+
+impl Default for RequestIds {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The body, or the OpenAI-shaped error for a body that could not be read.
+pub(crate) fn read_body(
+    body: Result<Bytes, BytesRejection>,
+    limit: usize,
+) -> Result<Bytes, ApiError> {
+    body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::PayloadTooLarge { limit }
+        } else {
+            ApiError::bad_request(
+                format!("could not read the request body: {rejection}"),
+                None,
+            )
+        }
+    })
+}
+
+/// `GET /v1/models`: `auto` and every alias, in the OpenAI list shape.
+pub async fn models(State(state): State<AppState>) -> Response {
+    let rt = state.runtime();
+    let mut data = vec![json!({
+        "id": "auto",
+        "object": "model",
+        "created": 0,
+        "owned_by": "crossroads",
+        "description": "the router chooses the deployment for each request",
+    })];
+    for alias in &rt.config.routes.aliases {
+        data.push(json!({
+            "id": alias.name,
+            "object": "model",
+            "created": 0,
+            "owned_by": "crossroads",
+            "description": alias.description,
+        }));
+    }
+    axum::Json(json!({ "object": "list", "data": data })).into_response()
+}
+
+/// `GET /healthz`: the process is up.
+pub async fn healthz() -> Response {
+    axum::Json(json!({ "status": "ok" })).into_response()
+}
+
+/// `GET /readyz`: the config is loaded and the ledger writer accepts records.
+pub async fn readyz(State(state): State<AppState>) -> Response {
+    if state.ledger.is_open() {
+        axum::Json(json!({ "status": "ready" })).into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(json!({ "status": "ledger writer stopped" })),
+        )
+            .into_response()
+    }
+}
+
+/// `GET /metrics`: Prometheus text format.
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    let mut response = state.metrics.render().into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    response
+}
+
+pub async fn not_found() -> Response {
+    ApiError::NotFound.into_response()
+}
+
+pub async fn method_not_allowed() -> Response {
+    ApiError::MethodNotAllowed.into_response()
+}

@@ -1,0 +1,261 @@
+//! The streamed response: upstream SSE events forwarded as they arrive, metered on the
+//! way. The usage chunk the gateway asked for is removed when the client did not ask
+//! for it; a stream that breaks ends with one OpenAI-style error event and `[DONE]`,
+//! never a silent truncation.
+
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use futures_util::{Stream, StreamExt};
+use serde::Deserialize;
+
+use super::exchange::Exchange;
+use crate::accounting::Usage;
+use crate::accounting::usage::{GeneratedText, OpenAiUsage};
+use crate::error::{ApiError, UpstreamFailure};
+use crate::provider::{ByteStream, FailureKind};
+
+const DONE: &[u8] = b"data: [DONE]\n\n";
+
+/// What the stream has seen so far.
+#[derive(Default)]
+struct Meter {
+    usage: Option<Usage>,
+    output_chars: usize,
+    finish_seen: bool,
+    upstream_error: bool,
+}
+
+pub struct MeteredStream {
+    exchange: Option<Exchange>,
+    first: Option<Bytes>,
+    rest: ByteStream,
+    buffer: BytesMut,
+    include_usage: bool,
+    meter: Meter,
+    ttft: Option<Duration>,
+    ended: bool,
+}
+
+impl MeteredStream {
+    pub fn new(exchange: Exchange, first: Bytes, rest: ByteStream, include_usage: bool) -> Self {
+        MeteredStream {
+            exchange: Some(exchange),
+            first: Some(first),
+            rest,
+            buffer: BytesMut::new(),
+            include_usage,
+            meter: Meter::default(),
+            ttft: None,
+            ended: false,
+        }
+    }
+
+    /// Takes the complete events out of the buffer and returns the bytes to forward.
+    fn drain_events(&mut self) -> BytesMut {
+        let mut out = BytesMut::new();
+        while !self.ended {
+            let Some((len, sep)) = event_end(&self.buffer) else {
+                break;
+            };
+            let event = self.buffer.split_to(len + sep);
+            match self.inspect(&event[..len]) {
+                Verdict::Forward => out.extend_from_slice(&event),
+                Verdict::Drop => {}
+                Verdict::Done => {
+                    out.extend_from_slice(DONE);
+                    self.end(200, None);
+                }
+            }
+        }
+        out
+    }
+
+    /// Decides what to do with one event and meters it.
+    fn inspect(&mut self, event: &[u8]) -> Verdict {
+        let Some(data) = data_of(event) else {
+            return Verdict::Forward;
+        };
+        if data.trim_ascii() == b"[DONE]" {
+            return Verdict::Done;
+        }
+        let Ok(chunk) = serde_json::from_slice::<ChunkPeek>(data) else {
+            return Verdict::Forward;
+        };
+        if chunk.error.is_some() {
+            self.meter.upstream_error = true;
+        }
+        for choice in &chunk.choices {
+            if let Some(delta) = &choice.delta {
+                self.meter.output_chars += delta.chars();
+            }
+            if choice.finish_reason.is_some() {
+                self.meter.finish_seen = true;
+            }
+        }
+        if let Some(usage) = chunk.usage {
+            self.meter.usage = Some(usage.into());
+            if chunk.choices.is_empty() && !self.include_usage {
+                return Verdict::Drop;
+            }
+        }
+        Verdict::Forward
+    }
+
+    /// Records the request once; later calls do nothing.
+    fn end(&mut self, status: u16, error: Option<&'static str>) {
+        self.ended = true;
+        if let Some(mut ex) = self.exchange.take() {
+            let usage = match self.meter.usage {
+                Some(u) => u,
+                None => ex.estimated_usage(self.meter.output_chars),
+            };
+            let error = error.or(self.meter.upstream_error.then_some("upstream_stream_error"));
+            ex.finish(status, error, usage, self.ttft);
+        }
+    }
+
+    /// Ends a broken stream: one error event the SDKs raise, then `[DONE]`.
+    fn fail(&mut self, out: &mut BytesMut, kind: FailureKind, message: String) {
+        let failure = if kind == FailureKind::Timeout {
+            UpstreamFailure::Timeout
+        } else {
+            UpstreamFailure::BadGateway
+        };
+        let error = ApiError::Upstream { failure, message };
+        out.extend_from_slice(b"data: ");
+        out.extend_from_slice(&error.to_json());
+        out.extend_from_slice(b"\n\n");
+        out.extend_from_slice(DONE);
+        self.end(error.status().as_u16(), Some("stream_interrupted"));
+    }
+}
+
+enum Verdict {
+    Forward,
+    Drop,
+    Done,
+}
+
+impl Stream for MeteredStream {
+    type Item = Result<Bytes, Infallible>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        loop {
+            if this.ended {
+                return Poll::Ready(None);
+            }
+            let chunk = match this.first.take() {
+                Some(first) => Some(Ok(first)),
+                None => match this.rest.poll_next_unpin(cx) {
+                    Poll::Ready(item) => item,
+                    Poll::Pending => return Poll::Pending,
+                },
+            };
+            let mut out = match chunk {
+                Some(Ok(bytes)) => {
+                    this.buffer.extend_from_slice(&bytes);
+                    this.drain_events()
+                }
+                Some(Err(e)) => {
+                    let mut out = BytesMut::new();
+                    this.fail(&mut out, e.kind, e.message);
+                    out
+                }
+                None => {
+                    // The upstream closed without `[DONE]`. After a finish_reason the
+                    // answer is whole: complete it. Before one, it was cut short.
+                    let mut out = BytesMut::new();
+                    if this.meter.finish_seen {
+                        out.extend_from_slice(DONE);
+                        this.end(200, None);
+                    } else {
+                        this.fail(
+                            &mut out,
+                            FailureKind::Protocol,
+                            "the upstream ended the stream before the answer was complete".into(),
+                        );
+                    }
+                    out
+                }
+            };
+            if !out.is_empty() {
+                if this.ttft.is_none()
+                    && let Some(ex) = &this.exchange
+                {
+                    this.ttft = Some(ex.started().elapsed());
+                }
+                return Poll::Ready(Some(Ok(std::mem::take(&mut out).freeze())));
+            }
+        }
+    }
+}
+
+impl Drop for MeteredStream {
+    /// The client went away mid-stream: record what was generated so far.
+    fn drop(&mut self) {
+        if !self.ended {
+            self.end(super::exchange::CLIENT_CLOSED, Some("client_disconnected"));
+        }
+    }
+}
+
+/// Length of the first complete event and of its blank-line separator.
+fn event_end(buf: &[u8]) -> Option<(usize, usize)> {
+    let lf = memchr::memmem::find(buf, b"\n\n").map(|i| (i, 2));
+    let crlf = memchr::memmem::find(buf, b"\r\n\r\n").map(|i| (i, 4));
+    match (lf, crlf) {
+        (Some(a), Some(b)) => Some(if a.0 <= b.0 { a } else { b }),
+        (a, b) => a.or(b),
+    }
+}
+
+/// The `data:` payload of an event (single-line data, as every OpenAI-wire server sends).
+fn data_of(event: &[u8]) -> Option<&[u8]> {
+    event.split(|b| *b == b'\n').find_map(|line| {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        line.strip_prefix(b"data:")
+            .map(|d| d.strip_prefix(b" ").unwrap_or(d))
+    })
+}
+
+#[derive(Deserialize)]
+struct ChunkPeek<'a> {
+    #[serde(default, borrow)]
+    choices: Vec<ChoicePeek<'a>>,
+    #[serde(default)]
+    usage: Option<OpenAiUsage>,
+    #[serde(default)]
+    error: Option<serde::de::IgnoredAny>,
+}
+
+#[derive(Deserialize)]
+struct ChoicePeek<'a> {
+    #[serde(default, borrow)]
+    delta: Option<GeneratedText<'a>>,
+    #[serde(default)]
+    finish_reason: Option<serde::de::IgnoredAny>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_event_boundaries() {
+        assert_eq!(event_end(b"data: x\n\ndata: y"), Some((7, 2)));
+        assert_eq!(event_end(b"data: x\r\n\r\n"), Some((7, 4)));
+        assert_eq!(event_end(b"data: x\n"), None);
+    }
+
+    #[test]
+    fn reads_data_payloads() {
+        assert_eq!(data_of(b"data: {\"a\":1}"), Some(&b"{\"a\":1}"[..]));
+        assert_eq!(data_of(b"event: x\ndata:[DONE]"), Some(&b"[DONE]"[..]));
+        assert_eq!(data_of(b": keep-alive"), None);
+    }
+}

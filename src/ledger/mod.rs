@@ -1,0 +1,255 @@
+//! The spend ledger: one record per request, handed off the request path through a
+//! bounded channel to a writer thread that batches inserts into the store.
+
+mod sqlite;
+
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use prometheus::{IntCounter, IntGauge, Registry};
+use tokio::sync::{mpsc, oneshot};
+
+pub use sqlite::SqliteStore;
+
+use crate::accounting::{Usage, Usd};
+use crate::config::{LedgerBackend, LedgerConfig};
+
+/// Everything finance and platform teams need to know about one request.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LedgerRecord {
+    pub request_id: String,
+    /// Unix time in milliseconds when the request arrived.
+    pub ts_ms: i64,
+    pub key_id: Option<String>,
+    pub team: Option<String>,
+    /// The client's `user` field.
+    pub end_user: Option<String>,
+    pub endpoint: &'static str,
+    pub requested_model: String,
+    pub label: Option<String>,
+    pub confidence: Option<f32>,
+    pub difficulty: Option<f32>,
+    /// PII kinds found, comma-separated (never the values).
+    pub pii_kinds: String,
+    pub rule: Option<String>,
+    pub pool: Option<String>,
+    pub deployment: Option<String>,
+    pub provider: Option<&'static str>,
+    pub upstream_model: Option<String>,
+    pub tier: Option<&'static str>,
+    pub cache_hit: bool,
+    pub stream: bool,
+    pub status: u16,
+    pub error_kind: Option<&'static str>,
+    pub attempts: u32,
+    /// Deployments that failed before the one that answered: `id:reason,...`.
+    pub fallbacks: String,
+    pub usage: Usage,
+    pub cost: Usd,
+    pub reference_cost: Usd,
+    pub latency_us: u64,
+    pub ttft_us: Option<u64>,
+    pub upstream_us: Option<u64>,
+}
+
+/// Where ledger batches are written. Runs on the writer thread, so it may block.
+pub trait LedgerStore: Send {
+    fn write(&mut self, batch: &[LedgerRecord]) -> Result<(), String>;
+}
+
+enum Msg {
+    Record(Box<LedgerRecord>),
+    Flush(oneshot::Sender<()>),
+    /// Write everything queued before this message, then stop.
+    Close,
+}
+
+/// Ledger metrics, registered by the caller.
+#[derive(Clone)]
+pub struct LedgerMetrics {
+    pub queue_depth: IntGauge,
+    pub written: IntCounter,
+    pub write_failures: IntCounter,
+}
+
+impl LedgerMetrics {
+    pub fn new(registry: &Registry) -> prometheus::Result<Self> {
+        let m = LedgerMetrics {
+            queue_depth: IntGauge::new(
+                "crossroads_ledger_queue_depth",
+                "Ledger records waiting to be written",
+            )?,
+            written: IntCounter::new(
+                "crossroads_ledger_records_written_total",
+                "Ledger records written to the store",
+            )?,
+            write_failures: IntCounter::new(
+                "crossroads_ledger_write_failures_total",
+                "Failed ledger batch writes (each is retried)",
+            )?,
+        };
+        registry.register(Box::new(m.queue_depth.clone()))?;
+        registry.register(Box::new(m.written.clone()))?;
+        registry.register(Box::new(m.write_failures.clone()))?;
+        Ok(m)
+    }
+}
+
+/// The request path's handle on the ledger.
+#[derive(Clone)]
+pub struct Ledger {
+    tx: mpsc::Sender<Msg>,
+    metrics: LedgerMetrics,
+}
+
+/// Owns the writer thread; [`LedgerWriter::shutdown`] drains and joins it.
+pub struct LedgerWriter {
+    tx: mpsc::Sender<Msg>,
+    thread: JoinHandle<()>,
+}
+
+/// Opens the configured store and starts the writer thread.
+pub fn start(
+    config: &LedgerConfig,
+    metrics: LedgerMetrics,
+) -> Result<(Ledger, LedgerWriter), String> {
+    let store: Box<dyn LedgerStore> = match &config.backend {
+        LedgerBackend::Sqlite(path) => Box::new(SqliteStore::open(path)?),
+        LedgerBackend::SqliteMemory => Box::new(SqliteStore::open_in_memory()?),
+    };
+    start_with(store, config.queue_capacity, config.batch_size, metrics)
+}
+
+/// Starts the writer thread on a given store.
+pub fn start_with(
+    mut store: Box<dyn LedgerStore>,
+    capacity: usize,
+    batch_size: usize,
+    metrics: LedgerMetrics,
+) -> Result<(Ledger, LedgerWriter), String> {
+    let (tx, mut rx) = mpsc::channel::<Msg>(capacity);
+    let thread_metrics = metrics.clone();
+    let thread = std::thread::Builder::new()
+        .name("ledger-writer".into())
+        .spawn(move || {
+            let metrics = thread_metrics;
+            let mut batch: Vec<LedgerRecord> = Vec::with_capacity(batch_size);
+            let mut waiting: Vec<oneshot::Sender<()>> = Vec::new();
+            // Blocks for the first message, then takes whatever queued up meanwhile:
+            // batches grow with load and nothing waits on a timer.
+            let mut closing = false;
+            while !closing && let Some(first) = rx.blocking_recv() {
+                let mut next = Some(first);
+                while let Some(msg) = next.take() {
+                    match msg {
+                        Msg::Record(r) => batch.push(*r),
+                        Msg::Flush(done) => waiting.push(done),
+                        Msg::Close => {
+                            closing = true;
+                            break;
+                        }
+                    }
+                    if batch.len() >= batch_size {
+                        break;
+                    }
+                    next = rx.try_recv().ok();
+                }
+                write_with_retry(store.as_mut(), &batch, &metrics);
+                metrics.written.inc_by(batch.len() as u64);
+                batch.clear();
+                metrics.queue_depth.set(rx.len() as i64);
+                for done in waiting.drain(..) {
+                    let _ = done.send(());
+                }
+            }
+        })
+        .map_err(|e| format!("cannot start the ledger writer thread: {e}"))?;
+    Ok((
+        Ledger {
+            tx: tx.clone(),
+            metrics,
+        },
+        LedgerWriter { tx, thread },
+    ))
+}
+
+/// Retries a failing batch with back-off until it is written: a record is never
+/// dropped. While it retries, the bounded queue fills and pushes back on requests.
+fn write_with_retry(store: &mut dyn LedgerStore, batch: &[LedgerRecord], metrics: &LedgerMetrics) {
+    if batch.is_empty() {
+        return;
+    }
+    let mut delay = Duration::from_millis(50);
+    loop {
+        match store.write(batch) {
+            Ok(()) => return,
+            Err(e) => {
+                metrics.write_failures.inc();
+                tracing::error!(error = %e, records = batch.len(), "ledger write failed; retrying");
+                std::thread::sleep(delay);
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+impl Ledger {
+    /// Queues a record. Never blocks the caller: when the queue is full the record
+    /// waits in a task for space instead of being dropped.
+    pub fn record(&self, record: LedgerRecord) {
+        let queued = self.tx.max_capacity() - self.tx.capacity();
+        self.metrics.queue_depth.set(queued as i64 + 1);
+        match self.tx.try_send(Msg::Record(Box::new(record))) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(msg)) => {
+                let tx = self.tx.clone();
+                match tokio::runtime::Handle::try_current() {
+                    Ok(runtime) => {
+                        runtime.spawn(async move {
+                            if tx.send(msg).await.is_err() {
+                                tracing::error!("ledger writer stopped; a record was lost");
+                            }
+                        });
+                    }
+                    // Outside the runtime (a drop at exit) the only way left is to wait.
+                    Err(_) => {
+                        if tx.blocking_send(msg).is_err() {
+                            tracing::error!("ledger writer stopped; a record was lost");
+                        }
+                    }
+                }
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                tracing::error!("ledger writer stopped; a record was lost");
+            }
+        }
+    }
+
+    /// Whether the writer still accepts records.
+    pub fn is_open(&self) -> bool {
+        !self.tx.is_closed()
+    }
+
+    /// Waits until every record queued before this call is written.
+    pub async fn flush(&self) {
+        let (done, wait) = oneshot::channel();
+        if self.tx.send(Msg::Flush(done)).await.is_ok() {
+            let _ = wait.await;
+        }
+    }
+}
+
+impl LedgerWriter {
+    /// Writes every record queued so far, then stops the writer thread. Call it after
+    /// the server has finished its in-flight requests.
+    pub async fn shutdown(self) {
+        let LedgerWriter { tx, thread } = self;
+        if tx.send(Msg::Close).await.is_err() {
+            tracing::error!("ledger writer stopped early");
+        }
+        match tokio::task::spawn_blocking(move || thread.join()).await {
+            Ok(Ok(())) => {}
+            _ => tracing::error!("ledger writer thread panicked"),
+        }
+    }
+}

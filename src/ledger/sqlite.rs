@@ -1,0 +1,197 @@
+//! The embedded ledger store: SQLite in WAL mode, schema versioned by `user_version`.
+
+use std::path::Path;
+
+use rusqlite::{Connection, params};
+
+use super::{LedgerRecord, LedgerStore};
+
+/// Schema migrations, applied in order; `user_version` records how many ran.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE requests (
+    request_id       TEXT PRIMARY KEY,
+    ts_ms            INTEGER NOT NULL,
+    key_id           TEXT,
+    team             TEXT,
+    end_user         TEXT,
+    endpoint         TEXT NOT NULL,
+    requested_model  TEXT NOT NULL,
+    label            TEXT,
+    confidence       REAL,
+    difficulty       REAL,
+    pii              INTEGER NOT NULL,
+    pii_kinds        TEXT NOT NULL,
+    rule             TEXT,
+    pool             TEXT,
+    deployment       TEXT,
+    provider         TEXT,
+    upstream_model   TEXT,
+    tier             TEXT,
+    cache_hit        INTEGER NOT NULL,
+    stream           INTEGER NOT NULL,
+    status           INTEGER NOT NULL,
+    error_kind       TEXT,
+    attempts         INTEGER NOT NULL,
+    fallbacks        TEXT NOT NULL,
+    input_tokens     INTEGER NOT NULL,
+    cached_input_tokens INTEGER NOT NULL,
+    cache_write_tokens  INTEGER NOT NULL,
+    output_tokens    INTEGER NOT NULL,
+    reasoning_tokens INTEGER NOT NULL,
+    usage_estimated  INTEGER NOT NULL,
+    cost_pusd        INTEGER NOT NULL,
+    reference_cost_pusd INTEGER NOT NULL,
+    latency_us       INTEGER NOT NULL,
+    ttft_us          INTEGER,
+    upstream_us      INTEGER
+);
+CREATE INDEX requests_ts ON requests (ts_ms);
+CREATE INDEX requests_team_ts ON requests (team, ts_ms);
+CREATE INDEX requests_key_ts ON requests (key_id, ts_ms);
+"#];
+
+const INSERT: &str = "INSERT OR IGNORE INTO requests (
+    request_id, ts_ms, key_id, team, end_user, endpoint, requested_model, label, confidence,
+    difficulty, pii, pii_kinds, rule, pool, deployment, provider, upstream_model, tier,
+    cache_hit, stream, status, error_kind, attempts, fallbacks, input_tokens,
+    cached_input_tokens, cache_write_tokens, output_tokens, reasoning_tokens, usage_estimated,
+    cost_pusd, reference_cost_pusd, latency_us, ttft_us, upstream_us
+) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18,
+    ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31, ?32, ?33, ?34, ?35)";
+
+/// A SQLite ledger file.
+pub struct SqliteStore {
+    conn: Connection,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) and migrates the ledger at `path`.
+    pub fn open(path: &Path) -> Result<Self, String> {
+        if let Some(dir) = path.parent()
+            && !dir.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| format!("ledger directory {}: {e}", dir.display()))?;
+        }
+        let conn = Connection::open(path).map_err(|e| format!("ledger {}: {e}", path.display()))?;
+        Self::init(conn).map_err(|e| format!("ledger {}: {e}", path.display()))
+    }
+
+    /// A ledger that lives as long as the process (tests, dry runs).
+    pub fn open_in_memory() -> Result<Self, String> {
+        let conn = Connection::open_in_memory().map_err(|e| e.to_string())?;
+        Self::init(conn).map_err(|e| e.to_string())
+    }
+
+    fn init(conn: Connection) -> rusqlite::Result<Self> {
+        // WAL lets readers (spend queries, tests) run while the writer appends;
+        // NORMAL sync is durable across process crashes, which is what WAL promises.
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        let version: usize = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        for (i, migration) in MIGRATIONS.iter().enumerate().skip(version) {
+            conn.execute_batch(migration)?;
+            conn.pragma_update(None, "user_version", i + 1)?;
+        }
+        Ok(SqliteStore { conn })
+    }
+}
+
+fn opt_u64(v: Option<u64>) -> Option<i64> {
+    v.map(|v| i64::try_from(v).unwrap_or(i64::MAX))
+}
+
+fn int(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+impl LedgerStore for SqliteStore {
+    fn write(&mut self, batch: &[LedgerRecord]) -> Result<(), String> {
+        let tx = self.conn.transaction().map_err(|e| e.to_string())?;
+        {
+            let mut insert = tx.prepare_cached(INSERT).map_err(|e| e.to_string())?;
+            for r in batch {
+                insert
+                    .execute(params![
+                        r.request_id,
+                        r.ts_ms,
+                        r.key_id,
+                        r.team,
+                        r.end_user,
+                        r.endpoint,
+                        r.requested_model,
+                        r.label,
+                        r.confidence,
+                        r.difficulty,
+                        !r.pii_kinds.is_empty(),
+                        r.pii_kinds,
+                        r.rule,
+                        r.pool,
+                        r.deployment,
+                        r.provider,
+                        r.upstream_model,
+                        r.tier,
+                        r.cache_hit,
+                        r.stream,
+                        r.status,
+                        r.error_kind,
+                        r.attempts,
+                        r.fallbacks,
+                        int(r.usage.input),
+                        int(r.usage.cached_input),
+                        int(r.usage.cache_write),
+                        int(r.usage.output),
+                        int(r.usage.reasoning),
+                        r.usage.estimated,
+                        r.cost.pico(),
+                        r.reference_cost.pico(),
+                        int(r.latency_us),
+                        opt_u64(r.ttft_us),
+                        opt_u64(r.upstream_us),
+                    ])
+                    .map_err(|e| e.to_string())?;
+            }
+        }
+        tx.commit().map_err(|e| e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use crate::accounting::{Usage, Usd};
+
+    #[test]
+    fn writes_and_reopens_without_remigrating() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ledger.db");
+        let mut store = SqliteStore::open(&path).unwrap();
+        let record = LedgerRecord {
+            request_id: "req-1".into(),
+            endpoint: "chat.completions",
+            requested_model: "auto".into(),
+            status: 200,
+            usage: Usage {
+                input: 10,
+                output: 5,
+                ..Usage::default()
+            },
+            cost: Usd::from_pico(123),
+            ..LedgerRecord::default()
+        };
+        store.write(std::slice::from_ref(&record)).unwrap();
+        // A retried batch must not duplicate rows.
+        store.write(std::slice::from_ref(&record)).unwrap();
+        drop(store);
+        let store = SqliteStore::open(&path).unwrap();
+        let (n, cost): (i64, i64) = store
+            .conn
+            .query_row("SELECT COUNT(*), SUM(cost_pusd) FROM requests", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .unwrap();
+        assert_eq!((n, cost), (1, 123));
+    }
+}

@@ -1,0 +1,34 @@
+//! Crossroads: an OpenAI-compatible gateway that decides, per request, whether a local
+//! specialist model or a frontier API should answer, and accounts for every cent.
+//!
+//! The request flow, one module per stage:
+//!
+//! ```text
+//! client → request (parse, check) → route::resolve (model alias) → classify (label,
+//!   confidence, difficulty, PII) → route (rules → pool) → dispatch (deployments in
+//!   order, fallback) → provider (wire format, HTTP) → upstream
+//! response ← handler::stream / chat (headers, SSE metering) ← accounting (usage → cost)
+//!   → ledger (batched, durable) + metrics
+//! ```
+//!
+//! - [`config`]: `routes.toml` → validated runtime types.
+//! - [`classify`], [`route`], [`accounting`]: the pure core; no I/O, unit-tested and benched alone.
+//! - [`provider`], [`dispatch`]: upstream HTTP and fallback.
+//! - [`ledger`]: the spend ledger and its writer thread.
+//! - [`app`]: assembles the request path in one place; [`handler`]: the endpoints.
+//! - [`server`], [`cli`]: serving and the `crossroads` command.
+
+pub mod accounting;
+pub mod app;
+pub mod classify;
+pub mod cli;
+pub mod config;
+pub mod dispatch;
+pub mod error;
+pub mod handler;
+pub mod ledger;
+pub mod metrics;
+pub mod provider;
+pub mod request;
+pub mod route;
+pub mod server;

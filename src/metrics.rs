@@ -1,0 +1,168 @@
+//! Prometheus metrics, registered into one registry at startup. Label values come from
+//! config (rule, deployment and label ids) or closed enums, never from client input.
+
+use prometheus::{
+    CounterVec, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry,
+    TextEncoder,
+};
+
+use crate::ledger::LedgerMetrics;
+
+/// Every metric the gateway exports.
+pub struct Metrics {
+    registry: Registry,
+    /// Requests by rule, tier, deployment and status class.
+    pub requests: IntCounterVec,
+    /// Client-visible errors by kind.
+    pub errors: IntCounterVec,
+    pub request_duration: HistogramVec,
+    pub upstream_duration: HistogramVec,
+    pub ttft: HistogramVec,
+    /// Tokens by kind (input, cached_input, cache_write, output, reasoning) and tier.
+    pub tokens: IntCounterVec,
+    pub cost: CounterVec,
+    pub reference_cost: CounterVec,
+    pub classifier_duration: Histogram,
+    pub classifications: IntCounterVec,
+    pub upstream_errors: IntCounterVec,
+    pub fallbacks: IntCounterVec,
+    pub ledger: LedgerMetrics,
+}
+
+const LATENCY_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
+];
+const CLASSIFIER_BUCKETS: &[f64] = &[
+    0.000_001,
+    0.000_002_5,
+    0.000_005,
+    0.000_01,
+    0.000_025,
+    0.000_05,
+    0.000_1,
+    0.000_25,
+    0.000_5,
+    0.001,
+    0.005,
+];
+
+impl Metrics {
+    /// Creates and registers every metric.
+    pub fn new() -> prometheus::Result<Self> {
+        let registry = Registry::new();
+        let counter =
+            |name: &str, help: &str, labels: &[&str]| -> prometheus::Result<IntCounterVec> {
+                let c = IntCounterVec::new(Opts::new(name, help), labels)?;
+                registry.register(Box::new(c.clone()))?;
+                Ok(c)
+            };
+        let usd = |name: &str, help: &str| -> prometheus::Result<CounterVec> {
+            let c = CounterVec::new(Opts::new(name, help), &["tier"])?;
+            registry.register(Box::new(c.clone()))?;
+            Ok(c)
+        };
+        let histogram = |name: &str,
+                         help: &str,
+                         label: &str,
+                         buckets: &[f64]|
+         -> prometheus::Result<HistogramVec> {
+            let h = HistogramVec::new(
+                HistogramOpts::new(name, help).buckets(buckets.to_vec()),
+                &[label],
+            )?;
+            registry.register(Box::new(h.clone()))?;
+            Ok(h)
+        };
+        let classifier_duration = Histogram::with_opts(
+            HistogramOpts::new(
+                "crossroads_classifier_duration_seconds",
+                "Time to classify a request",
+            )
+            .buckets(CLASSIFIER_BUCKETS.to_vec()),
+        )?;
+        registry.register(Box::new(classifier_duration.clone()))?;
+        Ok(Metrics {
+            requests: counter(
+                "crossroads_requests_total",
+                "Requests answered, by rule, tier, deployment and status class",
+                &["rule", "tier", "deployment", "status_class"],
+            )?,
+            errors: counter(
+                "crossroads_errors_total",
+                "Requests answered with an error, by kind",
+                &["kind"],
+            )?,
+            request_duration: histogram(
+                "crossroads_request_duration_seconds",
+                "Time from request to the end of the response",
+                "tier",
+                LATENCY_BUCKETS,
+            )?,
+            upstream_duration: histogram(
+                "crossroads_upstream_duration_seconds",
+                "Time the answering upstream took (to the first byte for streams)",
+                "deployment",
+                LATENCY_BUCKETS,
+            )?,
+            ttft: histogram(
+                "crossroads_time_to_first_token_seconds",
+                "Time from request to the first streamed bytes sent to the client",
+                "tier",
+                LATENCY_BUCKETS,
+            )?,
+            tokens: counter(
+                "crossroads_tokens_total",
+                "Tokens by kind and tier",
+                &["kind", "tier"],
+            )?,
+            cost: usd("crossroads_cost_usd_total", "Spend in USD by tier")?,
+            reference_cost: usd(
+                "crossroads_reference_cost_usd_total",
+                "What the same tokens would have cost on the reference model; savings = this - cost",
+            )?,
+            classifier_duration,
+            classifications: counter(
+                "crossroads_classifications_total",
+                "Requests classified, by label",
+                &["label"],
+            )?,
+            upstream_errors: counter(
+                "crossroads_upstream_errors_total",
+                "Failed upstream attempts, by deployment and kind",
+                &["deployment", "kind"],
+            )?,
+            fallbacks: counter(
+                "crossroads_fallbacks_total",
+                "Attempts moved on to the next deployment, by reason",
+                &["reason"],
+            )?,
+            ledger: LedgerMetrics::new(&registry)?,
+            registry,
+        })
+    }
+
+    /// The registry in Prometheus text format.
+    pub fn render(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(16 * 1024);
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
+            tracing::error!(error = %e, "cannot encode metrics");
+        }
+        out
+    }
+
+    /// The registry, for components that register their own metrics.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+}
+
+/// `2xx`, `4xx`, `5xx` ... for a status code.
+pub fn status_class(status: u16) -> &'static str {
+    match status / 100 {
+        1 => "1xx",
+        2 => "2xx",
+        3 => "3xx",
+        4 => "4xx",
+        _ => "5xx",
+    }
+}

@@ -1,0 +1,281 @@
+//! Routing: ordered rules, first match wins, from a request's classification to a pool
+//! of deployments (or a rejection).
+//!
+//! Pure: the decision is a function of the [`RouteTable`] and a [`RouteInput`]; explain
+//! renders the same evaluation as human-readable reasons.
+
+mod explain;
+
+pub use explain::{Explanation, describe, explain};
+
+use crate::classify::{Classification, Label, PiiKinds};
+
+/// What the client asked for in `model`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Requested {
+    /// `auto`: the rules decide.
+    Auto,
+    /// A named alias, by index into [`RouteTable::aliases`].
+    Alias(usize),
+}
+
+/// Which requested models a rule applies to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AliasMatch {
+    /// No `alias` condition: the rule routes `auto` traffic only.
+    AutoOnly,
+    /// `alias = ["*"]`: every request, whatever it asked for.
+    Any,
+    /// Only these.
+    OneOf(Vec<Requested>),
+}
+
+/// Conditions of a rule, combined with AND. `None`/empty means "any".
+#[derive(Clone, Debug, PartialEq)]
+pub struct Match {
+    pub alias: AliasMatch,
+    pub labels: Vec<Label>,
+    /// Confidence must be at least this.
+    pub min_confidence: Option<f32>,
+    /// Confidence must be below this.
+    pub max_confidence: Option<f32>,
+    pub min_difficulty: Option<f32>,
+    pub max_difficulty: Option<f32>,
+    pub min_prompt_tokens: Option<u64>,
+    pub max_prompt_tokens: Option<u64>,
+    pub tools: Option<bool>,
+    pub images: Option<bool>,
+    pub json_mode: Option<bool>,
+    pub pii: Option<bool>,
+    /// Any of these kinds found.
+    pub pii_kinds: PiiKinds,
+}
+
+impl Match {
+    /// A condition-free match for `auto` traffic: the shape of the mandatory default rule.
+    pub fn catch_all() -> Self {
+        Match {
+            alias: AliasMatch::AutoOnly,
+            labels: Vec::new(),
+            min_confidence: None,
+            max_confidence: None,
+            min_difficulty: None,
+            max_difficulty: None,
+            min_prompt_tokens: None,
+            max_prompt_tokens: None,
+            tools: None,
+            images: None,
+            json_mode: None,
+            pii: None,
+            pii_kinds: PiiKinds::empty(),
+        }
+    }
+
+    /// True when the rule has no condition besides its alias scope.
+    pub fn is_unconditional(&self) -> bool {
+        Match {
+            alias: self.alias.clone(),
+            ..Match::catch_all()
+        } == *self
+    }
+
+    /// The first condition `input` fails, or `Ok` when all hold.
+    pub fn check(&self, input: &RouteInput<'_>) -> Result<(), Mismatch> {
+        let c = input.classification;
+        let f = &c.features;
+        let alias_ok = match &self.alias {
+            AliasMatch::AutoOnly => input.requested == Requested::Auto,
+            AliasMatch::Any => true,
+            AliasMatch::OneOf(list) => list.contains(&input.requested),
+        };
+        check(alias_ok, Mismatch::Alias)?;
+        check(
+            self.labels.is_empty() || self.labels.contains(&c.label),
+            Mismatch::Label,
+        )?;
+        check(
+            self.min_confidence.is_none_or(|m| c.confidence >= m),
+            Mismatch::ConfidenceBelow,
+        )?;
+        check(
+            self.max_confidence.is_none_or(|m| c.confidence < m),
+            Mismatch::ConfidenceAbove,
+        )?;
+        check(
+            self.min_difficulty.is_none_or(|m| c.difficulty >= m),
+            Mismatch::DifficultyBelow,
+        )?;
+        check(
+            self.max_difficulty.is_none_or(|m| c.difficulty < m),
+            Mismatch::DifficultyAbove,
+        )?;
+        check(
+            self.min_prompt_tokens.is_none_or(|m| f.prompt_tokens >= m),
+            Mismatch::TokensBelow,
+        )?;
+        check(
+            self.max_prompt_tokens.is_none_or(|m| f.prompt_tokens <= m),
+            Mismatch::TokensAbove,
+        )?;
+        check(self.tools.is_none_or(|t| t == f.has_tools), Mismatch::Tools)?;
+        check(
+            self.images.is_none_or(|t| t == (f.images > 0)),
+            Mismatch::Images,
+        )?;
+        check(
+            self.json_mode.is_none_or(|t| t == f.json_mode),
+            Mismatch::JsonMode,
+        )?;
+        check(
+            self.pii.is_none_or(|t| t != c.pii.is_empty()),
+            Mismatch::Pii,
+        )?;
+        check(
+            self.pii_kinds.is_empty() || self.pii_kinds.intersects(c.pii),
+            Mismatch::PiiKinds,
+        )
+    }
+}
+
+fn check(ok: bool, otherwise: Mismatch) -> Result<(), Mismatch> {
+    if ok { Ok(()) } else { Err(otherwise) }
+}
+
+/// The condition that stopped a rule from matching.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mismatch {
+    Alias,
+    Label,
+    ConfidenceBelow,
+    ConfidenceAbove,
+    DifficultyBelow,
+    DifficultyAbove,
+    TokensBelow,
+    TokensAbove,
+    Tools,
+    Images,
+    JsonMode,
+    Pii,
+    PiiKinds,
+}
+
+/// What a matching rule does.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Send to the pool at this index of [`RouteTable::pools`].
+    Pool(usize),
+    /// Refuse with an HTTP status and message.
+    Reject { status: u16, message: String },
+}
+
+/// One routing rule.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Rule {
+    pub id: String,
+    pub description: String,
+    pub when: Match,
+    pub action: Action,
+}
+
+/// A named group of deployments tried in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Pool {
+    pub id: String,
+    /// Own deployments, by index into the config's deployments.
+    pub deployments: Vec<usize>,
+    pub fallback: Option<usize>,
+    /// Own deployments then the fallback chain's, without repeats: the order dispatch tries.
+    pub candidates: Vec<usize>,
+}
+
+/// A model name clients may send, bound to a pool.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Alias {
+    pub name: String,
+    pub description: String,
+    pub pool: usize,
+}
+
+/// The validated routing configuration.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RouteTable {
+    pub rules: Vec<Rule>,
+    pub pools: Vec<Pool>,
+    pub aliases: Vec<Alias>,
+}
+
+/// Everything a routing decision depends on.
+#[derive(Clone, Copy, Debug)]
+pub struct RouteInput<'a> {
+    pub requested: Requested,
+    pub classification: &'a Classification,
+}
+
+/// How the decision was reached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Via {
+    /// Rule at this index matched.
+    Rule(usize),
+    /// No rule applied to a named alias: its own pool.
+    Alias(usize),
+}
+
+/// The outcome of routing one request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RouteDecision {
+    pub via: Via,
+    pub action: Action,
+}
+
+impl RouteTable {
+    /// Resolves a client's `model` value.
+    pub fn resolve(&self, model: &str) -> Option<Requested> {
+        if model == "auto" {
+            return Some(Requested::Auto);
+        }
+        self.aliases
+            .iter()
+            .position(|a| a.name == model)
+            .map(Requested::Alias)
+    }
+
+    /// First matching rule wins; a named alias no rule claims goes to its own pool.
+    pub fn decide(&self, input: &RouteInput<'_>) -> RouteDecision {
+        if let Some((i, rule)) = self
+            .rules
+            .iter()
+            .enumerate()
+            .find(|(_, r)| r.when.check(input).is_ok())
+        {
+            return RouteDecision {
+                via: Via::Rule(i),
+                action: rule.action.clone(),
+            };
+        }
+        match input.requested {
+            Requested::Alias(a) => RouteDecision {
+                via: Via::Alias(a),
+                action: Action::Pool(self.aliases.get(a).map_or(0, |alias| alias.pool)),
+            },
+            // Validation guarantees a catch-all for `auto`; the last rule stands in.
+            Requested::Auto => RouteDecision {
+                via: Via::Rule(self.rules.len().saturating_sub(1)),
+                action: self
+                    .rules
+                    .last()
+                    .map_or(Action::Pool(0), |r| r.action.clone()),
+            },
+        }
+    }
+
+    /// The id used in headers, metrics and the ledger for how a decision was reached.
+    pub fn via_id(&self, via: Via) -> &str {
+        match via {
+            Via::Rule(i) => self.rules.get(i).map_or("unknown", |r| &r.id),
+            Via::Alias(_) => "alias",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,153 @@
+use super::*;
+use crate::classify::{Classification, Features, LabelSet, PiiKind};
+
+fn labels() -> LabelSet {
+    LabelSet::new(["coding", "math", "other"])
+}
+
+fn classification(label: u16, confidence: f32, difficulty: f32) -> Classification {
+    Classification {
+        label: Label(label),
+        confidence,
+        difficulty,
+        pii: PiiKinds::empty(),
+        features: Features::default(),
+    }
+}
+
+fn rule(id: &str, when: Match, pool: usize) -> Rule {
+    Rule {
+        id: id.into(),
+        description: String::new(),
+        when,
+        action: Action::Pool(pool),
+    }
+}
+
+fn table() -> RouteTable {
+    let pool = |id: &str, deployments: Vec<usize>| Pool {
+        id: id.into(),
+        candidates: deployments.clone(),
+        deployments,
+        fallback: None,
+    };
+    RouteTable {
+        rules: vec![
+            rule(
+                "pii-local",
+                Match {
+                    alias: AliasMatch::Any,
+                    pii: Some(true),
+                    ..Match::catch_all()
+                },
+                0,
+            ),
+            rule(
+                "code-local",
+                Match {
+                    labels: vec![Label(0)],
+                    min_confidence: Some(0.6),
+                    ..Match::catch_all()
+                },
+                1,
+            ),
+            rule("default", Match::catch_all(), 2),
+        ],
+        pools: vec![
+            pool("private", vec![0]),
+            pool("code", vec![1]),
+            pool("frontier", vec![2]),
+        ],
+        aliases: vec![Alias {
+            name: "frontier".into(),
+            description: String::new(),
+            pool: 2,
+        }],
+    }
+}
+
+fn decide(requested: Requested, c: &Classification) -> RouteDecision {
+    table().decide(&RouteInput {
+        requested,
+        classification: c,
+    })
+}
+
+#[test]
+fn first_matching_rule_wins() {
+    let code = classification(0, 0.9, 0.1);
+    assert_eq!(
+        decide(Requested::Auto, &code),
+        RouteDecision {
+            via: Via::Rule(1),
+            action: Action::Pool(1)
+        }
+    );
+}
+
+#[test]
+fn low_confidence_falls_through_to_default() {
+    let unsure = classification(0, 0.4, 0.1);
+    assert_eq!(decide(Requested::Auto, &unsure).via, Via::Rule(2));
+}
+
+#[test]
+fn named_alias_uses_its_pool_unless_a_rule_claims_it() {
+    let code = classification(0, 0.9, 0.1);
+    let d = decide(Requested::Alias(0), &code);
+    assert_eq!(d.via, Via::Alias(0));
+    assert_eq!(d.action, Action::Pool(2));
+
+    let mut pii = classification(2, 0.9, 0.1);
+    pii.pii.insert(PiiKind::Email);
+    let d = decide(Requested::Alias(0), &pii);
+    assert_eq!(
+        d.via,
+        Via::Rule(0),
+        "alias = [\"*\"] rules apply to aliases too"
+    );
+}
+
+#[test]
+fn resolve_knows_auto_and_aliases_only() {
+    let t = table();
+    assert_eq!(t.resolve("auto"), Some(Requested::Auto));
+    assert_eq!(t.resolve("frontier"), Some(Requested::Alias(0)));
+    assert_eq!(t.resolve("gpt-4o"), None);
+}
+
+#[test]
+fn explain_gives_a_reason_per_rule_seen() {
+    let t = table();
+    let c = classification(1, 0.9, 0.2);
+    let e = explain(
+        &t,
+        &labels(),
+        &RouteInput {
+            requested: Requested::Auto,
+            classification: &c,
+        },
+    );
+    assert_eq!(e.decision.via, Via::Rule(2));
+    let text = e.reasons.join("\n");
+    assert!(
+        text.contains("rule `pii-local` skipped: PII absent"),
+        "{text}"
+    );
+    assert!(
+        text.contains("rule `code-local` skipped: label `math` is not coding"),
+        "{text}"
+    );
+    assert!(text.contains("rule `default` matched"), "{text}");
+    assert!(text.contains("routed to pool `frontier`"), "{text}");
+}
+
+#[test]
+fn unconditional_detects_catch_all() {
+    assert!(Match::catch_all().is_unconditional());
+    let m = Match {
+        tools: Some(true),
+        ..Match::catch_all()
+    };
+    assert!(!m.is_unconditional());
+}

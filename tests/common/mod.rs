@@ -1,0 +1,539 @@
+//! Test harness: boots the gateway on 127.0.0.1:0 with a config, next to scripted
+//! OpenAI-wire upstreams that record what they receive.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Map, Value, json};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+use crossroads::app::{self, AppState};
+use crossroads::ledger::LedgerWriter;
+
+/// A canned upstream reply.
+#[derive(Clone, Debug)]
+pub enum Scripted {
+    /// A JSON body with a status, after a delay.
+    Json {
+        status: u16,
+        body: Value,
+        delay: Duration,
+        headers: Vec<(&'static str, String)>,
+    },
+    /// SSE events (each a `data:` payload), `gap` apart, then how the stream ends.
+    Sse {
+        events: Vec<String>,
+        gap: Duration,
+        end: StreamEnd,
+    },
+    /// Accepts the request and never answers.
+    Hang,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StreamEnd {
+    /// `data: [DONE]` then close.
+    Done,
+    /// Close without `[DONE]`.
+    Close,
+    /// Abort the connection (the body errors).
+    Abort,
+    /// Go silent and keep the connection open.
+    Stall,
+}
+
+impl Scripted {
+    pub fn json(body: Value) -> Self {
+        Scripted::Json {
+            status: 200,
+            body,
+            delay: Duration::ZERO,
+            headers: Vec::new(),
+        }
+    }
+
+    pub fn status(status: u16, body: Value) -> Self {
+        Scripted::Json {
+            status,
+            body,
+            delay: Duration::ZERO,
+            headers: Vec::new(),
+        }
+    }
+
+    pub fn delayed(delay: Duration, body: Value) -> Self {
+        Scripted::Json {
+            status: 200,
+            body,
+            delay,
+            headers: Vec::new(),
+        }
+    }
+
+    pub fn sse(events: Vec<Value>, end: StreamEnd) -> Self {
+        Scripted::Sse {
+            events: events.iter().map(Value::to_string).collect(),
+            gap: Duration::from_millis(5),
+            end,
+        }
+    }
+}
+
+/// A chat.completion body with the given text and usage.
+pub fn completion(model: &str, text: &str, prompt_tokens: u64, completion_tokens: u64) -> Value {
+    json!({
+        "id": "chatcmpl-test",
+        "object": "chat.completion",
+        "created": 1_700_000_000,
+        "model": model,
+        "choices": [{
+            "index": 0,
+            "message": { "role": "assistant", "content": text },
+            "finish_reason": "stop"
+        }],
+        "usage": {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens
+        }
+    })
+}
+
+/// The chunks of a streamed completion of `words`, with a finish chunk and, when
+/// `usage` is given, the final usage-only chunk OpenAI sends for `include_usage`.
+pub fn chunks(model: &str, words: &[&str], usage: Option<(u64, u64)>) -> Vec<Value> {
+    let mut out = vec![json!({
+        "id": "chatcmpl-s", "object": "chat.completion.chunk", "created": 1, "model": model,
+        "choices": [{ "index": 0, "delta": { "role": "assistant", "content": "" }, "finish_reason": null }]
+    })];
+    for w in words {
+        out.push(json!({
+            "id": "chatcmpl-s", "object": "chat.completion.chunk", "created": 1, "model": model,
+            "choices": [{ "index": 0, "delta": { "content": w }, "finish_reason": null }]
+        }));
+    }
+    out.push(json!({
+        "id": "chatcmpl-s", "object": "chat.completion.chunk", "created": 1, "model": model,
+        "choices": [{ "index": 0, "delta": {}, "finish_reason": "stop" }]
+    }));
+    if let Some((p, c)) = usage {
+        out.push(json!({
+            "id": "chatcmpl-s", "object": "chat.completion.chunk", "created": 1, "model": model,
+            "choices": [],
+            "usage": { "prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c }
+        }));
+    }
+    out
+}
+
+/// What an upstream received.
+#[derive(Clone, Debug)]
+pub struct Received {
+    pub method: Method,
+    pub path: String,
+    pub headers: HeaderMap,
+    pub body: Value,
+}
+
+#[derive(Default)]
+struct UpstreamState {
+    queue: VecDeque<Scripted>,
+    default: Option<Scripted>,
+    received: Vec<Received>,
+}
+
+/// A scripted OpenAI-compatible server on 127.0.0.1:0.
+#[derive(Clone)]
+pub struct Upstream {
+    pub addr: SocketAddr,
+    state: Arc<Mutex<UpstreamState>>,
+}
+
+impl Upstream {
+    /// Starts a server answering every request with `default` unless replies are queued.
+    pub async fn start(default: Scripted) -> Upstream {
+        let state = Arc::new(Mutex::new(UpstreamState {
+            default: Some(default),
+            ..UpstreamState::default()
+        }));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let handler_state = state.clone();
+        let router = axum::Router::new().fallback(
+            move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
+                let state = handler_state.clone();
+                async move { answer(state, method, uri, headers, body).await }
+            },
+        );
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, router).await;
+        });
+        Upstream { addr, state }
+    }
+
+    /// `http://ADDR/v1`, the base URL a deployment points at.
+    pub fn base_url(&self) -> String {
+        format!("http://{}/v1", self.addr)
+    }
+
+    /// Queues a reply for the next request.
+    pub fn push(&self, reply: Scripted) {
+        self.state.lock().unwrap().queue.push_back(reply);
+    }
+
+    pub fn received(&self) -> Vec<Received> {
+        self.state.lock().unwrap().received.clone()
+    }
+
+    pub fn hits(&self) -> usize {
+        self.state.lock().unwrap().received.len()
+    }
+}
+
+async fn answer(
+    state: Arc<Mutex<UpstreamState>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let reply = {
+        let mut s = state.lock().unwrap();
+        s.received.push(Received {
+            method,
+            path: uri.path().to_owned(),
+            headers,
+            body: serde_json::from_slice(&body).unwrap_or(Value::Null),
+        });
+        s.queue.pop_front().or_else(|| s.default.clone())
+    };
+    match reply {
+        None => StatusCode::NOT_FOUND.into_response(),
+        Some(Scripted::Json {
+            status,
+            body,
+            delay,
+            headers,
+        }) => {
+            tokio::time::sleep(delay).await;
+            let mut response = (
+                StatusCode::from_u16(status).unwrap(),
+                [("content-type", "application/json")],
+                body.to_string(),
+            )
+                .into_response();
+            for (name, value) in headers {
+                response.headers_mut().insert(name, value.parse().unwrap());
+            }
+            response
+        }
+        Some(Scripted::Hang) => {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            StatusCode::GATEWAY_TIMEOUT.into_response()
+        }
+        Some(Scripted::Sse { events, gap, end }) => {
+            let stream = async_stream(events, gap, end);
+            (
+                [("content-type", "text/event-stream")],
+                Body::from_stream(stream),
+            )
+                .into_response()
+        }
+    }
+}
+
+fn async_stream(
+    events: Vec<String>,
+    gap: Duration,
+    end: StreamEnd,
+) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> {
+    let mut items: VecDeque<Option<String>> = events.into_iter().map(Some).collect();
+    if end == StreamEnd::Done {
+        items.push_back(Some("[DONE]".into()));
+    }
+    items.push_back(None);
+    futures_util::stream::unfold(items, move |mut items| async move {
+        let next = items.pop_front()?;
+        tokio::time::sleep(gap).await;
+        match next {
+            Some(data) => Some((Ok(Bytes::from(format!("data: {data}\n\n"))), items)),
+            None => match end {
+                StreamEnd::Done | StreamEnd::Close => None,
+                StreamEnd::Abort => Some((Err(std::io::Error::other("abort")), items)),
+                StreamEnd::Stall => {
+                    tokio::time::sleep(Duration::from_secs(3600)).await;
+                    None
+                }
+            },
+        }
+    })
+}
+
+/// A URL where nothing listens: connections are refused.
+pub async fn refused_url() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    format!("http://{addr}/v1")
+}
+
+/// The standard test config: one local deployment and two frontier ones.
+///
+/// - pool `local` → `local-a`, falls back to pool `frontier`
+/// - pool `frontier` → `frontier-a` (priced as gpt-4.1), then `frontier-b` (gpt-4.1-mini)
+/// - rules: PII → local (any alias); coding → local; default → frontier
+/// - aliases: `frontier`, `local`
+pub fn standard_config(local: &str, frontier_a: &str, frontier_b: &str) -> String {
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+request_timeout_ms = 5000
+
+[accounting]
+reference_model = "gpt-4.1"
+
+[[deployments]]
+id = "local-a"
+provider = "openai_compatible"
+base_url = "{local}"
+model = "local-model"
+tier = "local"
+connect_timeout_ms = 500
+first_byte_timeout_ms = 1000
+idle_timeout_ms = 1000
+price = {{ input = 0, output = 0 }}
+
+[[deployments]]
+id = "frontier-a"
+provider = "openai_compatible"
+base_url = "{frontier_a}"
+model = "gpt-4.1"
+tier = "frontier"
+connect_timeout_ms = 500
+first_byte_timeout_ms = 1000
+idle_timeout_ms = 1000
+
+[[deployments]]
+id = "frontier-b"
+provider = "openai_compatible"
+base_url = "{frontier_b}"
+model = "gpt-4.1-mini"
+tier = "frontier"
+connect_timeout_ms = 500
+first_byte_timeout_ms = 1000
+idle_timeout_ms = 1000
+
+[[pools]]
+id = "local"
+deployments = ["local-a"]
+fallback = "frontier"
+
+[[pools]]
+id = "frontier"
+deployments = ["frontier-a", "frontier-b"]
+
+[[aliases]]
+name = "frontier"
+pool = "frontier"
+
+[[aliases]]
+name = "local"
+pool = "local"
+
+[[rules]]
+id = "pii-local"
+when = {{ alias = ["*"], pii = true }}
+pool = "local"
+
+[[rules]]
+id = "code-local"
+when = {{ label = ["coding"], min_confidence = 0.5 }}
+pool = "local"
+
+[[rules]]
+id = "default"
+pool = "frontier"
+
+[[prices]]
+model = "gpt-4.1"
+input = 2.00
+cached_input = 0.50
+output = 8.00
+source = "https://openai.com/api/pricing"
+as_of = "2026-06-21"
+
+[[prices]]
+model = "gpt-4.1-mini"
+input = 0.40
+cached_input = 0.10
+output = 1.60
+source = "https://openai.com/api/pricing"
+as_of = "2026-06-21"
+"#
+    )
+}
+
+/// A running gateway with its own ledger file.
+pub struct Gateway {
+    pub addr: SocketAddr,
+    pub client: reqwest::Client,
+    pub state: AppState,
+    pub ledger_path: PathBuf,
+    stop: Option<oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    writer: Option<LedgerWriter>,
+    _dir: tempfile::TempDir,
+}
+
+impl Gateway {
+    /// Boots the gateway with `toml` (its `[ledger]` section is replaced by a temp file).
+    pub async fn start(toml: &str) -> Gateway {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger_path = dir.path().join("ledger.db");
+        let toml = format!(
+            "{toml}\n[ledger]\nurl = \"sqlite://{}\"\n",
+            ledger_path.display()
+        );
+        let config = crossroads::config::from_toml_str(&toml, Path::new("test.toml"), &|_| None)
+            .unwrap_or_else(|e| panic!("test config is invalid: {e}"));
+        let app = app::build(config).unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let server = tokio::spawn(crossroads::server::run(listener, app.router, async {
+            let _ = stopped.await;
+        }));
+        Gateway {
+            addr,
+            client: reqwest::Client::new(),
+            state: app.state,
+            ledger_path,
+            stop: Some(stop),
+            server: Some(server),
+            writer: Some(app.ledger_writer),
+            _dir: dir,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// POSTs a JSON body to /v1/chat/completions.
+    pub async fn chat(&self, body: Value) -> reqwest::Response {
+        self.client
+            .post(self.url("/v1/chat/completions"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// POSTs raw bytes to /v1/chat/completions.
+    pub async fn chat_raw(&self, body: impl Into<reqwest::Body>) -> reqwest::Response {
+        self.client
+            .post(self.url("/v1/chat/completions"))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client.get(self.url(path)).send().await.unwrap()
+    }
+
+    /// Waits until every record queued so far is in the ledger file.
+    pub async fn flush_ledger(&self) {
+        self.state.ledger.flush().await;
+    }
+
+    /// Ledger rows as JSON objects, oldest first.
+    pub async fn ledger_rows(&self) -> Vec<Map<String, Value>> {
+        self.flush_ledger().await;
+        read_ledger(&self.ledger_path)
+    }
+
+    /// The metrics text.
+    pub async fn metrics(&self) -> String {
+        self.get("/metrics").await.text().await.unwrap()
+    }
+
+    /// Stops serving, drains the ledger writer and returns every ledger row.
+    pub async fn stop(mut self) -> Vec<Map<String, Value>> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(server) = self.server.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
+        }
+        if let Some(writer) = self.writer.take() {
+            writer.shutdown().await;
+        }
+        read_ledger(&self.ledger_path)
+    }
+}
+
+/// Reads every ledger row of a SQLite ledger file.
+pub fn read_ledger(path: &Path) -> Vec<Map<String, Value>> {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    let mut stmt = conn
+        .prepare("SELECT * FROM requests ORDER BY ts_ms, rowid")
+        .unwrap();
+    let names: Vec<String> = stmt.column_names().iter().map(|s| s.to_string()).collect();
+    stmt.query_map([], |row| {
+        let mut map = Map::new();
+        for (i, name) in names.iter().enumerate() {
+            let value = match row.get_ref(i)? {
+                rusqlite::types::ValueRef::Null => Value::Null,
+                rusqlite::types::ValueRef::Integer(n) => json!(n),
+                rusqlite::types::ValueRef::Real(f) => json!(f),
+                rusqlite::types::ValueRef::Text(t) => json!(String::from_utf8_lossy(t)),
+                rusqlite::types::ValueRef::Blob(_) => Value::Null,
+            };
+            map.insert(name.clone(), value);
+        }
+        Ok(map)
+    })
+    .unwrap()
+    .map(Result::unwrap)
+    .collect()
+}
+
+/// A user message body for `model`.
+pub fn user(model: &str, text: &str) -> Value {
+    json!({ "model": model, "messages": [{ "role": "user", "content": text }] })
+}
+
+/// The error object of an OpenAI error response.
+pub async fn error_of(response: reqwest::Response) -> (u16, Value) {
+    let status = response.status().as_u16();
+    let body: Value = response.json().await.unwrap();
+    assert!(
+        body["error"]["message"].is_string(),
+        "not an OpenAI error: {body}"
+    );
+    (status, body["error"].clone())
+}
+
+/// Reads an SSE body into its `data:` payloads.
+pub async fn sse_data(response: reqwest::Response) -> Vec<String> {
+    let text = response.text().await.unwrap();
+    text.split("\n\n")
+        .filter_map(|event| {
+            event
+                .lines()
+                .find_map(|l| l.strip_prefix("data: ").map(str::to_owned))
+        })
+        .collect()
+}

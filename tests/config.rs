@@ -1,0 +1,210 @@
+//! Config validation: every mistake is named with the file, the field path and what is
+//! wrong; `crossroads check` exits non-zero on it.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::standard_config;
+use crossroads::config::{ConfigError, from_toml_str};
+
+fn base() -> String {
+    standard_config(
+        "http://127.0.0.1:9/v1",
+        "http://127.0.0.1:9/v1",
+        "http://127.0.0.1:9/v1",
+    )
+}
+
+fn error_for(toml: &str) -> ConfigError {
+    from_toml_str(toml, Path::new("routes.toml"), &|_| None).expect_err("config should be invalid")
+}
+
+#[test]
+fn the_standard_test_config_is_valid() {
+    from_toml_str(&base(), Path::new("routes.toml"), &|_| None).unwrap();
+}
+
+#[test]
+fn the_shipped_routes_toml_is_valid() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("routes.toml");
+    let config = crossroads::config::load(&path).unwrap();
+    assert!(config.routes.rules.iter().any(|r| r.id == "default"));
+    assert!(
+        config
+            .deployments
+            .iter()
+            .any(|d| d.tier == crossroads::config::Tier::Local)
+    );
+    assert!(
+        config
+            .deployments
+            .iter()
+            .any(|d| d.tier == crossroads::config::Tier::Frontier)
+    );
+}
+
+#[test]
+fn unknown_field_names_its_path() {
+    let e = error_for(&base().replace("tier = \"local\"", "tier = \"local\"\nbase_ur = \"x\""));
+    assert_eq!(e.file, "routes.toml");
+    assert_eq!(e.path, "deployments[0].base_ur");
+    assert!(e.message.contains("unknown field `base_ur`"), "{e}");
+}
+
+#[test]
+fn unknown_pool_in_a_rule() {
+    let e = error_for(&base().replace(
+        "id = \"default\"\npool = \"frontier\"",
+        "id = \"default\"\npool = \"frontiers\"",
+    ));
+    assert_eq!(e.path, "rules[2].pool");
+    assert!(e.message.contains("unknown pool `frontiers`"), "{e}");
+}
+
+#[test]
+fn missing_default_rule() {
+    let e = error_for(&base().replace("[[rules]]\nid = \"default\"\npool = \"frontier\"", ""));
+    assert_eq!(e.path, "rules");
+    assert!(e.message.contains("default rule is required"), "{e}");
+}
+
+#[test]
+fn rule_after_the_default_is_unreachable() {
+    let toml = format!(
+        "{}\n[[rules]]\nid = \"late\"\nwhen = {{ tools = true }}\npool = \"local\"\n",
+        base()
+    );
+    let e = error_for(&toml);
+    assert_eq!(e.path, "rules[3]");
+    assert!(e.message.contains("can never match"), "{e}");
+}
+
+#[test]
+fn bad_url() {
+    let e = error_for(&base().replacen("http://127.0.0.1:9/v1", "not a url", 1));
+    assert_eq!(e.path, "deployments[0].base_url");
+    let e = error_for(&base().replacen("http://127.0.0.1:9/v1", "ftp://host/v1", 1));
+    assert_eq!(e.path, "deployments[0].base_url");
+}
+
+#[test]
+fn price_missing_for_a_model() {
+    let e = error_for(&base().replace("model = \"gpt-4.1-mini\"\ntier", "model = \"gpt-9\"\ntier"));
+    assert_eq!(e.path, "deployments[2].price");
+    assert!(e.message.contains("no price for model `gpt-9`"), "{e}");
+}
+
+#[test]
+fn unknown_label_names_the_known_ones() {
+    let e = error_for(&base().replace("label = [\"coding\"]", "label = [\"cooking\"]"));
+    assert_eq!(e.path, "rules[1].when.label");
+    assert!(
+        e.message.contains("no label `cooking`") && e.message.contains("coding"),
+        "{e}"
+    );
+}
+
+#[test]
+fn wrong_types_and_ranges() {
+    let e =
+        error_for(&base().replace("request_timeout_ms = 5000", "request_timeout_ms = \"soon\""));
+    assert_eq!(e.path, "server.request_timeout_ms");
+    let e = error_for(&base().replace("min_confidence = 0.5", "min_confidence = 1.5"));
+    assert_eq!(e.path, "rules[1].when.min_confidence");
+    let e = error_for(&base().replace("pii = true", "pii_kinds = [\"dna\"]"));
+    assert_eq!(e.path, "rules[0].when.pii_kinds");
+}
+
+#[test]
+fn duplicate_ids_and_unknown_references() {
+    let e = error_for(&base().replace("id = \"frontier-b\"", "id = \"frontier-a\""));
+    assert_eq!(e.path, "deployments[2].id");
+    let e = error_for(&base().replace(
+        "deployments = [\"frontier-a\", \"frontier-b\"]",
+        "deployments = [\"frontier-a\", \"frontier-z\"]",
+    ));
+    assert_eq!(e.path, "pools[1].deployments[1]");
+    let e = error_for(&base().replace("[[pools]]\nid = \"frontier\"\ndeployments = [\"frontier-a\", \"frontier-b\"]", "[[pools]]\nid = \"frontier\"\ndeployments = [\"frontier-a\", \"frontier-b\"]\nfallback = \"local\""));
+    assert!(e.message.contains("loops back"), "{e}");
+}
+
+#[test]
+fn secrets_come_from_the_environment() {
+    let toml = base().replacen(
+        "tier = \"frontier\"",
+        "tier = \"frontier\"\napi_key_env = \"TEST_FRONTIER_KEY\"",
+        1,
+    );
+    let config = from_toml_str(&toml, Path::new("routes.toml"), &|name| {
+        (name == "TEST_FRONTIER_KEY").then(|| "sk-test-123".to_owned())
+    })
+    .unwrap();
+    let d = config
+        .deployments
+        .iter()
+        .find(|d| d.id == "frontier-a")
+        .unwrap();
+    assert_eq!(d.api_key.as_ref().unwrap().expose(), "sk-test-123");
+    assert_eq!(format!("{:?}", d.api_key), "Some(*****)");
+}
+
+#[test]
+fn check_command_prints_a_summary_or_fails_with_the_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.toml");
+    std::fs::write(&good, base()).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_crossroads"))
+        .args(["check"])
+        .arg(&good)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("valid") && text.contains("frontier-a") && text.contains("code-local"),
+        "{text}"
+    );
+
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        base().replace(
+            "pool = \"frontier\"\n\n[[prices]]",
+            "pool = \"nowhere\"\n\n[[prices]]",
+        ),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_crossroads"))
+        .args(["check"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bad.toml") && err.contains("rules[2].pool") && err.contains("nowhere"),
+        "{err}"
+    );
+}
+
+#[test]
+fn environment_overrides_config_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("routes.toml");
+    std::fs::write(&path, base()).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_crossroads"))
+        .args(["check"])
+        .arg(&path)
+        .env("CROSSROADS__SERVER__LISTEN", "not-an-address")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("server.listen"));
+}
