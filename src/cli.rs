@@ -185,7 +185,7 @@ pub fn summary(config: &Config) -> String {
             .map_or("?", |p| p.id.as_str());
         let _ = writeln!(out, "  {:<22} → pool {}", a.name, pool);
     }
-    let labels = config.classifier.labels();
+    let classifier = config.classifier.as_ref();
     let _ = writeln!(
         out,
         "\nrules ({}, first match wins):",
@@ -199,7 +199,7 @@ pub fn summary(config: &Config) -> String {
             ),
             Action::Reject { status, .. } => format!("→ reject {status}"),
         };
-        let conditions = describe(&r.when, labels);
+        let conditions = describe(&r.when, classifier);
         let when = if conditions.is_empty() {
             "always".to_owned()
         } else {

@@ -189,6 +189,7 @@ async fn local_requests_record_their_savings() {
     let rows = gw.ledger_rows().await;
     let row = &rows[0];
     assert_eq!(row["cost_pusd"], 0);
+    assert_eq!(row["task"], "coding");
     // 12 input at $2/M + 5 output at $8/M = 24 + 40 micro-dollars.
     assert_eq!(row["reference_cost_pusd"], 64_000_000i64);
 }

@@ -1,5 +1,6 @@
 //! The first classifier: hand-weighted cues over the extracted features, mapped to
 //! task labels with a softmax, and a difficulty score from length and reasoning cues.
+//! It has no domain model: its domain labels are its task labels.
 
 use super::{Classification, Classifier, Features, Label, LabelSet, Prompt};
 
@@ -25,6 +26,10 @@ impl Classifier for HeuristicClassifier {
         &self.labels
     }
 
+    fn task_labels(&self) -> &LabelSet {
+        &self.labels
+    }
+
     fn classify(&self, prompt: &Prompt<'_>) -> Classification {
         let features = Features::extract(prompt);
         // "other" has a constant score: a label needs cues to beat it.
@@ -38,6 +43,8 @@ impl Classifier for HeuristicClassifier {
         Classification {
             label: Label(best),
             confidence,
+            task: Label(best),
+            task_confidence: confidence,
             difficulty: difficulty(&features),
             pii: features.pii,
             features,

@@ -93,9 +93,14 @@ impl LabelSet {
 /// The classifier's verdict on one request.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Classification {
+    /// The subject domain, from [`Classifier::labels`].
     pub label: Label,
     /// Probability of `label`, in [0, 1].
     pub confidence: f32,
+    /// The kind of work asked for, from [`Classifier::task_labels`].
+    pub task: Label,
+    /// Probability of `task`, in [0, 1].
+    pub task_confidence: f32,
     /// How likely the prompt needs a frontier model, in [0, 1].
     pub difficulty: f32,
     /// Kinds of personal data or secrets found (never the values).
@@ -106,8 +111,10 @@ pub struct Classification {
 
 /// A local, synchronous, allocation-light classifier.
 pub trait Classifier: Send + Sync {
-    /// Every label [`Classifier::classify`] can return.
+    /// Every domain label [`Classifier::classify`] can return.
     fn labels(&self) -> &LabelSet;
+    /// Every task label [`Classifier::classify`] can return.
+    fn task_labels(&self) -> &LabelSet;
     /// Classifies one request.
     fn classify(&self, prompt: &Prompt<'_>) -> Classification;
 }

@@ -169,7 +169,10 @@ pub struct RawRule {
 #[serde(deny_unknown_fields)]
 pub struct RawMatch {
     pub alias: Option<Vec<String>>,
+    /// Domain labels.
     pub label: Option<Vec<String>>,
+    /// Task labels.
+    pub task: Option<Vec<String>>,
     pub min_confidence: Option<f32>,
     pub max_confidence: Option<f32>,
     pub min_difficulty: Option<f32>,

@@ -64,7 +64,7 @@ pub fn validate(
     )?;
     let pools = validate_pools(pools, &deployments)?;
     let aliases = validate_aliases(aliases, &pools)?;
-    let rules = validate_rules(rules, &pools, &aliases, classifier.labels())?;
+    let rules = validate_rules(rules, &pools, &aliases, classifier.as_ref())?;
     let reference = validate_reference(accounting, &prices)?;
     let ledger = validate_ledger(ledger)?;
     Ok(Config {
@@ -433,7 +433,7 @@ fn validate_rules(
     raw: Vec<RawRule>,
     pools: &[Pool],
     aliases: &[Alias],
-    labels: &LabelSet,
+    classifier: &dyn Classifier,
 ) -> Result<Vec<Rule>, Invalid> {
     let mut rules = Vec::with_capacity(raw.len());
     for (i, r) in raw.into_iter().enumerate() {
@@ -481,7 +481,7 @@ fn validate_rules(
                 ));
             }
         };
-        let when = validate_match(&format!("{path}.when"), when, aliases, labels)?;
+        let when = validate_match(&format!("{path}.when"), when, aliases, classifier)?;
         rules.push(Rule {
             id,
             description,
@@ -524,11 +524,12 @@ fn validate_match(
     path: &str,
     raw: RawMatch,
     aliases: &[Alias],
-    labels: &LabelSet,
+    classifier: &dyn Classifier,
 ) -> Result<Match, Invalid> {
     let RawMatch {
         alias,
         label,
+        task,
         min_confidence,
         max_confidence,
         min_difficulty,
@@ -564,21 +565,18 @@ fn validate_match(
                 .collect::<Result<_, _>>()?,
         ),
     };
-    let labels = label
-        .unwrap_or_default()
-        .iter()
-        .map(|name| {
-            labels.find(name).ok_or_else(|| {
-                invalid(
-                    format!("{path}.label"),
-                    format!(
-                        "the classifier has no label `{name}`; it has: {}",
-                        labels.names().collect::<Vec<_>>().join(", ")
-                    ),
-                )
-            })
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let labels = resolve_labels(
+        &format!("{path}.label"),
+        label,
+        classifier.labels(),
+        "label",
+    )?;
+    let tasks = resolve_labels(
+        &format!("{path}.task"),
+        task,
+        classifier.task_labels(),
+        "task",
+    )?;
     for (name, value) in [
         ("min_confidence", min_confidence),
         ("max_confidence", max_confidence),
@@ -610,6 +608,7 @@ fn validate_match(
     Ok(Match {
         alias,
         labels,
+        tasks,
         min_confidence,
         max_confidence,
         min_difficulty,
@@ -622,6 +621,30 @@ fn validate_match(
         pii,
         pii_kinds: kinds,
     })
+}
+
+/// Resolves label names against one head of the classifier.
+fn resolve_labels(
+    path: &str,
+    names: Option<Vec<String>>,
+    known: &LabelSet,
+    what: &str,
+) -> Result<Vec<crate::classify::Label>, Invalid> {
+    names
+        .unwrap_or_default()
+        .iter()
+        .map(|name| {
+            known.find(name).ok_or_else(|| {
+                invalid(
+                    path,
+                    format!(
+                        "the classifier has no {what} `{name}`; it has: {}",
+                        known.names().collect::<Vec<_>>().join(", ")
+                    ),
+                )
+            })
+        })
+        .collect()
 }
 
 fn validate_reference(raw: RawAccounting, prices: &[PriceEntry]) -> Result<PriceEntry, Invalid> {

@@ -85,8 +85,9 @@ impl Exchange {
 
     /// Records the classifier's verdict.
     pub fn classified(&mut self, c: &Classification) {
-        let labels = self.rt.config.classifier.labels();
-        self.record.label = Some(labels.name(c.label).to_owned());
+        let classifier = &self.rt.config.classifier;
+        self.record.label = Some(classifier.labels().name(c.label).to_owned());
+        self.record.task = Some(classifier.task_labels().name(c.task).to_owned());
         self.record.confidence = Some(c.confidence);
         self.record.difficulty = Some(c.difficulty);
         self.record.pii_kinds = c

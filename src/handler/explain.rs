@@ -38,7 +38,7 @@ pub fn explain_request(
     let (classification, _) = classify_and_route(rt, metrics, request)?;
     let config = &rt.config;
     let routes = &config.routes;
-    let labels = config.classifier.labels();
+    let classifier = config.classifier.as_ref();
     let requested = routes
         .resolve(&request.model)
         .ok_or_else(|| ApiError::ModelNotFound {
@@ -46,7 +46,7 @@ pub fn explain_request(
         })?;
     let explanation = crate::route::explain(
         routes,
-        labels,
+        classifier,
         &RouteInput {
             requested,
             classification: &classification,
@@ -82,8 +82,10 @@ pub fn explain_request(
     Ok(json!({
         "model": request.model,
         "classification": {
-            "label": labels.name(c.label),
+            "label": classifier.labels().name(c.label),
             "confidence": c.confidence,
+            "task": classifier.task_labels().name(c.task),
+            "task_confidence": c.task_confidence,
             "difficulty": c.difficulty,
             "pii": c.pii.iter().map(|k| k.as_str()).collect::<Vec<_>>(),
             "signals": c.features.signals.iter().map(|s| s.as_str()).collect::<Vec<_>>(),

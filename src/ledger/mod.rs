@@ -27,6 +27,7 @@ pub struct LedgerRecord {
     pub endpoint: &'static str,
     pub requested_model: String,
     pub label: Option<String>,
+    pub task: Option<String>,
     pub confidence: Option<f32>,
     pub difficulty: Option<f32>,
     /// PII kinds found, comma-separated (never the values).

@@ -7,7 +7,8 @@ use rusqlite::{Connection, params};
 use super::{LedgerRecord, LedgerStore};
 
 /// Schema migrations, applied in order; `user_version` records how many ran.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE requests (
     request_id       TEXT PRIMARY KEY,
     ts_ms            INTEGER NOT NULL,
@@ -48,16 +49,20 @@ CREATE TABLE requests (
 CREATE INDEX requests_ts ON requests (ts_ms);
 CREATE INDEX requests_team_ts ON requests (team, ts_ms);
 CREATE INDEX requests_key_ts ON requests (key_id, ts_ms);
-"#];
+"#,
+    r#"
+ALTER TABLE requests ADD COLUMN task TEXT;
+"#,
+];
 
 const INSERT: &str = "INSERT OR IGNORE INTO requests (
     request_id, ts_ms, key_id, team, end_user, endpoint, requested_model, label, confidence,
     difficulty, pii, pii_kinds, rule, pool, deployment, provider, upstream_model, tier,
     cache_hit, stream, status, error_kind, attempts, fallbacks, input_tokens,
     cached_input_tokens, cache_write_tokens, output_tokens, reasoning_tokens, usage_estimated,
-    cost_pusd, reference_cost_pusd, latency_us, ttft_us, upstream_us
+    cost_pusd, reference_cost_pusd, latency_us, ttft_us, upstream_us, task
 ) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18,
-    ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31, ?32, ?33, ?34, ?35)";
+    ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31, ?32, ?33, ?34, ?35, ?36)";
 
 /// A SQLite ledger file.
 pub struct SqliteStore {
@@ -149,6 +154,7 @@ impl LedgerStore for SqliteStore {
                         int(r.latency_us),
                         opt_u64(r.ttft_us),
                         opt_u64(r.upstream_us),
+                        r.task,
                     ])
                     .map_err(|e| e.to_string())?;
             }

@@ -4,7 +4,7 @@
 use super::{
     Action, AliasMatch, Match, Mismatch, Requested, RouteDecision, RouteInput, RouteTable,
 };
-use crate::classify::LabelSet;
+use crate::classify::{Classifier, LabelSet};
 
 /// A decision and the reasons for it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -14,14 +14,20 @@ pub struct Explanation {
 }
 
 /// Evaluates the rules in order like `decide`, recording why each one did or did not match.
-pub fn explain(table: &RouteTable, labels: &LabelSet, input: &RouteInput<'_>) -> Explanation {
+pub fn explain(
+    table: &RouteTable,
+    classifier: &dyn Classifier,
+    input: &RouteInput<'_>,
+) -> Explanation {
     let decision = table.decide(input);
     let mut reasons = Vec::new();
     let c = input.classification;
     reasons.push(format!(
-        "classified as `{}` (confidence {:.2}, difficulty {:.2}, ~{} prompt tokens{})",
-        labels.name(c.label),
+        "classified as `{}` (confidence {:.2}), task `{}` (confidence {:.2}), difficulty {:.2}, ~{} prompt tokens{}",
+        classifier.labels().name(c.label),
         c.confidence,
+        classifier.task_labels().name(c.task),
+        c.task_confidence,
         c.difficulty,
         c.features.prompt_tokens,
         if c.pii.is_empty() {
@@ -45,7 +51,7 @@ pub fn explain(table: &RouteTable, labels: &LabelSet, input: &RouteInput<'_>) ->
     for rule in &table.rules {
         match rule.when.check(input) {
             Ok(()) => {
-                let conditions = describe(&rule.when, labels);
+                let conditions = describe(&rule.when, classifier);
                 reasons.push(format!(
                     "rule `{}` matched{}",
                     rule.id,
@@ -61,7 +67,7 @@ pub fn explain(table: &RouteTable, labels: &LabelSet, input: &RouteInput<'_>) ->
             Err(why) => reasons.push(format!(
                 "rule `{}` skipped: {}",
                 rule.id,
-                mismatch(why, &rule.when, input, labels)
+                mismatch(why, &rule.when, input, classifier)
             )),
         }
     }
@@ -100,10 +106,24 @@ fn names(labels: &LabelSet, list: &[crate::classify::Label]) -> String {
 }
 
 /// The conditions of a rule, one phrase each.
-pub fn describe(m: &Match, labels: &LabelSet) -> Vec<String> {
+pub fn describe(m: &Match, classifier: &dyn Classifier) -> Vec<String> {
     let mut out = Vec::new();
+    match &m.alias {
+        AliasMatch::AutoOnly => {}
+        AliasMatch::Any => out.push("any model".to_owned()),
+        AliasMatch::OneOf(_) => out.push("named models".to_owned()),
+    }
     if !m.labels.is_empty() {
-        out.push(format!("label is {}", names(labels, &m.labels)));
+        out.push(format!(
+            "label is {}",
+            names(classifier.labels(), &m.labels)
+        ));
+    }
+    if !m.tasks.is_empty() {
+        out.push(format!(
+            "task is {}",
+            names(classifier.task_labels(), &m.tasks)
+        ));
     }
     if let Some(v) = m.min_confidence {
         out.push(format!("confidence ≥ {v}"));
@@ -140,7 +160,14 @@ pub fn describe(m: &Match, labels: &LabelSet) -> Vec<String> {
     out
 }
 
-fn mismatch(why: Mismatch, m: &Match, input: &RouteInput<'_>, labels: &LabelSet) -> String {
+fn mismatch(
+    why: Mismatch,
+    m: &Match,
+    input: &RouteInput<'_>,
+    classifier: &dyn Classifier,
+) -> String {
+    let labels = classifier.labels();
+    let tasks = classifier.task_labels();
     let c = input.classification;
     let f = &c.features;
     let yes_no = |b: bool| if b { "present" } else { "absent" };
@@ -150,6 +177,11 @@ fn mismatch(why: Mismatch, m: &Match, input: &RouteInput<'_>, labels: &LabelSet)
             "label `{}` is not {}",
             labels.name(c.label),
             names(labels, &m.labels)
+        ),
+        Mismatch::Task => format!(
+            "task `{}` is not {}",
+            tasks.name(c.task),
+            names(tasks, &m.tasks)
         ),
         Mismatch::ConfidenceBelow => format!(
             "confidence {:.2} < {}",

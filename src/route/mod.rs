@@ -34,7 +34,10 @@ pub enum AliasMatch {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Match {
     pub alias: AliasMatch,
+    /// Domain labels, any of.
     pub labels: Vec<Label>,
+    /// Task labels, any of.
+    pub tasks: Vec<Label>,
     /// Confidence must be at least this.
     pub min_confidence: Option<f32>,
     /// Confidence must be below this.
@@ -57,6 +60,7 @@ impl Match {
         Match {
             alias: AliasMatch::AutoOnly,
             labels: Vec::new(),
+            tasks: Vec::new(),
             min_confidence: None,
             max_confidence: None,
             min_difficulty: None,
@@ -92,6 +96,10 @@ impl Match {
         check(
             self.labels.is_empty() || self.labels.contains(&c.label),
             Mismatch::Label,
+        )?;
+        check(
+            self.tasks.is_empty() || self.tasks.contains(&c.task),
+            Mismatch::Task,
         )?;
         check(
             self.min_confidence.is_none_or(|m| c.confidence >= m),
@@ -146,6 +154,7 @@ fn check(ok: bool, otherwise: Mismatch) -> Result<(), Mismatch> {
 pub enum Mismatch {
     Alias,
     Label,
+    Task,
     ConfidenceBelow,
     ConfidenceAbove,
     DifficultyBelow,

@@ -1,14 +1,31 @@
 use super::*;
-use crate::classify::{Classification, Features, LabelSet, PiiKind};
+use crate::classify::{Classification, Classifier, Features, LabelSet, PiiKind, Prompt};
 
-fn labels() -> LabelSet {
-    LabelSet::new(["coding", "math", "other"])
+/// A classifier whose domain and task labels are the same three.
+struct Labels(LabelSet);
+
+impl Classifier for Labels {
+    fn labels(&self) -> &LabelSet {
+        &self.0
+    }
+    fn task_labels(&self) -> &LabelSet {
+        &self.0
+    }
+    fn classify(&self, _: &Prompt<'_>) -> Classification {
+        classification(2, 1.0, 0.0)
+    }
+}
+
+fn labels() -> Labels {
+    Labels(LabelSet::new(["coding", "math", "other"]))
 }
 
 fn classification(label: u16, confidence: f32, difficulty: f32) -> Classification {
     Classification {
         label: Label(label),
         confidence,
+        task: Label(label),
+        task_confidence: confidence,
         difficulty,
         pii: PiiKinds::empty(),
         features: Features::default(),
@@ -150,4 +167,18 @@ fn unconditional_detects_catch_all() {
         ..Match::catch_all()
     };
     assert!(!m.is_unconditional());
+}
+
+#[test]
+fn task_condition_matches_the_task_head() {
+    let mut t = table();
+    t.rules[1].when.labels.clear();
+    t.rules[1].when.tasks = vec![Label(1)];
+    let mut math = classification(2, 0.9, 0.1);
+    math.task = Label(1);
+    let d = t.decide(&RouteInput {
+        requested: Requested::Auto,
+        classification: &math,
+    });
+    assert_eq!(d.via, Via::Rule(1));
 }
