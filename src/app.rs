@@ -4,30 +4,44 @@
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use tokio::sync::watch;
 
-use crate::config::Config;
+use crate::config::{Config, EnvLookup};
 use crate::handler;
 use crate::ledger::{self, Ledger, LedgerWriter};
 use crate::metrics::Metrics;
 use crate::provider::Upstream;
+use crate::reload::Reloader;
 
 /// A validated config with the clients built for it. Swapped whole on reload; a request
 /// keeps the `Arc` it started with.
 pub struct Runtime {
     pub config: Config,
     /// One client per deployment, same index as `config.deployments`.
-    pub upstreams: Vec<Upstream>,
+    pub upstreams: Vec<Arc<Upstream>>,
 }
 
 impl Runtime {
-    pub fn new(config: Config) -> Result<Self, String> {
+    /// Builds the clients for `config`, keeping those of `previous` whose deployment did
+    /// not change, so a reload keeps their warm connections.
+    pub fn new(config: Config, previous: Option<&Runtime>) -> Result<Self, String> {
         let upstreams = config
             .deployments
             .iter()
-            .map(Upstream::new)
+            .map(|d| {
+                let unchanged = previous.and_then(|p| {
+                    p.config
+                        .deployments
+                        .iter()
+                        .position(|old| old == d)
+                        .and_then(|i| p.upstreams.get(i).cloned())
+                });
+                match unchanged {
+                    Some(upstream) => Ok(upstream),
+                    None => Upstream::new(d).map(Arc::new),
+                }
+            })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Runtime { config, upstreams })
     }
@@ -37,6 +51,7 @@ impl Runtime {
 #[derive(Clone)]
 pub struct AppState {
     runtime: watch::Receiver<Arc<Runtime>>,
+    pub reloader: Arc<Reloader>,
     pub ledger: Ledger,
     pub metrics: Arc<Metrics>,
     pub ids: Arc<crate::handler::RequestIds>,
@@ -54,35 +69,40 @@ pub struct App {
     pub router: Router,
     pub state: AppState,
     pub ledger_writer: LedgerWriter,
-    /// Publishes a new runtime (hot reload).
-    pub runtime_tx: watch::Sender<Arc<Runtime>>,
 }
 
 /// Builds the application for `config`: metrics, ledger writer, upstream clients, router.
-pub fn build(config: Config) -> Result<App, String> {
+/// Reloads read the config's source file again and look secrets up with `env`.
+pub fn build(config: Config, env: EnvLookup) -> Result<App, String> {
     let metrics = Arc::new(Metrics::new().map_err(|e| format!("metrics: {e}"))?);
     let (ledger, ledger_writer) = ledger::start(&config.ledger, metrics.ledger.clone())?;
-    let body_limit = config.server.body_limit;
-    let runtime = Arc::new(Runtime::new(config)?);
+    let source = config.source.clone();
+    let runtime = Arc::new(Runtime::new(config, None)?);
     let (runtime_tx, runtime_rx) = watch::channel(runtime);
+    let reloader = Arc::new(Reloader::new(
+        source,
+        env,
+        runtime_tx,
+        metrics.config_reloads.clone(),
+    ));
     let state = AppState {
         runtime: runtime_rx,
+        reloader,
         ledger,
         metrics,
         ids: Arc::new(crate::handler::RequestIds::new()),
     };
     Ok(App {
-        router: router(state.clone(), body_limit),
+        router: router(state.clone()),
         state,
         ledger_writer,
-        runtime_tx,
     })
 }
 
 /// The request path, in order. Each stage is a module named after it.
 ///
-/// 1. **Body limit** (`DefaultBodyLimit`): bodies over `server.body_limit_bytes` become a
-///    413 in the OpenAI error shape (the handler maps the rejection).
+/// 1. **Body limit** ([`crate::handler::read_body`]): bodies over the live config's
+///    `server.body_limit_bytes` become a 413 in the OpenAI error shape.
 /// 2. **Ingress** ([`crate::request`]): the body is parsed and checked once; every field
 ///    the gateway does not interpret passes through untouched.
 /// 3. **Resolve** ([`crate::route::RouteTable::resolve`]): `model` is `auto` or an alias,
@@ -98,9 +118,9 @@ pub fn build(config: Config) -> Result<App, String> {
 ///    `-tier`, `-class`, `-cost-usd` (non-streamed).
 ///
 /// Side doors: `POST /v1/route/explain` runs stages 2-5 only; `GET /v1/models`,
-/// `/healthz`, `/readyz` and `/metrics` read state. Unknown paths and methods get
-/// OpenAI-shaped 404/405 errors.
-pub fn router(state: AppState, body_limit: usize) -> Router {
+/// `/healthz`, `/readyz` and `/metrics` read state; `POST /admin/reload` (admin key)
+/// reloads the config. Unknown paths and methods get OpenAI-shaped 404/405 errors.
+pub fn router(state: AppState) -> Router {
     Router::new()
         .route(
             "/v1/chat/completions",
@@ -111,8 +131,8 @@ pub fn router(state: AppState, body_limit: usize) -> Router {
         .route("/healthz", get(handler::healthz))
         .route("/readyz", get(handler::readyz))
         .route("/metrics", get(handler::metrics))
+        .route("/admin/reload", post(handler::admin::reload))
         .fallback(handler::not_found)
         .method_not_allowed_fallback(handler::method_not_allowed)
-        .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state)
 }

@@ -103,11 +103,13 @@ async fn serve_async(config: Config) -> Result<(), String> {
             tracing::warn!(deployment = %d.id, variable = %var, "API key variable is not set");
         }
     }
-    let app = crate::app::build(config)?;
+    let app = crate::app::build(config, config::process_env())?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
     tracing::info!(address = %listen, "crossroads is serving");
+    let file_watch = tokio::spawn(crate::reload::watch_file(app.state.reloader.clone()));
+    let sighup = tokio::spawn(crate::reload::watch_sighup(app.state.reloader.clone()));
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let mut server = tokio::spawn(crate::server::run(listener, app.router, async {
         let _ = stop_rx.await;
@@ -124,8 +126,9 @@ async fn serve_async(config: Config) -> Result<(), String> {
             }
         }
     }
+    file_watch.abort();
+    sighup.abort();
     drop(app.state);
-    drop(app.runtime_tx);
     app.ledger_writer.shutdown().await;
     tracing::info!("ledger flushed; bye");
     Ok(())
@@ -248,7 +251,7 @@ fn explain(path: &Path, prompt: Option<String>, request: Option<PathBuf>, model:
         }
     };
     let result = crate::request::ChatRequest::parse(&body).and_then(|request| {
-        let runtime = crate::app::Runtime::new(config)
+        let runtime = crate::app::Runtime::new(config, None)
             .map_err(|message| crate::error::ApiError::Internal { message })?;
         let metrics =
             crate::metrics::Metrics::new().map_err(|e| crate::error::ApiError::Internal {

@@ -19,6 +19,14 @@ pub enum ApiError {
     PayloadTooLarge {
         limit: usize,
     },
+    /// No or a wrong credential.
+    Unauthorized {
+        message: String,
+    },
+    /// A config reload was refused; the old config keeps serving.
+    InvalidConfig {
+        message: String,
+    },
     /// The `model` names no alias.
     ModelNotFound {
         model: String,
@@ -71,6 +79,8 @@ impl ApiError {
         match self {
             ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
+            ApiError::InvalidConfig { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::ModelNotFound { .. } | ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Rejected { status, .. } | ApiError::UpstreamRejected { status, .. } => {
@@ -93,6 +103,8 @@ impl ApiError {
         match self {
             ApiError::BadRequest { .. } => "bad_request",
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
+            ApiError::Unauthorized { .. } => "unauthorized",
+            ApiError::InvalidConfig { .. } => "invalid_config",
             ApiError::ModelNotFound { .. } => "model_not_found",
             ApiError::NotFound => "not_found",
             ApiError::MethodNotAllowed => "method_not_allowed",
@@ -119,7 +131,9 @@ impl ApiError {
             | ApiError::NotFound
             | ApiError::MethodNotAllowed
             | ApiError::Rejected { .. }
-            | ApiError::UpstreamRejected { .. } => "invalid_request_error",
+            | ApiError::UpstreamRejected { .. }
+            | ApiError::InvalidConfig { .. } => "invalid_request_error",
+            ApiError::Unauthorized { .. } => "authentication_error",
             ApiError::Upstream { .. } => "upstream_error",
             ApiError::Internal { .. } => "server_error",
         }
@@ -137,6 +151,8 @@ impl ApiError {
             } => Some("upstream_timeout"),
             ApiError::Upstream { .. } => Some("upstream_unavailable"),
             ApiError::BadRequest { .. } => Some("invalid_request"),
+            ApiError::Unauthorized { .. } => Some("invalid_api_key"),
+            ApiError::InvalidConfig { .. } => Some("invalid_config"),
             _ => None,
         }
     }
@@ -147,6 +163,8 @@ impl ApiError {
             | ApiError::Rejected { message, .. }
             | ApiError::Upstream { message, .. }
             | ApiError::UpstreamRejected { message, .. }
+            | ApiError::Unauthorized { message }
+            | ApiError::InvalidConfig { message }
             | ApiError::Internal { message } => message.clone(),
             ApiError::PayloadTooLarge { limit } => {
                 format!("request body is larger than the limit of {limit} bytes")

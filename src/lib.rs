@@ -29,6 +29,7 @@ pub mod handler;
 pub mod ledger;
 pub mod metrics;
 pub mod provider;
+pub mod reload;
 pub mod request;
 pub mod route;
 pub mod server;

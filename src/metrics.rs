@@ -26,6 +26,8 @@ pub struct Metrics {
     pub classifications: IntCounterVec,
     pub upstream_errors: IntCounterVec,
     pub fallbacks: IntCounterVec,
+    /// Config reloads by result (ok, error) and trigger (file, signal, admin).
+    pub config_reloads: IntCounterVec,
     pub ledger: LedgerMetrics,
 }
 
@@ -135,6 +137,11 @@ impl Metrics {
                 "crossroads_fallbacks_total",
                 "Attempts moved on to the next deployment, by reason",
                 &["reason"],
+            )?,
+            config_reloads: counter(
+                "crossroads_config_reloads_total",
+                "Config reloads by result and trigger",
+                &["result", "trigger"],
             )?,
             ledger: LedgerMetrics::new(&registry)?,
             registry,

@@ -52,10 +52,14 @@ pub struct ServerConfig {
     pub body_limit: usize,
     pub request_timeout: Duration,
     pub shutdown_grace: Duration,
+    /// Bearer key of the admin API (`POST /admin/reload`); `None` turns it off.
+    pub admin_key: Option<Secret>,
+    /// File-change polling interval; `None` when watching is off.
+    pub config_poll: Option<Duration>,
 }
 
 /// One upstream model endpoint.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Deployment {
     pub id: String,
     pub provider: ProviderKind,
@@ -141,18 +145,37 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// Where secrets are looked up by variable name: the process environment in
+/// production, a map in tests.
+pub type EnvLookup = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
+/// The process environment.
+pub fn process_env() -> EnvLookup {
+    Arc::new(|name| std::env::var(name).ok())
+}
+
 /// Loads and validates `path`, with environment overrides and secrets from the process
 /// environment.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    load_with_env(path, &|name| std::env::var(name).ok())
+}
+
+/// Loads and validates `path`, looking secrets up with `env`.
+pub fn load_with_env(
+    path: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, ConfigError> {
     let source = config::File::from(path)
         .format(config::FileFormat::Toml)
         .required(true);
-    let env = config::Environment::with_prefix(ENV_PREFIX)
+    let overrides = config::Environment::with_prefix(ENV_PREFIX)
         .prefix_separator("__")
         .separator("__")
         .try_parsing(true);
-    let builder = config::Config::builder().add_source(source).add_source(env);
-    finish(builder, path, &|name| std::env::var(name).ok())
+    let builder = config::Config::builder()
+        .add_source(source)
+        .add_source(overrides);
+    finish(builder, path, env)
 }
 
 /// Validates TOML text (tests and `check` of generated configs use this); secrets are

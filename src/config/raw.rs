@@ -34,6 +34,10 @@ pub struct RawServer {
     pub request_timeout_ms: u64,
     /// How long in-flight requests may finish after SIGTERM.
     pub shutdown_grace_ms: u64,
+    /// Environment variable holding the admin API key; the admin API is off without it.
+    pub admin_key_env: Option<String>,
+    /// How often the config file is checked for changes; 0 turns file watching off.
+    pub config_poll_ms: u64,
 }
 
 impl Default for RawServer {
@@ -43,6 +47,8 @@ impl Default for RawServer {
             body_limit_bytes: 4 * 1024 * 1024,
             request_timeout_ms: 300_000,
             shutdown_grace_ms: 30_000,
+            admin_key_env: None,
+            config_poll_ms: 2_000,
         }
     }
 }

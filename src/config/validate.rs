@@ -41,7 +41,7 @@ pub fn validate(
         accounting,
         ledger,
     } = raw;
-    let server = validate_server(server)?;
+    let server = validate_server(server, env)?;
     let classifier: Arc<dyn Classifier> = match classifier.kind {
         ClassifierKind::Heuristic => Arc::new(HeuristicClassifier::default()),
     };
@@ -83,13 +83,25 @@ pub fn validate(
     })
 }
 
-fn validate_server(raw: RawServer) -> Result<ServerConfig, Invalid> {
+fn validate_server(
+    raw: RawServer,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<ServerConfig, Invalid> {
     let RawServer {
         listen,
         body_limit_bytes,
         request_timeout_ms,
         shutdown_grace_ms,
+        admin_key_env,
+        config_poll_ms,
     } = raw;
+    let admin_key = match admin_key_env {
+        Some(name) if name.is_empty() => {
+            return Err(invalid("server.admin_key_env", "must not be empty"));
+        }
+        Some(name) => env(&name).filter(|v| !v.is_empty()).map(Secret::new),
+        None => None,
+    };
     let listen: SocketAddr = listen.parse().map_err(|_| {
         invalid(
             "server.listen",
@@ -107,6 +119,8 @@ fn validate_server(raw: RawServer) -> Result<ServerConfig, Invalid> {
         body_limit: body_limit_bytes,
         request_timeout: positive_ms("server.request_timeout_ms", request_timeout_ms)?,
         shutdown_grace: Duration::from_millis(shutdown_grace_ms),
+        admin_key,
+        config_poll: (config_poll_ms > 0).then(|| Duration::from_millis(config_poll_ms)),
     })
 }
 

@@ -2,10 +2,9 @@
 
 use std::time::Instant;
 
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::State;
-use axum::extract::rejection::BytesRejection;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::exchange::Exchange;
@@ -22,11 +21,13 @@ use crate::route::{Action, RouteDecision, RouteInput};
 
 pub async fn chat_completions(
     State(state): State<AppState>,
-    body: Result<Bytes, BytesRejection>,
+    headers: HeaderMap,
+    body: Body,
 ) -> Response {
     let rt = state.runtime();
     let mut ex = Exchange::new(&state, rt.clone(), "chat.completions");
-    let request = match read_body(body, rt.config.server.body_limit)
+    let request = match read_body(&headers, body, rt.config.server.body_limit)
+        .await
         .and_then(|bytes| ChatRequest::parse(&bytes))
     {
         Ok(r) => r,

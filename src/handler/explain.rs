@@ -1,9 +1,9 @@
 //! `POST /v1/route/explain`: the routing decision for a chat-completions body, with its
 //! reasons, computed by the same code that serves and without calling any upstream.
 
-use axum::body::Bytes;
+use axum::body::Body;
 use axum::extract::State;
-use axum::extract::rejection::BytesRejection;
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
@@ -15,12 +15,10 @@ use crate::metrics::Metrics;
 use crate::request::ChatRequest;
 use crate::route::{Action, RouteInput};
 
-pub async fn explain(
-    State(state): State<AppState>,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
+pub async fn explain(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
     let rt = state.runtime();
-    let result = read_body(body, rt.config.server.body_limit)
+    let result = read_body(&headers, body, rt.config.server.body_limit)
+        .await
         .and_then(|bytes| ChatRequest::parse(&bytes))
         .and_then(|request| explain_request(&rt, &state.metrics, &request));
     match result {

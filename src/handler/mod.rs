@@ -1,5 +1,6 @@
 //! HTTP handlers: the chat-completions pipeline and the read-only endpoints.
 
+pub mod admin;
 pub mod chat;
 pub mod exchange;
 pub mod explain;
@@ -8,11 +9,11 @@ mod stream;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::State;
-use axum::extract::rejection::BytesRejection;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde_json::json;
 
 use crate::app::AppState;
@@ -47,21 +48,28 @@ impl Default for RequestIds {
     }
 }
 
-/// The body, or the OpenAI-shaped error for a body that could not be read.
-pub(crate) fn read_body(
-    body: Result<Bytes, BytesRejection>,
+/// Reads the body up to `limit` bytes (the current config's, so a reload applies at
+/// once), or the OpenAI-shaped error for a body that is too large or unreadable.
+pub(crate) async fn read_body(
+    headers: &HeaderMap,
+    body: Body,
     limit: usize,
 ) -> Result<Bytes, ApiError> {
-    body.map_err(|rejection| {
-        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::PayloadTooLarge { limit }
-        } else {
-            ApiError::bad_request(
-                format!("could not read the request body: {rejection}"),
-                None,
-            )
-        }
-    })
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(ApiError::PayloadTooLarge { limit });
+    }
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<LengthLimitError>() => Err(ApiError::PayloadTooLarge { limit }),
+        Err(e) => Err(ApiError::bad_request(
+            format!("could not read the request body: {e}"),
+            None,
+        )),
+    }
 }
 
 /// `GET /v1/models`: `auto` and every alias, in the OpenAI list shape.

@@ -297,6 +297,8 @@ pub fn standard_config(local: &str, frontier_a: &str, frontier_b: &str) -> Strin
 [server]
 listen = "127.0.0.1:0"
 request_timeout_ms = 5000
+admin_key_env = "CROSSROADS_TEST_ADMIN_KEY"
+config_poll_ms = 100
 
 [accounting]
 reference_model = "gpt-4.1"
@@ -388,6 +390,7 @@ pub struct Gateway {
     pub client: reqwest::Client,
     pub state: AppState,
     pub ledger_path: PathBuf,
+    pub config_path: PathBuf,
     stop: Option<oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
     writer: Option<LedgerWriter>,
@@ -395,17 +398,17 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    /// Boots the gateway with `toml` (its `[ledger]` section is replaced by a temp file).
+    /// Boots the gateway with `toml` written to a temp file (with a `[ledger]` section
+    /// pointing at a temp database appended). Secrets: `ADMIN_KEY_ENV` holds [`ADMIN_KEY`].
     pub async fn start(toml: &str) -> Gateway {
         let dir = tempfile::tempdir().unwrap();
         let ledger_path = dir.path().join("ledger.db");
-        let toml = format!(
-            "{toml}\n[ledger]\nurl = \"sqlite://{}\"\n",
-            ledger_path.display()
-        );
-        let config = crossroads::config::from_toml_str(&toml, Path::new("test.toml"), &|_| None)
+        let config_path = dir.path().join("routes.toml");
+        write_config(&config_path, &ledger_path, toml);
+        let env = test_env();
+        let config = crossroads::config::load_with_env(&config_path, env.as_ref())
             .unwrap_or_else(|e| panic!("test config is invalid: {e}"));
-        let app = app::build(config).unwrap();
+        let app = app::build(config, env).unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
@@ -417,11 +420,17 @@ impl Gateway {
             client: reqwest::Client::new(),
             state: app.state,
             ledger_path,
+            config_path,
             stop: Some(stop),
             server: Some(server),
             writer: Some(app.ledger_writer),
             _dir: dir,
         }
+    }
+
+    /// Replaces the config file (the ledger section is kept).
+    pub fn rewrite_config(&self, toml: &str) {
+        write_config(&self.config_path, &self.ledger_path, toml);
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -482,6 +491,25 @@ impl Gateway {
         }
         read_ledger(&self.ledger_path)
     }
+}
+
+/// The variable the test configs name in `server.admin_key_env`, and its value.
+pub const ADMIN_KEY_ENV: &str = "CROSSROADS_TEST_ADMIN_KEY";
+pub const ADMIN_KEY: &str = "admin-secret";
+
+fn test_env() -> crossroads::config::EnvLookup {
+    std::sync::Arc::new(|name| (name == ADMIN_KEY_ENV).then(|| ADMIN_KEY.to_owned()))
+}
+
+fn write_config(path: &Path, ledger: &Path, toml: &str) {
+    let text = format!(
+        "{toml}\n[ledger]\nurl = \"sqlite://{}\"\n",
+        ledger.display()
+    );
+    // Write then rename, as deploy tools do, so a watcher never reads half a file.
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
 }
 
 /// Reads every ledger row of a SQLite ledger file.

@@ -1,0 +1,49 @@
+//! The admin API, behind the key named by `server.admin_key_env`.
+
+use axum::extract::State;
+use axum::http::{HeaderMap, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::app::AppState;
+use crate::error::ApiError;
+use crate::reload::Trigger;
+
+/// Checks the `Authorization: Bearer` header against the admin key.
+fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+    let rt = state.runtime();
+    let Some(key) = &rt.config.server.admin_key else {
+        return Err(ApiError::Unauthorized {
+            message: "the admin API is off: set server.admin_key_env to a variable holding a key"
+                .into(),
+        });
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    if constant_time_eq(given.as_bytes(), key.expose().as_bytes()) {
+        Ok(())
+    } else {
+        Err(ApiError::Unauthorized {
+            message: "a valid admin key is required (Authorization: Bearer ...)".into(),
+        })
+    }
+}
+
+/// Compares without an early exit, so timing does not reveal a matching prefix.
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// `POST /admin/reload`: reloads the config file now.
+pub async fn reload(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if let Err(e) = authorize(&state, &headers) {
+        return e.into_response();
+    }
+    match state.reloader.reload(Trigger::Admin).await {
+        Ok(()) => axum::Json(json!({ "status": "reloaded" })).into_response(),
+        Err(message) => ApiError::InvalidConfig { message }.into_response(),
+    }
+}

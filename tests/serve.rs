@@ -1,0 +1,129 @@
+//! The `crossroads serve` binary as operators run it: it serves, reloads on SIGHUP, and
+//! on SIGTERM finishes its requests and flushes every ledger record before exiting.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+
+struct Served {
+    child: Child,
+    addr: String,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn signal(child: &Child, name: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{name}"), &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+async fn serve(config: &std::path::Path, port: u16) -> Served {
+    let served = Served {
+        child: Command::new(env!("CARGO_BIN_EXE_crossroads"))
+            .args(["serve", "--config"])
+            .arg(config)
+            .env("CROSSROADS__SERVER__LISTEN", format!("127.0.0.1:{port}"))
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap(),
+        addr: format!("http://127.0.0.1:{port}"),
+    };
+    let client = reqwest::Client::new();
+    for _ in 0..100 {
+        if let Ok(r) = client.get(format!("{}/readyz", served.addr)).send().await
+            && r.status() == 200
+        {
+            return served;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("crossroads serve did not become ready");
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test]
+async fn serves_reloads_on_sighup_and_flushes_on_sigterm() {
+    let local = Upstream::start(Scripted::json(completion("local-model", "l", 3, 2))).await;
+    let fa = Upstream::start(Scripted::json(completion("gpt-4.1", "f", 3, 2))).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = dir.path().join("routes.toml");
+    let ledger = dir.path().join("ledger.db");
+    let base = standard_config(&local.base_url(), &fa.base_url(), &fa.base_url())
+        .replace("config_poll_ms = 100", "config_poll_ms = 0");
+    let write = |toml: &str| {
+        std::fs::write(
+            &config_path,
+            format!(
+                "{toml}\n[ledger]\nurl = \"sqlite://{}\"\n",
+                ledger.display()
+            ),
+        )
+        .unwrap()
+    };
+    write(&base);
+    let served = serve(&config_path, free_port()).await;
+    let client = reqwest::Client::new();
+    let chat = |body: serde_json::Value| {
+        client
+            .post(format!("{}/v1/chat/completions", served.addr))
+            .json(&body)
+            .send()
+    };
+
+    let r = chat(user("auto", "Tell me about Rome.")).await.unwrap();
+    assert_eq!(r.headers()["x-crossroads-deployment"], "frontier-a");
+
+    write(&base.replace(
+        "[[rules]]\nid = \"default\"\npool = \"frontier\"",
+        "[[rules]]\nid = \"default\"\npool = \"local\"",
+    ));
+    signal(&served.child, "HUP");
+    let mut reloaded = false;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let r = chat(user("auto", "Tell me about Rome.")).await.unwrap();
+        if r.headers()["x-crossroads-deployment"] == "local-a" {
+            reloaded = true;
+            break;
+        }
+    }
+    assert!(reloaded, "SIGHUP did not reload the config");
+
+    for _ in 0..25 {
+        assert_eq!(chat(user("auto", "hi")).await.unwrap().status(), 200);
+    }
+    let mut served = served;
+    signal(&served.child, "TERM");
+    let status = tokio::task::spawn_blocking(move || served.child.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(status.success(), "exit status {status}");
+    let rows = read_ledger(&ledger);
+    assert!(
+        rows.len() >= 27,
+        "only {} ledger rows after SIGTERM",
+        rows.len()
+    );
+    assert!(rows.iter().all(|r| r["status"] == 200));
+}
