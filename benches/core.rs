@@ -69,6 +69,7 @@ fn route(c: &mut Criterion) {
     let input = RouteInput {
         requested: crossroads::route::Requested::Auto,
         classification: &classification,
+        headers: &crossroads::route::NoHeaders,
     };
     let mut group = c.benchmark_group("route");
     group.bench_function("shipped_rules", |b| {
@@ -114,7 +115,7 @@ fn request(c: &mut Criterion) {
         Err(e) => panic!("{e:?}"),
     };
     group.bench_function("upstream_body", |b| {
-        b.iter(|| parsed.upstream_body(black_box("qwen")))
+        b.iter(|| parsed.upstream_body(black_box("qwen"), None))
     });
     group.finish();
 }

@@ -257,7 +257,13 @@ fn explain(path: &Path, prompt: Option<String>, request: Option<PathBuf>, model:
             crate::metrics::Metrics::new().map_err(|e| crate::error::ApiError::Internal {
                 message: e.to_string(),
             })?;
-        crate::handler::explain::explain_request(&Arc::new(runtime), &metrics, &request)
+        let no_headers = axum::http::HeaderMap::new();
+        crate::handler::explain::explain_request(
+            &Arc::new(runtime),
+            &metrics,
+            &request,
+            &no_headers,
+        )
     });
     match result {
         Ok(value) => {

@@ -34,6 +34,7 @@ pub async fn dispatch(
     rt: &Runtime,
     candidates: &[usize],
     request: &ChatRequest,
+    max_tokens_cap: Option<u64>,
     deadline: Instant,
     metrics: &Metrics,
 ) -> Result<Dispatched, DispatchFailed> {
@@ -51,7 +52,7 @@ pub async fn dispatch(
         }
         attempts += 1;
         let started = Instant::now();
-        let body = request.upstream_body(&deployment.model);
+        let body = request.upstream_body(&deployment.model, max_tokens_cap);
         let result = tokio::time::timeout_at(
             tokio::time::Instant::from_std(deadline),
             upstream.send(body, request.stream),

@@ -26,6 +26,8 @@ pub struct Metrics {
     pub classifications: IntCounterVec,
     pub upstream_errors: IntCounterVec,
     pub fallbacks: IntCounterVec,
+    /// Shadow rules that matched (recorded, not applied), by rule.
+    pub shadow_matches: IntCounterVec,
     /// Config reloads by result (ok, error) and trigger (file, signal, admin).
     pub config_reloads: IntCounterVec,
     pub ledger: LedgerMetrics,
@@ -137,6 +139,11 @@ impl Metrics {
                 "crossroads_fallbacks_total",
                 "Attempts moved on to the next deployment, by reason",
                 &["reason"],
+            )?,
+            shadow_matches: counter(
+                "crossroads_shadow_rule_matches_total",
+                "Requests a shadow rule would have routed, by rule",
+                &["rule"],
             )?,
             config_reloads: counter(
                 "crossroads_config_reloads_total",

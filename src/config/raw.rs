@@ -168,6 +168,11 @@ pub struct RawRule {
     pub when: RawMatch,
     pub pool: Option<String>,
     pub reject: Option<RawReject>,
+    /// Caps the request's `max_tokens` when this rule routes it.
+    pub max_tokens: Option<u64>,
+    /// Record what the rule would do without doing it.
+    #[serde(default)]
+    pub shadow: bool,
 }
 
 /// Conditions of a rule, all optional, combined with AND; lists mean any-of.
@@ -190,6 +195,8 @@ pub struct RawMatch {
     pub json_mode: Option<bool>,
     pub pii: Option<bool>,
     pub pii_kinds: Option<Vec<String>>,
+    /// Request headers that must equal these values.
+    pub header: Option<std::collections::BTreeMap<String, String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -457,9 +457,14 @@ fn validate_rules(
             when,
             pool,
             reject,
+            max_tokens,
+            shadow,
         } = r;
         let path = format!("rules[{i}]");
         check_id(&format!("{path}.id"), &id)?;
+        if max_tokens == Some(0) {
+            return Err(invalid(format!("{path}.max_tokens"), "must be at least 1"));
+        }
         let action = match (pool, reject) {
             (Some(pool), None) => {
                 Action::Pool(pools.iter().position(|p| p.id == pool).ok_or_else(|| {
@@ -496,11 +501,19 @@ fn validate_rules(
             }
         };
         let when = validate_match(&format!("{path}.when"), when, aliases, classifier)?;
+        if max_tokens.is_some() && !matches!(action, Action::Pool(_)) {
+            return Err(invalid(
+                format!("{path}.max_tokens"),
+                "only a rule that routes to a pool can cap max_tokens",
+            ));
+        }
         rules.push(Rule {
             id,
             description,
             when,
             action,
+            max_tokens,
+            shadow,
         });
     }
     unique(rules.iter().map(|r| r.id.as_str()), "rules", "id")?;
@@ -511,7 +524,7 @@ fn validate_rules(
     };
     let default = rules
         .iter()
-        .position(|r| r.when.is_unconditional() && covers_auto(&r.when))
+        .position(|r| !r.shadow && r.when.is_unconditional() && covers_auto(&r.when))
         .ok_or_else(|| {
             invalid(
                 "rules",
@@ -520,7 +533,7 @@ fn validate_rules(
         })?;
     if let Some(later) = rules[default + 1..]
         .iter()
-        .position(|r| r.when.alias == AliasMatch::AutoOnly)
+        .position(|r| r.when.alias == AliasMatch::AutoOnly && !r.shadow)
     {
         let index = default + 1 + later;
         return Err(invalid(
@@ -555,7 +568,19 @@ fn validate_match(
         json_mode,
         pii,
         pii_kinds,
+        header,
     } = raw;
+    let mut headers = Vec::new();
+    for (name, value) in header.unwrap_or_default() {
+        let lower = name.to_ascii_lowercase();
+        if axum::http::HeaderName::from_bytes(lower.as_bytes()).is_err() {
+            return Err(invalid(
+                format!("{path}.header"),
+                format!("`{name}` is not a valid header name"),
+            ));
+        }
+        headers.push((lower, value));
+    }
     let alias = match alias {
         None => AliasMatch::AutoOnly,
         Some(list) if list.iter().any(|a| a == "*") => AliasMatch::Any,
@@ -634,6 +659,7 @@ fn validate_match(
         json_mode,
         pii,
         pii_kinds: kinds,
+        headers,
     })
 }
 

@@ -34,10 +34,11 @@ pub async fn chat_completions(
         Err(e) => return ex.fail(e),
     };
     ex.parsed(&request);
-    let (classification, decision) = match classify_and_route(&rt, &state.metrics, &request) {
-        Ok(c) => c,
-        Err(e) => return ex.fail(e),
-    };
+    let (classification, decision) =
+        match classify_and_route(&rt, &state.metrics, &request, &headers) {
+            Ok(c) => c,
+            Err(e) => return ex.fail(e),
+        };
     ex.classified(&classification);
     ex.routed(&decision);
     let pool = match decision.action {
@@ -56,7 +57,15 @@ pub async fn chat_completions(
         });
     };
     let deadline = Instant::now() + rt.config.server.request_timeout;
-    let dispatched = match dispatch(&rt, &pool.candidates, &request, deadline, &state.metrics).await
+    let dispatched = match dispatch(
+        &rt,
+        &pool.candidates,
+        &request,
+        decision.max_tokens,
+        deadline,
+        &state.metrics,
+    )
+    .await
     {
         Ok(d) => d,
         Err(failed) => {
@@ -101,6 +110,7 @@ pub(crate) fn classify_and_route(
     rt: &Runtime,
     metrics: &Metrics,
     request: &ChatRequest,
+    headers: &HeaderMap,
 ) -> Result<(Classification, RouteDecision), ApiError> {
     let routes = &rt.config.routes;
     let requested = routes
@@ -121,6 +131,7 @@ pub(crate) fn classify_and_route(
     let decision = routes.decide(&RouteInput {
         requested,
         classification: &classification,
+        headers,
     });
     Ok((classification, decision))
 }

@@ -103,6 +103,14 @@ impl Exchange {
     pub fn routed(&mut self, decision: &RouteDecision) {
         let routes = &self.rt.config.routes;
         self.record.rule = Some(routes.via_id(decision.via).to_owned());
+        if let Some(shadow) = decision.shadow.and_then(|i| routes.rules.get(i)) {
+            self.record.shadow_rule = Some(shadow.id.clone());
+            self.state
+                .metrics
+                .shadow_matches
+                .with_label_values(&[shadow.id.as_str()])
+                .inc();
+        }
         if let Action::Pool(p) = decision.action {
             self.record.pool = routes.pools.get(p).map(|p| p.id.clone());
         }

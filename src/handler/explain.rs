@@ -20,7 +20,7 @@ pub async fn explain(State(state): State<AppState>, headers: HeaderMap, body: Bo
     let result = read_body(&headers, body, rt.config.server.body_limit)
         .await
         .and_then(|bytes| ChatRequest::parse(&bytes))
-        .and_then(|request| explain_request(&rt, &state.metrics, &request));
+        .and_then(|request| explain_request(&rt, &state.metrics, &request, &headers));
     match result {
         Ok(value) => axum::Json(value).into_response(),
         Err(e) => e.into_response(),
@@ -32,8 +32,9 @@ pub fn explain_request(
     rt: &Runtime,
     metrics: &Metrics,
     request: &ChatRequest,
+    headers: &HeaderMap,
 ) -> Result<Value, ApiError> {
-    let (classification, _) = classify_and_route(rt, metrics, request)?;
+    let (classification, _) = classify_and_route(rt, metrics, request, headers)?;
     let config = &rt.config;
     let routes = &config.routes;
     let classifier = config.classifier.as_ref();
@@ -48,6 +49,7 @@ pub fn explain_request(
         &RouteInput {
             requested,
             classification: &classification,
+            headers,
         },
     );
     let decision = &explanation.decision;

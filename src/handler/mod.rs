@@ -72,6 +72,13 @@ pub(crate) async fn read_body(
     }
 }
 
+/// Rules see request headers through this.
+impl crate::route::Headers for HeaderMap {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
 /// `GET /v1/models`: `auto` and every alias, in the OpenAI list shape.
 pub async fn models(State(state): State<AppState>) -> Response {
     let rt = state.runtime();

@@ -33,6 +33,8 @@ pub struct LedgerRecord {
     /// PII kinds found, comma-separated (never the values).
     pub pii_kinds: String,
     pub rule: Option<String>,
+    /// The first shadow rule that matched: what it would have decided is not applied.
+    pub shadow_rule: Option<String>,
     pub pool: Option<String>,
     pub deployment: Option<String>,
     pub provider: Option<&'static str>,

@@ -53,6 +53,9 @@ CREATE INDEX requests_key_ts ON requests (key_id, ts_ms);
     r#"
 ALTER TABLE requests ADD COLUMN task TEXT;
 "#,
+    r#"
+ALTER TABLE requests ADD COLUMN shadow_rule TEXT;
+"#,
 ];
 
 const INSERT: &str = "INSERT OR IGNORE INTO requests (
@@ -60,9 +63,11 @@ const INSERT: &str = "INSERT OR IGNORE INTO requests (
     difficulty, pii, pii_kinds, rule, pool, deployment, provider, upstream_model, tier,
     cache_hit, stream, status, error_kind, attempts, fallbacks, input_tokens,
     cached_input_tokens, cache_write_tokens, output_tokens, reasoning_tokens, usage_estimated,
-    cost_pusd, reference_cost_pusd, latency_us, ttft_us, upstream_us, task
+    cost_pusd, reference_cost_pusd, latency_us, ttft_us, upstream_us, task,
+    shadow_rule
 ) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18,
-    ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31, ?32, ?33, ?34, ?35, ?36)";
+    ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31, ?32, ?33, ?34, ?35, ?36,
+    ?37)";
 
 /// A SQLite ledger file.
 pub struct SqliteStore {
@@ -155,6 +160,7 @@ impl LedgerStore for SqliteStore {
                         opt_u64(r.ttft_us),
                         opt_u64(r.upstream_us),
                         r.task,
+                        r.shadow_rule,
                     ])
                     .map_err(|e| e.to_string())?;
             }

@@ -157,12 +157,14 @@ impl ChatRequest {
         prompt
     }
 
-    /// The body for an upstream: `model` replaced, and for streams usage requested so
-    /// the gateway can meter it. Every other field is passed through as the client sent it.
-    pub fn upstream_body(&self, upstream_model: &str) -> Vec<u8> {
+    /// The body for an upstream: `model` replaced, `max_tokens` capped when a rule says
+    /// so, and for streams usage requested so the gateway can meter it. Every other field
+    /// is passed through as the client sent it.
+    pub fn upstream_body(&self, upstream_model: &str, max_tokens_cap: Option<u64>) -> Vec<u8> {
         let body = UpstreamBody {
             request: self,
             model: upstream_model,
+            cap: max_tokens_cap,
         };
         serde_json::to_vec(&body).unwrap_or_default()
     }
@@ -172,6 +174,7 @@ impl ChatRequest {
 struct UpstreamBody<'a> {
     request: &'a ChatRequest,
     model: &'a str,
+    cap: Option<u64>,
 }
 
 impl Serialize for UpstreamBody<'_> {
@@ -182,11 +185,22 @@ impl Serialize for UpstreamBody<'_> {
         for (key, value) in body {
             match key.as_str() {
                 "model" => map.serialize_entry(key, self.model)?,
+                "max_tokens" | "max_completion_tokens" if self.cap.is_some() => {
+                    let limit = self.cap.unwrap_or(u64::MAX);
+                    let asked = value.as_u64().unwrap_or(limit);
+                    map.serialize_entry(key, &asked.min(limit))?
+                }
                 "stream_options" if wants_usage => {
                     map.serialize_entry(key, &StreamOptions(value.as_object()))?
                 }
                 _ => map.serialize_entry(key, value)?,
             }
+        }
+        if let Some(cap) = self.cap
+            && !body.contains_key("max_tokens")
+            && !body.contains_key("max_completion_tokens")
+        {
+            map.serialize_entry("max_tokens", &cap)?;
         }
         if wants_usage && !body.contains_key("stream_options") {
             map.serialize_entry("stream_options", &StreamOptions(None))?;

@@ -86,7 +86,7 @@ fn upstream_body_swaps_model_and_keeps_everything_else() {
             "seed":7,"logprobs":true,"x_vendor":{"a":[1,2]},"tool_choice":"auto"}"#,
     )
     .expect("valid");
-    let out: Value = serde_json::from_slice(&r.upstream_body("qwen")).expect("json");
+    let out: Value = serde_json::from_slice(&r.upstream_body("qwen", None)).expect("json");
     assert_eq!(out["model"], "qwen");
     assert_eq!(out["seed"], 7);
     assert_eq!(out["logprobs"], true);
@@ -100,7 +100,7 @@ fn streams_always_ask_the_upstream_for_usage() {
     let r = parse(r#"{"model":"auto","messages":[{"role":"user","content":"x"}],"stream":true}"#)
         .expect("valid");
     assert!(r.stream && !r.include_usage);
-    let out: Value = serde_json::from_slice(&r.upstream_body("m")).expect("json");
+    let out: Value = serde_json::from_slice(&r.upstream_body("m", None)).expect("json");
     assert_eq!(out["stream_options"]["include_usage"], true);
 
     let r = parse(
@@ -109,7 +109,7 @@ fn streams_always_ask_the_upstream_for_usage() {
     )
     .expect("valid");
     assert!(r.include_usage);
-    let out: Value = serde_json::from_slice(&r.upstream_body("m")).expect("json");
+    let out: Value = serde_json::from_slice(&r.upstream_body("m", None)).expect("json");
     assert_eq!(out["stream_options"]["include_usage"], true);
     assert_eq!(out["stream_options"]["other"], 1);
 }
@@ -131,4 +131,18 @@ fn prompt_sees_parts_images_tools_and_json_mode() {
     assert!(p.has_tools && p.json_mode);
     assert_eq!(p.segments.len(), 2);
     assert_eq!(p.segments[0].role, Role::System);
+}
+
+#[test]
+fn a_rule_cap_lowers_or_sets_max_tokens() {
+    let r =
+        parse(r#"{"model":"auto","messages":[{"role":"user","content":"x"}],"max_tokens":4000}"#)
+            .expect("valid");
+    let out: Value = serde_json::from_slice(&r.upstream_body("m", Some(512))).expect("json");
+    assert_eq!(out["max_tokens"], 512);
+    let out: Value = serde_json::from_slice(&r.upstream_body("m", Some(8000))).expect("json");
+    assert_eq!(out["max_tokens"], 4000);
+    let r = parse(r#"{"model":"auto","messages":[{"role":"user","content":"x"}]}"#).expect("valid");
+    let out: Value = serde_json::from_slice(&r.upstream_body("m", Some(256))).expect("json");
+    assert_eq!(out["max_tokens"], 256);
 }

@@ -50,6 +50,18 @@ pub fn explain(
     }
     for rule in &table.rules {
         match rule.when.check(input) {
+            Ok(()) if rule.shadow => reasons.push(format!(
+                "shadow rule `{}` would have matched{}: recorded, not applied",
+                rule.id,
+                match &rule.action {
+                    Action::Pool(p) => table
+                        .pools
+                        .get(*p)
+                        .map(|p| format!(" (pool `{}`)", p.id))
+                        .unwrap_or_default(),
+                    Action::Reject { status, .. } => format!(" (reject {status})"),
+                }
+            )),
             Ok(()) => {
                 let conditions = describe(&rule.when, classifier);
                 reasons.push(format!(
@@ -157,6 +169,9 @@ pub fn describe(m: &Match, classifier: &dyn Classifier) -> Vec<String> {
         let kinds: Vec<_> = m.pii_kinds.iter().map(|k| k.as_str()).collect();
         out.push(format!("PII of kind {}", kinds.join(" | ")));
     }
+    for (name, value) in &m.headers {
+        out.push(format!("header {name} = {value}"));
+    }
     out
 }
 
@@ -218,5 +233,6 @@ fn mismatch(
         Mismatch::JsonMode => format!("json mode {}", yes_no(f.json_mode)),
         Mismatch::Pii => format!("PII {}", yes_no(!c.pii.is_empty())),
         Mismatch::PiiKinds => "none of the rule's PII kinds found".to_owned(),
+        Mismatch::Header => "a required request header is missing or different".to_owned(),
     }
 }

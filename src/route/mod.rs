@@ -52,6 +52,8 @@ pub struct Match {
     pub pii: Option<bool>,
     /// Any of these kinds found.
     pub pii_kinds: PiiKinds,
+    /// Request headers that must have these values (names lower-case).
+    pub headers: Vec<(String, String)>,
 }
 
 impl Match {
@@ -72,6 +74,7 @@ impl Match {
             json_mode: None,
             pii: None,
             pii_kinds: PiiKinds::empty(),
+            headers: Vec::new(),
         }
     }
 
@@ -141,6 +144,12 @@ impl Match {
         check(
             self.pii_kinds.is_empty() || self.pii_kinds.intersects(c.pii),
             Mismatch::PiiKinds,
+        )?;
+        check(
+            self.headers
+                .iter()
+                .all(|(name, value)| input.headers.header(name) == Some(value.as_str())),
+            Mismatch::Header,
         )
     }
 }
@@ -166,6 +175,7 @@ pub enum Mismatch {
     JsonMode,
     Pii,
     PiiKinds,
+    Header,
 }
 
 /// What a matching rule does.
@@ -184,6 +194,10 @@ pub struct Rule {
     pub description: String,
     pub when: Match,
     pub action: Action,
+    /// Caps the request's `max_tokens` when this rule routes it.
+    pub max_tokens: Option<u64>,
+    /// Evaluated and recorded, never acted on: what the rule *would* have done.
+    pub shadow: bool,
 }
 
 /// A named group of deployments tried in order.
@@ -214,10 +228,33 @@ pub struct RouteTable {
 }
 
 /// Everything a routing decision depends on.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy)]
 pub struct RouteInput<'a> {
     pub requested: Requested,
     pub classification: &'a Classification,
+    /// The request's headers.
+    pub headers: &'a dyn Headers,
+}
+
+/// Request headers by lower-case name, as rules see them.
+pub trait Headers {
+    fn header(&self, name: &str) -> Option<&str>;
+}
+
+/// No headers (the CLI, benches, tests).
+pub struct NoHeaders;
+
+impl Headers for NoHeaders {
+    fn header(&self, _: &str) -> Option<&str> {
+        None
+    }
+}
+
+/// Name-value pairs (tests, fixed requests).
+impl Headers for Vec<(&str, &str)> {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.iter().find(|(n, _)| *n == name).map(|(_, v)| *v)
+    }
 }
 
 /// How the decision was reached.
@@ -234,6 +271,10 @@ pub enum Via {
 pub struct RouteDecision {
     pub via: Via,
     pub action: Action,
+    /// Cap on the request's `max_tokens` set by the rule.
+    pub max_tokens: Option<u64>,
+    /// The first shadow rule that matched, by index: recorded, not acted on.
+    pub shadow: Option<usize>,
 }
 
 impl RouteTable {
@@ -249,31 +290,42 @@ impl RouteTable {
     }
 
     /// First matching rule wins; a named alias no rule claims goes to its own pool.
+    /// Shadow rules are evaluated on the way and the first that matches is reported.
     pub fn decide(&self, input: &RouteInput<'_>) -> RouteDecision {
-        if let Some((i, rule)) = self
-            .rules
-            .iter()
-            .enumerate()
-            .find(|(_, r)| r.when.check(input).is_ok())
-        {
+        let mut shadow = None;
+        for (i, rule) in self.rules.iter().enumerate() {
+            if rule.when.check(input).is_err() {
+                continue;
+            }
+            if rule.shadow {
+                shadow = shadow.or(Some(i));
+                continue;
+            }
             return RouteDecision {
                 via: Via::Rule(i),
                 action: rule.action.clone(),
+                max_tokens: rule.max_tokens,
+                shadow,
             };
         }
-        match input.requested {
-            Requested::Alias(a) => RouteDecision {
-                via: Via::Alias(a),
-                action: Action::Pool(self.aliases.get(a).map_or(0, |alias| alias.pool)),
-            },
+        let (via, action) = match input.requested {
+            Requested::Alias(a) => (
+                Via::Alias(a),
+                Action::Pool(self.aliases.get(a).map_or(0, |alias| alias.pool)),
+            ),
             // Validation guarantees a catch-all for `auto`; the last rule stands in.
-            Requested::Auto => RouteDecision {
-                via: Via::Rule(self.rules.len().saturating_sub(1)),
-                action: self
-                    .rules
+            Requested::Auto => (
+                Via::Rule(self.rules.len().saturating_sub(1)),
+                self.rules
                     .last()
                     .map_or(Action::Pool(0), |r| r.action.clone()),
-            },
+            ),
+        };
+        RouteDecision {
+            via,
+            action,
+            max_tokens: None,
+            shadow,
         }
     }
 

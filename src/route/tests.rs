@@ -38,6 +38,16 @@ fn rule(id: &str, when: Match, pool: usize) -> Rule {
         description: String::new(),
         when,
         action: Action::Pool(pool),
+        max_tokens: None,
+        shadow: false,
+    }
+}
+
+fn input(requested: Requested, classification: &Classification) -> RouteInput<'_> {
+    RouteInput {
+        requested,
+        classification,
+        headers: &NoHeaders,
     }
 }
 
@@ -84,10 +94,7 @@ fn table() -> RouteTable {
 }
 
 fn decide(requested: Requested, c: &Classification) -> RouteDecision {
-    table().decide(&RouteInput {
-        requested,
-        classification: c,
-    })
+    table().decide(&input(requested, c))
 }
 
 #[test]
@@ -97,7 +104,9 @@ fn first_matching_rule_wins() {
         decide(Requested::Auto, &code),
         RouteDecision {
             via: Via::Rule(1),
-            action: Action::Pool(1)
+            action: Action::Pool(1),
+            max_tokens: None,
+            shadow: None,
         }
     );
 }
@@ -137,14 +146,7 @@ fn resolve_knows_auto_and_aliases_only() {
 fn explain_gives_a_reason_per_rule_seen() {
     let t = table();
     let c = classification(1, 0.9, 0.2);
-    let e = explain(
-        &t,
-        &labels(),
-        &RouteInput {
-            requested: Requested::Auto,
-            classification: &c,
-        },
-    );
+    let e = explain(&t, &labels(), &input(Requested::Auto, &c));
     assert_eq!(e.decision.via, Via::Rule(2));
     let text = e.reasons.join("\n");
     assert!(
@@ -176,9 +178,44 @@ fn task_condition_matches_the_task_head() {
     t.rules[1].when.tasks = vec![Label(1)];
     let mut math = classification(2, 0.9, 0.1);
     math.task = Label(1);
-    let d = t.decide(&RouteInput {
-        requested: Requested::Auto,
-        classification: &math,
-    });
+    let d = t.decide(&input(Requested::Auto, &math));
     assert_eq!(d.via, Via::Rule(1));
+}
+
+#[test]
+fn shadow_rules_are_reported_but_not_applied() {
+    let mut t = table();
+    let mut shadow = rule(
+        "try-math-local",
+        Match {
+            labels: vec![Label(1)],
+            ..Match::catch_all()
+        },
+        1,
+    );
+    shadow.shadow = true;
+    t.rules.insert(0, shadow);
+    let math = classification(1, 0.9, 0.1);
+    let d = t.decide(&input(Requested::Auto, &math));
+    assert_eq!(d.via, Via::Rule(3), "the default still decides");
+    assert_eq!(d.shadow, Some(0));
+}
+
+#[test]
+fn header_conditions_need_the_exact_value() {
+    let mut t = table();
+    t.rules[1].when.labels.clear();
+    t.rules[1].when.headers = vec![("x-team".into(), "search".into())];
+    let c = classification(2, 0.9, 0.1);
+    let with = |headers: Vec<(&str, &str)>| {
+        t.decide(&RouteInput {
+            requested: Requested::Auto,
+            classification: &c,
+            headers: &headers,
+        })
+        .via
+    };
+    assert_eq!(with(vec![("x-team", "search")]), Via::Rule(1));
+    assert_eq!(with(vec![("x-team", "ads")]), Via::Rule(2));
+    assert_eq!(with(vec![]), Via::Rule(2));
 }
