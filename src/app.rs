@@ -8,6 +8,7 @@ use axum::routing::{get, post};
 use tokio::sync::watch;
 
 use crate::config::{Config, EnvLookup};
+use crate::dispatch::Health;
 use crate::handler;
 use crate::ledger::{self, Ledger, LedgerWriter};
 use crate::metrics::Metrics;
@@ -18,15 +19,21 @@ use crate::reload::Reloader;
 /// keeps the `Arc` it started with.
 pub struct Runtime {
     pub config: Config,
-    /// One client per deployment, same index as `config.deployments`.
-    pub upstreams: Vec<Arc<Upstream>>,
+    /// One backend per deployment, same index as `config.deployments`.
+    pub backends: Vec<Arc<Backend>>,
+}
+
+/// A deployment's client and its health, kept across reloads while it is unchanged.
+pub struct Backend {
+    pub upstream: Upstream,
+    pub health: Arc<Health>,
 }
 
 impl Runtime {
-    /// Builds the clients for `config`, keeping those of `previous` whose deployment did
-    /// not change, so a reload keeps their warm connections.
+    /// Builds the backends for `config`, keeping those of `previous` whose deployment did
+    /// not change, so a reload keeps their warm connections and health.
     pub fn new(config: Config, previous: Option<&Runtime>) -> Result<Self, String> {
-        let upstreams = config
+        let backends = config
             .deployments
             .iter()
             .map(|d| {
@@ -35,15 +42,20 @@ impl Runtime {
                         .deployments
                         .iter()
                         .position(|old| old == d)
-                        .and_then(|i| p.upstreams.get(i).cloned())
+                        .and_then(|i| p.backends.get(i).cloned())
                 });
                 match unchanged {
-                    Some(upstream) => Ok(upstream),
-                    None => Upstream::new(d).map(Arc::new),
+                    Some(backend) => Ok(backend),
+                    None => Upstream::new(d).map(|upstream| {
+                        Arc::new(Backend {
+                            upstream,
+                            health: Arc::default(),
+                        })
+                    }),
                 }
             })
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Runtime { config, upstreams })
+        Ok(Runtime { config, backends })
     }
 }
 

@@ -40,6 +40,12 @@ pub enum ApiError {
         status: StatusCode,
         message: String,
     },
+    /// The upstreams (or, later, the caller's own limits) ask to slow down.
+    RateLimited {
+        message: String,
+        /// Seconds, sent as `Retry-After`.
+        retry_after: Option<u64>,
+    },
     /// Every candidate deployment failed before the first byte.
     Upstream {
         failure: UpstreamFailure,
@@ -80,6 +86,7 @@ impl ApiError {
             ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
+            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::InvalidConfig { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::ModelNotFound { .. } | ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -104,6 +111,7 @@ impl ApiError {
             ApiError::BadRequest { .. } => "bad_request",
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
             ApiError::Unauthorized { .. } => "unauthorized",
+            ApiError::RateLimited { .. } => "rate_limited",
             ApiError::InvalidConfig { .. } => "invalid_config",
             ApiError::ModelNotFound { .. } => "model_not_found",
             ApiError::NotFound => "not_found",
@@ -134,6 +142,7 @@ impl ApiError {
             | ApiError::UpstreamRejected { .. }
             | ApiError::InvalidConfig { .. } => "invalid_request_error",
             ApiError::Unauthorized { .. } => "authentication_error",
+            ApiError::RateLimited { .. } => "rate_limit_error",
             ApiError::Upstream { .. } => "upstream_error",
             ApiError::Internal { .. } => "server_error",
         }
@@ -152,6 +161,7 @@ impl ApiError {
             ApiError::Upstream { .. } => Some("upstream_unavailable"),
             ApiError::BadRequest { .. } => Some("invalid_request"),
             ApiError::Unauthorized { .. } => Some("invalid_api_key"),
+            ApiError::RateLimited { .. } => Some("rate_limit_exceeded"),
             ApiError::InvalidConfig { .. } => Some("invalid_config"),
             _ => None,
         }
@@ -164,6 +174,7 @@ impl ApiError {
             | ApiError::Upstream { message, .. }
             | ApiError::UpstreamRejected { message, .. }
             | ApiError::Unauthorized { message }
+            | ApiError::RateLimited { message, .. }
             | ApiError::InvalidConfig { message }
             | ApiError::Internal { message } => message.clone(),
             ApiError::PayloadTooLarge { limit } => {
@@ -218,6 +229,14 @@ impl IntoResponse for ApiError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
+        if let ApiError::RateLimited {
+            retry_after: Some(seconds),
+            ..
+        } = &self
+            && let Ok(value) = HeaderValue::from_str(&seconds.to_string())
+        {
+            response.headers_mut().insert(header::RETRY_AFTER, value);
+        }
         response.extensions_mut().insert(ErrorKind(self.kind()));
         response
     }

@@ -26,6 +26,8 @@ pub struct Metrics {
     pub classifications: IntCounterVec,
     pub upstream_errors: IntCounterVec,
     pub fallbacks: IntCounterVec,
+    /// Deployments ejected by passive health checks.
+    pub ejections: IntCounterVec,
     /// Shadow rules that matched (recorded, not applied), by rule.
     pub shadow_matches: IntCounterVec,
     /// Config reloads by result (ok, error) and trigger (file, signal, admin).
@@ -139,6 +141,11 @@ impl Metrics {
                 "crossroads_fallbacks_total",
                 "Attempts moved on to the next deployment, by reason",
                 &["reason"],
+            )?,
+            ejections: counter(
+                "crossroads_deployment_ejections_total",
+                "Deployments ejected after consecutive failures, by deployment",
+                &["deployment"],
             )?,
             shadow_matches: counter(
                 "crossroads_shadow_rule_matches_total",

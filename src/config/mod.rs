@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use raw::{ProviderKind, Tier};
+pub use raw::{ProviderKind, Strategy, Tier};
 
 use crate::accounting::Price;
 use crate::classify::Classifier;
@@ -31,6 +31,15 @@ pub struct Config {
     pub prices: Vec<PriceEntry>,
     pub reference: PriceEntry,
     pub ledger: LedgerConfig,
+    pub health: HealthConfig,
+}
+
+/// Passive health checking (see [`raw::RawHealth`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HealthConfig {
+    pub failure_threshold: u32,
+    pub ejection: Duration,
+    pub max_ejection: Duration,
 }
 
 impl fmt::Debug for Config {
@@ -56,6 +65,9 @@ pub struct ServerConfig {
     pub admin_key: Option<Secret>,
     /// File-change polling interval; `None` when watching is off.
     pub config_poll: Option<Duration>,
+    pub retries: u32,
+    pub retry_backoff: Duration,
+    pub max_retry_wait: Duration,
 }
 
 /// One upstream model endpoint.
@@ -74,6 +86,8 @@ pub struct Deployment {
     pub first_byte_timeout: Duration,
     pub idle_timeout: Duration,
     pub price: Price,
+    pub max_concurrency: Option<u32>,
+    pub context_window: Option<u64>,
 }
 
 /// A model's price with where it came from.

@@ -23,6 +23,28 @@ pub struct RawConfig {
     pub accounting: RawAccounting,
     #[serde(default)]
     pub ledger: RawLedger,
+    #[serde(default)]
+    pub health: RawHealth,
+}
+
+/// Passive health checking: consecutive failures eject a deployment for a back-off that
+/// doubles with each ejection, after which one request probes it again.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawHealth {
+    pub failure_threshold: u32,
+    pub ejection_ms: u64,
+    pub max_ejection_ms: u64,
+}
+
+impl Default for RawHealth {
+    fn default() -> Self {
+        RawHealth {
+            failure_threshold: 3,
+            ejection_ms: 5_000,
+            max_ejection_ms: 300_000,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -38,6 +60,12 @@ pub struct RawServer {
     pub admin_key_env: Option<String>,
     /// How often the config file is checked for changes; 0 turns file watching off.
     pub config_poll_ms: u64,
+    /// Extra passes over a pool's deployments after all of them failed.
+    pub retries: u32,
+    /// Back-off before the first retry pass; doubles each pass, with jitter. An
+    /// upstream's Retry-After, when longer, is honoured up to `max_retry_wait_ms`.
+    pub retry_backoff_ms: u64,
+    pub max_retry_wait_ms: u64,
 }
 
 impl Default for RawServer {
@@ -49,6 +77,9 @@ impl Default for RawServer {
             shutdown_grace_ms: 30_000,
             admin_key_env: None,
             config_poll_ms: 2_000,
+            retries: 1,
+            retry_backoff_ms: 100,
+            max_retry_wait_ms: 10_000,
         }
     }
 }
@@ -124,6 +155,10 @@ pub struct RawDeployment {
     pub idle_timeout_ms: u64,
     /// Price of this deployment, when it is not the `[[prices]]` entry of `model`.
     pub price: Option<RawPriceValues>,
+    /// Requests in flight at most; a full deployment is skipped.
+    pub max_concurrency: Option<u32>,
+    /// Tokens the model can hold; requests whose prompt plus max_tokens exceed it skip it.
+    pub context_window: Option<u64>,
 }
 
 mod defaults {
@@ -146,6 +181,25 @@ pub struct RawPool {
     pub deployments: Vec<String>,
     /// Pool whose deployments are tried after these.
     pub fallback: Option<String>,
+    #[serde(default)]
+    pub strategy: Strategy,
+    /// With `strategy = "weighted"`: one weight per deployment, in the same order.
+    pub weights: Option<Vec<u32>>,
+}
+
+/// How a pool orders its own deployments for each request.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Strategy {
+    /// In the listed order.
+    #[default]
+    Priority,
+    /// The first pick at random by weight; the rest by weight.
+    Weighted,
+    /// Lowest moving average of time to first byte first.
+    LeastLatency,
+    /// Lowest price first.
+    Cheapest,
 }
 
 #[derive(Debug, Deserialize)]

@@ -8,10 +8,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::raw::{
-    ClassifierKind, RawAccounting, RawAlias, RawConfig, RawDeployment, RawLedger, RawMatch,
-    RawPool, RawPrice, RawPriceValues, RawRule, RawServer,
+    ClassifierKind, RawAccounting, RawAlias, RawConfig, RawDeployment, RawHealth, RawLedger,
+    RawMatch, RawPool, RawPrice, RawPriceValues, RawRule, RawServer,
 };
-use super::{Config, Deployment, LedgerBackend, LedgerConfig, PriceEntry, Secret, ServerConfig};
+use super::{
+    Config, Deployment, HealthConfig, LedgerBackend, LedgerConfig, PriceEntry, Secret,
+    ServerConfig, Strategy,
+};
 use crate::accounting::{PerMillion, Price};
 use crate::classify::{Classifier, HeuristicClassifier, LabelSet, PiiKind, PiiKinds};
 use crate::route::{Action, Alias, AliasMatch, Match, Pool, Requested, RouteTable, Rule};
@@ -40,6 +43,7 @@ pub fn validate(
         prices,
         accounting,
         ledger,
+        health,
     } = raw;
     let server = validate_server(server, env)?;
     let classifier: Arc<dyn Classifier> = match classifier.kind {
@@ -67,6 +71,7 @@ pub fn validate(
     let rules = validate_rules(rules, &pools, &aliases, classifier.as_ref())?;
     let reference = validate_reference(accounting, &prices)?;
     let ledger = validate_ledger(ledger)?;
+    let health = validate_health(health)?;
     Ok(Config {
         source: source.to_path_buf(),
         server,
@@ -80,6 +85,29 @@ pub fn validate(
         prices,
         reference,
         ledger,
+        health,
+    })
+}
+
+fn validate_health(raw: RawHealth) -> Result<HealthConfig, Invalid> {
+    let RawHealth {
+        failure_threshold,
+        ejection_ms,
+        max_ejection_ms,
+    } = raw;
+    if failure_threshold == 0 {
+        return Err(invalid("health.failure_threshold", "must be at least 1"));
+    }
+    if max_ejection_ms < ejection_ms {
+        return Err(invalid(
+            "health.max_ejection_ms",
+            "must be at least health.ejection_ms",
+        ));
+    }
+    Ok(HealthConfig {
+        failure_threshold,
+        ejection: positive_ms("health.ejection_ms", ejection_ms)?,
+        max_ejection: Duration::from_millis(max_ejection_ms),
     })
 }
 
@@ -94,6 +122,9 @@ fn validate_server(
         shutdown_grace_ms,
         admin_key_env,
         config_poll_ms,
+        retries,
+        retry_backoff_ms,
+        max_retry_wait_ms,
     } = raw;
     let admin_key = match admin_key_env {
         Some(name) if name.is_empty() => {
@@ -121,6 +152,9 @@ fn validate_server(
         shutdown_grace: Duration::from_millis(shutdown_grace_ms),
         admin_key,
         config_poll: (config_poll_ms > 0).then(|| Duration::from_millis(config_poll_ms)),
+        retries,
+        retry_backoff: Duration::from_millis(retry_backoff_ms),
+        max_retry_wait: Duration::from_millis(max_retry_wait_ms),
     })
 }
 
@@ -257,9 +291,24 @@ fn validate_deployment(
         first_byte_timeout_ms,
         idle_timeout_ms,
         price,
+        max_concurrency,
+        context_window,
     } = raw;
+
     let path = format!("deployments[{i}]");
     check_id(&format!("{path}.id"), &id)?;
+    if max_concurrency == Some(0) {
+        return Err(invalid(
+            format!("{path}.max_concurrency"),
+            "must be at least 1",
+        ));
+    }
+    if context_window == Some(0) {
+        return Err(invalid(
+            format!("{path}.context_window"),
+            "must be at least 1",
+        ));
+    }
     let url = url::Url::parse(&base_url).map_err(|e| {
         invalid(
             format!("{path}.base_url"),
@@ -323,6 +372,8 @@ fn validate_deployment(
         )?,
         idle_timeout: positive_ms(&format!("{path}.idle_timeout_ms"), idle_timeout_ms)?,
         price,
+        max_concurrency,
+        context_window,
     })
 }
 
@@ -342,6 +393,8 @@ fn validate_pools(raw: Vec<RawPool>, deployments: &[Deployment]) -> Result<Vec<P
             id,
             deployments: members,
             fallback,
+            strategy,
+            weights,
         } = p;
         let path = format!("pools[{i}]");
         check_id(&format!("{path}.id"), id)?;
@@ -374,16 +427,42 @@ fn validate_pools(raw: Vec<RawPool>, deployments: &[Deployment]) -> Result<Vec<P
                 })
             })
             .transpose()?;
+        let weights = match (strategy, weights) {
+            (Strategy::Weighted, Some(w))
+                if w.len() == members.len() && w.iter().all(|x| *x > 0) =>
+            {
+                w.clone()
+            }
+            (Strategy::Weighted, _) => {
+                return Err(invalid(
+                    format!("{path}.weights"),
+                    format!(
+                        "a weighted pool needs one positive weight per deployment ({} here)",
+                        members.len()
+                    ),
+                ));
+            }
+            (_, Some(_)) => {
+                return Err(invalid(
+                    format!("{path}.weights"),
+                    "weights only apply to strategy = \"weighted\"",
+                ));
+            }
+            (_, None) => Vec::new(),
+        };
         pools.push(Pool {
             id: id.clone(),
             deployments: members,
             fallback,
+            strategy: *strategy,
+            weights,
+            chain: Vec::new(),
             candidates: Vec::new(),
         });
     }
     // Flatten each fallback chain once, here, so dispatch does no work per request.
     for i in 0..pools.len() {
-        let mut seen_pools = vec![i];
+        let mut seen_pools: Vec<usize> = vec![i];
         let mut candidates: Vec<usize> = Vec::new();
         let mut current = Some(i);
         while let Some(p) = current {
@@ -407,6 +486,7 @@ fn validate_pools(raw: Vec<RawPool>, deployments: &[Deployment]) -> Result<Vec<P
             }
         }
         pools[i].candidates = candidates;
+        pools[i].chain = seen_pools;
     }
     Ok(pools)
 }

@@ -12,7 +12,7 @@ use super::read_body;
 use super::stream::MeteredStream;
 use crate::app::{AppState, Runtime};
 use crate::classify::Classification;
-use crate::dispatch::dispatch;
+use crate::dispatch::{Job, dispatch};
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::provider::Reply;
@@ -51,22 +51,14 @@ pub async fn chat_completions(
             });
         }
     };
-    let Some(pool) = rt.config.routes.pools.get(pool) else {
-        return ex.fail(ApiError::Internal {
-            message: "the route names a pool that does not exist".into(),
-        });
+    let job = Job {
+        request: &request,
+        pool,
+        prompt_tokens: classification.features.prompt_tokens,
+        max_tokens_cap: decision.max_tokens,
+        deadline: Instant::now() + rt.config.server.request_timeout,
     };
-    let deadline = Instant::now() + rt.config.server.request_timeout;
-    let dispatched = match dispatch(
-        &rt,
-        &pool.candidates,
-        &request,
-        decision.max_tokens,
-        deadline,
-        &state.metrics,
-    )
-    .await
-    {
+    let dispatched = match dispatch(&rt, &job, &state.metrics).await {
         Ok(d) => d,
         Err(failed) => {
             ex.dispatch_failed(&failed);
@@ -99,7 +91,8 @@ pub async fn chat_completions(
                 HeaderValue::from_static("text/event-stream"),
             );
             headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-            let stream = MeteredStream::new(ex, first, rest, request.include_usage);
+            let stream =
+                MeteredStream::new(ex, first, rest, request.include_usage, dispatched.slot);
             (StatusCode::OK, headers, Body::from_stream(stream)).into_response()
         }
     }

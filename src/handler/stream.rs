@@ -15,6 +15,7 @@ use serde::Deserialize;
 use super::exchange::Exchange;
 use crate::accounting::Usage;
 use crate::accounting::usage::{GeneratedText, OpenAiUsage};
+use crate::dispatch::Slot;
 use crate::error::{ApiError, UpstreamFailure};
 use crate::provider::{ByteStream, FailureKind};
 
@@ -38,10 +39,18 @@ pub struct MeteredStream {
     meter: Meter,
     ttft: Option<Duration>,
     ended: bool,
+    /// The deployment's in-flight slot, freed when the stream is dropped.
+    _slot: Slot,
 }
 
 impl MeteredStream {
-    pub fn new(exchange: Exchange, first: Bytes, rest: ByteStream, include_usage: bool) -> Self {
+    pub fn new(
+        exchange: Exchange,
+        first: Bytes,
+        rest: ByteStream,
+        include_usage: bool,
+        slot: Slot,
+    ) -> Self {
         MeteredStream {
             exchange: Some(exchange),
             first: Some(first),
@@ -51,6 +60,7 @@ impl MeteredStream {
             meter: Meter::default(),
             ttft: None,
             ended: false,
+            _slot: slot,
         }
     }
 

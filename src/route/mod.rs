@@ -200,13 +200,18 @@ pub struct Rule {
     pub shadow: bool,
 }
 
-/// A named group of deployments tried in order.
+/// A named group of deployments, ordered per request by its strategy.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Pool {
     pub id: String,
     /// Own deployments, by index into the config's deployments.
     pub deployments: Vec<usize>,
     pub fallback: Option<usize>,
+    pub strategy: crate::config::Strategy,
+    /// Weights of `deployments` for the weighted strategy.
+    pub weights: Vec<u32>,
+    /// This pool and its fallbacks, in order.
+    pub chain: Vec<usize>,
     /// Own deployments then the fallback chain's, without repeats: the order dispatch tries.
     pub candidates: Vec<usize>,
 }

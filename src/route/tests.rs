@@ -57,6 +57,9 @@ fn table() -> RouteTable {
         candidates: deployments.clone(),
         deployments,
         fallback: None,
+        strategy: crate::config::Strategy::Priority,
+        weights: Vec::new(),
+        chain: Vec::new(),
     };
     RouteTable {
         rules: vec![

@@ -299,6 +299,7 @@ listen = "127.0.0.1:0"
 request_timeout_ms = 5000
 admin_key_env = "CROSSROADS_TEST_ADMIN_KEY"
 config_poll_ms = 100
+retries = 0
 
 [accounting]
 reference_model = "gpt-4.1"

@@ -1,0 +1,271 @@
+//! Dispatch: tries deployments in the order the pool's strategy gives until one
+//! answers. It moves on after connection errors, timeouts, 429 and 5xx that happen
+//! before the first byte, skips deployments that are full or whose context window is
+//! too small, feeds passive health checks, and makes further passes with exponential
+//! back-off and jitter (honouring Retry-After) until the request's deadline. A request
+//! the upstream rejects as invalid is not retried.
+
+mod health;
+mod order;
+
+use std::cell::Cell;
+use std::hash::{BuildHasher, Hasher};
+use std::time::{Duration, Instant};
+
+pub use health::{Health, HealthView, Slot};
+pub use order::{Candidate, order};
+
+use crate::app::Runtime;
+use crate::error::{ApiError, UpstreamFailure};
+use crate::metrics::Metrics;
+use crate::provider::{FailureKind, Reply, UpstreamError};
+use crate::request::ChatRequest;
+
+/// What dispatch needs to know about the request.
+pub struct Job<'a> {
+    pub request: &'a ChatRequest,
+    /// The pool the route chose.
+    pub pool: usize,
+    /// Estimated prompt tokens, for context windows.
+    pub prompt_tokens: u64,
+    /// The rule's cap on `max_tokens`.
+    pub max_tokens_cap: Option<u64>,
+    pub deadline: Instant,
+}
+
+/// A deployment answered.
+pub struct Dispatched {
+    pub deployment: usize,
+    pub reply: Reply,
+    pub attempts: u32,
+    /// `deployment:reason` of each failed or skipped candidate, comma-separated.
+    pub fallbacks: String,
+    /// Time the answering deployment took (to the first bytes, for streams).
+    pub upstream_latency: Duration,
+    /// The deployment's in-flight slot: hold it until the response is done.
+    pub slot: Slot,
+}
+
+/// Every candidate failed.
+pub struct DispatchFailed {
+    pub error: ApiError,
+    pub attempts: u32,
+    pub fallbacks: String,
+    pub last_deployment: Option<usize>,
+}
+
+/// A cheap per-thread random number in [0, 1), for weights and jitter.
+fn random() -> f64 {
+    thread_local! {
+        static STATE: Cell<u64> = Cell::new(
+            std::collections::hash_map::RandomState::new().build_hasher().finish() | 1,
+        );
+    }
+    STATE.with(|s| {
+        // xorshift64*
+        let mut x = s.get();
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        s.set(x);
+        (x.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 11) as f64 / (1u64 << 53) as f64
+    })
+}
+
+/// Failures that say something about the deployment's health (not the request's).
+fn hurts_health(kind: FailureKind) -> bool {
+    !matches!(kind, FailureKind::Rejected | FailureKind::RateLimited)
+}
+
+fn note(fallbacks: &mut String, deployment: &str, reason: &str) {
+    if !fallbacks.is_empty() {
+        fallbacks.push(',');
+    }
+    fallbacks.push_str(deployment);
+    fallbacks.push(':');
+    fallbacks.push_str(reason);
+}
+
+/// Sends the job to the first deployment that answers before its deadline.
+pub async fn dispatch(
+    rt: &Runtime,
+    job: &Job<'_>,
+    metrics: &Metrics,
+) -> Result<Dispatched, DispatchFailed> {
+    let config = &rt.config;
+    let mut attempts = 0;
+    let mut fallbacks = String::new();
+    let mut last: Option<(usize, UpstreamError)> = None;
+    let wanted_tokens = job.prompt_tokens
+        + job
+            .max_tokens_cap
+            .map_or(job.request.max_tokens, |cap| {
+                Some(job.request.max_tokens.map_or(cap, |m| m.min(cap)))
+            })
+            .unwrap_or(0);
+    for pass in 0..=config.server.retries {
+        if pass > 0 {
+            let backoff = config
+                .server
+                .retry_backoff
+                .saturating_mul(1 << (pass - 1).min(10));
+            let asked = last
+                .as_ref()
+                .and_then(|(_, e)| e.retry_after)
+                .unwrap_or_default()
+                .min(config.server.max_retry_wait);
+            let wait = backoff.max(asked).mul_f64(0.5 + random());
+            if Instant::now() + wait >= job.deadline {
+                break;
+            }
+            tokio::time::sleep(wait).await;
+        }
+        let candidates = order(
+            &config.routes.pools,
+            job.pool,
+            &|d| Candidate {
+                health: rt.backends.get(d).map_or(
+                    HealthView {
+                        ejected: false,
+                        latency_us: None,
+                    },
+                    |b| b.health.view(),
+                ),
+                price: config
+                    .deployments
+                    .get(d)
+                    .map_or(0, |d| d.price.input.micros() + d.price.output.micros()),
+            },
+            &mut random,
+        );
+        for (position, index) in candidates.iter().copied().enumerate() {
+            let (Some(deployment), Some(backend)) =
+                (config.deployments.get(index), rt.backends.get(index))
+            else {
+                continue;
+            };
+            if Instant::now() >= job.deadline {
+                break;
+            }
+            if deployment.context_window.is_some_and(|w| wanted_tokens > w) {
+                note(&mut fallbacks, &deployment.id, "context_window");
+                continue;
+            }
+            let Some(slot) = backend.health.try_acquire(deployment.max_concurrency) else {
+                note(&mut fallbacks, &deployment.id, "at_capacity");
+                metrics.fallbacks.with_label_values(&["at_capacity"]).inc();
+                continue;
+            };
+            attempts += 1;
+            let started = Instant::now();
+            let body = job
+                .request
+                .upstream_body(&deployment.model, job.max_tokens_cap);
+            let result = tokio::time::timeout_at(
+                tokio::time::Instant::from_std(job.deadline),
+                backend.upstream.send(body, job.request.stream),
+            )
+            .await
+            .unwrap_or_else(|_| {
+                Err(UpstreamError::new(
+                    FailureKind::Timeout,
+                    "the request deadline passed before any deployment answered",
+                ))
+            });
+            match result {
+                Ok(reply) => {
+                    let upstream_latency = started.elapsed();
+                    backend.health.record_success(upstream_latency);
+                    return Ok(Dispatched {
+                        deployment: index,
+                        reply,
+                        attempts,
+                        fallbacks,
+                        upstream_latency,
+                        slot,
+                    });
+                }
+                Err(e) => {
+                    drop(slot);
+                    let kind = e.kind.as_str();
+                    metrics
+                        .upstream_errors
+                        .with_label_values(&[deployment.id.as_str(), kind])
+                        .inc();
+                    tracing::warn!(deployment = %deployment.id, kind, message = %e.message, "upstream attempt failed");
+                    if !e.kind.retryable() {
+                        return Err(DispatchFailed {
+                            error: ApiError::UpstreamRejected {
+                                status: axum::http::StatusCode::from_u16(e.status.unwrap_or(400))
+                                    .unwrap_or(axum::http::StatusCode::BAD_REQUEST),
+                                message: e.message,
+                            },
+                            attempts,
+                            fallbacks,
+                            last_deployment: Some(index),
+                        });
+                    }
+                    if hurts_health(e.kind) && backend.health.record_failure(&config.health) {
+                        metrics
+                            .ejections
+                            .with_label_values(&[deployment.id.as_str()])
+                            .inc();
+                        tracing::warn!(deployment = %deployment.id, "deployment ejected after consecutive failures");
+                    }
+                    if position + 1 < candidates.len() {
+                        metrics.fallbacks.with_label_values(&[kind]).inc();
+                    }
+                    note(&mut fallbacks, &deployment.id, kind);
+                    last = Some((index, e));
+                }
+            }
+        }
+    }
+    let (last_deployment, error) = match last {
+        Some((index, e)) => (Some(index), final_error(e, attempts)),
+        None if !fallbacks.is_empty() => (
+            None,
+            ApiError::Upstream {
+                failure: UpstreamFailure::BadGateway,
+                message: format!("no deployment could take the request ({fallbacks})"),
+            },
+        ),
+        None => (
+            None,
+            ApiError::Upstream {
+                failure: UpstreamFailure::Timeout,
+                message: "the request deadline passed before any deployment was tried".into(),
+            },
+        ),
+    };
+    Err(DispatchFailed {
+        error,
+        attempts,
+        fallbacks,
+        last_deployment,
+    })
+}
+
+/// The client's error after every attempt failed: rate limits stay 429 with their
+/// Retry-After so SDKs back off; timeouts are 504; everything else 502.
+fn final_error(e: UpstreamError, attempts: u32) -> ApiError {
+    let message = if attempts > 1 {
+        format!("all {attempts} attempts failed; last: {}", e.message)
+    } else {
+        e.message
+    };
+    match e.kind {
+        FailureKind::RateLimited => ApiError::RateLimited {
+            message,
+            retry_after: e.retry_after.map(|d| d.as_secs().max(1)),
+        },
+        FailureKind::Timeout => ApiError::Upstream {
+            failure: UpstreamFailure::Timeout,
+            message,
+        },
+        _ => ApiError::Upstream {
+            failure: UpstreamFailure::BadGateway,
+            message,
+        },
+    }
+}
