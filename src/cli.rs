@@ -27,10 +27,13 @@ enum Command {
         #[arg(long, short, default_value = "routes.toml")]
         config: PathBuf,
     },
-    /// Validate a config and print what it defines.
+    /// Validate a config, print what it defines and what looks like a mistake.
     Check {
         #[arg(default_value = "routes.toml")]
         config: PathBuf,
+        /// Exit 1 when there are warnings.
+        #[arg(long)]
+        strict: bool,
     },
     /// Show how a prompt or request would be routed, without calling any upstream.
     Explain {
@@ -53,7 +56,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve { config } => serve(&config),
-        Command::Check { config } => check(&config),
+        Command::Check { config, strict } => check(&config, strict),
         Command::Explain {
             config,
             prompt,
@@ -140,13 +143,25 @@ fn init_tracing() {
     let _ = tracing_subscriber::fmt().with_env_filter(filter).try_init();
 }
 
-fn check(path: &Path) -> ExitCode {
+fn check(path: &Path, strict: bool) -> ExitCode {
     let config = match load(path) {
         Ok(c) => c,
         Err(code) => return code,
     };
     print!("{}", summary(&config));
-    ExitCode::SUCCESS
+    let lints = config::lint(&config);
+    if lints.is_empty() {
+        return ExitCode::SUCCESS;
+    }
+    println!("\nwarnings ({}):", lints.len());
+    for l in &lints {
+        println!("  {}: {}: {}", path.display(), l.path, l.message);
+    }
+    if strict {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
 }
 
 /// A human-readable summary of a valid config.

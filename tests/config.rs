@@ -208,3 +208,30 @@ fn environment_overrides_config_keys() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("server.listen"));
 }
+
+#[test]
+fn check_warns_about_shadowed_rules_and_strict_fails_on_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("routes.toml");
+    let shadowed = base().replace(
+        "[[rules]]\nid = \"default\"",
+        "[[rules]]\nid = \"sure-code\"\nwhen = { label = [\"coding\"], min_confidence = 0.9 }\npool = \"frontier\"\n\n[[rules]]\nid = \"default\"",
+    );
+    std::fs::write(&path, shadowed).unwrap();
+    let run = |strict: bool| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_crossroads"));
+        cmd.arg("check").arg(&path);
+        if strict {
+            cmd.arg("--strict");
+        }
+        cmd.output().unwrap()
+    };
+    let out = run(false);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("rules[2]: rule `sure-code` can never match: rule `code-local`"),
+        "{text}"
+    );
+    assert_eq!(run(true).status.code(), Some(1));
+}

@@ -1,8 +1,11 @@
 //! Configuration: `routes.toml` plus `CROSSROADS__SECTION__KEY` environment overrides,
 //! parsed into raw serde types ([`raw`]) and validated into the runtime [`Config`].
 
+mod lint;
 pub mod raw;
 mod validate;
+
+pub use lint::{Lint, covers, lint};
 
 use std::fmt;
 use std::net::SocketAddr;

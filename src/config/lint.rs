@@ -1,0 +1,186 @@
+//! Lints for a valid config: things that load but are probably mistakes. `crossroads
+//! check` prints them; `--strict` fails on them.
+
+use super::{Config, ProviderKind, Tier};
+use crate::route::{AliasMatch, Match, Requested};
+
+/// One finding, naming the config element it is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lint {
+    pub path: String,
+    pub message: String,
+}
+
+/// Every lint of `config`.
+pub fn lint(config: &Config) -> Vec<Lint> {
+    let mut out = Vec::new();
+    unreachable_rules(config, &mut out);
+    pools_without_frontier(config, &mut out);
+    aliases_without_credentials(config, &mut out);
+    unused_deployments(config, &mut out);
+    out
+}
+
+fn unreachable_rules(config: &Config, out: &mut Vec<Lint>) {
+    let rules = &config.routes.rules;
+    for (j, later) in rules.iter().enumerate() {
+        if let Some((i, earlier)) = rules[..j]
+            .iter()
+            .enumerate()
+            .find(|(_, r)| !r.shadow && covers(&r.when, &later.when))
+        {
+            out.push(Lint {
+                path: format!("rules[{j}]"),
+                message: format!(
+                    "rule `{}` can never match: rule `{}` (rules[{i}]) above it matches every request it would",
+                    later.id, earlier.id
+                ),
+            });
+        }
+    }
+}
+
+/// Whether every request `narrow` matches is also matched by `broad`.
+pub fn covers(broad: &Match, narrow: &Match) -> bool {
+    fn min_covers<T: PartialOrd + Copy>(broad: Option<T>, narrow: Option<T>) -> bool {
+        broad.is_none_or(|b| narrow.is_some_and(|n| n >= b))
+    }
+    fn max_covers<T: PartialOrd + Copy>(broad: Option<T>, narrow: Option<T>) -> bool {
+        broad.is_none_or(|b| narrow.is_some_and(|n| n <= b))
+    }
+    fn set_covers<T: PartialEq>(broad: &[T], narrow: &[T]) -> bool {
+        broad.is_empty() || (!narrow.is_empty() && narrow.iter().all(|n| broad.contains(n)))
+    }
+    fn flag_covers(broad: Option<bool>, narrow: Option<bool>) -> bool {
+        broad.is_none_or(|b| narrow == Some(b))
+    }
+    let alias = match (&broad.alias, &narrow.alias) {
+        (AliasMatch::Any, _) => true,
+        (AliasMatch::AutoOnly, AliasMatch::AutoOnly) => true,
+        (AliasMatch::AutoOnly, AliasMatch::OneOf(n)) => n.iter().all(|r| *r == Requested::Auto),
+        (AliasMatch::OneOf(b), AliasMatch::AutoOnly) => b.contains(&Requested::Auto),
+        (AliasMatch::OneOf(b), AliasMatch::OneOf(n)) => n.iter().all(|r| b.contains(r)),
+        (_, AliasMatch::Any) => false,
+    };
+    let pii_kinds = broad.pii_kinds.is_empty()
+        || (!narrow.pii_kinds.is_empty()
+            && narrow.pii_kinds.iter().all(|k| broad.pii_kinds.contains(k)));
+    alias
+        && set_covers(&broad.labels, &narrow.labels)
+        && set_covers(&broad.tasks, &narrow.tasks)
+        && min_covers(broad.min_confidence, narrow.min_confidence)
+        && max_covers(broad.max_confidence, narrow.max_confidence)
+        && min_covers(broad.min_difficulty, narrow.min_difficulty)
+        && max_covers(broad.max_difficulty, narrow.max_difficulty)
+        && min_covers(broad.min_prompt_tokens, narrow.min_prompt_tokens)
+        && max_covers(broad.max_prompt_tokens, narrow.max_prompt_tokens)
+        && flag_covers(broad.tools, narrow.tools)
+        && flag_covers(broad.images, narrow.images)
+        && flag_covers(broad.json_mode, narrow.json_mode)
+        && flag_covers(broad.pii, narrow.pii)
+        && pii_kinds
+        && broad.headers.iter().all(|h| narrow.headers.contains(h))
+}
+
+fn pools_without_frontier(config: &Config, out: &mut Vec<Lint>) {
+    for (i, pool) in config.routes.pools.iter().enumerate() {
+        let has_frontier = pool
+            .candidates
+            .iter()
+            .filter_map(|d| config.deployments.get(*d))
+            .any(|d| d.tier == Tier::Frontier);
+        if !has_frontier {
+            out.push(Lint {
+                path: format!("pools[{i}]"),
+                message: format!(
+                    "pool `{}` has no frontier fallback: its requests fail when its local deployments are down (intended for data that must stay local?)",
+                    pool.id
+                ),
+            });
+        }
+    }
+}
+
+/// A deployment that cannot authenticate: its key variable is named but unset, or it
+/// is the official OpenAI API without a key.
+fn lacks_credentials(d: &super::Deployment) -> bool {
+    d.api_key.is_none() && (d.api_key_env.is_some() || d.provider == ProviderKind::Openai)
+}
+
+fn aliases_without_credentials(config: &Config, out: &mut Vec<Lint>) {
+    for (i, alias) in config.routes.aliases.iter().enumerate() {
+        let Some(pool) = config.routes.pools.get(alias.pool) else {
+            continue;
+        };
+        let usable = pool
+            .candidates
+            .iter()
+            .filter_map(|d| config.deployments.get(*d))
+            .any(|d| !lacks_credentials(d));
+        if !usable {
+            out.push(Lint {
+                path: format!("aliases[{i}]"),
+                message: format!(
+                    "alias `{}` resolves nowhere: every deployment of pool `{}` lacks its API key",
+                    alias.name, pool.id
+                ),
+            });
+        }
+    }
+}
+
+fn unused_deployments(config: &Config, out: &mut Vec<Lint>) {
+    for (i, d) in config.deployments.iter().enumerate() {
+        if !config
+            .routes
+            .pools
+            .iter()
+            .any(|p| p.deployments.contains(&i))
+        {
+            out.push(Lint {
+                path: format!("deployments[{i}]"),
+                message: format!("deployment `{}` is in no pool", d.id),
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::classify::Label;
+
+    #[test]
+    fn broader_rules_cover_narrower_ones() {
+        let any = Match::catch_all();
+        let code = Match {
+            labels: vec![Label(0)],
+            min_confidence: Some(0.6),
+            ..Match::catch_all()
+        };
+        let code_sure = Match {
+            labels: vec![Label(0)],
+            min_confidence: Some(0.9),
+            max_prompt_tokens: Some(100),
+            ..Match::catch_all()
+        };
+        let code_or_math = Match {
+            labels: vec![Label(0), Label(1)],
+            ..Match::catch_all()
+        };
+        assert!(covers(&any, &code));
+        assert!(covers(&code, &code_sure));
+        assert!(!covers(&code_sure, &code));
+        assert!(covers(&code_or_math, &code));
+        assert!(!covers(&code, &code_or_math));
+        let everyone = Match {
+            alias: AliasMatch::Any,
+            ..Match::catch_all()
+        };
+        assert!(
+            !covers(&any, &everyone),
+            "an auto-only rule does not cover aliases"
+        );
+        assert!(covers(&everyone, &any));
+    }
+}
