@@ -158,12 +158,9 @@ pub async fn dispatch(
             };
             attempts += 1;
             let started = Instant::now();
-            let body = job
-                .request
-                .upstream_body(&deployment.model, job.max_tokens_cap);
             let result = tokio::time::timeout_at(
                 tokio::time::Instant::from_std(job.deadline),
-                backend.upstream.send(body, job.request.stream),
+                backend.upstream.send(job.request, job.max_tokens_cap),
             )
             .await
             .unwrap_or_else(|_| {

@@ -18,6 +18,7 @@ use crate::accounting::usage::{GeneratedText, OpenAiUsage};
 use crate::dispatch::Slot;
 use crate::error::{ApiError, UpstreamFailure};
 use crate::provider::{ByteStream, FailureKind};
+use crate::sse::{data_of, event_end};
 
 const DONE: &[u8] = b"data: [DONE]\n\n";
 
@@ -214,25 +215,6 @@ impl Drop for MeteredStream {
     }
 }
 
-/// Length of the first complete event and of its blank-line separator.
-fn event_end(buf: &[u8]) -> Option<(usize, usize)> {
-    let lf = memchr::memmem::find(buf, b"\n\n").map(|i| (i, 2));
-    let crlf = memchr::memmem::find(buf, b"\r\n\r\n").map(|i| (i, 4));
-    match (lf, crlf) {
-        (Some(a), Some(b)) => Some(if a.0 <= b.0 { a } else { b }),
-        (a, b) => a.or(b),
-    }
-}
-
-/// The `data:` payload of an event (single-line data, as every OpenAI-wire server sends).
-fn data_of(event: &[u8]) -> Option<&[u8]> {
-    event.split(|b| *b == b'\n').find_map(|line| {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        line.strip_prefix(b"data:")
-            .map(|d| d.strip_prefix(b" ").unwrap_or(d))
-    })
-}
-
 #[derive(Deserialize)]
 struct ChunkPeek<'a> {
     #[serde(default, borrow)]
@@ -249,23 +231,4 @@ struct ChoicePeek<'a> {
     delta: Option<GeneratedText<'a>>,
     #[serde(default)]
     finish_reason: Option<serde::de::IgnoredAny>,
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn finds_event_boundaries() {
-        assert_eq!(event_end(b"data: x\n\ndata: y"), Some((7, 2)));
-        assert_eq!(event_end(b"data: x\r\n\r\n"), Some((7, 4)));
-        assert_eq!(event_end(b"data: x\n"), None);
-    }
-
-    #[test]
-    fn reads_data_payloads() {
-        assert_eq!(data_of(b"data: {\"a\":1}"), Some(&b"{\"a\":1}"[..]));
-        assert_eq!(data_of(b"event: x\ndata:[DONE]"), Some(&b"[DONE]"[..]));
-        assert_eq!(data_of(b": keep-alive"), None);
-    }
 }

@@ -1,6 +1,7 @@
 //! Providers: wire formats and HTTP to upstream model servers. They know nothing of
 //! rules, budgets or the ledger; they return normalized OpenAI-shaped replies and usage.
 
+pub mod http;
 pub mod openai;
 
 use std::pin::Pin;
@@ -11,6 +12,7 @@ use futures_util::Stream;
 
 use crate::accounting::Usage;
 use crate::config::{Deployment, ProviderKind};
+use crate::request::ChatRequest;
 
 /// A stream of OpenAI chat.completion.chunk SSE bytes (`data: {...}\n\n` events).
 pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, UpstreamError>> + Send>>;
@@ -115,8 +117,13 @@ impl Upstream {
         self.kind
     }
 
-    /// Sends an OpenAI-wire request body; streams return once their first bytes arrived.
-    pub async fn send(&self, body: Vec<u8>, stream: bool) -> Result<Reply, UpstreamError> {
-        self.inner.send(body, stream).await
+    /// Sends the request in this deployment's wire format; streams return once their
+    /// first bytes arrived.
+    pub async fn send(
+        &self,
+        request: &ChatRequest,
+        max_tokens_cap: Option<u64>,
+    ) -> Result<Reply, UpstreamError> {
+        self.inner.send(request, max_tokens_cap).await
     }
 }
