@@ -44,6 +44,10 @@ pub struct OpenAiUsage {
 pub struct PromptDetails {
     #[serde(default)]
     pub cached_tokens: Option<u64>,
+    /// Prompt tokens written to a provider cache (Anthropic), priced apart. Not an
+    /// OpenAI field: the Anthropic adapter adds it to the usage it reports.
+    #[serde(default)]
+    pub cache_write_tokens: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -55,20 +59,21 @@ pub struct CompletionDetails {
 impl From<OpenAiUsage> for Usage {
     /// OpenAI counts cached tokens inside `prompt_tokens`: take them out of `input`.
     fn from(u: OpenAiUsage) -> Self {
-        let cached = u
-            .prompt_tokens_details
-            .and_then(|d| d.cached_tokens)
+        let details = u.prompt_tokens_details.unwrap_or_default();
+        let cached = details.cached_tokens.unwrap_or(0).min(u.prompt_tokens);
+        let written = details
+            .cache_write_tokens
             .unwrap_or(0)
-            .min(u.prompt_tokens);
+            .min(u.prompt_tokens - cached);
         let reasoning = u
             .completion_tokens_details
             .and_then(|d| d.reasoning_tokens)
             .unwrap_or(0)
             .min(u.completion_tokens);
         Usage {
-            input: u.prompt_tokens - cached,
+            input: u.prompt_tokens - cached - written,
             cached_input: cached,
-            cache_write: 0,
+            cache_write: written,
             output: u.completion_tokens,
             reasoning,
             estimated: false,

@@ -91,6 +91,8 @@ pub struct Deployment {
     pub price: Price,
     pub max_concurrency: Option<u32>,
     pub context_window: Option<u64>,
+    pub default_max_tokens: Option<u64>,
+    pub api_version: Option<String>,
 }
 
 /// A model's price with where it came from.

@@ -106,6 +106,8 @@ pub enum ProviderKind {
     Openai,
     /// Any server speaking the OpenAI chat-completions API (vLLM, llama.cpp, Ollama, TGI).
     OpenaiCompatible,
+    /// The Anthropic Messages API.
+    Anthropic,
 }
 
 impl ProviderKind {
@@ -113,6 +115,7 @@ impl ProviderKind {
         match self {
             ProviderKind::Openai => "openai",
             ProviderKind::OpenaiCompatible => "openai_compatible",
+            ProviderKind::Anthropic => "anthropic",
         }
     }
 }
@@ -159,6 +162,10 @@ pub struct RawDeployment {
     pub max_concurrency: Option<u32>,
     /// Tokens the model can hold; requests whose prompt plus max_tokens exceed it skip it.
     pub context_window: Option<u64>,
+    /// `max_tokens` sent when the client gives none (Anthropic requires one; 4096).
+    pub default_max_tokens: Option<u64>,
+    /// Anthropic API version header (default 2023-06-01).
+    pub api_version: Option<String>,
 }
 
 mod defaults {

@@ -293,6 +293,8 @@ fn validate_deployment(
         price,
         max_concurrency,
         context_window,
+        default_max_tokens,
+        api_version,
     } = raw;
 
     let path = format!("deployments[{i}]");
@@ -374,6 +376,8 @@ fn validate_deployment(
         price,
         max_concurrency,
         context_window,
+        default_max_tokens,
+        api_version,
     })
 }
 

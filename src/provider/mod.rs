@@ -1,6 +1,7 @@
 //! Providers: wire formats and HTTP to upstream model servers. They know nothing of
 //! rules, budgets or the ledger; they return normalized OpenAI-shaped replies and usage.
 
+pub mod anthropic;
 pub mod http;
 pub mod openai;
 
@@ -93,23 +94,31 @@ impl UpstreamError {
     }
 }
 
-/// A deployment's HTTP client and precomputed request parts.
+/// A deployment's adapter: its HTTP client and wire format.
 pub struct Upstream {
     kind: ProviderKind,
-    inner: openai::OpenAiUpstream,
+    adapter: Adapter,
+}
+
+enum Adapter {
+    OpenAi(openai::OpenAiUpstream),
+    Anthropic(anthropic::AnthropicUpstream),
 }
 
 impl Upstream {
     /// Builds the client for `deployment`.
     pub fn new(deployment: &Deployment) -> Result<Self, String> {
-        let inner = match deployment.provider {
+        let adapter = match deployment.provider {
             ProviderKind::Openai | ProviderKind::OpenaiCompatible => {
-                openai::OpenAiUpstream::new(deployment)?
+                Adapter::OpenAi(openai::OpenAiUpstream::new(deployment)?)
+            }
+            ProviderKind::Anthropic => {
+                Adapter::Anthropic(anthropic::AnthropicUpstream::new(deployment)?)
             }
         };
         Ok(Upstream {
             kind: deployment.provider,
-            inner,
+            adapter,
         })
     }
 
@@ -124,6 +133,9 @@ impl Upstream {
         request: &ChatRequest,
         max_tokens_cap: Option<u64>,
     ) -> Result<Reply, UpstreamError> {
-        self.inner.send(request, max_tokens_cap).await
+        match &self.adapter {
+            Adapter::OpenAi(a) => a.send(request, max_tokens_cap).await,
+            Adapter::Anthropic(a) => a.send(request, max_tokens_cap).await,
+        }
     }
 }

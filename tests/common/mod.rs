@@ -498,8 +498,16 @@ impl Gateway {
 pub const ADMIN_KEY_ENV: &str = "CROSSROADS_TEST_ADMIN_KEY";
 pub const ADMIN_KEY: &str = "admin-secret";
 
+/// The variable test configs name for an Anthropic key, and its value.
+pub const ANTHROPIC_KEY_ENV: &str = "CROSSROADS_TEST_ANTHROPIC_KEY";
+pub const ANTHROPIC_KEY: &str = "sk-ant-test-key";
+
 fn test_env() -> crossroads::config::EnvLookup {
-    std::sync::Arc::new(|name| (name == ADMIN_KEY_ENV).then(|| ADMIN_KEY.to_owned()))
+    std::sync::Arc::new(|name| match name {
+        ADMIN_KEY_ENV => Some(ADMIN_KEY.to_owned()),
+        ANTHROPIC_KEY_ENV => Some(ANTHROPIC_KEY.to_owned()),
+        _ => None,
+    })
 }
 
 fn write_config(path: &Path, ledger: &Path, toml: &str) {
