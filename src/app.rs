@@ -7,9 +7,15 @@ use axum::Router;
 use axum::routing::{get, post};
 use tokio::sync::watch;
 
-use crate::config::{Config, EnvLookup};
+use std::sync::Mutex;
+
+use crate::admission::{Budgets, RateLimiter, SpendSource};
+use crate::auth::Keyring;
+use crate::auth::store::KeyStore;
+use crate::config::{Config, EnvLookup, KeyConfig, LedgerBackend};
 use crate::dispatch::Health;
 use crate::handler;
+use crate::ledger::SqliteSpend;
 use crate::ledger::{self, Ledger, LedgerWriter};
 use crate::metrics::Metrics;
 use crate::provider::Upstream;
@@ -67,6 +73,9 @@ pub struct AppState {
     pub ledger: Ledger,
     pub metrics: Arc<Metrics>,
     pub ids: Arc<crate::handler::RequestIds>,
+    pub keyring: Arc<Keyring>,
+    pub budgets: Arc<Budgets>,
+    pub limiter: Arc<RateLimiter>,
 }
 
 impl AppState {
@@ -89,6 +98,8 @@ pub fn build(config: Config, env: EnvLookup) -> Result<App, String> {
     let metrics = Arc::new(Metrics::new().map_err(|e| format!("metrics: {e}"))?);
     let (ledger, ledger_writer) = ledger::start(&config.ledger, metrics.ledger.clone())?;
     let source = config.source.clone();
+    let ledger_backend = config.ledger.backend.clone();
+    let budgets_config = config.budgets;
     let runtime = Arc::new(Runtime::new(config, None)?);
     let (runtime_tx, runtime_rx) = watch::channel(runtime);
     let reloader = Arc::new(Reloader::new(
@@ -97,18 +108,74 @@ pub fn build(config: Config, env: EnvLookup) -> Result<App, String> {
         runtime_tx,
         metrics.config_reloads.clone(),
     ));
+    let (key_store, history): (Option<Arc<Mutex<KeyStore>>>, Arc<dyn SpendSource>) =
+        match &ledger_backend {
+            LedgerBackend::Sqlite(path) => (
+                Some(Arc::new(Mutex::new(KeyStore::open(path)?))),
+                Arc::new(SqliteSpend::open(path)?),
+            ),
+            LedgerBackend::SqliteMemory => (None, Arc::new(())),
+        };
+    let keyring = Arc::new(Keyring::default());
+    refresh_keys(
+        &keyring,
+        key_store.as_deref(),
+        &runtime_rx.borrow().config.keys,
+    );
+    if let (Some(store), Ok(handle)) = (key_store, tokio::runtime::Handle::try_current()) {
+        handle.spawn(watch_keys(keyring.clone(), store, runtime_rx.clone()));
+    }
+    let budgets = Arc::new(Budgets::new(
+        history,
+        budgets_config.warn_at,
+        metrics.budget_warnings.clone(),
+    ));
     let state = AppState {
         runtime: runtime_rx,
         reloader,
         ledger,
         metrics,
         ids: Arc::new(crate::handler::RequestIds::new()),
+        keyring,
+        budgets,
+        limiter: Arc::default(),
     };
     Ok(App {
         router: router(state.clone()),
         state,
         ledger_writer,
     })
+}
+
+/// Loads the store's active keys plus the config's into the keyring.
+fn refresh_keys(keyring: &Keyring, store: Option<&Mutex<KeyStore>>, config_keys: &[KeyConfig]) {
+    let stored = match store.map(|s| s.lock().map(|s| s.active())) {
+        Some(Ok(Ok(keys))) => keys,
+        Some(Ok(Err(e))) => {
+            tracing::error!(error = %e, "cannot read the key store; keeping the keys loaded");
+            return;
+        }
+        _ => Vec::new(),
+    };
+    keyring.set(crate::auth::collect(config_keys, stored));
+}
+
+/// Re-reads the key store every `auth.refresh_ms`, so keys created or revoked with
+/// `crossroads keys` take effect without a restart.
+async fn watch_keys(
+    keyring: Arc<Keyring>,
+    store: Arc<Mutex<KeyStore>>,
+    runtime: watch::Receiver<Arc<Runtime>>,
+) {
+    loop {
+        let rt = runtime.borrow().clone();
+        tokio::time::sleep(rt.config.auth.refresh).await;
+        let (keyring, store) = (keyring.clone(), store.clone());
+        let _ = tokio::task::spawn_blocking(move || {
+            refresh_keys(&keyring, Some(&store), &rt.config.keys);
+        })
+        .await;
+    }
 }
 
 /// The request path, in order. Each stage is a module named after it.

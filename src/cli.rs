@@ -1,4 +1,6 @@
-//! The `crossroads` command: `serve`, `check`, `explain`.
+//! The `crossroads` command: `serve`, `check`, `explain`, `keys`.
+
+mod keys;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -35,6 +37,13 @@ enum Command {
         #[arg(long)]
         strict: bool,
     },
+    /// Manage virtual keys in the key store (the ledger file).
+    Keys {
+        #[arg(long, short, default_value = "routes.toml", global = true)]
+        config: PathBuf,
+        #[command(subcommand)]
+        command: keys::KeysCommand,
+    },
     /// Show how a prompt or request would be routed, without calling any upstream.
     Explain {
         #[arg(long, short, default_value = "routes.toml")]
@@ -57,6 +66,7 @@ pub fn main() -> ExitCode {
     match cli.command {
         Command::Serve { config } => serve(&config),
         Command::Check { config, strict } => check(&config, strict),
+        Command::Keys { config, command } => keys::run(&config, command),
         Command::Explain {
             config,
             prompt,

@@ -30,6 +30,16 @@ impl Usd {
         self.0 as f64 / PICO_PER_USD as f64
     }
 
+    /// Converts a configured dollar amount with at most six decimals, exactly.
+    pub fn from_dollars(usd: f64) -> Result<Self, String> {
+        let micros = PerMillion::from_usd(usd)?.micros();
+        i64::try_from(micros)
+            .ok()
+            .and_then(|m| m.checked_mul(1_000_000))
+            .map(Usd)
+            .ok_or_else(|| format!("{usd} USD is too large"))
+    }
+
     /// Saturating subtraction that can go negative (savings may be negative).
     pub fn saturating_sub(self, other: Usd) -> Usd {
         Usd(self.0.saturating_sub(other.0))

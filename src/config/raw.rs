@@ -25,6 +25,80 @@ pub struct RawConfig {
     pub ledger: RawLedger,
     #[serde(default)]
     pub health: RawHealth,
+    #[serde(default)]
+    pub auth: RawAuth,
+    #[serde(default)]
+    pub budgets: RawBudgets,
+    #[serde(default)]
+    pub teams: Vec<RawTeam>,
+    #[serde(default)]
+    pub keys: Vec<RawKey>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawAuth {
+    /// Refuse requests without a valid virtual key.
+    pub required: bool,
+    /// How often keys created or revoked with `crossroads keys` are picked up.
+    pub refresh_ms: u64,
+}
+
+impl Default for RawAuth {
+    fn default() -> Self {
+        RawAuth {
+            required: false,
+            refresh_ms: 1_000,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawBudgets {
+    /// Fraction of a budget at which a warning is logged and counted.
+    pub warn_at: f64,
+    /// Output tokens assumed when reserving for a request without max_tokens.
+    pub default_max_tokens: u64,
+    /// Also refuse zero-cost (local) requests once a budget is spent.
+    pub block_free_traffic: bool,
+}
+
+impl Default for RawBudgets {
+    fn default() -> Self {
+        RawBudgets {
+            warn_at: 0.8,
+            default_max_tokens: 4_096,
+            block_free_traffic: false,
+        }
+    }
+}
+
+/// A spend limit per UTC day or month.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBudget {
+    pub usd: f64,
+    pub period: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTeam {
+    pub id: String,
+    pub budget: Option<RawBudget>,
+}
+
+/// A key declared in config: only its SHA-256 is written here.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawKey {
+    pub id: String,
+    pub sha256: String,
+    pub team: Option<String>,
+    pub budget: Option<RawBudget>,
+    pub rpm: Option<u32>,
+    pub tpm: Option<u64>,
 }
 
 /// Passive health checking: consecutive failures eject a deployment for a back-off that

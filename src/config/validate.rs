@@ -8,12 +8,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::raw::{
-    ClassifierKind, RawAccounting, RawAlias, RawConfig, RawDeployment, RawHealth, RawLedger,
-    RawMatch, RawPool, RawPrice, RawPriceValues, RawRule, RawServer,
+    ClassifierKind, RawAccounting, RawAlias, RawAuth, RawBudget, RawBudgets, RawConfig,
+    RawDeployment, RawHealth, RawKey, RawLedger, RawMatch, RawPool, RawPrice, RawPriceValues,
+    RawRule, RawServer, RawTeam,
 };
 use super::{
-    Config, Deployment, HealthConfig, LedgerBackend, LedgerConfig, PriceEntry, Secret,
-    ServerConfig, Strategy,
+    AuthConfig, BudgetConfig, BudgetPeriod, BudgetsConfig, Config, Deployment, HealthConfig,
+    KeyConfig, LedgerBackend, LedgerConfig, PriceEntry, Secret, ServerConfig, Strategy, TeamConfig,
 };
 use crate::accounting::{PerMillion, Price};
 use crate::classify::{Classifier, HeuristicClassifier, LabelSet, PiiKind, PiiKinds};
@@ -44,6 +45,10 @@ pub fn validate(
         accounting,
         ledger,
         health,
+        auth,
+        budgets,
+        teams,
+        keys,
     } = raw;
     let server = validate_server(server, env)?;
     let classifier: Arc<dyn Classifier> = match classifier.kind {
@@ -72,6 +77,36 @@ pub fn validate(
     let reference = validate_reference(accounting, &prices)?;
     let ledger = validate_ledger(ledger)?;
     let health = validate_health(health)?;
+    let RawAuth {
+        required,
+        refresh_ms,
+    } = auth;
+    let auth = AuthConfig {
+        required,
+        refresh: positive_ms("auth.refresh_ms", refresh_ms)?,
+    };
+    let budgets = validate_budgets(budgets)?;
+    let teams = teams
+        .into_iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let RawTeam { id, budget } = t;
+            check_id(&format!("teams[{i}].id"), &id)?;
+            Ok(TeamConfig {
+                id,
+                budget: budget
+                    .map(|b| validate_budget(&format!("teams[{i}].budget"), b))
+                    .transpose()?,
+            })
+        })
+        .collect::<Result<Vec<_>, Invalid>>()?;
+    unique(teams.iter().map(|t| t.id.as_str()), "teams", "id")?;
+    let keys = keys
+        .into_iter()
+        .enumerate()
+        .map(|(i, k)| validate_key(i, k, &teams))
+        .collect::<Result<Vec<_>, Invalid>>()?;
+    unique(keys.iter().map(|k| k.id.as_str()), "keys", "id")?;
     Ok(Config {
         source: source.to_path_buf(),
         server,
@@ -86,6 +121,80 @@ pub fn validate(
         reference,
         ledger,
         health,
+        auth,
+        budgets,
+        teams,
+        keys,
+    })
+}
+
+fn validate_budgets(raw: RawBudgets) -> Result<BudgetsConfig, Invalid> {
+    let RawBudgets {
+        warn_at,
+        default_max_tokens,
+        block_free_traffic,
+    } = raw;
+    if !(0.0..=1.0).contains(&warn_at) {
+        return Err(invalid(
+            "budgets.warn_at",
+            format!("{warn_at} is not in [0, 1]"),
+        ));
+    }
+    Ok(BudgetsConfig {
+        warn_at,
+        default_max_tokens,
+        block_free_traffic,
+    })
+}
+
+fn validate_budget(path: &str, raw: RawBudget) -> Result<BudgetConfig, Invalid> {
+    let RawBudget { usd, period } = raw;
+    Ok(BudgetConfig {
+        limit: crate::accounting::Usd::from_dollars(usd)
+            .map_err(|m| invalid(format!("{path}.usd"), m))?,
+        period: BudgetPeriod::parse(&period).ok_or_else(|| {
+            invalid(
+                format!("{path}.period"),
+                format!("`{period}` is not `day` or `month`"),
+            )
+        })?,
+    })
+}
+
+fn validate_key(i: usize, raw: RawKey, teams: &[TeamConfig]) -> Result<KeyConfig, Invalid> {
+    let RawKey {
+        id,
+        sha256,
+        team,
+        budget,
+        rpm,
+        tpm,
+    } = raw;
+    let path = format!("keys[{i}]");
+    check_id(&format!("{path}.id"), &id)?;
+    let sha256 = crate::auth::parse_hex(&sha256).ok_or_else(|| {
+        invalid(
+            format!("{path}.sha256"),
+            "must be the key's SHA-256 as 64 hex digits (crossroads keys hash prints it)",
+        )
+    })?;
+    if let Some(team) = &team
+        && !teams.iter().any(|t| &t.id == team)
+    {
+        return Err(invalid(
+            format!("{path}.team"),
+            format!("unknown team `{team}`"),
+        ));
+    }
+    Ok(KeyConfig {
+        id,
+        sha256,
+        team,
+        budget: budget
+            .map(|b| validate_budget(&format!("{path}.budget"), b))
+            .transpose()?,
+        rpm,
+        tpm,
     })
 }
 

@@ -10,7 +10,9 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use axum::response::{IntoResponse, Response};
 
 use crate::accounting::{Costing, Usage};
+use crate::admission::Reservation;
 use crate::app::{AppState, Runtime};
+use crate::auth::KeyInfo;
 use crate::classify::Classification;
 use crate::dispatch::{DispatchFailed, Dispatched};
 use crate::error::ApiError;
@@ -30,6 +32,10 @@ pub struct Exchange {
     deployment: Option<usize>,
     /// Estimated prompt tokens, for when no usage is reported.
     prompt_tokens: u64,
+    /// The budget reservation to settle with the actual cost.
+    reservation: Option<Reservation>,
+    /// The key whose rate window counts the generated tokens.
+    rate_key: Option<String>,
     finished: bool,
 }
 
@@ -52,8 +58,26 @@ impl Exchange {
             started: Instant::now(),
             deployment: None,
             prompt_tokens: 0,
+            reservation: None,
+            rate_key: None,
             finished: false,
         }
+    }
+
+    /// Records who is calling.
+    pub fn authenticated(&mut self, key: Option<&KeyInfo>) {
+        if let Some(key) = key {
+            self.record.key_id = Some(key.id.clone());
+            self.record.team.clone_from(&key.team);
+            if key.tpm.is_some() {
+                self.rate_key = Some(key.id.clone());
+            }
+        }
+    }
+
+    /// Holds a budget reservation until the request is priced.
+    pub fn reserved(&mut self, reservation: Reservation) {
+        self.reservation = Some(reservation);
     }
 
     pub fn runtime(&self) -> &Arc<Runtime> {
@@ -244,6 +268,14 @@ impl Exchange {
             m.reference_cost
                 .with_label_values(&[tier])
                 .inc_by(costing.reference_cost.as_f64());
+        }
+        if let Some(reservation) = self.reservation.take() {
+            reservation.settle(costing.cost);
+        }
+        if let Some(key) = &self.rate_key {
+            self.state
+                .limiter
+                .record_output(key, usage.output, crate::admission::now_ms());
         }
         self.state.ledger.record(record);
         costing

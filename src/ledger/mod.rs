@@ -9,7 +9,7 @@ use std::time::Duration;
 use prometheus::{IntCounter, IntGauge, Registry};
 use tokio::sync::{mpsc, oneshot};
 
-pub use sqlite::SqliteStore;
+pub use sqlite::{SqliteSpend, SqliteStore};
 
 use crate::accounting::{Usage, Usd};
 use crate::config::{LedgerBackend, LedgerConfig};
