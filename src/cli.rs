@@ -288,6 +288,7 @@ fn explain(path: &Path, prompt: Option<String>, request: Option<PathBuf>, model:
             &metrics,
             &request,
             &no_headers,
+            None,
         )
     });
     match result {

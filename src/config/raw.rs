@@ -332,6 +332,10 @@ pub struct RawMatch {
     pub pii_kinds: Option<Vec<String>>,
     /// Request headers that must equal these values.
     pub header: Option<std::collections::BTreeMap<String, String>>,
+    /// Caller's team (from its virtual key).
+    pub team: Option<Vec<String>>,
+    /// Caller's key id.
+    pub key: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -762,6 +762,8 @@ fn validate_match(
         pii,
         pii_kinds,
         header,
+        team,
+        key,
     } = raw;
     let mut headers = Vec::new();
     for (name, value) in header.unwrap_or_default() {
@@ -853,6 +855,8 @@ fn validate_match(
         pii,
         pii_kinds: kinds,
         headers,
+        teams: team.unwrap_or_default(),
+        keys: key.unwrap_or_default(),
     })
 }
 

@@ -50,7 +50,7 @@ pub async fn chat_completions(
     };
     ex.parsed(&request);
     let (classification, decision) =
-        match classify_and_route(&rt, &state.metrics, &request, &headers) {
+        match classify_and_route(&rt, &state.metrics, &request, &headers, key.as_deref()) {
             Ok(c) => c,
             Err(e) => return ex.fail(e),
         };
@@ -208,6 +208,7 @@ pub(crate) fn classify_and_route(
     metrics: &Metrics,
     request: &ChatRequest,
     headers: &HeaderMap,
+    caller: Option<&KeyInfo>,
 ) -> Result<(Classification, RouteDecision), ApiError> {
     let routes = &rt.config.routes;
     let requested = routes
@@ -229,6 +230,8 @@ pub(crate) fn classify_and_route(
         requested,
         classification: &classification,
         headers,
+        key: caller.map(|k| k.id.as_str()),
+        team: caller.and_then(|k| k.team.as_deref()),
     });
     Ok((classification, decision))
 }
