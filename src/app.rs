@@ -15,7 +15,7 @@ use crate::auth::store::KeyStore;
 use crate::config::{Config, EnvLookup, KeyConfig, LedgerBackend};
 use crate::dispatch::Health;
 use crate::handler;
-use crate::ledger::SqliteSpend;
+use crate::ledger::LedgerReader;
 use crate::ledger::{self, Ledger, LedgerWriter};
 use crate::metrics::Metrics;
 use crate::provider::Upstream;
@@ -76,6 +76,8 @@ pub struct AppState {
     pub keyring: Arc<Keyring>,
     pub budgets: Arc<Budgets>,
     pub limiter: Arc<RateLimiter>,
+    /// Reads the ledger for the spend API; `None` for an in-memory ledger.
+    pub reader: Option<Arc<LedgerReader>>,
 }
 
 impl AppState {
@@ -108,14 +110,17 @@ pub fn build(config: Config, env: EnvLookup) -> Result<App, String> {
         runtime_tx,
         metrics.config_reloads.clone(),
     ));
-    let (key_store, history): (Option<Arc<Mutex<KeyStore>>>, Arc<dyn SpendSource>) =
-        match &ledger_backend {
-            LedgerBackend::Sqlite(path) => (
-                Some(Arc::new(Mutex::new(KeyStore::open(path)?))),
-                Arc::new(SqliteSpend::open(path)?),
-            ),
-            LedgerBackend::SqliteMemory => (None, Arc::new(())),
-        };
+    let (key_store, reader) = match &ledger_backend {
+        LedgerBackend::Sqlite(path) => (
+            Some(Arc::new(Mutex::new(KeyStore::open(path)?))),
+            Some(Arc::new(LedgerReader::open(path)?)),
+        ),
+        LedgerBackend::SqliteMemory => (None, None),
+    };
+    let history: Arc<dyn SpendSource> = match &reader {
+        Some(r) => r.clone(),
+        None => Arc::new(()),
+    };
     let keyring = Arc::new(Keyring::default());
     refresh_keys(
         &keyring,
@@ -139,6 +144,7 @@ pub fn build(config: Config, env: EnvLookup) -> Result<App, String> {
         keyring,
         budgets,
         limiter: Arc::default(),
+        reader,
     };
     Ok(App {
         router: router(state.clone()),
@@ -211,6 +217,8 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(handler::readyz))
         .route("/metrics", get(handler::metrics))
         .route("/admin/reload", post(handler::admin::reload))
+        .route("/v1/spend", get(handler::spend::spend))
+        .route("/v1/spend/requests", get(handler::spend::requests))
         .fallback(handler::not_found)
         .method_not_allowed_fallback(handler::method_not_allowed)
         .with_state(state)

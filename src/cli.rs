@@ -1,6 +1,7 @@
 //! The `crossroads` command: `serve`, `check`, `explain`, `keys`.
 
 mod keys;
+mod spend;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -44,6 +45,21 @@ enum Command {
         #[command(subcommand)]
         command: keys::KeysCommand,
     },
+    /// Spend totals from the ledger.
+    Spend {
+        #[arg(long, short, default_value = "routes.toml")]
+        config: PathBuf,
+        /// How far back: 7d, 24h, 30m or a date (2026-11-01).
+        #[arg(long, default_value = "7d")]
+        since: String,
+        /// team, key, model, deployment, rule, domain, tier or day.
+        #[arg(long, default_value = "team")]
+        by: String,
+        #[arg(long)]
+        team: Option<String>,
+        #[arg(long)]
+        csv: bool,
+    },
     /// Show how a prompt or request would be routed, without calling any upstream.
     Explain {
         #[arg(long, short, default_value = "routes.toml")]
@@ -67,6 +83,13 @@ pub fn main() -> ExitCode {
         Command::Serve { config } => serve(&config),
         Command::Check { config, strict } => check(&config, strict),
         Command::Keys { config, command } => keys::run(&config, command),
+        Command::Spend {
+            config,
+            since,
+            by,
+            team,
+            csv,
+        } => spend::run(&config, &since, &by, team, csv),
         Command::Explain {
             config,
             prompt,

@@ -4,6 +4,7 @@ pub mod admin;
 pub mod chat;
 pub mod exchange;
 pub mod explain;
+pub mod spend;
 mod stream;
 
 use std::hash::{BuildHasher, Hasher};

@@ -9,7 +9,10 @@ use std::time::Duration;
 use prometheus::{IntCounter, IntGauge, Registry};
 use tokio::sync::{mpsc, oneshot};
 
-pub use sqlite::{SqliteSpend, SqliteStore};
+pub mod query;
+
+pub use query::LedgerReader;
+pub use sqlite::SqliteStore;
 
 use crate::accounting::{Usage, Usd};
 use crate::config::{LedgerBackend, LedgerConfig};

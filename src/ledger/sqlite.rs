@@ -69,44 +69,6 @@ const INSERT: &str = "INSERT OR IGNORE INTO requests (
     ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31, ?32, ?33, ?34, ?35, ?36,
     ?37)";
 
-/// Spend already recorded, read from the ledger file to resume budgets after a restart.
-pub struct SqliteSpend {
-    conn: std::sync::Mutex<Connection>,
-}
-
-impl SqliteSpend {
-    pub fn open(path: &Path) -> Result<Self, String> {
-        let conn = Connection::open(path).map_err(|e| format!("ledger {}: {e}", path.display()))?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))
-            .map_err(|e| e.to_string())?;
-        Ok(SqliteSpend {
-            conn: std::sync::Mutex::new(conn),
-        })
-    }
-}
-
-impl crate::admission::SpendSource for SqliteSpend {
-    fn spent_since(
-        &self,
-        scope: &crate::admission::Scope,
-        since_ms: i64,
-    ) -> crate::accounting::Usd {
-        use crate::admission::Scope;
-        let (column, id) = match scope {
-            Scope::Key(id) => ("key_id", id),
-            Scope::Team(id) => ("team", id),
-        };
-        let sql = format!(
-            "SELECT COALESCE(SUM(cost_pusd), 0) FROM requests WHERE {column} = ?1 AND ts_ms >= ?2"
-        );
-        let pico = self.conn.lock().ok().and_then(|conn| {
-            conn.query_row(&sql, params![id, since_ms], |r| r.get::<_, i64>(0))
-                .ok()
-        });
-        crate::accounting::Usd::from_pico(pico.unwrap_or(0))
-    }
-}
-
 /// A SQLite ledger file.
 pub struct SqliteStore {
     conn: Connection,
