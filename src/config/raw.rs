@@ -308,6 +308,8 @@ pub struct RawRule {
     /// Record what the rule would do without doing it.
     #[serde(default)]
     pub shadow: bool,
+    /// Model whose price this rule's savings are measured against.
+    pub reference_model: Option<String>,
 }
 
 /// Conditions of a rule, all optional, combined with AND; lists mean any-of.

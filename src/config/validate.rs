@@ -73,7 +73,7 @@ pub fn validate(
     )?;
     let pools = validate_pools(pools, &deployments)?;
     let aliases = validate_aliases(aliases, &pools)?;
-    let rules = validate_rules(rules, &pools, &aliases, classifier.as_ref())?;
+    let rules = validate_rules(rules, &pools, &aliases, classifier.as_ref(), &prices)?;
     let reference = validate_reference(accounting, &prices)?;
     let ledger = validate_ledger(ledger)?;
     let health = validate_health(health)?;
@@ -641,6 +641,7 @@ fn validate_rules(
     pools: &[Pool],
     aliases: &[Alias],
     classifier: &dyn Classifier,
+    prices: &[PriceEntry],
 ) -> Result<Vec<Rule>, Invalid> {
     let mut rules = Vec::with_capacity(raw.len());
     for (i, r) in raw.into_iter().enumerate() {
@@ -652,6 +653,7 @@ fn validate_rules(
             reject,
             max_tokens,
             shadow,
+            reference_model,
         } = r;
         let path = format!("rules[{i}]");
         check_id(&format!("{path}.id"), &id)?;
@@ -700,6 +702,20 @@ fn validate_rules(
                 "only a rule that routes to a pool can cap max_tokens",
             ));
         }
+        let reference = reference_model
+            .map(|model| {
+                prices
+                    .iter()
+                    .find(|p| p.model == model)
+                    .map(|p| p.price)
+                    .ok_or_else(|| {
+                        invalid(
+                            format!("{path}.reference_model"),
+                            format!("no [[prices]] entry for model `{model}`"),
+                        )
+                    })
+            })
+            .transpose()?;
         rules.push(Rule {
             id,
             description,
@@ -707,6 +723,7 @@ fn validate_rules(
             action,
             max_tokens,
             shadow,
+            reference,
         });
     }
     unique(rules.iter().map(|r| r.id.as_str()), "rules", "id")?;

@@ -36,6 +36,8 @@ pub struct Exchange {
     reservation: Option<Reservation>,
     /// The key whose rate window counts the generated tokens.
     rate_key: Option<String>,
+    /// The matching rule's reference price, when it has its own.
+    reference: Option<crate::accounting::Price>,
     finished: bool,
 }
 
@@ -60,6 +62,7 @@ impl Exchange {
             prompt_tokens: 0,
             reservation: None,
             rate_key: None,
+            reference: None,
             finished: false,
         }
     }
@@ -126,6 +129,9 @@ impl Exchange {
     /// Records the routing decision.
     pub fn routed(&mut self, decision: &RouteDecision) {
         let routes = &self.rt.config.routes;
+        if let crate::route::Via::Rule(i) = decision.via {
+            self.reference = routes.rules.get(i).and_then(|r| r.reference);
+        }
         self.record.rule = Some(routes.via_id(decision.via).to_owned());
         if let Some(shadow) = decision.shadow.and_then(|i| routes.rules.get(i)) {
             self.record.shadow_rule = Some(shadow.id.clone());
@@ -211,7 +217,11 @@ impl Exchange {
         self.finished = true;
         let config = &self.rt.config;
         let costing = match self.deployment.and_then(|d| config.deployments.get(d)) {
-            Some(d) => Costing::of(&usage, &d.price, &config.reference.price),
+            Some(d) => Costing::of(
+                &usage,
+                &d.price,
+                self.reference.as_ref().unwrap_or(&config.reference.price),
+            ),
             None => Costing::default(),
         };
         let mut record = std::mem::take(&mut self.record);

@@ -217,6 +217,9 @@ pub struct Rule {
     pub max_tokens: Option<u64>,
     /// Evaluated and recorded, never acted on: what the rule *would* have done.
     pub shadow: bool,
+    /// Price that savings of requests this rule routes are measured against, when it
+    /// is not the global reference model's.
+    pub reference: Option<crate::accounting::Price>,
 }
 
 /// A named group of deployments, ordered per request by its strategy.

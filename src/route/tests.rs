@@ -40,6 +40,7 @@ fn rule(id: &str, when: Match, pool: usize) -> Rule {
         action: Action::Pool(pool),
         max_tokens: None,
         shadow: false,
+        reference: None,
     }
 }
 
