@@ -110,7 +110,9 @@ pub async fn chat_completions(
             usage,
             output_chars,
         } => {
-            let usage = usage.unwrap_or_else(|| ex.estimated_usage(output_chars));
+            let usage = usage.unwrap_or_else(|| {
+                ex.estimated_usage(crate::accounting::usage::estimate_tokens(output_chars))
+            });
             let mut headers = ex.headers();
             let costing = ex.finish(200, None, usage, None);
             if let Ok(cost) = HeaderValue::from_str(&costing.cost.to_string()) {

@@ -38,6 +38,8 @@ pub struct Exchange {
     rate_key: Option<String>,
     /// The matching rule's reference price, when it has its own.
     reference: Option<crate::accounting::Price>,
+    /// The most output tokens the upstream may generate.
+    max_tokens: Option<u64>,
     finished: bool,
 }
 
@@ -63,6 +65,7 @@ impl Exchange {
             reservation: None,
             rate_key: None,
             reference: None,
+            max_tokens: None,
             finished: false,
         }
     }
@@ -103,6 +106,7 @@ impl Exchange {
     pub fn parsed(&mut self, request: &ChatRequest) {
         self.record.requested_model.clone_from(&request.model);
         self.record.stream = request.stream;
+        self.max_tokens = request.max_tokens;
         self.record.end_user = request
             .body
             .get("user")
@@ -131,6 +135,9 @@ impl Exchange {
         let routes = &self.rt.config.routes;
         if let crate::route::Via::Rule(i) = decision.via {
             self.reference = routes.rules.get(i).and_then(|r| r.reference);
+        }
+        if let Some(cap) = decision.max_tokens {
+            self.max_tokens = Some(self.max_tokens.map_or(cap, |m| m.min(cap)));
         }
         self.record.rule = Some(routes.via_id(decision.via).to_owned());
         if let Some(shadow) = decision.shadow.and_then(|i| routes.rules.get(i)) {
@@ -173,11 +180,12 @@ impl Exchange {
         self.record.fallbacks.clone_from(&f.fallbacks);
     }
 
-    /// Usage for a reply that reported none: the prompt estimate plus the output seen.
-    pub fn estimated_usage(&self, output_chars: usize) -> Usage {
+    /// Usage for a reply that reported none: the prompt estimate plus `output` tokens,
+    /// which cannot exceed the request's `max_tokens`.
+    pub fn estimated_usage(&self, output: u64) -> Usage {
         Usage {
             input: self.prompt_tokens,
-            output: crate::accounting::usage::estimate_tokens(output_chars),
+            output: self.max_tokens.map_or(output, |m| output.min(m)),
             estimated: true,
             ..Usage::default()
         }
@@ -269,16 +277,13 @@ impl Exchange {
                 m.tokens.with_label_values(&[kind, tier]).inc_by(n);
             }
         }
-        if costing.cost.pico() > 0 {
-            m.cost
-                .with_label_values(&[tier])
-                .inc_by(costing.cost.as_f64());
-        }
-        if costing.reference_cost.pico() > 0 {
-            m.reference_cost
-                .with_label_values(&[tier])
-                .inc_by(costing.reference_cost.as_f64());
-        }
+        // Always touched, so a free tier shows as a 0 series rather than none.
+        m.cost
+            .with_label_values(&[tier])
+            .inc_by(costing.cost.as_f64());
+        m.reference_cost
+            .with_label_values(&[tier])
+            .inc_by(costing.reference_cost.as_f64());
         if let Some(reservation) = self.reservation.take() {
             reservation.settle(costing.cost);
         }
