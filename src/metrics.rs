@@ -34,6 +34,8 @@ pub struct Metrics {
     pub budget_warnings: IntCounterVec,
     /// Requests refused by a rate limit, by limit (rpm, tpm).
     pub rate_limited: IntCounterVec,
+    /// Routing decisions by the rule that made them (`alias` for a named alias's pool).
+    pub rule_hits: IntCounterVec,
     /// Shadow rules that matched (recorded, not applied), by rule.
     pub shadow_matches: IntCounterVec,
     /// Config reloads by result (ok, error) and trigger (file, signal, admin).
@@ -167,6 +169,11 @@ impl Metrics {
                 "crossroads_rate_limited_total",
                 "Requests refused by a key's rate limit, by limit",
                 &["limit"],
+            )?,
+            rule_hits: counter(
+                "crossroads_rule_hits_total",
+                "Routing decisions by rule",
+                &["rule"],
             )?,
             shadow_matches: counter(
                 "crossroads_shadow_rule_matches_total",

@@ -139,7 +139,13 @@ impl Exchange {
         if let Some(cap) = decision.max_tokens {
             self.max_tokens = Some(self.max_tokens.map_or(cap, |m| m.min(cap)));
         }
-        self.record.rule = Some(routes.via_id(decision.via).to_owned());
+        let rule = routes.via_id(decision.via);
+        self.state
+            .metrics
+            .rule_hits
+            .with_label_values(&[rule])
+            .inc();
+        self.record.rule = Some(rule.to_owned());
         if let Some(shadow) = decision.shadow.and_then(|i| routes.rules.get(i)) {
             self.record.shadow_rule = Some(shadow.id.clone());
             self.state
