@@ -9,7 +9,20 @@ use std::ops::{Add, AddAssign, Sub};
 const PICO_PER_USD: i64 = 1_000_000_000_000;
 
 /// An exact amount of US dollars, stored as pico-dollars (10⁻¹² USD).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+#[serde(transparent)]
 pub struct Usd(i64);
 
 impl Usd {

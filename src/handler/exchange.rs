@@ -54,7 +54,7 @@ impl Exchange {
             record: LedgerRecord {
                 request_id: state.ids.next(),
                 ts_ms,
-                endpoint,
+                endpoint: endpoint.into(),
                 ..LedgerRecord::default()
             },
             state: state.clone(),
@@ -163,9 +163,9 @@ impl Exchange {
         self.deployment = Some(index);
         if let Some(d) = self.rt.config.deployments.get(index) {
             self.record.deployment = Some(d.id.clone());
-            self.record.provider = Some(d.provider.as_str());
+            self.record.provider = Some(d.provider.as_str().into());
             self.record.upstream_model = Some(d.model.clone());
-            self.record.tier = Some(d.tier.as_str());
+            self.record.tier = Some(d.tier.as_str().into());
         }
     }
 
@@ -206,7 +206,7 @@ impl Exchange {
             ("x-crossroads-rule", r.rule.as_deref()),
             ("x-crossroads-pool", r.pool.as_deref()),
             ("x-crossroads-deployment", r.deployment.as_deref()),
-            ("x-crossroads-tier", r.tier),
+            ("x-crossroads-tier", r.tier.as_deref()),
             ("x-crossroads-class", r.label.as_deref()),
         ];
         for (name, value) in pairs {
@@ -240,7 +240,7 @@ impl Exchange {
         };
         let mut record = std::mem::take(&mut self.record);
         record.status = status;
-        record.error_kind = error_kind;
+        record.error_kind = error_kind.map(Into::into);
         record.usage = usage;
         record.cost = costing.cost;
         record.reference_cost = costing.reference_cost;
@@ -248,7 +248,7 @@ impl Exchange {
         record.ttft_us = ttft.map(micros);
 
         let m = &self.state.metrics;
-        let tier = record.tier.unwrap_or("none");
+        let tier = record.tier.as_deref().unwrap_or("none");
         let deployment = record.deployment.as_deref().unwrap_or("none");
         m.requests
             .with_label_values(&[
