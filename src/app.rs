@@ -115,7 +115,9 @@ pub fn build(config: Config, env: EnvLookup) -> Result<App, String> {
             Some(Arc::new(Mutex::new(KeyStore::open(path)?))),
             Some(Arc::new(LedgerReader::open(path)?)),
         ),
-        LedgerBackend::SqliteMemory => (None, None),
+        // Keys live in config and budgets start at zero per process until the
+        // PostgreSQL reader lands; the SQLite key store is single-machine.
+        LedgerBackend::SqliteMemory | LedgerBackend::Postgres { .. } => (None, None),
     };
     let history: Arc<dyn SpendSource> = match &reader {
         Some(r) => r.clone(),

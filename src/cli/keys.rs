@@ -50,7 +50,8 @@ pub fn run(config: &Path, command: KeysCommand) -> ExitCode {
         .map_err(|e| e.to_string())
         .and_then(|c| match &c.ledger.backend {
             LedgerBackend::Sqlite(path) => KeyStore::open(path),
-            LedgerBackend::SqliteMemory => Err(
+            LedgerBackend::Postgres { .. } => Err("the key store is SQLite-only for now: declare keys in routes.toml ([[keys]] with sha256) when the ledger is in PostgreSQL".into()),
+        LedgerBackend::SqliteMemory => Err(
                 "the ledger is in memory: keys need a ledger file (ledger.url = \"sqlite://PATH\")"
                     .into(),
             ),

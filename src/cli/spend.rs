@@ -33,6 +33,9 @@ pub fn run(config: &Path, since: &str, by: &str, team: Option<String>, csv: bool
         .and_then(|c| match &c.ledger.backend {
             LedgerBackend::Sqlite(path) => LedgerReader::open(path),
             LedgerBackend::SqliteMemory => Err("the ledger is in memory: nothing to read".into()),
+            LedgerBackend::Postgres { .. } => {
+                Err("crossroads spend reads SQLite ledgers; query PostgreSQL's requests table directly for now".into())
+            }
         });
     let filter = Filter {
         from_ms: Some(from_ms),

@@ -180,6 +180,7 @@ pub struct LedgerConfig {
 pub enum LedgerBackend {
     Sqlite(PathBuf),
     SqliteMemory,
+    Postgres { url: Secret, schema: String },
 }
 
 /// A secret that never prints.

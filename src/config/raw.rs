@@ -383,8 +383,12 @@ pub struct RawAccounting {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawLedger {
-    /// `sqlite://PATH` (relative to the working directory) or `sqlite::memory:`.
+    /// `sqlite://PATH` (relative to the working directory), `sqlite::memory:`, or
+    /// `postgres://USER@HOST:PORT/DB` (a password is best set through
+    /// `CROSSROADS__LEDGER__URL`, not in the file).
     pub url: String,
+    /// PostgreSQL schema for the ledger tables.
+    pub schema: String,
     pub queue_capacity: usize,
     pub batch_size: usize,
 }
@@ -393,6 +397,7 @@ impl Default for RawLedger {
     fn default() -> Self {
         RawLedger {
             url: "sqlite://crossroads-ledger.db".into(),
+            schema: "crossroads".into(),
             queue_capacity: 16_384,
             batch_size: 512,
         }

@@ -918,6 +918,7 @@ fn validate_reference(raw: RawAccounting, prices: &[PriceEntry]) -> Result<Price
 fn validate_ledger(raw: RawLedger) -> Result<LedgerConfig, Invalid> {
     let RawLedger {
         url,
+        schema,
         queue_capacity,
         batch_size,
     } = raw;
@@ -928,10 +929,27 @@ fn validate_ledger(raw: RawLedger) -> Result<LedgerConfig, Invalid> {
             return Err(invalid("ledger.url", "sqlite:// needs a file path"));
         }
         LedgerBackend::Sqlite(PathBuf::from(path))
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        let valid_schema = !schema.is_empty()
+            && schema.len() <= 63
+            && schema
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+            && !schema.as_bytes()[0].is_ascii_digit();
+        if !valid_schema {
+            return Err(invalid(
+                "ledger.schema",
+                format!("`{schema}` must be a plain identifier (letters, digits, _)"),
+            ));
+        }
+        LedgerBackend::Postgres {
+            url: Secret::new(url),
+            schema,
+        }
     } else {
         return Err(invalid(
             "ledger.url",
-            format!("`{url}` is not supported; use sqlite://PATH or sqlite::memory:"),
+            "use sqlite://PATH, sqlite::memory: or postgres://USER@HOST:PORT/DB",
         ));
     };
     if queue_capacity == 0 || batch_size == 0 {

@@ -1,6 +1,7 @@
 //! The spend ledger: one record per request, handed off the request path through a
 //! bounded channel to a writer thread that batches inserts into the store.
 
+mod postgres;
 mod spill;
 mod sqlite;
 
@@ -128,15 +129,26 @@ pub fn start(
     config: &LedgerConfig,
     metrics: LedgerMetrics,
 ) -> Result<(Ledger, LedgerWriter), String> {
-    let (store, spill): (Box<dyn LedgerStore>, Option<PathBuf>) = match &config.backend {
-        LedgerBackend::Sqlite(path) => (
-            Box::new(SqliteStore::open(path)?),
-            Some(spill::path_for(path)),
-        ),
-        LedgerBackend::SqliteMemory => (Box::new(SqliteStore::open_in_memory()?), None),
+    let backend = config.backend.clone();
+    let spill = match &backend {
+        LedgerBackend::Sqlite(path) => Some(spill::path_for(path)),
+        LedgerBackend::SqliteMemory => None,
+        // Replicas share the database; each spills beside its working directory.
+        LedgerBackend::Postgres { schema, .. } => {
+            Some(PathBuf::from(format!("crossroads-{schema}.spill.jsonl")))
+        }
+    };
+    let open = move || -> Result<Box<dyn LedgerStore>, String> {
+        Ok(match &backend {
+            LedgerBackend::Sqlite(path) => Box::new(SqliteStore::open(path)?),
+            LedgerBackend::SqliteMemory => Box::new(SqliteStore::open_in_memory()?),
+            LedgerBackend::Postgres { url, schema } => {
+                Box::new(postgres::PgStore::open(url.expose(), schema)?)
+            }
+        })
     };
     start_with(
-        store,
+        Box::new(open),
         spill,
         config.queue_capacity,
         config.batch_size,
@@ -144,18 +156,19 @@ pub fn start(
     )
 }
 
+/// Opens a store; runs on the writer thread, where blocking clients may block.
+pub type OpenStore = Box<dyn FnOnce() -> Result<Box<dyn LedgerStore>, String> + Send>;
+
 /// Starts the writer thread on a given store. Records spilled by an earlier run to
 /// `spill` are written first; at shutdown, records the store cannot take go there.
 pub fn start_with(
-    mut store: Box<dyn LedgerStore>,
+    open: OpenStore,
     spill: Option<PathBuf>,
     capacity: usize,
     batch_size: usize,
     metrics: LedgerMetrics,
 ) -> Result<(Ledger, LedgerWriter), String> {
-    if let Some(path) = &spill {
-        spill::replay(path, store.as_mut())?;
-    }
+    let (opened_tx, opened) = std::sync::mpsc::sync_channel::<Result<(), String>>(1);
     let (tx, mut rx) = mpsc::channel::<Msg>(capacity);
     let stopping = Arc::new(AtomicBool::new(false));
     let thread_metrics = metrics.clone();
@@ -164,6 +177,21 @@ pub fn start_with(
         .name("ledger-writer".into())
         .spawn(move || {
             let metrics = thread_metrics;
+            let mut store = match open().and_then(|mut store| {
+                if let Some(path) = &spill {
+                    spill::replay(path, store.as_mut())?;
+                }
+                Ok(store)
+            }) {
+                Ok(store) => {
+                    let _ = opened_tx.send(Ok(()));
+                    store
+                }
+                Err(e) => {
+                    let _ = opened_tx.send(Err(e));
+                    return;
+                }
+            };
             let mut batch: Vec<LedgerRecord> = Vec::with_capacity(batch_size);
             let mut waiting: Vec<oneshot::Sender<()>> = Vec::new();
             // Blocks for the first message, then takes whatever queued up meanwhile:
@@ -206,6 +234,9 @@ pub fn start_with(
             }
         })
         .map_err(|e| format!("cannot start the ledger writer thread: {e}"))?;
+    opened
+        .recv()
+        .map_err(|_| "the ledger writer stopped while opening the store".to_owned())??;
     Ok((
         Ledger {
             tx: tx.clone(),
@@ -358,7 +389,7 @@ mod tests {
             kept: kept.clone(),
         };
         let (ledger, writer) = start_with(
-            Box::new(failing),
+            Box::new(move || Ok(Box::new(failing) as Box<dyn LedgerStore>)),
             Some(spill.clone()),
             16,
             4,
@@ -379,8 +410,14 @@ mod tests {
             fail: false,
             kept: kept.clone(),
         };
-        let (_ledger, writer) =
-            start_with(Box::new(working), Some(spill.clone()), 16, 4, metrics).unwrap();
+        let (_ledger, writer) = start_with(
+            Box::new(move || Ok(Box::new(working) as Box<dyn LedgerStore>)),
+            Some(spill.clone()),
+            16,
+            4,
+            metrics,
+        )
+        .unwrap();
         writer.shutdown().await;
         let replayed = kept.lock().unwrap();
         assert_eq!(replayed.len(), 10);
