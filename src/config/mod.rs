@@ -1,10 +1,12 @@
 //! Configuration: `routes.toml` plus `CROSSROADS__SECTION__KEY` environment overrides,
 //! parsed into raw serde types ([`raw`]) and validated into the runtime [`Config`].
 
+mod cache;
 mod lint;
 pub mod raw;
 mod validate;
 
+pub use cache::{CacheBackend, CacheConfig, CacheScope};
 pub use lint::{Lint, covers, lint};
 
 use std::fmt;
@@ -35,6 +37,8 @@ pub struct Config {
     pub reference: PriceEntry,
     pub ledger: LedgerConfig,
     pub health: HealthConfig,
+    /// The response cache; `None` when off.
+    pub cache: Option<CacheConfig>,
 }
 
 /// Passive health checking (see [`raw::RawHealth`]).
@@ -54,6 +58,7 @@ impl fmt::Debug for Config {
             .field("routes", &self.routes)
             .field("reference", &self.reference)
             .field("ledger", &self.ledger)
+            .field("cache", &self.cache)
             .finish_non_exhaustive()
     }
 }

@@ -25,6 +25,8 @@ pub struct RawConfig {
     pub ledger: RawLedger,
     #[serde(default)]
     pub health: RawHealth,
+    /// Absent: no cache.
+    pub cache: Option<super::cache::RawCache>,
 }
 
 /// Passive health checking: consecutive failures eject a deployment for a back-off that

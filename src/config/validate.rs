@@ -44,6 +44,7 @@ pub fn validate(
         accounting,
         ledger,
         health,
+        cache,
     } = raw;
     let server = validate_server(server, env)?;
     let classifier: Arc<dyn Classifier> = match classifier.kind {
@@ -72,6 +73,7 @@ pub fn validate(
     let reference = validate_reference(accounting, &prices)?;
     let ledger = validate_ledger(ledger)?;
     let health = validate_health(health)?;
+    let cache = super::cache::validate_cache(cache)?;
     Ok(Config {
         source: source.to_path_buf(),
         server,
@@ -86,6 +88,7 @@ pub fn validate(
         reference,
         ledger,
         health,
+        cache,
     })
 }
 
