@@ -7,6 +7,7 @@ use axum::Router;
 use axum::routing::{get, post};
 use tokio::sync::watch;
 
+use crate::cache::Cache;
 use crate::config::{Config, EnvLookup};
 use crate::dispatch::Health;
 use crate::handler;
@@ -67,6 +68,8 @@ pub struct AppState {
     pub ledger: Ledger,
     pub metrics: Arc<Metrics>,
     pub ids: Arc<crate::handler::RequestIds>,
+    /// The response cache, built at startup from `[cache]`; `None` when off.
+    pub cache: Option<Cache>,
 }
 
 impl AppState {
@@ -88,6 +91,11 @@ pub struct App {
 pub fn build(config: Config, env: EnvLookup) -> Result<App, String> {
     let metrics = Arc::new(Metrics::new().map_err(|e| format!("metrics: {e}"))?);
     let (ledger, ledger_writer) = ledger::start(&config.ledger, metrics.ledger.clone())?;
+    let cache = config
+        .cache
+        .as_ref()
+        .map(|c| Cache::new(c, metrics.cache.clone()))
+        .transpose()?;
     let source = config.source.clone();
     let runtime = Arc::new(Runtime::new(config, None)?);
     let (runtime_tx, runtime_rx) = watch::channel(runtime);
@@ -103,6 +111,7 @@ pub fn build(config: Config, env: EnvLookup) -> Result<App, String> {
         ledger,
         metrics,
         ids: Arc::new(crate::handler::RequestIds::new()),
+        cache,
     };
     Ok(App {
         router: router(state.clone()),
@@ -121,13 +130,19 @@ pub fn build(config: Config, env: EnvLookup) -> Result<App, String> {
 ///    else 404 `model_not_found`.
 /// 4. **Classify** ([`crate::classify`]): label, confidence, difficulty, PII; timed.
 /// 5. **Route** ([`crate::route`]): first matching rule → pool (or rejection).
-/// 6. **Dispatch** ([`crate::dispatch`]): the pool's candidates in order, falling back
+/// 6. **Cache** ([`crate::cache`], glue in [`crate::handler::cached`]): after routing,
+///    because the key holds the pool. `Cache-Control: no-cache` skips the lookup; a hit
+///    is answered here (JSON, or an SSE replay for streams), costs 0 and calls no
+///    upstream. On a miss, the answer of stage 7 is stored once complete unless
+///    `no-store`: a JSON body as it came, a stream once it ended with `[DONE]`.
+/// 7. **Dispatch** ([`crate::dispatch`]): the pool's candidates in order, falling back
 ///    before the first byte; upstream wire formats in [`crate::provider`].
-/// 7. **Accounting** ([`crate::handler::exchange`]): usage → exact cost and reference
+/// 8. **Accounting** ([`crate::handler::exchange`]): usage → exact cost and reference
 ///    cost → one ledger record and the metrics, for every request, streamed or not,
-///    failed or not, including clients that disconnect mid-stream.
-/// 8. **Response headers**: `x-crossroads-request-id`, `-rule`, `-pool`, `-deployment`,
-///    `-tier`, `-class`, `-cost-usd` (non-streamed).
+///    failed or not, cached or not, including clients that disconnect mid-stream.
+/// 9. **Response headers**: `x-crossroads-request-id`, `-rule`, `-pool`, `-deployment`,
+///    `-tier`, `-class`, `-cache` (`hit`, `miss` or `bypass`, on every chat response),
+///    `-cost-usd` (non-streamed).
 ///
 /// Side doors: `POST /v1/route/explain` runs stages 2-5 only; `GET /v1/models`,
 /// `/healthz`, `/readyz` and `/metrics` read state; `POST /admin/reload` (admin key)

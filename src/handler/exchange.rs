@@ -9,8 +9,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use axum::response::{IntoResponse, Response};
 
-use crate::accounting::{Costing, Usage};
+use crate::accounting::{Costing, Usage, Usd};
 use crate::app::{AppState, Runtime};
+use crate::cache::Lookup;
 use crate::classify::Classification;
 use crate::dispatch::{DispatchFailed, Dispatched};
 use crate::error::ApiError;
@@ -30,6 +31,8 @@ pub struct Exchange {
     deployment: Option<usize>,
     /// Estimated prompt tokens, for when no usage is reported.
     prompt_tokens: u64,
+    /// What the response cache did, for `x-crossroads-cache`.
+    cache: Lookup,
     finished: bool,
 }
 
@@ -52,6 +55,7 @@ impl Exchange {
             started: Instant::now(),
             deployment: None,
             prompt_tokens: 0,
+            cache: Lookup::Bypass,
             finished: false,
         }
     }
@@ -143,6 +147,12 @@ impl Exchange {
         self.record.fallbacks.clone_from(&f.fallbacks);
     }
 
+    /// Records what the response cache did; a hit is priced at 0.
+    pub fn cache_lookup(&mut self, lookup: Lookup) {
+        self.cache = lookup;
+        self.record.cache_hit = lookup == Lookup::Hit;
+    }
+
     /// Usage for a reply that reported none: the prompt estimate plus the output seen.
     pub fn estimated_usage(&self, output_chars: usize) -> Usage {
         Usage {
@@ -164,6 +174,7 @@ impl Exchange {
             ("x-crossroads-deployment", r.deployment.as_deref()),
             ("x-crossroads-tier", r.tier),
             ("x-crossroads-class", r.label.as_deref()),
+            ("x-crossroads-cache", Some(self.cache.as_str())),
         ];
         for (name, value) in pairs {
             if let Some(v) = value.and_then(|v| HeaderValue::from_str(v).ok()) {
@@ -186,9 +197,17 @@ impl Exchange {
         }
         self.finished = true;
         let config = &self.rt.config;
-        let costing = match self.deployment.and_then(|d| config.deployments.get(d)) {
-            Some(d) => Costing::of(&usage, &d.price, &config.reference.price),
-            None => Costing::default(),
+        let costing = if self.record.cache_hit {
+            // Nothing was spent: the savings are the whole reference cost.
+            Costing {
+                cost: Usd::ZERO,
+                reference_cost: config.reference.price.cost(&usage),
+            }
+        } else {
+            match self.deployment.and_then(|d| config.deployments.get(d)) {
+                Some(d) => Costing::of(&usage, &d.price, &config.reference.price),
+                None => Costing::default(),
+            }
         };
         let mut record = std::mem::take(&mut self.record);
         record.status = status;
@@ -200,7 +219,12 @@ impl Exchange {
         record.ttft_us = ttft.map(micros);
 
         let m = &self.state.metrics;
-        let tier = record.tier.unwrap_or("none");
+        // Answers from the cache are their own tier in metrics: what they saved shows apart.
+        let tier = match record.tier {
+            Some(tier) => tier,
+            None if record.cache_hit => "cache",
+            None => "none",
+        };
         let deployment = record.deployment.as_deref().unwrap_or("none");
         m.requests
             .with_label_values(&[

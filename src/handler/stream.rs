@@ -1,7 +1,8 @@
 //! The streamed response: upstream SSE events forwarded as they arrive, metered on the
 //! way. The usage chunk the gateway asked for is removed when the client did not ask
 //! for it; a stream that breaks ends with one OpenAI-style error event and `[DONE]`,
-//! never a silent truncation.
+//! never a silent truncation. A stream that ends with `[DONE]` and no error is handed
+//! to the response cache, when it records one.
 
 use std::convert::Infallible;
 use std::pin::Pin;
@@ -15,6 +16,7 @@ use serde::Deserialize;
 use super::exchange::Exchange;
 use crate::accounting::Usage;
 use crate::accounting::usage::{GeneratedText, OpenAiUsage};
+use crate::cache::StreamRecorder;
 use crate::dispatch::Slot;
 use crate::error::{ApiError, UpstreamFailure};
 use crate::provider::{ByteStream, FailureKind};
@@ -29,6 +31,8 @@ struct Meter {
     output_chars: usize,
     finish_seen: bool,
     upstream_error: bool,
+    /// The upstream sent `[DONE]`.
+    done_seen: bool,
 }
 
 pub struct MeteredStream {
@@ -40,6 +44,8 @@ pub struct MeteredStream {
     meter: Meter,
     ttft: Option<Duration>,
     ended: bool,
+    /// Follows the answer for the response cache.
+    recorder: Option<StreamRecorder>,
     /// The deployment's in-flight slot, freed when the stream is dropped.
     _slot: Slot,
 }
@@ -51,6 +57,7 @@ impl MeteredStream {
         rest: ByteStream,
         include_usage: bool,
         slot: Slot,
+        recorder: Option<StreamRecorder>,
     ) -> Self {
         MeteredStream {
             exchange: Some(exchange),
@@ -61,6 +68,7 @@ impl MeteredStream {
             meter: Meter::default(),
             ttft: None,
             ended: false,
+            recorder,
             _slot: slot,
         }
     }
@@ -77,6 +85,7 @@ impl MeteredStream {
                 Verdict::Forward => out.extend_from_slice(&event),
                 Verdict::Drop => {}
                 Verdict::Done => {
+                    self.meter.done_seen = true;
                     out.extend_from_slice(DONE);
                     self.end(200, None);
                 }
@@ -92,6 +101,9 @@ impl MeteredStream {
         };
         if data.trim_ascii() == b"[DONE]" {
             return Verdict::Done;
+        }
+        if let Some(recorder) = &mut self.recorder {
+            recorder.push(data);
         }
         let Ok(chunk) = serde_json::from_slice::<ChunkPeek>(data) else {
             return Verdict::Forward;
@@ -125,6 +137,13 @@ impl MeteredStream {
                 None => ex.estimated_usage(self.meter.output_chars),
             };
             let error = error.or(self.meter.upstream_error.then_some("upstream_stream_error"));
+            if status == 200
+                && error.is_none()
+                && self.meter.done_seen
+                && let Some(recorder) = self.recorder.take()
+            {
+                recorder.finish(usage);
+            }
             ex.finish(status, error, usage, self.ttft);
         }
     }
