@@ -754,3 +754,43 @@ async fn a_redis_failure_is_a_counted_miss_never_a_failed_request() {
         2.0
     );
 }
+
+#[tokio::test]
+async fn changing_a_pools_models_retires_its_entries() {
+    let Some(s) = start(Backend::Memory).await else {
+        return;
+    };
+    s.gw.chat(ask("Which model?")).await;
+    s.settle().await;
+    assert_eq!(
+        header(&s.gw.chat(ask("Which model?")).await, "x-crossroads-cache"),
+        "hit"
+    );
+
+    // Upgrade frontier-a's model in place, keeping everything else, and reload.
+    let text = std::fs::read_to_string(&s.gw.config_path).unwrap();
+    let (config, _ledger) = text.split_once("\n[ledger]").unwrap();
+    let upgraded = config.replacen(
+        "model = \"gpt-4.1\"\ntier = \"frontier\"",
+        "model = \"gpt-4.1-mini\"\ntier = \"frontier\"",
+        1,
+    );
+    assert_ne!(upgraded, config);
+    s.gw.rewrite_config(&upgraded);
+    let r =
+        s.gw.client
+            .post(s.gw.url("/admin/reload"))
+            .bearer_auth(ADMIN_KEY)
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(r.status(), 200);
+
+    let r = s.gw.chat(ask("Which model?")).await;
+    assert_eq!(header(&r, "x-crossroads-cache"), "miss");
+    assert_eq!(
+        s.fa.received().last().unwrap().body["model"],
+        "gpt-4.1-mini"
+    );
+    assert_eq!(s.fa.hits(), 2);
+}

@@ -1,10 +1,12 @@
 //! The cache key: a 128-bit BLAKE3 hash of a canonical form of everything that changes
 //! the answer. Pure: plain data in, a key out.
 //!
-//! What goes in: the scope (a team, or nothing for a shared cache), the resolved pool,
-//! the routing rule's `max_tokens` cap, and every field of the request body except the
-//! few that cannot change the generated text ([`IGNORED`]). Unknown provider fields are
-//! included: the gateway passes them upstream, so they may change the answer.
+//! What goes in: the scope (a team, or nothing for a shared cache), the resolved pool
+//! and the upstream models that may answer for it (so changing a pool's models retires
+//! its entries), the routing rule's `max_tokens` cap, and every field of the request
+//! body except the few that cannot change the generated text ([`IGNORED`]). Unknown
+//! provider fields are included: the gateway passes them upstream, so they may change
+//! the answer.
 //!
 //! The canonical form is a tagged, self-delimiting byte encoding streamed into the
 //! hasher, so two different requests never encode to the same bytes:
@@ -32,11 +34,13 @@ const VERSION: u8 = 1;
 pub struct CacheKey([u8; 16]);
 
 impl CacheKey {
-    /// The key of a request routed to `pool` with the rule's `max_tokens_cap`, within
-    /// `scope` (a team id; `None` when the cache is shared by everyone).
-    pub fn new(
+    /// The key of a request routed to `pool`, whose candidates run `models` (in
+    /// dispatch order), with the rule's `max_tokens_cap`, within `scope` (a team id;
+    /// `None` when the cache is shared by everyone).
+    pub fn new<'m>(
         scope: Option<&str>,
         pool: &str,
+        models: impl IntoIterator<Item = &'m str>,
         max_tokens_cap: Option<u64>,
         body: &Map<String, Value>,
     ) -> Self {
@@ -50,6 +54,11 @@ impl CacheKey {
             }
         }
         c.str(pool);
+        for model in models {
+            c.byte(KEY);
+            c.str(model);
+        }
+        c.byte(END);
         match max_tokens_cap {
             None => c.byte(b'-'),
             Some(cap) => {
@@ -245,8 +254,10 @@ mod tests {
         }
     }
 
+    const MODELS: [&str; 2] = ["gpt-4.1", "gpt-4.1-mini"];
+
     fn key(v: Value) -> CacheKey {
-        CacheKey::new(None, "frontier", None, &body(v))
+        CacheKey::new(None, "frontier", MODELS, None, &body(v))
     }
 
     fn base() -> Value {
@@ -323,21 +334,28 @@ mod tests {
     }
 
     #[test]
-    fn scope_pool_and_cap_separate_keys() {
+    fn scope_pool_models_and_cap_separate_keys() {
         let b = body(base());
-        let shared = CacheKey::new(None, "frontier", None, &b);
-        let team_a = CacheKey::new(Some("team-a"), "frontier", None, &b);
-        let team_b = CacheKey::new(Some("team-b"), "frontier", None, &b);
-        let empty_team = CacheKey::new(Some(""), "frontier", None, &b);
-        let other_pool = CacheKey::new(None, "local", None, &b);
-        let capped = CacheKey::new(None, "frontier", Some(64), &b);
-        let all = [shared, team_a, team_b, empty_team, other_pool, capped];
+        let shared = CacheKey::new(None, "frontier", MODELS, None, &b);
+        let team_a = CacheKey::new(Some("team-a"), "frontier", MODELS, None, &b);
+        let team_b = CacheKey::new(Some("team-b"), "frontier", MODELS, None, &b);
+        let empty_team = CacheKey::new(Some(""), "frontier", MODELS, None, &b);
+        let other_pool = CacheKey::new(None, "local", MODELS, None, &b);
+        let upgraded = CacheKey::new(None, "frontier", ["gpt-5", "gpt-4.1-mini"], None, &b);
+        let reordered = CacheKey::new(None, "frontier", ["gpt-4.1-mini", "gpt-4.1"], None, &b);
+        let capped = CacheKey::new(None, "frontier", MODELS, Some(64), &b);
+        let all = [
+            shared, team_a, team_b, empty_team, other_pool, upgraded, reordered, capped,
+        ];
         for (i, a) in all.iter().enumerate() {
             for b in &all[i + 1..] {
                 assert_ne!(a, b);
             }
         }
-        assert_eq!(team_a, CacheKey::new(Some("team-a"), "frontier", None, &b));
+        assert_eq!(
+            team_a,
+            CacheKey::new(Some("team-a"), "frontier", MODELS, None, &b)
+        );
     }
 
     #[test]

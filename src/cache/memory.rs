@@ -80,7 +80,7 @@ mod tests {
 
     fn key(i: u64) -> CacheKey {
         let body = json!({ "messages": [{ "role": "user", "content": i.to_string() }] });
-        CacheKey::new(None, "p", None, body.as_object().unwrap())
+        CacheKey::new(None, "p", ["m"], None, body.as_object().unwrap())
     }
 
     #[tokio::test]

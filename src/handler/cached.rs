@@ -58,15 +58,23 @@ pub(crate) async fn lookup(
         return Step::Miss(Store(None));
     }
     let rt = ex.runtime().clone();
-    let pool = rt
-        .config
-        .routes
-        .pools
-        .get(pool)
-        .map_or("", |p| p.id.as_str());
+    let config = &rt.config;
+    let pool = config.routes.pools.get(pool);
+    let models = pool
+        .into_iter()
+        .flat_map(|p| &p.candidates)
+        .filter_map(|d| config.deployments.get(*d))
+        .map(|d| d.model.as_str());
+    let pool = pool.map_or("", |p| p.id.as_str());
     // No teams yet: every request is in the same scope.
     let team: Option<&str> = None;
-    let key = CacheKey::new(cache.scope(team), pool, max_tokens_cap, &request.body);
+    let key = CacheKey::new(
+        cache.scope(team),
+        pool,
+        models,
+        max_tokens_cap,
+        &request.body,
+    );
     let lookup = if directives.no_cache {
         Lookup::Bypass
     } else {
