@@ -8,7 +8,9 @@ use bytes::Bytes;
 
 use super::exchange::Exchange;
 use crate::accounting::Usage;
-use crate::cache::{Cache, CacheKey, Directives, Entry, Lookup, StreamRecorder, replay};
+use crate::cache::{
+    Cache, CacheKey, Directives, Entry, Lookup, StoreError, StreamRecorder, replay,
+};
 use crate::request::ChatRequest;
 
 /// What the cache stage decided.
@@ -85,9 +87,7 @@ pub(crate) async fn lookup(
                     return Step::Hit(response);
                 }
                 None => {
-                    cache.failed(&crate::cache::StoreError(format!(
-                        "entry {key} is not a chat.completion"
-                    )));
+                    cache.failed(&StoreError(format!("entry {key} is not a chat.completion")));
                     Lookup::Miss
                 }
             },
