@@ -1,5 +1,5 @@
 //! Criterion benches of the pure core on the request path: classification, routing,
-//! request parsing and pricing. Run: `cargo bench --bench core`.
+//! request parsing, the cache key and pricing. Run: `cargo bench --bench core`.
 #![allow(clippy::panic)]
 
 use std::hint::black_box;
@@ -7,6 +7,7 @@ use std::path::Path;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use crossroads::accounting::{Costing, Usage};
+use crossroads::cache::CacheKey;
 use crossroads::classify::{Classifier, HeuristicClassifier, Prompt};
 use crossroads::request::ChatRequest;
 use crossroads::route::{RouteInput, RouteTable};
@@ -95,18 +96,24 @@ fn route(c: &mut Criterion) {
     group.finish();
 }
 
-fn request(c: &mut Criterion) {
-    let body = serde_json::json!({
+/// A chat body: a system turn, a user turn of `prompt`, sampling and a tool (~2.3 KB
+/// with the 500-token prompt).
+fn chat_body(prompt: &str) -> String {
+    serde_json::json!({
         "model": "auto",
         "messages": [
             { "role": "system", "content": "You are a careful senior engineer." },
-            { "role": "user", "content": prompt_500_tokens() }
+            { "role": "user", "content": prompt }
         ],
         "temperature": 0.2,
         "stream": true,
         "tools": [{ "type": "function", "function": { "name": "search", "parameters": { "type": "object" } } }]
     })
-    .to_string();
+    .to_string()
+}
+
+fn request(c: &mut Criterion) {
+    let body = chat_body(&prompt_500_tokens());
     let mut group = c.benchmark_group("request");
     group.throughput(Throughput::Bytes(body.len() as u64));
     group.bench_function("parse", |b| {
@@ -119,6 +126,33 @@ fn request(c: &mut Criterion) {
     group.bench_function("upstream_body", |b| {
         b.iter(|| parsed.upstream_body(black_box("qwen"), None))
     });
+    group.finish();
+}
+
+fn cache(c: &mut Criterion) {
+    let models = ["gpt-4.1", "claude-sonnet-4-5", "gpt-4.1-mini"];
+    let mut group = c.benchmark_group("cache");
+    for (name, body) in [
+        ("key", chat_body(&prompt_500_tokens())),
+        ("key_long", chat_body(&prompt_8k_tokens())),
+    ] {
+        let parsed = match ChatRequest::parse(body.as_bytes()) {
+            Ok(p) => p,
+            Err(e) => panic!("{e:?}"),
+        };
+        group.throughput(Throughput::Bytes(body.len() as u64));
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                CacheKey::new(
+                    None,
+                    black_box("frontier"),
+                    models,
+                    None,
+                    black_box(&parsed.body),
+                )
+            })
+        });
+    }
     group.finish();
 }
 
@@ -141,5 +175,5 @@ fn accounting(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, classify, route, request, accounting);
+criterion_group!(benches, classify, route, request, cache, accounting);
 criterion_main!(benches);

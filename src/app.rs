@@ -12,6 +12,7 @@ use std::sync::Mutex;
 use crate::admission::{Budgets, RateLimiter, SpendSource};
 use crate::auth::Keyring;
 use crate::auth::store::KeyStore;
+use crate::cache::Cache;
 use crate::config::{Config, EnvLookup, KeyConfig, LedgerBackend};
 use crate::dispatch::Health;
 use crate::handler;
@@ -78,6 +79,8 @@ pub struct AppState {
     pub limiter: Arc<RateLimiter>,
     /// Reads the ledger for the spend API; `None` for an in-memory ledger.
     pub reader: Option<Arc<LedgerReader>>,
+    /// The response cache, built at startup from `[cache]`; `None` when off.
+    pub cache: Option<Cache>,
 }
 
 impl AppState {
@@ -99,6 +102,11 @@ pub struct App {
 pub fn build(config: Config, env: EnvLookup) -> Result<App, String> {
     let metrics = Arc::new(Metrics::new().map_err(|e| format!("metrics: {e}"))?);
     let (ledger, ledger_writer) = ledger::start(&config.ledger, metrics.ledger.clone())?;
+    let cache = config
+        .cache
+        .as_ref()
+        .map(|c| Cache::new(c, metrics.cache.clone()))
+        .transpose()?;
     let source = config.source.clone();
     let ledger_backend = config.ledger.backend.clone();
     let budgets_config = config.budgets;
@@ -147,6 +155,7 @@ pub fn build(config: Config, env: EnvLookup) -> Result<App, String> {
         budgets,
         limiter: Arc::default(),
         reader,
+        cache,
     };
     Ok(App {
         router: router(state.clone()),
@@ -196,13 +205,19 @@ async fn watch_keys(
 ///    else 404 `model_not_found`.
 /// 4. **Classify** ([`crate::classify`]): label, confidence, difficulty, PII; timed.
 /// 5. **Route** ([`crate::route`]): first matching rule → pool (or rejection).
-/// 6. **Dispatch** ([`crate::dispatch`]): the pool's candidates in order, falling back
+/// 6. **Cache** ([`crate::cache`], glue in [`crate::handler::cached`]): after routing,
+///    because the key holds the pool. `Cache-Control: no-cache` skips the lookup; a hit
+///    is answered here (JSON, or an SSE replay for streams), costs 0 and calls no
+///    upstream. On a miss, the answer of stage 7 is stored once complete unless
+///    `no-store`: a JSON body as it came, a stream once it ended with `[DONE]`.
+/// 7. **Dispatch** ([`crate::dispatch`]): the pool's candidates in order, falling back
 ///    before the first byte; upstream wire formats in [`crate::provider`].
-/// 7. **Accounting** ([`crate::handler::exchange`]): usage → exact cost and reference
+/// 8. **Accounting** ([`crate::handler::exchange`]): usage → exact cost and reference
 ///    cost → one ledger record and the metrics, for every request, streamed or not,
-///    failed or not, including clients that disconnect mid-stream.
-/// 8. **Response headers**: `x-crossroads-request-id`, `-rule`, `-pool`, `-deployment`,
-///    `-tier`, `-class`, `-cost-usd` (non-streamed).
+///    failed or not, cached or not, including clients that disconnect mid-stream.
+/// 9. **Response headers**: `x-crossroads-request-id`, `-rule`, `-pool`, `-deployment`,
+///    `-tier`, `-class`, `-cache` (`hit`, `miss` or `bypass`, on every chat response),
+///    `-cost-usd` (non-streamed).
 ///
 /// Side doors: `POST /v1/route/explain` runs stages 2-5 only; `GET /v1/models`,
 /// `/healthz`, `/readyz` and `/metrics` read state; `POST /admin/reload` (admin key)

@@ -5,14 +5,15 @@
 //!
 //! ```text
 //! client → request (parse, check) → route::resolve (model alias) → classify (label,
-//!   confidence, difficulty, PII) → route (rules → pool) → dispatch (deployments in
-//!   order, fallback) → provider (wire format, HTTP) → upstream
+//!   confidence, difficulty, PII) → route (rules → pool) → cache (exact key, replay)
+//!   → dispatch (deployments in order, fallback) → provider (wire format, HTTP) → upstream
 //! response ← handler::stream / chat (headers, SSE metering) ← accounting (usage → cost)
 //!   → ledger (batched, durable) + metrics
 //! ```
 //!
 //! - [`config`]: `routes.toml` → validated runtime types.
 //! - [`classify`], [`route`], [`accounting`]: the pure core; no I/O, unit-tested and benched alone.
+//! - [`cache`]: the response cache: a pure key, memory and Redis stores, stream replay.
 //! - [`provider`], [`dispatch`]: upstream HTTP and fallback.
 //! - [`ledger`]: the spend ledger and its writer thread.
 //! - [`app`]: assembles the request path in one place; [`handler`]: the endpoints.
@@ -22,6 +23,7 @@ pub mod accounting;
 pub mod admission;
 pub mod app;
 pub mod auth;
+pub mod cache;
 pub mod classify;
 pub mod cli;
 pub mod config;

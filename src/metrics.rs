@@ -6,6 +6,7 @@ use prometheus::{
     TextEncoder,
 };
 
+use crate::cache::CacheMetrics;
 use crate::ledger::LedgerMetrics;
 
 /// Every metric the gateway exports.
@@ -41,6 +42,7 @@ pub struct Metrics {
     /// Config reloads by result (ok, error) and trigger (file, signal, admin).
     pub config_reloads: IntCounterVec,
     pub ledger: LedgerMetrics,
+    pub cache: CacheMetrics,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -186,6 +188,7 @@ impl Metrics {
                 &["result", "trigger"],
             )?,
             ledger: LedgerMetrics::new(&registry)?,
+            cache: CacheMetrics::new(&registry)?,
             registry,
         })
     }

@@ -103,6 +103,9 @@ fn warn_about_restart_only_changes(old: &Runtime, new: &Runtime) {
     if old.config.ledger != new.config.ledger {
         tracing::warn!("[ledger] changed: it applies at the next restart");
     }
+    if old.config.cache != new.config.cache {
+        tracing::warn!("[cache] changed: it applies at the next restart");
+    }
 }
 
 /// Reloads whenever the file's modification time or size changes, polling at the live

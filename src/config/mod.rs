@@ -1,10 +1,12 @@
 //! Configuration: `routes.toml` plus `CROSSROADS__SECTION__KEY` environment overrides,
 //! parsed into raw serde types ([`raw`]) and validated into the runtime [`Config`].
 
+mod cache;
 mod lint;
 pub mod raw;
 mod validate;
 
+pub use cache::{CacheBackend, CacheConfig, CacheScope};
 pub use lint::{Lint, covers, lint};
 
 use std::fmt;
@@ -40,6 +42,8 @@ pub struct Config {
     pub teams: Vec<TeamConfig>,
     /// Keys declared in the config (the key store holds the rest).
     pub keys: Vec<KeyConfig>,
+    /// The response cache; `None` when off.
+    pub cache: Option<CacheConfig>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,6 +123,7 @@ impl fmt::Debug for Config {
             .field("routes", &self.routes)
             .field("reference", &self.reference)
             .field("ledger", &self.ledger)
+            .field("cache", &self.cache)
             .finish_non_exhaustive()
     }
 }

@@ -33,6 +33,8 @@ pub struct RawConfig {
     pub teams: Vec<RawTeam>,
     #[serde(default)]
     pub keys: Vec<RawKey>,
+    /// Absent: no cache.
+    pub cache: Option<super::cache::RawCache>,
 }
 
 #[derive(Debug, Deserialize)]

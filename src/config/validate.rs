@@ -49,6 +49,7 @@ pub fn validate(
         budgets,
         teams,
         keys,
+        cache,
     } = raw;
     let server = validate_server(server, env)?;
     let classifier: Arc<dyn Classifier> = match classifier.kind {
@@ -107,6 +108,7 @@ pub fn validate(
         .map(|(i, k)| validate_key(i, k, &teams))
         .collect::<Result<Vec<_>, Invalid>>()?;
     unique(keys.iter().map(|k| k.id.as_str()), "keys", "id")?;
+    let cache = super::cache::validate_cache(cache)?;
     Ok(Config {
         source: source.to_path_buf(),
         server,
@@ -121,6 +123,7 @@ pub fn validate(
         reference,
         ledger,
         health,
+        cache,
         auth,
         budgets,
         teams,

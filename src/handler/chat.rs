@@ -7,6 +7,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
+use super::cached::{self, Step};
 use super::exchange::Exchange;
 use super::read_body;
 use super::stream::MeteredStream;
@@ -78,6 +79,10 @@ pub async fn chat_completions(
             });
         }
     };
+    let store = match cached::lookup(&mut ex, &request, &headers, pool, decision.max_tokens).await {
+        Step::Hit(response) => return response,
+        Step::Miss(store) => store,
+    };
     let mut free_only = false;
     if let Some(key) = &key {
         match reserve_budget(&state, &rt, key, pool, &request, &classification) {
@@ -113,6 +118,7 @@ pub async fn chat_completions(
             let usage = usage.unwrap_or_else(|| {
                 ex.estimated_usage(crate::accounting::usage::estimate_tokens(output_chars))
             });
+            store.complete(&body, usage);
             let mut headers = ex.headers();
             let costing = ex.finish(200, None, usage, None);
             if let Ok(cost) = HeaderValue::from_str(&costing.cost.to_string()) {
@@ -131,8 +137,14 @@ pub async fn chat_completions(
                 HeaderValue::from_static("text/event-stream"),
             );
             headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-            let stream =
-                MeteredStream::new(ex, first, rest, request.include_usage, dispatched.slot);
+            let stream = MeteredStream::new(
+                ex,
+                first,
+                rest,
+                request.include_usage,
+                dispatched.slot,
+                store.recorder(),
+            );
             (StatusCode::OK, headers, Body::from_stream(stream)).into_response()
         }
     }

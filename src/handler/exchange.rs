@@ -9,10 +9,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use axum::response::{IntoResponse, Response};
 
-use crate::accounting::{Costing, Usage};
+use crate::accounting::{Costing, Usage, Usd};
 use crate::admission::Reservation;
 use crate::app::{AppState, Runtime};
 use crate::auth::KeyInfo;
+use crate::cache::Lookup;
 use crate::classify::Classification;
 use crate::dispatch::{DispatchFailed, Dispatched};
 use crate::error::ApiError;
@@ -40,6 +41,8 @@ pub struct Exchange {
     reference: Option<crate::accounting::Price>,
     /// The most output tokens the upstream may generate.
     max_tokens: Option<u64>,
+    /// What the response cache did, for `x-crossroads-cache`.
+    cache: Lookup,
     finished: bool,
 }
 
@@ -66,6 +69,7 @@ impl Exchange {
             rate_key: None,
             reference: None,
             max_tokens: None,
+            cache: Lookup::Bypass,
             finished: false,
         }
     }
@@ -186,6 +190,11 @@ impl Exchange {
         self.record.fallbacks.clone_from(&f.fallbacks);
     }
 
+    /// Records what the response cache did; a hit is priced at 0.
+    pub fn cache_lookup(&mut self, lookup: Lookup) {
+        self.cache = lookup;
+        self.record.cache_hit = lookup == Lookup::Hit;
+    }
     /// Usage for a reply that reported none: the prompt estimate plus `output` tokens,
     /// which cannot exceed the request's `max_tokens`.
     pub fn estimated_usage(&self, output: u64) -> Usage {
@@ -208,6 +217,7 @@ impl Exchange {
             ("x-crossroads-deployment", r.deployment.as_deref()),
             ("x-crossroads-tier", r.tier.as_deref()),
             ("x-crossroads-class", r.label.as_deref()),
+            ("x-crossroads-cache", Some(self.cache.as_str())),
         ];
         for (name, value) in pairs {
             if let Some(v) = value.and_then(|v| HeaderValue::from_str(v).ok()) {
@@ -230,13 +240,18 @@ impl Exchange {
         }
         self.finished = true;
         let config = &self.rt.config;
-        let costing = match self.deployment.and_then(|d| config.deployments.get(d)) {
-            Some(d) => Costing::of(
-                &usage,
-                &d.price,
-                self.reference.as_ref().unwrap_or(&config.reference.price),
-            ),
-            None => Costing::default(),
+        let reference = self.reference.as_ref().unwrap_or(&config.reference.price);
+        let costing = if self.record.cache_hit {
+            // Nothing was spent: the savings are the whole reference cost.
+            Costing {
+                cost: Usd::ZERO,
+                reference_cost: reference.cost(&usage),
+            }
+        } else {
+            match self.deployment.and_then(|d| config.deployments.get(d)) {
+                Some(d) => Costing::of(&usage, &d.price, reference),
+                None => Costing::default(),
+            }
         };
         let mut record = std::mem::take(&mut self.record);
         record.status = status;
@@ -248,7 +263,12 @@ impl Exchange {
         record.ttft_us = ttft.map(micros);
 
         let m = &self.state.metrics;
-        let tier = record.tier.as_deref().unwrap_or("none");
+        // Answers from the cache are their own tier in metrics: what they saved shows apart.
+        let tier = match record.tier.as_deref() {
+            Some(tier) => tier,
+            None if record.cache_hit => "cache",
+            None => "none",
+        };
         let deployment = record.deployment.as_deref().unwrap_or("none");
         m.requests
             .with_label_values(&[

@@ -1,6 +1,7 @@
 //! HTTP handlers: the chat-completions pipeline and the read-only endpoints.
 
 pub mod admin;
+pub mod cached;
 pub mod chat;
 pub mod exchange;
 pub mod explain;

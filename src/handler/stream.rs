@@ -1,7 +1,8 @@
 //! The streamed response: upstream SSE events forwarded as they arrive, metered on the
 //! way. The usage chunk the gateway asked for is removed when the client did not ask
 //! for it; a stream that breaks ends with one OpenAI-style error event and `[DONE]`,
-//! never a silent truncation.
+//! never a silent truncation. A stream that ends with `[DONE]` and no error is handed
+//! to the response cache, when it records one.
 
 use std::borrow::Cow;
 use std::convert::Infallible;
@@ -16,6 +17,7 @@ use serde::Deserialize;
 use super::exchange::Exchange;
 use crate::accounting::Usage;
 use crate::accounting::usage::{GeneratedText, OpenAiUsage};
+use crate::cache::StreamRecorder;
 use crate::dispatch::Slot;
 use crate::error::{ApiError, UpstreamFailure};
 use crate::provider::{ByteStream, FailureKind};
@@ -36,6 +38,8 @@ struct Meter {
     created: u64,
     finish_seen: bool,
     upstream_error: bool,
+    /// The upstream sent `[DONE]`.
+    done_seen: bool,
 }
 
 pub struct MeteredStream {
@@ -47,6 +51,8 @@ pub struct MeteredStream {
     meter: Meter,
     ttft: Option<Duration>,
     ended: bool,
+    /// Follows the answer for the response cache.
+    recorder: Option<StreamRecorder>,
     /// The deployment's in-flight slot, freed when the stream is dropped.
     _slot: Slot,
 }
@@ -58,6 +64,7 @@ impl MeteredStream {
         rest: ByteStream,
         include_usage: bool,
         slot: Slot,
+        recorder: Option<StreamRecorder>,
     ) -> Self {
         MeteredStream {
             exchange: Some(exchange),
@@ -68,6 +75,7 @@ impl MeteredStream {
             meter: Meter::default(),
             ttft: None,
             ended: false,
+            recorder,
             _slot: slot,
         }
     }
@@ -84,6 +92,7 @@ impl MeteredStream {
                 Verdict::Forward => out.extend_from_slice(&event),
                 Verdict::Drop => {}
                 Verdict::Done => {
+                    self.meter.done_seen = true;
                     self.add_estimated_usage(&mut out);
                     out.extend_from_slice(DONE);
                     self.end(200, None);
@@ -100,6 +109,9 @@ impl MeteredStream {
         };
         if data.trim_ascii() == b"[DONE]" {
             return Verdict::Done;
+        }
+        if let Some(recorder) = &mut self.recorder {
+            recorder.push(data);
         }
         let Ok(chunk) = serde_json::from_slice::<ChunkPeek>(data) else {
             return Verdict::Forward;
@@ -178,6 +190,13 @@ impl MeteredStream {
                 None => ex.estimated_usage(output),
             };
             let error = error.or(self.meter.upstream_error.then_some("upstream_stream_error"));
+            if status == 200
+                && error.is_none()
+                && self.meter.done_seen
+                && let Some(recorder) = self.recorder.take()
+            {
+                recorder.finish(usage);
+            }
             ex.finish(status, error, usage, self.ttft);
         }
     }
