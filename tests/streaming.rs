@@ -267,3 +267,23 @@ async fn estimated_output_never_exceeds_max_tokens() {
     sse_data(gw.chat(body).await).await;
     assert_eq!(gw.ledger_rows().await[0]["output_tokens"], 8);
 }
+
+#[tokio::test]
+async fn a_stream_that_arrives_in_one_read_still_records_time_to_first_token() {
+    let (gw, _fa) = setup(Scripted::Sse {
+        events: chunks("gpt-4.1", &["hi"], Some((3, 1)))
+            .iter()
+            .map(Value::to_string)
+            .collect(),
+        gap: Duration::ZERO,
+        end: StreamEnd::Done,
+    })
+    .await;
+    sse_data(gw.chat(stream_body(None)).await).await;
+    assert!(gw.ledger_rows().await[0]["ttft_us"].as_i64().is_some());
+    assert!(
+        gw.metrics()
+            .await
+            .contains("crossroads_time_to_first_token_seconds_count{tier=\"frontier\"} 1")
+    );
+}

@@ -183,6 +183,14 @@ impl MeteredStream {
     /// Records the request once; later calls do nothing.
     fn end(&mut self, status: u16, error: Option<&'static str>) {
         self.ended = true;
+        // A stream that arrived whole in one read ends before poll_next notes its
+        // first bytes: they are going out now.
+        if status == 200
+            && self.ttft.is_none()
+            && let Some(ex) = &self.exchange
+        {
+            self.ttft = Some(ex.started().elapsed());
+        }
         let output = self.estimated_output();
         if let Some(mut ex) = self.exchange.take() {
             let usage = match self.meter.usage {
