@@ -64,19 +64,19 @@ enum Command {
         /// the text) or `all`.
         #[arg(long, default_value = "train")]
         split: String,
-        #[arg(long, default_value_t = 20)]
+        #[arg(long, default_value_t = 30)]
         epochs: usize,
         #[arg(long, default_value_t = 2.0)]
         learning_rate: f32,
         /// The frontier head's learning rate, relative to --learning-rate.
-        #[arg(long, default_value_t = 0.1)]
+        #[arg(long, default_value_t = 0.5)]
         frontier_rate: f32,
         /// L2 penalty (weight decay per step on the rows a step touches).
         #[arg(long, default_value_t = 0.0)]
         l2: f32,
         /// How much a row's own outcome counts against the outcome rates of its MMLU
         /// subject or label (1: only its own, 0: only the group's).
-        #[arg(long, default_value_t = 0.5)]
+        #[arg(long, default_value_t = 0.0)]
         outcome_keep: f32,
         /// log2 of the number of hashed feature buckets.
         #[arg(long, default_value_t = 17)]

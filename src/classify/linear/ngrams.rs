@@ -52,10 +52,10 @@ impl FeatureSpec {
 /// Number of dense structural signals, see [`dense`].
 pub const DENSE: usize = 10;
 
-/// At most this many bytes of text are read for n-grams, newest message first: a long
-/// prompt's topic shows in its first pages, and the cost stays bounded. The PII scan
-/// still reads everything.
-pub const MAX_NGRAM_BYTES: usize = 12 * 1024;
+/// At most this many bytes of text (about 500 tokens) are read for n-grams, newest
+/// message first: a long prompt's topic shows in its first page, and the cost stays
+/// bounded. The PII scan still reads everything.
+pub const MAX_NGRAM_BYTES: usize = 2 * 1024;
 
 /// The dense signals of a request, each scaled to about [0, 1].
 pub fn dense(f: &Features) -> [f32; DENSE] {

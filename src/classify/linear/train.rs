@@ -26,10 +26,10 @@ impl Default for TrainOptions {
     fn default() -> Self {
         TrainOptions {
             seed: 1,
-            epochs: 20,
+            epochs: 30,
             learning_rate: 2.0,
             l2: 0.0,
-            frontier_rate: 0.1,
+            frontier_rate: 0.5,
             spec: FeatureSpec::default(),
         }
     }
