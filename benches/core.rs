@@ -71,6 +71,8 @@ fn route(c: &mut Criterion) {
         requested: crossroads::route::Requested::Auto,
         classification: &classification,
         headers: &crossroads::route::NoHeaders,
+        key: None,
+        team: None,
     };
     let mut group = c.benchmark_group("route");
     group.bench_function("shipped_rules", |b| {

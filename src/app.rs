@@ -7,10 +7,16 @@ use axum::Router;
 use axum::routing::{get, post};
 use tokio::sync::watch;
 
+use std::sync::Mutex;
+
+use crate::admission::{Budgets, RateLimiter, SpendSource};
+use crate::auth::Keyring;
+use crate::auth::store::KeyStore;
 use crate::cache::Cache;
-use crate::config::{Config, EnvLookup};
+use crate::config::{Config, EnvLookup, KeyConfig, LedgerBackend};
 use crate::dispatch::Health;
 use crate::handler;
+use crate::ledger::LedgerReader;
 use crate::ledger::{self, Ledger, LedgerWriter};
 use crate::metrics::Metrics;
 use crate::provider::Upstream;
@@ -68,6 +74,11 @@ pub struct AppState {
     pub ledger: Ledger,
     pub metrics: Arc<Metrics>,
     pub ids: Arc<crate::handler::RequestIds>,
+    pub keyring: Arc<Keyring>,
+    pub budgets: Arc<Budgets>,
+    pub limiter: Arc<RateLimiter>,
+    /// Reads the ledger for the spend API; `None` for an in-memory ledger.
+    pub reader: Option<Arc<LedgerReader>>,
     /// The response cache, built at startup from `[cache]`; `None` when off.
     pub cache: Option<Cache>,
 }
@@ -97,6 +108,8 @@ pub fn build(config: Config, env: EnvLookup) -> Result<App, String> {
         .map(|c| Cache::new(c, metrics.cache.clone()))
         .transpose()?;
     let source = config.source.clone();
+    let ledger_backend = config.ledger.backend.clone();
+    let budgets_config = config.budgets;
     let runtime = Arc::new(Runtime::new(config, None)?);
     let (runtime_tx, runtime_rx) = watch::channel(runtime);
     let reloader = Arc::new(Reloader::new(
@@ -105,12 +118,43 @@ pub fn build(config: Config, env: EnvLookup) -> Result<App, String> {
         runtime_tx,
         metrics.config_reloads.clone(),
     ));
+    let (key_store, reader) = match &ledger_backend {
+        LedgerBackend::Sqlite(path) => (
+            Some(Arc::new(Mutex::new(KeyStore::open(path)?))),
+            Some(Arc::new(LedgerReader::open(path)?)),
+        ),
+        // Keys live in config and budgets start at zero per process until the
+        // PostgreSQL reader lands; the SQLite key store is single-machine.
+        LedgerBackend::SqliteMemory | LedgerBackend::Postgres { .. } => (None, None),
+    };
+    let history: Arc<dyn SpendSource> = match &reader {
+        Some(r) => r.clone(),
+        None => Arc::new(()),
+    };
+    let keyring = Arc::new(Keyring::default());
+    refresh_keys(
+        &keyring,
+        key_store.as_deref(),
+        &runtime_rx.borrow().config.keys,
+    );
+    if let (Some(store), Ok(handle)) = (key_store, tokio::runtime::Handle::try_current()) {
+        handle.spawn(watch_keys(keyring.clone(), store, runtime_rx.clone()));
+    }
+    let budgets = Arc::new(Budgets::new(
+        history,
+        budgets_config.warn_at,
+        metrics.budget_warnings.clone(),
+    ));
     let state = AppState {
         runtime: runtime_rx,
         reloader,
         ledger,
         metrics,
         ids: Arc::new(crate::handler::RequestIds::new()),
+        keyring,
+        budgets,
+        limiter: Arc::default(),
+        reader,
         cache,
     };
     Ok(App {
@@ -118,6 +162,37 @@ pub fn build(config: Config, env: EnvLookup) -> Result<App, String> {
         state,
         ledger_writer,
     })
+}
+
+/// Loads the store's active keys plus the config's into the keyring.
+fn refresh_keys(keyring: &Keyring, store: Option<&Mutex<KeyStore>>, config_keys: &[KeyConfig]) {
+    let stored = match store.map(|s| s.lock().map(|s| s.active())) {
+        Some(Ok(Ok(keys))) => keys,
+        Some(Ok(Err(e))) => {
+            tracing::error!(error = %e, "cannot read the key store; keeping the keys loaded");
+            return;
+        }
+        _ => Vec::new(),
+    };
+    keyring.set(crate::auth::collect(config_keys, stored));
+}
+
+/// Re-reads the key store every `auth.refresh_ms`, so keys created or revoked with
+/// `crossroads keys` take effect without a restart.
+async fn watch_keys(
+    keyring: Arc<Keyring>,
+    store: Arc<Mutex<KeyStore>>,
+    runtime: watch::Receiver<Arc<Runtime>>,
+) {
+    loop {
+        let rt = runtime.borrow().clone();
+        tokio::time::sleep(rt.config.auth.refresh).await;
+        let (keyring, store) = (keyring.clone(), store.clone());
+        let _ = tokio::task::spawn_blocking(move || {
+            refresh_keys(&keyring, Some(&store), &rt.config.keys);
+        })
+        .await;
+    }
 }
 
 /// The request path, in order. Each stage is a module named after it.
@@ -159,6 +234,8 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(handler::readyz))
         .route("/metrics", get(handler::metrics))
         .route("/admin/reload", post(handler::admin::reload))
+        .route("/v1/spend", get(handler::spend::spend))
+        .route("/v1/spend/requests", get(handler::spend::requests))
         .fallback(handler::not_found)
         .method_not_allowed_fallback(handler::method_not_allowed)
         .with_state(state)

@@ -1,4 +1,7 @@
-//! The `crossroads` command: `serve`, `check`, `explain`.
+//! The `crossroads` command: `serve`, `check`, `explain`, `keys`.
+
+mod keys;
+mod spend;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -35,6 +38,28 @@ enum Command {
         #[arg(long)]
         strict: bool,
     },
+    /// Manage virtual keys in the key store (the ledger file).
+    Keys {
+        #[arg(long, short, default_value = "routes.toml", global = true)]
+        config: PathBuf,
+        #[command(subcommand)]
+        command: keys::KeysCommand,
+    },
+    /// Spend totals from the ledger.
+    Spend {
+        #[arg(long, short, default_value = "routes.toml")]
+        config: PathBuf,
+        /// How far back: 7d, 24h, 30m or a date (2026-11-01).
+        #[arg(long, default_value = "7d")]
+        since: String,
+        /// team, key, model, deployment, rule, domain, tier or day.
+        #[arg(long, default_value = "team")]
+        by: String,
+        #[arg(long)]
+        team: Option<String>,
+        #[arg(long)]
+        csv: bool,
+    },
     /// Show how a prompt or request would be routed, without calling any upstream.
     Explain {
         #[arg(long, short, default_value = "routes.toml")]
@@ -57,6 +82,14 @@ pub fn main() -> ExitCode {
     match cli.command {
         Command::Serve { config } => serve(&config),
         Command::Check { config, strict } => check(&config, strict),
+        Command::Keys { config, command } => keys::run(&config, command),
+        Command::Spend {
+            config,
+            since,
+            by,
+            team,
+            csv,
+        } => spend::run(&config, &since, &by, team, csv),
         Command::Explain {
             config,
             prompt,
@@ -278,6 +311,7 @@ fn explain(path: &Path, prompt: Option<String>, request: Option<PathBuf>, model:
             &metrics,
             &request,
             &no_headers,
+            None,
         )
     });
     match result {

@@ -46,6 +46,12 @@ pub enum ApiError {
         /// Seconds, sent as `Retry-After`.
         retry_after: Option<u64>,
     },
+    /// A budget is used up.
+    QuotaExceeded {
+        message: String,
+        /// `key` or `team`.
+        scope: &'static str,
+    },
     /// Every candidate deployment failed before the first byte.
     Upstream {
         failure: UpstreamFailure,
@@ -86,7 +92,9 @@ impl ApiError {
             ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
-            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::RateLimited { .. } | ApiError::QuotaExceeded { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             ApiError::InvalidConfig { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::ModelNotFound { .. } | ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -112,6 +120,7 @@ impl ApiError {
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
             ApiError::Unauthorized { .. } => "unauthorized",
             ApiError::RateLimited { .. } => "rate_limited",
+            ApiError::QuotaExceeded { .. } => "budget_exceeded",
             ApiError::InvalidConfig { .. } => "invalid_config",
             ApiError::ModelNotFound { .. } => "model_not_found",
             ApiError::NotFound => "not_found",
@@ -143,6 +152,7 @@ impl ApiError {
             | ApiError::InvalidConfig { .. } => "invalid_request_error",
             ApiError::Unauthorized { .. } => "authentication_error",
             ApiError::RateLimited { .. } => "rate_limit_error",
+            ApiError::QuotaExceeded { .. } => "insufficient_quota",
             ApiError::Upstream { .. } => "upstream_error",
             ApiError::Internal { .. } => "server_error",
         }
@@ -162,6 +172,7 @@ impl ApiError {
             ApiError::BadRequest { .. } => Some("invalid_request"),
             ApiError::Unauthorized { .. } => Some("invalid_api_key"),
             ApiError::RateLimited { .. } => Some("rate_limit_exceeded"),
+            ApiError::QuotaExceeded { .. } => Some("insufficient_quota"),
             ApiError::InvalidConfig { .. } => Some("invalid_config"),
             _ => None,
         }
@@ -175,6 +186,7 @@ impl ApiError {
             | ApiError::UpstreamRejected { message, .. }
             | ApiError::Unauthorized { message }
             | ApiError::RateLimited { message, .. }
+            | ApiError::QuotaExceeded { message, .. }
             | ApiError::InvalidConfig { message }
             | ApiError::Internal { message } => message.clone(),
             ApiError::PayloadTooLarge { limit } => {

@@ -20,7 +20,9 @@
 //! - [`server`], [`cli`]: serving and the `crossroads` command.
 
 pub mod accounting;
+pub mod admission;
 pub mod app;
+pub mod auth;
 pub mod cache;
 pub mod classify;
 pub mod cli;

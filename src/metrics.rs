@@ -29,6 +29,14 @@ pub struct Metrics {
     pub fallbacks: IntCounterVec,
     /// Deployments ejected by passive health checks.
     pub ejections: IntCounterVec,
+    /// Requests refused by a budget, by scope (key, team).
+    pub budget_rejections: IntCounterVec,
+    /// Budgets that crossed their warning fraction, by scope.
+    pub budget_warnings: IntCounterVec,
+    /// Requests refused by a rate limit, by limit (rpm, tpm).
+    pub rate_limited: IntCounterVec,
+    /// Routing decisions by the rule that made them (`alias` for a named alias's pool).
+    pub rule_hits: IntCounterVec,
     /// Shadow rules that matched (recorded, not applied), by rule.
     pub shadow_matches: IntCounterVec,
     /// Config reloads by result (ok, error) and trigger (file, signal, admin).
@@ -148,6 +156,26 @@ impl Metrics {
                 "crossroads_deployment_ejections_total",
                 "Deployments ejected after consecutive failures, by deployment",
                 &["deployment"],
+            )?,
+            budget_rejections: counter(
+                "crossroads_budget_rejections_total",
+                "Requests refused because a budget is used up, by scope",
+                &["scope"],
+            )?,
+            budget_warnings: counter(
+                "crossroads_budget_warnings_total",
+                "Budgets whose spend crossed the warning fraction, by scope",
+                &["scope"],
+            )?,
+            rate_limited: counter(
+                "crossroads_rate_limited_total",
+                "Requests refused by a key's rate limit, by limit",
+                &["limit"],
+            )?,
+            rule_hits: counter(
+                "crossroads_rule_hits_total",
+                "Routing decisions by rule",
+                &["rule"],
             )?,
             shadow_matches: counter(
                 "crossroads_shadow_rule_matches_total",

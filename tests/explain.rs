@@ -104,3 +104,35 @@ async fn explain_rejects_bad_input_like_chat_does() {
     let (status, _) = explain(&gw, serde_json::json!({"model": "auto"})).await;
     assert_eq!(status, 400);
 }
+
+#[tokio::test]
+async fn the_cli_prints_the_same_decision_as_the_endpoint() {
+    let up = Upstream::start(Scripted::Hang).await;
+    let gw = Gateway::start(&standard_config(
+        &up.base_url(),
+        &up.base_url(),
+        &up.base_url(),
+    ))
+    .await;
+    let prompt = "Write a Rust function that parses a date.";
+    let (_, http) = explain(&gw, user("auto", prompt)).await;
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_crossroads"))
+        .args(["explain", "--prompt", prompt, "--config"])
+        .arg(&gw.config_path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cli: Value = serde_json::from_slice(&out.stdout).unwrap();
+    for field in ["rule", "pool", "deployments", "reasons", "classification"] {
+        assert_eq!(cli[field], http[field], "{field}");
+    }
+    let metrics = gw.metrics().await;
+    assert!(
+        !metrics.contains("crossroads_rule_hits_total{"),
+        "explain is not traffic"
+    );
+}

@@ -81,3 +81,21 @@ async fn shadow_rules_are_recorded_not_applied() {
         "{reasons}"
     );
 }
+
+#[tokio::test]
+async fn a_rule_can_measure_savings_against_its_own_reference_model() {
+    let local = Upstream::start(Scripted::json(completion("local-model", "l", 1000, 100))).await;
+    let fa = Upstream::start(Scripted::json(completion("gpt-4.1", "f", 3, 2))).await;
+    let config = standard_config(&local.base_url(), &fa.base_url(), &fa.base_url()).replace(
+        "when = { label = [\"coding\"], min_confidence = 0.5 }\npool = \"local\"",
+        "when = { label = [\"coding\"], min_confidence = 0.5 }\npool = \"local\"\nreference_model = \"gpt-4.1-mini\"",
+    );
+    let gw = Gateway::start(&config).await;
+    let r = gw
+        .chat(user("auto", "Write a Python function that adds numbers."))
+        .await;
+    assert_eq!(r.headers()["x-crossroads-rule"], "code-local");
+    let rows = gw.ledger_rows().await;
+    // 1000 × $0.40/M + 100 × $1.60/M at gpt-4.1-mini, not gpt-4.1's $2.80.
+    assert_eq!(rows[0]["reference_cost_pusd"], 560_000_000i64);
+}

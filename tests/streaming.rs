@@ -232,3 +232,58 @@ async fn client_disconnect_mid_stream_is_still_recorded() {
     assert_eq!(rows[0]["status"], 499);
     assert_eq!(rows[0]["error_kind"], "client_disconnected");
 }
+
+#[tokio::test]
+async fn clients_that_ask_get_an_estimated_usage_chunk_when_the_upstream_sends_none() {
+    let (gw, _fa) = setup(Scripted::sse(
+        chunks("gpt-4.1", &WORDS, None),
+        StreamEnd::Done,
+    ))
+    .await;
+    let data = sse_data(gw.chat(stream_body(Some(true))).await).await;
+    assert_eq!(data.last().unwrap(), "[DONE]");
+    let usage: Value = serde_json::from_str(&data[data.len() - 2]).unwrap();
+    assert_eq!(usage["choices"], json!([]));
+    assert_eq!(
+        usage["usage"]["completion_tokens"], 4,
+        "one token per content chunk"
+    );
+    assert_eq!(usage["id"], "chatcmpl-s");
+    let rows = gw.ledger_rows().await;
+    assert_eq!(rows[0]["output_tokens"], 4);
+    assert_eq!(rows[0]["usage_estimated"], 1);
+}
+
+#[tokio::test]
+async fn estimated_output_never_exceeds_max_tokens() {
+    let words = ["a"; 12];
+    let (gw, _fa) = setup(Scripted::sse(
+        chunks("gpt-4.1", &words, None),
+        StreamEnd::Done,
+    ))
+    .await;
+    let mut body = stream_body(None);
+    body["max_tokens"] = json!(8);
+    sse_data(gw.chat(body).await).await;
+    assert_eq!(gw.ledger_rows().await[0]["output_tokens"], 8);
+}
+
+#[tokio::test]
+async fn a_stream_that_arrives_in_one_read_still_records_time_to_first_token() {
+    let (gw, _fa) = setup(Scripted::Sse {
+        events: chunks("gpt-4.1", &["hi"], Some((3, 1)))
+            .iter()
+            .map(Value::to_string)
+            .collect(),
+        gap: Duration::ZERO,
+        end: StreamEnd::Done,
+    })
+    .await;
+    sse_data(gw.chat(stream_body(None)).await).await;
+    assert!(gw.ledger_rows().await[0]["ttft_us"].as_i64().is_some());
+    assert!(
+        gw.metrics()
+            .await
+            .contains("crossroads_time_to_first_token_seconds_count{tier=\"frontier\"} 1")
+    );
+}

@@ -9,7 +9,20 @@ use std::ops::{Add, AddAssign, Sub};
 const PICO_PER_USD: i64 = 1_000_000_000_000;
 
 /// An exact amount of US dollars, stored as pico-dollars (10⁻¹² USD).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+#[serde(transparent)]
 pub struct Usd(i64);
 
 impl Usd {
@@ -28,6 +41,16 @@ impl Usd {
     /// Approximate dollars, for metrics only (Prometheus counters are floats).
     pub fn as_f64(self) -> f64 {
         self.0 as f64 / PICO_PER_USD as f64
+    }
+
+    /// Converts a configured dollar amount with at most six decimals, exactly.
+    pub fn from_dollars(usd: f64) -> Result<Self, String> {
+        let micros = PerMillion::from_usd(usd)?.micros();
+        i64::try_from(micros)
+            .ok()
+            .and_then(|m| m.checked_mul(1_000_000))
+            .map(Usd)
+            .ok_or_else(|| format!("{usd} USD is too large"))
     }
 
     /// Saturating subtraction that can go negative (savings may be negative).

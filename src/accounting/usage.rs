@@ -9,7 +9,7 @@ use super::money::{PerMillion, Usd};
 ///
 /// `input` excludes cached input and cache writes, so no token is counted twice;
 /// `reasoning` is a subset of `output`, recorded separately but priced as output.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, Deserialize)]
 pub struct Usage {
     pub input: u64,
     pub cached_input: u64,

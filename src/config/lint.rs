@@ -80,6 +80,8 @@ pub fn covers(broad: &Match, narrow: &Match) -> bool {
         && flag_covers(broad.pii, narrow.pii)
         && pii_kinds
         && broad.headers.iter().all(|h| narrow.headers.contains(h))
+        && set_covers(&broad.teams, &narrow.teams)
+        && set_covers(&broad.keys, &narrow.keys)
 }
 
 fn pools_without_frontier(config: &Config, out: &mut Vec<Lint>) {

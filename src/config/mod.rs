@@ -37,8 +37,73 @@ pub struct Config {
     pub reference: PriceEntry,
     pub ledger: LedgerConfig,
     pub health: HealthConfig,
+    pub auth: AuthConfig,
+    pub budgets: BudgetsConfig,
+    pub teams: Vec<TeamConfig>,
+    /// Keys declared in the config (the key store holds the rest).
+    pub keys: Vec<KeyConfig>,
     /// The response cache; `None` when off.
     pub cache: Option<CacheConfig>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuthConfig {
+    pub required: bool,
+    pub refresh: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BudgetsConfig {
+    pub warn_at: f64,
+    pub default_max_tokens: u64,
+    pub block_free_traffic: bool,
+}
+
+/// Budget periods, in UTC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BudgetPeriod {
+    Day,
+    Month,
+}
+
+impl BudgetPeriod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BudgetPeriod::Day => "day",
+            BudgetPeriod::Month => "month",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "day" | "daily" => Some(BudgetPeriod::Day),
+            "month" | "monthly" => Some(BudgetPeriod::Month),
+            _ => None,
+        }
+    }
+}
+
+/// A spend limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BudgetConfig {
+    pub limit: crate::accounting::Usd,
+    pub period: BudgetPeriod,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TeamConfig {
+    pub id: String,
+    pub budget: Option<BudgetConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyConfig {
+    pub id: String,
+    pub sha256: [u8; 32],
+    pub team: Option<String>,
+    pub budget: Option<BudgetConfig>,
+    pub rpm: Option<u32>,
+    pub tpm: Option<u64>,
 }
 
 /// Passive health checking (see [`raw::RawHealth`]).
@@ -120,6 +185,7 @@ pub struct LedgerConfig {
 pub enum LedgerBackend {
     Sqlite(PathBuf),
     SqliteMemory,
+    Postgres { url: Secret, schema: String },
 }
 
 /// A secret that never prints.

@@ -25,8 +25,82 @@ pub struct RawConfig {
     pub ledger: RawLedger,
     #[serde(default)]
     pub health: RawHealth,
+    #[serde(default)]
+    pub auth: RawAuth,
+    #[serde(default)]
+    pub budgets: RawBudgets,
+    #[serde(default)]
+    pub teams: Vec<RawTeam>,
+    #[serde(default)]
+    pub keys: Vec<RawKey>,
     /// Absent: no cache.
     pub cache: Option<super::cache::RawCache>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawAuth {
+    /// Refuse requests without a valid virtual key.
+    pub required: bool,
+    /// How often keys created or revoked with `crossroads keys` are picked up.
+    pub refresh_ms: u64,
+}
+
+impl Default for RawAuth {
+    fn default() -> Self {
+        RawAuth {
+            required: false,
+            refresh_ms: 1_000,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawBudgets {
+    /// Fraction of a budget at which a warning is logged and counted.
+    pub warn_at: f64,
+    /// Output tokens assumed when reserving for a request without max_tokens.
+    pub default_max_tokens: u64,
+    /// Also refuse zero-cost (local) requests once a budget is spent.
+    pub block_free_traffic: bool,
+}
+
+impl Default for RawBudgets {
+    fn default() -> Self {
+        RawBudgets {
+            warn_at: 0.8,
+            default_max_tokens: 4_096,
+            block_free_traffic: false,
+        }
+    }
+}
+
+/// A spend limit per UTC day or month.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBudget {
+    pub usd: f64,
+    pub period: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTeam {
+    pub id: String,
+    pub budget: Option<RawBudget>,
+}
+
+/// A key declared in config: only its SHA-256 is written here.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawKey {
+    pub id: String,
+    pub sha256: String,
+    pub team: Option<String>,
+    pub budget: Option<RawBudget>,
+    pub rpm: Option<u32>,
+    pub tpm: Option<u64>,
 }
 
 /// Passive health checking: consecutive failures eject a deployment for a back-off that
@@ -236,6 +310,8 @@ pub struct RawRule {
     /// Record what the rule would do without doing it.
     #[serde(default)]
     pub shadow: bool,
+    /// Model whose price this rule's savings are measured against.
+    pub reference_model: Option<String>,
 }
 
 /// Conditions of a rule, all optional, combined with AND; lists mean any-of.
@@ -260,6 +336,10 @@ pub struct RawMatch {
     pub pii_kinds: Option<Vec<String>>,
     /// Request headers that must equal these values.
     pub header: Option<std::collections::BTreeMap<String, String>>,
+    /// Caller's team (from its virtual key).
+    pub team: Option<Vec<String>>,
+    /// Caller's key id.
+    pub key: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -305,8 +385,12 @@ pub struct RawAccounting {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawLedger {
-    /// `sqlite://PATH` (relative to the working directory) or `sqlite::memory:`.
+    /// `sqlite://PATH` (relative to the working directory), `sqlite::memory:`, or
+    /// `postgres://USER@HOST:PORT/DB` (a password is best set through
+    /// `CROSSROADS__LEDGER__URL`, not in the file).
     pub url: String,
+    /// PostgreSQL schema for the ledger tables.
+    pub schema: String,
     pub queue_capacity: usize,
     pub batch_size: usize,
 }
@@ -315,6 +399,7 @@ impl Default for RawLedger {
     fn default() -> Self {
         RawLedger {
             url: "sqlite://crossroads-ledger.db".into(),
+            schema: "crossroads".into(),
             queue_capacity: 16_384,
             batch_size: 512,
         }

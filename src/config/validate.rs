@@ -8,12 +8,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::raw::{
-    ClassifierKind, RawAccounting, RawAlias, RawConfig, RawDeployment, RawHealth, RawLedger,
-    RawMatch, RawPool, RawPrice, RawPriceValues, RawRule, RawServer,
+    ClassifierKind, RawAccounting, RawAlias, RawAuth, RawBudget, RawBudgets, RawConfig,
+    RawDeployment, RawHealth, RawKey, RawLedger, RawMatch, RawPool, RawPrice, RawPriceValues,
+    RawRule, RawServer, RawTeam,
 };
 use super::{
-    Config, Deployment, HealthConfig, LedgerBackend, LedgerConfig, PriceEntry, Secret,
-    ServerConfig, Strategy,
+    AuthConfig, BudgetConfig, BudgetPeriod, BudgetsConfig, Config, Deployment, HealthConfig,
+    KeyConfig, LedgerBackend, LedgerConfig, PriceEntry, Secret, ServerConfig, Strategy, TeamConfig,
 };
 use crate::accounting::{PerMillion, Price};
 use crate::classify::{Classifier, HeuristicClassifier, LabelSet, PiiKind, PiiKinds};
@@ -44,6 +45,10 @@ pub fn validate(
         accounting,
         ledger,
         health,
+        auth,
+        budgets,
+        teams,
+        keys,
         cache,
     } = raw;
     let server = validate_server(server, env)?;
@@ -69,10 +74,40 @@ pub fn validate(
     )?;
     let pools = validate_pools(pools, &deployments)?;
     let aliases = validate_aliases(aliases, &pools)?;
-    let rules = validate_rules(rules, &pools, &aliases, classifier.as_ref())?;
+    let rules = validate_rules(rules, &pools, &aliases, classifier.as_ref(), &prices)?;
     let reference = validate_reference(accounting, &prices)?;
     let ledger = validate_ledger(ledger)?;
     let health = validate_health(health)?;
+    let RawAuth {
+        required,
+        refresh_ms,
+    } = auth;
+    let auth = AuthConfig {
+        required,
+        refresh: positive_ms("auth.refresh_ms", refresh_ms)?,
+    };
+    let budgets = validate_budgets(budgets)?;
+    let teams = teams
+        .into_iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let RawTeam { id, budget } = t;
+            check_id(&format!("teams[{i}].id"), &id)?;
+            Ok(TeamConfig {
+                id,
+                budget: budget
+                    .map(|b| validate_budget(&format!("teams[{i}].budget"), b))
+                    .transpose()?,
+            })
+        })
+        .collect::<Result<Vec<_>, Invalid>>()?;
+    unique(teams.iter().map(|t| t.id.as_str()), "teams", "id")?;
+    let keys = keys
+        .into_iter()
+        .enumerate()
+        .map(|(i, k)| validate_key(i, k, &teams))
+        .collect::<Result<Vec<_>, Invalid>>()?;
+    unique(keys.iter().map(|k| k.id.as_str()), "keys", "id")?;
     let cache = super::cache::validate_cache(cache)?;
     Ok(Config {
         source: source.to_path_buf(),
@@ -89,6 +124,80 @@ pub fn validate(
         ledger,
         health,
         cache,
+        auth,
+        budgets,
+        teams,
+        keys,
+    })
+}
+
+fn validate_budgets(raw: RawBudgets) -> Result<BudgetsConfig, Invalid> {
+    let RawBudgets {
+        warn_at,
+        default_max_tokens,
+        block_free_traffic,
+    } = raw;
+    if !(0.0..=1.0).contains(&warn_at) {
+        return Err(invalid(
+            "budgets.warn_at",
+            format!("{warn_at} is not in [0, 1]"),
+        ));
+    }
+    Ok(BudgetsConfig {
+        warn_at,
+        default_max_tokens,
+        block_free_traffic,
+    })
+}
+
+fn validate_budget(path: &str, raw: RawBudget) -> Result<BudgetConfig, Invalid> {
+    let RawBudget { usd, period } = raw;
+    Ok(BudgetConfig {
+        limit: crate::accounting::Usd::from_dollars(usd)
+            .map_err(|m| invalid(format!("{path}.usd"), m))?,
+        period: BudgetPeriod::parse(&period).ok_or_else(|| {
+            invalid(
+                format!("{path}.period"),
+                format!("`{period}` is not `day` or `month`"),
+            )
+        })?,
+    })
+}
+
+fn validate_key(i: usize, raw: RawKey, teams: &[TeamConfig]) -> Result<KeyConfig, Invalid> {
+    let RawKey {
+        id,
+        sha256,
+        team,
+        budget,
+        rpm,
+        tpm,
+    } = raw;
+    let path = format!("keys[{i}]");
+    check_id(&format!("{path}.id"), &id)?;
+    let sha256 = crate::auth::parse_hex(&sha256).ok_or_else(|| {
+        invalid(
+            format!("{path}.sha256"),
+            "must be the key's SHA-256 as 64 hex digits (crossroads keys hash prints it)",
+        )
+    })?;
+    if let Some(team) = &team
+        && !teams.iter().any(|t| &t.id == team)
+    {
+        return Err(invalid(
+            format!("{path}.team"),
+            format!("unknown team `{team}`"),
+        ));
+    }
+    Ok(KeyConfig {
+        id,
+        sha256,
+        team,
+        budget: budget
+            .map(|b| validate_budget(&format!("{path}.budget"), b))
+            .transpose()?,
+        rpm,
+        tpm,
     })
 }
 
@@ -535,6 +644,7 @@ fn validate_rules(
     pools: &[Pool],
     aliases: &[Alias],
     classifier: &dyn Classifier,
+    prices: &[PriceEntry],
 ) -> Result<Vec<Rule>, Invalid> {
     let mut rules = Vec::with_capacity(raw.len());
     for (i, r) in raw.into_iter().enumerate() {
@@ -546,6 +656,7 @@ fn validate_rules(
             reject,
             max_tokens,
             shadow,
+            reference_model,
         } = r;
         let path = format!("rules[{i}]");
         check_id(&format!("{path}.id"), &id)?;
@@ -594,6 +705,20 @@ fn validate_rules(
                 "only a rule that routes to a pool can cap max_tokens",
             ));
         }
+        let reference = reference_model
+            .map(|model| {
+                prices
+                    .iter()
+                    .find(|p| p.model == model)
+                    .map(|p| p.price)
+                    .ok_or_else(|| {
+                        invalid(
+                            format!("{path}.reference_model"),
+                            format!("no [[prices]] entry for model `{model}`"),
+                        )
+                    })
+            })
+            .transpose()?;
         rules.push(Rule {
             id,
             description,
@@ -601,6 +726,7 @@ fn validate_rules(
             action,
             max_tokens,
             shadow,
+            reference,
         });
     }
     unique(rules.iter().map(|r| r.id.as_str()), "rules", "id")?;
@@ -656,6 +782,8 @@ fn validate_match(
         pii,
         pii_kinds,
         header,
+        team,
+        key,
     } = raw;
     let mut headers = Vec::new();
     for (name, value) in header.unwrap_or_default() {
@@ -747,6 +875,8 @@ fn validate_match(
         pii,
         pii_kinds: kinds,
         headers,
+        teams: team.unwrap_or_default(),
+        keys: key.unwrap_or_default(),
     })
 }
 
@@ -791,6 +921,7 @@ fn validate_reference(raw: RawAccounting, prices: &[PriceEntry]) -> Result<Price
 fn validate_ledger(raw: RawLedger) -> Result<LedgerConfig, Invalid> {
     let RawLedger {
         url,
+        schema,
         queue_capacity,
         batch_size,
     } = raw;
@@ -801,10 +932,27 @@ fn validate_ledger(raw: RawLedger) -> Result<LedgerConfig, Invalid> {
             return Err(invalid("ledger.url", "sqlite:// needs a file path"));
         }
         LedgerBackend::Sqlite(PathBuf::from(path))
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        let valid_schema = !schema.is_empty()
+            && schema.len() <= 63
+            && schema
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+            && !schema.as_bytes()[0].is_ascii_digit();
+        if !valid_schema {
+            return Err(invalid(
+                "ledger.schema",
+                format!("`{schema}` must be a plain identifier (letters, digits, _)"),
+            ));
+        }
+        LedgerBackend::Postgres {
+            url: Secret::new(url),
+            schema,
+        }
     } else {
         return Err(invalid(
             "ledger.url",
-            format!("`{url}` is not supported; use sqlite://PATH or sqlite::memory:"),
+            "use sqlite://PATH, sqlite::memory: or postgres://USER@HOST:PORT/DB",
         ));
     };
     if queue_capacity == 0 || batch_size == 0 {

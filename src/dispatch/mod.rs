@@ -31,6 +31,8 @@ pub struct Job<'a> {
     /// The rule's cap on `max_tokens`.
     pub max_tokens_cap: Option<u64>,
     pub deadline: Instant,
+    /// A spent budget leaves only zero-cost deployments.
+    pub free_only: bool,
 }
 
 /// A deployment answered.
@@ -146,6 +148,10 @@ pub async fn dispatch(
             };
             if Instant::now() >= job.deadline {
                 break;
+            }
+            if job.free_only && deployment.price.upper_bound(1, 1) > crate::accounting::Usd::ZERO {
+                note(&mut fallbacks, &deployment.id, "budget");
+                continue;
             }
             if deployment.context_window.is_some_and(|w| wanted_tokens > w) {
                 note(&mut fallbacks, &deployment.id, "context_window");

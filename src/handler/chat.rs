@@ -11,8 +11,12 @@ use super::cached::{self, Step};
 use super::exchange::Exchange;
 use super::read_body;
 use super::stream::MeteredStream;
+use crate::accounting::Usd;
+use crate::admission::{self, Reservation, Scope};
 use crate::app::{AppState, Runtime};
+use crate::auth::KeyInfo;
 use crate::classify::Classification;
+use crate::config::BudgetConfig;
 use crate::dispatch::{Job, dispatch};
 use crate::error::ApiError;
 use crate::metrics::Metrics;
@@ -27,6 +31,17 @@ pub async fn chat_completions(
 ) -> Response {
     let rt = state.runtime();
     let mut ex = Exchange::new(&state, rt.clone(), "chat.completions");
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let key = match state
+        .keyring
+        .authenticate(authorization, rt.config.auth.required)
+    {
+        Ok(key) => key,
+        Err(e) => return ex.fail(e),
+    };
+    ex.authenticated(key.as_deref());
     let request = match read_body(&headers, body, rt.config.server.body_limit)
         .await
         .and_then(|bytes| ChatRequest::parse(&bytes))
@@ -36,12 +51,24 @@ pub async fn chat_completions(
     };
     ex.parsed(&request);
     let (classification, decision) =
-        match classify_and_route(&rt, &state.metrics, &request, &headers) {
+        match classify_and_route(&rt, &state.metrics, &request, &headers, key.as_deref()) {
             Ok(c) => c,
             Err(e) => return ex.fail(e),
         };
     ex.classified(&classification);
     ex.routed(&decision);
+    if let Some(key) = &key
+        && let Err((e, limit)) = state.limiter.admit(
+            &key.id,
+            key.rpm,
+            key.tpm,
+            classification.features.prompt_tokens,
+            admission::now_ms(),
+        )
+    {
+        state.metrics.rate_limited.with_label_values(&[limit]).inc();
+        return ex.fail(e);
+    }
     let pool = match decision.action {
         Action::Pool(p) => p,
         Action::Reject { status, message } => {
@@ -56,7 +83,18 @@ pub async fn chat_completions(
         Step::Hit(response) => return response,
         Step::Miss(store) => store,
     };
+    let mut free_only = false;
+    if let Some(key) = &key {
+        match reserve_budget(&state, &rt, key, pool, &request, &classification) {
+            Ok((reservation, only_free)) => {
+                ex.reserved(reservation);
+                free_only = only_free;
+            }
+            Err(e) => return ex.fail(e),
+        }
+    }
     let job = Job {
+        free_only,
         request: &request,
         pool,
         prompt_tokens: classification.features.prompt_tokens,
@@ -77,7 +115,9 @@ pub async fn chat_completions(
             usage,
             output_chars,
         } => {
-            let usage = usage.unwrap_or_else(|| ex.estimated_usage(output_chars));
+            let usage = usage.unwrap_or_else(|| {
+                ex.estimated_usage(crate::accounting::usage::estimate_tokens(output_chars))
+            });
             store.complete(&body, usage);
             let mut headers = ex.headers();
             let costing = ex.finish(200, None, usage, None);
@@ -110,12 +150,79 @@ pub async fn chat_completions(
     }
 }
 
+/// Reserves the request's upper-bound cost against its key's and team's budgets: the
+/// prompt plus `max_tokens` (or the configured default) at the dearest deployment the
+/// pool may use. When that does not fit but the pool has free (local) deployments, the
+/// request may still go to those alone: the returned flag says so.
+fn reserve_budget(
+    state: &AppState,
+    rt: &Runtime,
+    key: &KeyInfo,
+    pool: usize,
+    request: &ChatRequest,
+    classification: &Classification,
+) -> Result<(Reservation, bool), ApiError> {
+    let config = &rt.config;
+    let team_budget = key.team.as_ref().and_then(|team| {
+        config
+            .teams
+            .iter()
+            .find(|t| &t.id == team)
+            .and_then(|t| t.budget)
+            .map(|b| (Scope::Team(team.clone()), b))
+    });
+    let limits: Vec<(Scope, BudgetConfig)> = key
+        .budget
+        .map(|b| (Scope::Key(key.id.clone()), b))
+        .into_iter()
+        .chain(team_budget)
+        .collect();
+    if limits.is_empty() {
+        return Ok((state.budgets.reserve(&[], Usd::ZERO, false, 0)?, false));
+    }
+    let max_output = request
+        .max_tokens
+        .unwrap_or(config.budgets.default_max_tokens);
+    let prompt = classification.features.prompt_tokens;
+    let bounds: Vec<Usd> = config
+        .routes
+        .pools
+        .get(pool)
+        .map(|p| p.candidates.as_slice())
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|d| config.deployments.get(*d))
+        .map(|d| d.price.upper_bound(prompt, max_output))
+        .collect();
+    let upper = bounds.iter().copied().max().unwrap_or_default();
+    let now = admission::now_ms();
+    let block_free = config.budgets.block_free_traffic;
+    match state.budgets.reserve(&limits, upper, block_free, now) {
+        Ok(reservation) => Ok((reservation, false)),
+        Err(_) if bounds.contains(&Usd::ZERO) && !block_free => {
+            // The paid deployments do not fit; the free ones still may serve.
+            Ok((state.budgets.reserve(&limits, Usd::ZERO, false, now)?, true))
+        }
+        Err(e) => {
+            if let ApiError::QuotaExceeded { scope, .. } = &e {
+                state
+                    .metrics
+                    .budget_rejections
+                    .with_label_values(&[scope])
+                    .inc();
+            }
+            Err(e)
+        }
+    }
+}
+
 /// Stages 3-5: resolve the model, classify, decide. Shared with explain.
 pub(crate) fn classify_and_route(
     rt: &Runtime,
     metrics: &Metrics,
     request: &ChatRequest,
     headers: &HeaderMap,
+    caller: Option<&KeyInfo>,
 ) -> Result<(Classification, RouteDecision), ApiError> {
     let routes = &rt.config.routes;
     let requested = routes
@@ -137,6 +244,8 @@ pub(crate) fn classify_and_route(
         requested,
         classification: &classification,
         headers,
+        key: caller.map(|k| k.id.as_str()),
+        team: caller.and_then(|k| k.team.as_deref()),
     });
     Ok((classification, decision))
 }

@@ -10,7 +10,9 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use axum::response::{IntoResponse, Response};
 
 use crate::accounting::{Costing, Usage, Usd};
+use crate::admission::Reservation;
 use crate::app::{AppState, Runtime};
+use crate::auth::KeyInfo;
 use crate::cache::Lookup;
 use crate::classify::Classification;
 use crate::dispatch::{DispatchFailed, Dispatched};
@@ -31,6 +33,14 @@ pub struct Exchange {
     deployment: Option<usize>,
     /// Estimated prompt tokens, for when no usage is reported.
     prompt_tokens: u64,
+    /// The budget reservation to settle with the actual cost.
+    reservation: Option<Reservation>,
+    /// The key whose rate window counts the generated tokens.
+    rate_key: Option<String>,
+    /// The matching rule's reference price, when it has its own.
+    reference: Option<crate::accounting::Price>,
+    /// The most output tokens the upstream may generate.
+    max_tokens: Option<u64>,
     /// What the response cache did, for `x-crossroads-cache`.
     cache: Lookup,
     finished: bool,
@@ -47,7 +57,7 @@ impl Exchange {
             record: LedgerRecord {
                 request_id: state.ids.next(),
                 ts_ms,
-                endpoint,
+                endpoint: endpoint.into(),
                 ..LedgerRecord::default()
             },
             state: state.clone(),
@@ -55,9 +65,29 @@ impl Exchange {
             started: Instant::now(),
             deployment: None,
             prompt_tokens: 0,
+            reservation: None,
+            rate_key: None,
+            reference: None,
+            max_tokens: None,
             cache: Lookup::Bypass,
             finished: false,
         }
+    }
+
+    /// Records who is calling.
+    pub fn authenticated(&mut self, key: Option<&KeyInfo>) {
+        if let Some(key) = key {
+            self.record.key_id = Some(key.id.clone());
+            self.record.team.clone_from(&key.team);
+            if key.tpm.is_some() {
+                self.rate_key = Some(key.id.clone());
+            }
+        }
+    }
+
+    /// Holds a budget reservation until the request is priced.
+    pub fn reserved(&mut self, reservation: Reservation) {
+        self.reservation = Some(reservation);
     }
 
     pub fn runtime(&self) -> &Arc<Runtime> {
@@ -80,6 +110,7 @@ impl Exchange {
     pub fn parsed(&mut self, request: &ChatRequest) {
         self.record.requested_model.clone_from(&request.model);
         self.record.stream = request.stream;
+        self.max_tokens = request.max_tokens;
         self.record.end_user = request
             .body
             .get("user")
@@ -106,7 +137,19 @@ impl Exchange {
     /// Records the routing decision.
     pub fn routed(&mut self, decision: &RouteDecision) {
         let routes = &self.rt.config.routes;
-        self.record.rule = Some(routes.via_id(decision.via).to_owned());
+        if let crate::route::Via::Rule(i) = decision.via {
+            self.reference = routes.rules.get(i).and_then(|r| r.reference);
+        }
+        if let Some(cap) = decision.max_tokens {
+            self.max_tokens = Some(self.max_tokens.map_or(cap, |m| m.min(cap)));
+        }
+        let rule = routes.via_id(decision.via);
+        self.state
+            .metrics
+            .rule_hits
+            .with_label_values(&[rule])
+            .inc();
+        self.record.rule = Some(rule.to_owned());
         if let Some(shadow) = decision.shadow.and_then(|i| routes.rules.get(i)) {
             self.record.shadow_rule = Some(shadow.id.clone());
             self.state
@@ -124,9 +167,9 @@ impl Exchange {
         self.deployment = Some(index);
         if let Some(d) = self.rt.config.deployments.get(index) {
             self.record.deployment = Some(d.id.clone());
-            self.record.provider = Some(d.provider.as_str());
+            self.record.provider = Some(d.provider.as_str().into());
             self.record.upstream_model = Some(d.model.clone());
-            self.record.tier = Some(d.tier.as_str());
+            self.record.tier = Some(d.tier.as_str().into());
         }
     }
 
@@ -152,12 +195,12 @@ impl Exchange {
         self.cache = lookup;
         self.record.cache_hit = lookup == Lookup::Hit;
     }
-
-    /// Usage for a reply that reported none: the prompt estimate plus the output seen.
-    pub fn estimated_usage(&self, output_chars: usize) -> Usage {
+    /// Usage for a reply that reported none: the prompt estimate plus `output` tokens,
+    /// which cannot exceed the request's `max_tokens`.
+    pub fn estimated_usage(&self, output: u64) -> Usage {
         Usage {
             input: self.prompt_tokens,
-            output: crate::accounting::usage::estimate_tokens(output_chars),
+            output: self.max_tokens.map_or(output, |m| output.min(m)),
             estimated: true,
             ..Usage::default()
         }
@@ -172,7 +215,7 @@ impl Exchange {
             ("x-crossroads-rule", r.rule.as_deref()),
             ("x-crossroads-pool", r.pool.as_deref()),
             ("x-crossroads-deployment", r.deployment.as_deref()),
-            ("x-crossroads-tier", r.tier),
+            ("x-crossroads-tier", r.tier.as_deref()),
             ("x-crossroads-class", r.label.as_deref()),
             ("x-crossroads-cache", Some(self.cache.as_str())),
         ];
@@ -197,21 +240,22 @@ impl Exchange {
         }
         self.finished = true;
         let config = &self.rt.config;
+        let reference = self.reference.as_ref().unwrap_or(&config.reference.price);
         let costing = if self.record.cache_hit {
             // Nothing was spent: the savings are the whole reference cost.
             Costing {
                 cost: Usd::ZERO,
-                reference_cost: config.reference.price.cost(&usage),
+                reference_cost: reference.cost(&usage),
             }
         } else {
             match self.deployment.and_then(|d| config.deployments.get(d)) {
-                Some(d) => Costing::of(&usage, &d.price, &config.reference.price),
+                Some(d) => Costing::of(&usage, &d.price, reference),
                 None => Costing::default(),
             }
         };
         let mut record = std::mem::take(&mut self.record);
         record.status = status;
-        record.error_kind = error_kind;
+        record.error_kind = error_kind.map(Into::into);
         record.usage = usage;
         record.cost = costing.cost;
         record.reference_cost = costing.reference_cost;
@@ -220,7 +264,7 @@ impl Exchange {
 
         let m = &self.state.metrics;
         // Answers from the cache are their own tier in metrics: what they saved shows apart.
-        let tier = match record.tier {
+        let tier = match record.tier.as_deref() {
             Some(tier) => tier,
             None if record.cache_hit => "cache",
             None => "none",
@@ -259,15 +303,20 @@ impl Exchange {
                 m.tokens.with_label_values(&[kind, tier]).inc_by(n);
             }
         }
-        if costing.cost.pico() > 0 {
-            m.cost
-                .with_label_values(&[tier])
-                .inc_by(costing.cost.as_f64());
+        // Always touched, so a free tier shows as a 0 series rather than none.
+        m.cost
+            .with_label_values(&[tier])
+            .inc_by(costing.cost.as_f64());
+        m.reference_cost
+            .with_label_values(&[tier])
+            .inc_by(costing.reference_cost.as_f64());
+        if let Some(reservation) = self.reservation.take() {
+            reservation.settle(costing.cost);
         }
-        if costing.reference_cost.pico() > 0 {
-            m.reference_cost
-                .with_label_values(&[tier])
-                .inc_by(costing.reference_cost.as_f64());
+        if let Some(key) = &self.rate_key {
+            self.state
+                .limiter
+                .record_output(key, usage.output, crate::admission::now_ms());
         }
         self.state.ledger.record(record);
         costing

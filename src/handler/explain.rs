@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 use super::chat::classify_and_route;
 use super::read_body;
 use crate::app::{AppState, Runtime};
+use crate::auth::KeyInfo;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::request::ChatRequest;
@@ -20,7 +21,14 @@ pub async fn explain(State(state): State<AppState>, headers: HeaderMap, body: Bo
     let result = read_body(&headers, body, rt.config.server.body_limit)
         .await
         .and_then(|bytes| ChatRequest::parse(&bytes))
-        .and_then(|request| explain_request(&rt, &state.metrics, &request, &headers));
+        .and_then(|request| {
+            // A presented key makes team and key rules apply; explain never requires one.
+            let caller = headers
+                .get(axum::http::header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|a| state.keyring.authenticate(Some(a), false).ok().flatten());
+            explain_request(&rt, &state.metrics, &request, &headers, caller.as_deref())
+        });
     match result {
         Ok(value) => axum::Json(value).into_response(),
         Err(e) => e.into_response(),
@@ -33,8 +41,9 @@ pub fn explain_request(
     metrics: &Metrics,
     request: &ChatRequest,
     headers: &HeaderMap,
+    caller: Option<&KeyInfo>,
 ) -> Result<Value, ApiError> {
-    let (classification, _) = classify_and_route(rt, metrics, request, headers)?;
+    let (classification, _) = classify_and_route(rt, metrics, request, headers, caller)?;
     let config = &rt.config;
     let routes = &config.routes;
     let classifier = config.classifier.as_ref();
@@ -50,6 +59,8 @@ pub fn explain_request(
             requested,
             classification: &classification,
             headers,
+            key: caller.map(|k| k.id.as_str()),
+            team: caller.and_then(|k| k.team.as_deref()),
         },
     );
     let decision = &explanation.decision;

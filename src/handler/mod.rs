@@ -5,6 +5,7 @@ pub mod cached;
 pub mod chat;
 pub mod exchange;
 pub mod explain;
+pub mod spend;
 mod stream;
 
 use std::hash::{BuildHasher, Hasher};

@@ -4,6 +4,7 @@
 //! never a silent truncation. A stream that ends with `[DONE]` and no error is handed
 //! to the response cache, when it records one.
 
+use std::borrow::Cow;
 use std::convert::Infallible;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -29,6 +30,12 @@ const DONE: &[u8] = b"data: [DONE]\n\n";
 struct Meter {
     usage: Option<Usage>,
     output_chars: usize,
+    /// Chunks that carried generated text: servers stream about one token each.
+    output_chunks: u64,
+    /// Identity of the stream, for a usage chunk the gateway adds itself.
+    id: Option<String>,
+    model: Option<String>,
+    created: u64,
     finish_seen: bool,
     upstream_error: bool,
     /// The upstream sent `[DONE]`.
@@ -86,6 +93,7 @@ impl MeteredStream {
                 Verdict::Drop => {}
                 Verdict::Done => {
                     self.meter.done_seen = true;
+                    self.add_estimated_usage(&mut out);
                     out.extend_from_slice(DONE);
                     self.end(200, None);
                 }
@@ -111,9 +119,16 @@ impl MeteredStream {
         if chunk.error.is_some() {
             self.meter.upstream_error = true;
         }
+        if self.meter.id.is_none() {
+            self.meter.id = chunk.id.map(Cow::into_owned);
+            self.meter.model = chunk.model.map(Cow::into_owned);
+            self.meter.created = chunk.created.unwrap_or(0);
+        }
         for choice in &chunk.choices {
             if let Some(delta) = &choice.delta {
-                self.meter.output_chars += delta.chars();
+                let chars = delta.chars();
+                self.meter.output_chars += chars;
+                self.meter.output_chunks += u64::from(chars > 0);
             }
             if choice.finish_reason.is_some() {
                 self.meter.finish_seen = true;
@@ -128,13 +143,59 @@ impl MeteredStream {
         Verdict::Forward
     }
 
+    /// Output tokens estimated from what was streamed: one a chunk, or four
+    /// characters a token when chunks carry several.
+    fn estimated_output(&self) -> u64 {
+        self.meter
+            .output_chunks
+            .max(crate::accounting::usage::estimate_tokens(
+                self.meter.output_chars,
+            ))
+    }
+
+    /// A client that asked for usage gets it even from upstreams that send none (as
+    /// llama.cpp does): the gateway's estimate, in OpenAI's final usage chunk.
+    fn add_estimated_usage(&self, out: &mut BytesMut) {
+        if !self.include_usage || self.meter.usage.is_some() {
+            return;
+        }
+        let Some(ex) = &self.exchange else {
+            return;
+        };
+        let usage = ex.estimated_usage(self.estimated_output());
+        let chunk = serde_json::json!({
+            "id": self.meter.id.as_deref().unwrap_or_default(),
+            "object": "chat.completion.chunk",
+            "created": self.meter.created,
+            "model": self.meter.model.as_deref().unwrap_or_default(),
+            "choices": [],
+            "usage": {
+                "prompt_tokens": usage.input,
+                "completion_tokens": usage.output,
+                "total_tokens": usage.input + usage.output,
+            },
+        });
+        out.extend_from_slice(b"data: ");
+        out.extend_from_slice(chunk.to_string().as_bytes());
+        out.extend_from_slice(b"\n\n");
+    }
+
     /// Records the request once; later calls do nothing.
     fn end(&mut self, status: u16, error: Option<&'static str>) {
         self.ended = true;
+        // A stream that arrived whole in one read ends before poll_next notes its
+        // first bytes: they are going out now.
+        if status == 200
+            && self.ttft.is_none()
+            && let Some(ex) = &self.exchange
+        {
+            self.ttft = Some(ex.started().elapsed());
+        }
+        let output = self.estimated_output();
         if let Some(mut ex) = self.exchange.take() {
             let usage = match self.meter.usage {
                 Some(u) => u,
-                None => ex.estimated_usage(self.meter.output_chars),
+                None => ex.estimated_usage(output),
             };
             let error = error.or(self.meter.upstream_error.then_some("upstream_stream_error"));
             if status == 200
@@ -201,6 +262,7 @@ impl Stream for MeteredStream {
                     // answer is whole: complete it. Before one, it was cut short.
                     let mut out = BytesMut::new();
                     if this.meter.finish_seen {
+                        this.add_estimated_usage(&mut out);
                         out.extend_from_slice(DONE);
                         this.end(200, None);
                     } else {
@@ -236,6 +298,12 @@ impl Drop for MeteredStream {
 
 #[derive(Deserialize)]
 struct ChunkPeek<'a> {
+    #[serde(default, borrow)]
+    id: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    model: Option<Cow<'a, str>>,
+    #[serde(default)]
+    created: Option<u64>,
     #[serde(default, borrow)]
     choices: Vec<ChoicePeek<'a>>,
     #[serde(default)]

@@ -1,21 +1,32 @@
 //! The spend ledger: one record per request, handed off the request path through a
 //! bounded channel to a writer thread that batches inserts into the store.
 
+mod postgres;
+mod spill;
 mod sqlite;
 
+use std::borrow::Cow;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
+
+use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
 use prometheus::{IntCounter, IntGauge, Registry};
 use tokio::sync::{mpsc, oneshot};
 
+pub mod query;
+
+pub use query::LedgerReader;
 pub use sqlite::SqliteStore;
 
 use crate::accounting::{Usage, Usd};
 use crate::config::{LedgerBackend, LedgerConfig};
 
 /// Everything finance and platform teams need to know about one request.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct LedgerRecord {
     pub request_id: String,
     /// Unix time in milliseconds when the request arrived.
@@ -24,7 +35,7 @@ pub struct LedgerRecord {
     pub team: Option<String>,
     /// The client's `user` field.
     pub end_user: Option<String>,
-    pub endpoint: &'static str,
+    pub endpoint: Cow<'static, str>,
     pub requested_model: String,
     pub label: Option<String>,
     pub task: Option<String>,
@@ -37,13 +48,13 @@ pub struct LedgerRecord {
     pub shadow_rule: Option<String>,
     pub pool: Option<String>,
     pub deployment: Option<String>,
-    pub provider: Option<&'static str>,
+    pub provider: Option<Cow<'static, str>>,
     pub upstream_model: Option<String>,
-    pub tier: Option<&'static str>,
+    pub tier: Option<Cow<'static, str>>,
     pub cache_hit: bool,
     pub stream: bool,
     pub status: u16,
-    pub error_kind: Option<&'static str>,
+    pub error_kind: Option<Cow<'static, str>>,
     pub attempts: u32,
     /// Deployments that failed before the one that answered: `id:reason,...`.
     pub fallbacks: String,
@@ -109,6 +120,8 @@ pub struct Ledger {
 pub struct LedgerWriter {
     tx: mpsc::Sender<Msg>,
     thread: JoinHandle<()>,
+    /// Set at shutdown: a failing store stops retrying and spills instead.
+    stopping: Arc<AtomicBool>,
 }
 
 /// Opens the configured store and starts the writer thread.
@@ -116,26 +129,69 @@ pub fn start(
     config: &LedgerConfig,
     metrics: LedgerMetrics,
 ) -> Result<(Ledger, LedgerWriter), String> {
-    let store: Box<dyn LedgerStore> = match &config.backend {
-        LedgerBackend::Sqlite(path) => Box::new(SqliteStore::open(path)?),
-        LedgerBackend::SqliteMemory => Box::new(SqliteStore::open_in_memory()?),
+    let backend = config.backend.clone();
+    let spill = match &backend {
+        LedgerBackend::Sqlite(path) => Some(spill::path_for(path)),
+        LedgerBackend::SqliteMemory => None,
+        // Replicas share the database; each spills beside its working directory.
+        LedgerBackend::Postgres { schema, .. } => {
+            Some(PathBuf::from(format!("crossroads-{schema}.spill.jsonl")))
+        }
     };
-    start_with(store, config.queue_capacity, config.batch_size, metrics)
+    let open = move || -> Result<Box<dyn LedgerStore>, String> {
+        Ok(match &backend {
+            LedgerBackend::Sqlite(path) => Box::new(SqliteStore::open(path)?),
+            LedgerBackend::SqliteMemory => Box::new(SqliteStore::open_in_memory()?),
+            LedgerBackend::Postgres { url, schema } => {
+                Box::new(postgres::PgStore::open(url.expose(), schema)?)
+            }
+        })
+    };
+    start_with(
+        Box::new(open),
+        spill,
+        config.queue_capacity,
+        config.batch_size,
+        metrics,
+    )
 }
 
-/// Starts the writer thread on a given store.
+/// Opens a store; runs on the writer thread, where blocking clients may block.
+pub type OpenStore = Box<dyn FnOnce() -> Result<Box<dyn LedgerStore>, String> + Send>;
+
+/// Starts the writer thread on a given store. Records spilled by an earlier run to
+/// `spill` are written first; at shutdown, records the store cannot take go there.
 pub fn start_with(
-    mut store: Box<dyn LedgerStore>,
+    open: OpenStore,
+    spill: Option<PathBuf>,
     capacity: usize,
     batch_size: usize,
     metrics: LedgerMetrics,
 ) -> Result<(Ledger, LedgerWriter), String> {
+    let (opened_tx, opened) = std::sync::mpsc::sync_channel::<Result<(), String>>(1);
     let (tx, mut rx) = mpsc::channel::<Msg>(capacity);
+    let stopping = Arc::new(AtomicBool::new(false));
     let thread_metrics = metrics.clone();
+    let thread_stopping = stopping.clone();
     let thread = std::thread::Builder::new()
         .name("ledger-writer".into())
         .spawn(move || {
             let metrics = thread_metrics;
+            let mut store = match open().and_then(|mut store| {
+                if let Some(path) = &spill {
+                    spill::replay(path, store.as_mut())?;
+                }
+                Ok(store)
+            }) {
+                Ok(store) => {
+                    let _ = opened_tx.send(Ok(()));
+                    store
+                }
+                Err(e) => {
+                    let _ = opened_tx.send(Err(e));
+                    return;
+                }
+            };
             let mut batch: Vec<LedgerRecord> = Vec::with_capacity(batch_size);
             let mut waiting: Vec<oneshot::Sender<()>> = Vec::new();
             // Blocks for the first message, then takes whatever queued up meanwhile:
@@ -157,7 +213,18 @@ pub fn start_with(
                     }
                     next = rx.try_recv().ok();
                 }
-                write_with_retry(store.as_mut(), &batch, &metrics);
+                if !write_with_retry(store.as_mut(), &batch, &metrics, &thread_stopping) {
+                    // Shutting down with a store that fails: keep every record in the
+                    // spill file, the queued ones too, for the next start to replay.
+                    rx.close();
+                    while let Ok(msg) = rx.try_recv() {
+                        if let Msg::Record(r) = msg {
+                            batch.push(*r);
+                        }
+                    }
+                    spill::save(spill.as_deref(), &batch);
+                    break;
+                }
                 metrics.written.inc_by(batch.len() as u64);
                 batch.clear();
                 metrics.queue_depth.set(rx.len() as i64);
@@ -167,28 +234,44 @@ pub fn start_with(
             }
         })
         .map_err(|e| format!("cannot start the ledger writer thread: {e}"))?;
+    opened
+        .recv()
+        .map_err(|_| "the ledger writer stopped while opening the store".to_owned())??;
     Ok((
         Ledger {
             tx: tx.clone(),
             metrics,
         },
-        LedgerWriter { tx, thread },
+        LedgerWriter {
+            tx,
+            thread,
+            stopping,
+        },
     ))
 }
 
 /// Retries a failing batch with back-off until it is written: a record is never
 /// dropped. While it retries, the bounded queue fills and pushes back on requests.
-fn write_with_retry(store: &mut dyn LedgerStore, batch: &[LedgerRecord], metrics: &LedgerMetrics) {
+/// Returns false when shutdown began while the store was still failing.
+fn write_with_retry(
+    store: &mut dyn LedgerStore,
+    batch: &[LedgerRecord],
+    metrics: &LedgerMetrics,
+    stopping: &AtomicBool,
+) -> bool {
     if batch.is_empty() {
-        return;
+        return true;
     }
     let mut delay = Duration::from_millis(50);
     loop {
         match store.write(batch) {
-            Ok(()) => return,
+            Ok(()) => return true,
             Err(e) => {
                 metrics.write_failures.inc();
                 tracing::error!(error = %e, records = batch.len(), "ledger write failed; retrying");
+                if stopping.load(Ordering::Acquire) {
+                    return false;
+                }
                 std::thread::sleep(delay);
                 delay = (delay * 2).min(Duration::from_secs(5));
             }
@@ -246,7 +329,12 @@ impl LedgerWriter {
     /// Writes every record queued so far, then stops the writer thread. Call it after
     /// the server has finished its in-flight requests.
     pub async fn shutdown(self) {
-        let LedgerWriter { tx, thread } = self;
+        let LedgerWriter {
+            tx,
+            thread,
+            stopping,
+        } = self;
+        stopping.store(true, Ordering::Release);
         if tx.send(Msg::Close).await.is_err() {
             tracing::error!("ledger writer stopped early");
         }
@@ -254,5 +342,86 @@ impl LedgerWriter {
             Ok(Ok(())) => {}
             _ => tracing::error!("ledger writer thread panicked"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use std::sync::Mutex;
+
+    use super::*;
+
+    /// A store that fails, or keeps what it is given.
+    struct TestStore {
+        fail: bool,
+        kept: Arc<Mutex<Vec<LedgerRecord>>>,
+    }
+
+    impl LedgerStore for TestStore {
+        fn write(&mut self, batch: &[LedgerRecord]) -> Result<(), String> {
+            if self.fail {
+                return Err("disk on fire".into());
+            }
+            self.kept.lock().unwrap().extend_from_slice(batch);
+            Ok(())
+        }
+    }
+
+    fn record(id: &str) -> LedgerRecord {
+        LedgerRecord {
+            request_id: id.into(),
+            endpoint: "chat.completions".into(),
+            tier: Some("local".into()),
+            status: 200,
+            ..LedgerRecord::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failing_store_spills_at_shutdown_and_the_next_start_replays() {
+        let dir = tempfile::tempdir().unwrap();
+        let spill = dir.path().join("ledger.db.spill.jsonl");
+        let kept = Arc::new(Mutex::new(Vec::new()));
+        let metrics = LedgerMetrics::new(&prometheus::Registry::new()).unwrap();
+        let failing = TestStore {
+            fail: true,
+            kept: kept.clone(),
+        };
+        let (ledger, writer) = start_with(
+            Box::new(move || Ok(Box::new(failing) as Box<dyn LedgerStore>)),
+            Some(spill.clone()),
+            16,
+            4,
+            metrics.clone(),
+        )
+        .unwrap();
+        for i in 0..10 {
+            ledger.record(record(&format!("r{i}")));
+        }
+        drop(ledger);
+        tokio::time::timeout(Duration::from_secs(10), writer.shutdown())
+            .await
+            .unwrap();
+        let lines = std::fs::read_to_string(&spill).unwrap().lines().count();
+        assert_eq!(lines, 10, "every record is in the spill file");
+
+        let working = TestStore {
+            fail: false,
+            kept: kept.clone(),
+        };
+        let (_ledger, writer) = start_with(
+            Box::new(move || Ok(Box::new(working) as Box<dyn LedgerStore>)),
+            Some(spill.clone()),
+            16,
+            4,
+            metrics,
+        )
+        .unwrap();
+        writer.shutdown().await;
+        let replayed = kept.lock().unwrap();
+        assert_eq!(replayed.len(), 10);
+        assert_eq!(replayed[3], record("r3"));
+        assert!(!spill.exists(), "the spill file is removed once replayed");
     }
 }

@@ -182,7 +182,7 @@ mod tests {
         let mut store = SqliteStore::open(&path).unwrap();
         let record = LedgerRecord {
             request_id: "req-1".into(),
-            endpoint: "chat.completions",
+            endpoint: "chat.completions".into(),
             requested_model: "auto".into(),
             status: 200,
             usage: Usage {

@@ -169,6 +169,12 @@ pub fn describe(m: &Match, classifier: &dyn Classifier) -> Vec<String> {
         let kinds: Vec<_> = m.pii_kinds.iter().map(|k| k.as_str()).collect();
         out.push(format!("PII of kind {}", kinds.join(" | ")));
     }
+    if !m.teams.is_empty() {
+        out.push(format!("team is {}", m.teams.join(" | ")));
+    }
+    if !m.keys.is_empty() {
+        out.push(format!("key is {}", m.keys.join(" | ")));
+    }
     for (name, value) in &m.headers {
         out.push(format!("header {name} = {value}"));
     }
@@ -234,5 +240,15 @@ fn mismatch(
         Mismatch::Pii => format!("PII {}", yes_no(!c.pii.is_empty())),
         Mismatch::PiiKinds => "none of the rule's PII kinds found".to_owned(),
         Mismatch::Header => "a required request header is missing or different".to_owned(),
+        Mismatch::Team => format!(
+            "team {} is not {}",
+            input.team.unwrap_or("(none)"),
+            m.teams.join(" | ")
+        ),
+        Mismatch::Key => format!(
+            "key {} is not {}",
+            input.key.unwrap_or("(none)"),
+            m.keys.join(" | ")
+        ),
     }
 }

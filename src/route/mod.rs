@@ -54,6 +54,10 @@ pub struct Match {
     pub pii_kinds: PiiKinds,
     /// Request headers that must have these values (names lower-case).
     pub headers: Vec<(String, String)>,
+    /// Caller's team, any of.
+    pub teams: Vec<String>,
+    /// Caller's key id, any of.
+    pub keys: Vec<String>,
 }
 
 impl Match {
@@ -75,6 +79,8 @@ impl Match {
             pii: None,
             pii_kinds: PiiKinds::empty(),
             headers: Vec::new(),
+            teams: Vec::new(),
+            keys: Vec::new(),
         }
     }
 
@@ -146,6 +152,17 @@ impl Match {
             Mismatch::PiiKinds,
         )?;
         check(
+            self.teams.is_empty()
+                || input
+                    .team
+                    .is_some_and(|t| self.teams.iter().any(|x| x == t)),
+            Mismatch::Team,
+        )?;
+        check(
+            self.keys.is_empty() || input.key.is_some_and(|k| self.keys.iter().any(|x| x == k)),
+            Mismatch::Key,
+        )?;
+        check(
             self.headers
                 .iter()
                 .all(|(name, value)| input.headers.header(name) == Some(value.as_str())),
@@ -176,6 +193,8 @@ pub enum Mismatch {
     Pii,
     PiiKinds,
     Header,
+    Team,
+    Key,
 }
 
 /// What a matching rule does.
@@ -198,6 +217,9 @@ pub struct Rule {
     pub max_tokens: Option<u64>,
     /// Evaluated and recorded, never acted on: what the rule *would* have done.
     pub shadow: bool,
+    /// Price that savings of requests this rule routes are measured against, when it
+    /// is not the global reference model's.
+    pub reference: Option<crate::accounting::Price>,
 }
 
 /// A named group of deployments, ordered per request by its strategy.
@@ -239,6 +261,9 @@ pub struct RouteInput<'a> {
     pub classification: &'a Classification,
     /// The request's headers.
     pub headers: &'a dyn Headers,
+    /// The caller's key id and team, when it authenticated.
+    pub key: Option<&'a str>,
+    pub team: Option<&'a str>,
 }
 
 /// Request headers by lower-case name, as rules see them.

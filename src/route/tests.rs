@@ -40,6 +40,7 @@ fn rule(id: &str, when: Match, pool: usize) -> Rule {
         action: Action::Pool(pool),
         max_tokens: None,
         shadow: false,
+        reference: None,
     }
 }
 
@@ -48,6 +49,8 @@ fn input(requested: Requested, classification: &Classification) -> RouteInput<'_
         requested,
         classification,
         headers: &NoHeaders,
+        key: None,
+        team: None,
     }
 }
 
@@ -215,10 +218,33 @@ fn header_conditions_need_the_exact_value() {
             requested: Requested::Auto,
             classification: &c,
             headers: &headers,
+            key: None,
+            team: None,
         })
         .via
     };
     assert_eq!(with(vec![("x-team", "search")]), Via::Rule(1));
     assert_eq!(with(vec![("x-team", "ads")]), Via::Rule(2));
     assert_eq!(with(vec![]), Via::Rule(2));
+}
+
+#[test]
+fn team_and_key_conditions_match_the_caller() {
+    let mut t = table();
+    t.rules[1].when.labels.clear();
+    t.rules[1].when.teams = vec!["search".into()];
+    let c = classification(2, 0.9, 0.1);
+    let via = |team: Option<&str>| {
+        t.decide(&RouteInput {
+            requested: Requested::Auto,
+            classification: &c,
+            headers: &NoHeaders,
+            key: Some("k"),
+            team,
+        })
+        .via
+    };
+    assert_eq!(via(Some("search")), Via::Rule(1));
+    assert_eq!(via(Some("ads")), Via::Rule(2));
+    assert_eq!(via(None), Via::Rule(2));
 }

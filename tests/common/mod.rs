@@ -402,10 +402,19 @@ impl Gateway {
     /// Boots the gateway with `toml` written to a temp file (with a `[ledger]` section
     /// pointing at a temp database appended). Secrets: `ADMIN_KEY_ENV` holds [`ADMIN_KEY`].
     pub async fn start(toml: &str) -> Gateway {
+        Self::start_with_ledger(toml, None).await
+    }
+
+    /// Like [`Gateway::start`], with `ledger` as the `[ledger]` section instead of a
+    /// temp SQLite file.
+    pub async fn start_with_ledger(toml: &str, ledger: Option<&str>) -> Gateway {
         let dir = tempfile::tempdir().unwrap();
         let ledger_path = dir.path().join("ledger.db");
         let config_path = dir.path().join("routes.toml");
-        write_config(&config_path, &ledger_path, toml);
+        match ledger {
+            Some(section) => std::fs::write(&config_path, format!("{toml}\n{section}\n")).unwrap(),
+            None => write_config(&config_path, &ledger_path, toml),
+        }
         let env = test_env();
         let config = crossroads::config::load_with_env(&config_path, env.as_ref())
             .unwrap_or_else(|e| panic!("test config is invalid: {e}"));
@@ -490,7 +499,11 @@ impl Gateway {
         if let Some(writer) = self.writer.take() {
             writer.shutdown().await;
         }
-        read_ledger(&self.ledger_path)
+        if self.ledger_path.exists() {
+            read_ledger(&self.ledger_path)
+        } else {
+            Vec::new()
+        }
     }
 }
 

@@ -5,9 +5,6 @@
 // scripts/test-clients.sh starts everything and exports where it is. Node 20
 // has no built-in SQLite, so this suite checks the local model's accounting
 // through /metrics; the Python suite reads the ledger itself.
-//
-// TODO(virtual keys): AuthenticationError (401) for a missing or unknown key
-// lands with the virtual-keys issue; until then the gateway accepts any key.
 
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
@@ -15,6 +12,7 @@ import { isDeepStrictEqual } from 'node:util';
 
 import OpenAI, {
   APIError,
+  AuthenticationError,
   BadRequestError,
   InternalServerError,
   NotFoundError,
@@ -31,7 +29,8 @@ const GATEWAY = env('CROSSROADS_URL');
 const METRICS = env('CROSSROADS_METRICS_URL');
 const UPSTREAM = env('CROSSROADS_UPSTREAM_URL');
 
-// No keys yet: the SDK insists on one, the gateway ignores it. maxRetries 0:
+// The generated config does not require keys: the SDK insists on one, and a
+// placeholder that is not a Crossroads `ck-` key passes as anonymous. maxRetries 0:
 // the SDK retries 429 and 5xx by default, which would only slow the error tests.
 // The timeout is generous: the local model serves one request at a time.
 const client = new OpenAI({
@@ -250,6 +249,23 @@ describe('frontier (scripted upstream)', () => {
 
 describe('errors: the SDK raises its own classes with Crossroads messages', () => {
   const hello = user('hello');
+
+  test('401 AuthenticationError for an unknown virtual key', async () => {
+    // The generated config does not require keys (the other tests send a
+    // placeholder), but a key in Crossroads' `ck-` format it does not know is refused.
+    const stranger = new OpenAI({
+      baseURL: `${GATEWAY}/v1`,
+      apiKey: 'ck-not-a-key-of-this-gateway',
+      maxRetries: 0,
+    });
+    const error = await stranger.chat.completions
+      .create({ model: 'frontier', messages: hello })
+      .catch((e) => e);
+    assert.ok(error instanceof AuthenticationError, `got ${error}`);
+    assert.equal(error.status, 401);
+    assert.equal(error.code, 'invalid_api_key');
+    assert.equal(error.error.message, 'the API key is invalid or revoked');
+  });
 
   test('400 BadRequestError', async () => {
     const error = await client.chat.completions

@@ -32,7 +32,8 @@ def gateway_url() -> str:
 
 @pytest.fixture(scope="session")
 def client(gateway_url: str) -> OpenAI:
-    # There are no keys yet: the SDK insists on one, the gateway ignores it.
+    # The generated config does not require keys: the SDK insists on one, and a
+    # placeholder that is not a Crossroads `ck-` key passes as anonymous.
     # max_retries=0: the SDK retries 429 and 5xx by default, which would only
     # slow the error tests down and add ledger rows. The timeout is generous
     # because the local model answers one request at a time, ~45 tokens/s.

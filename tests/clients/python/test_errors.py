@@ -1,16 +1,27 @@
 """Crossroads' errors as the official Python SDK sees them: the SDK must raise its
 own exception class for each status, carrying the message Crossroads wrote.
-
-TODO(virtual keys): AuthenticationError (401) for a missing or unknown key lands
-with the virtual-keys issue; until then the gateway accepts any key.
 """
 
 from __future__ import annotations
 
 import openai
 import pytest
+from openai import OpenAI
 
 HELLO = [{"role": "user", "content": "hello"}]
+
+
+def test_unknown_virtual_key_401(gateway_url):
+    # The generated config does not require keys (other tests send a placeholder),
+    # but a key in Crossroads' own `ck-` format that it does not know is refused.
+    stranger = OpenAI(base_url=f"{gateway_url}/v1", api_key="ck-not-a-key-of-this-gateway",
+                      max_retries=0)
+    with pytest.raises(openai.AuthenticationError) as caught:
+        stranger.chat.completions.create(model="frontier", messages=HELLO)
+    error = caught.value
+    assert error.status_code == 401
+    assert error.code == "invalid_api_key"
+    assert error.body["message"] == "the API key is invalid or revoked"
 
 
 def test_bad_request_400(client, ledger):

@@ -1,0 +1,272 @@
+//! Budgets with reservations.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use crate::accounting::Usd;
+use crate::config::{BudgetConfig, BudgetPeriod};
+use crate::error::ApiError;
+
+/// Whose spend a budget limits.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Scope {
+    Key(String),
+    Team(String),
+}
+
+impl Scope {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Scope::Key(_) => "key",
+            Scope::Team(_) => "team",
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Scope::Key(id) => format!("key `{id}`"),
+            Scope::Team(id) => format!("team `{id}`"),
+        }
+    }
+}
+
+/// Spend already in the ledger, to start a period's count after a restart.
+pub trait SpendSource: Send + Sync {
+    fn spent_since(&self, scope: &Scope, since_ms: i64) -> Usd;
+}
+
+/// No history: every period starts at zero.
+impl SpendSource for () {
+    fn spent_since(&self, _: &Scope, _: i64) -> Usd {
+        Usd::ZERO
+    }
+}
+
+#[derive(Debug, Default)]
+struct Account {
+    spent: Usd,
+    reserved: Usd,
+    warned: bool,
+}
+
+/// Start of the UTC day or month containing `now_ms`.
+pub fn period_start_ms(period: BudgetPeriod, now_ms: i64) -> i64 {
+    const DAY_MS: i64 = 86_400_000;
+    let days = now_ms.div_euclid(DAY_MS);
+    match period {
+        BudgetPeriod::Day => days * DAY_MS,
+        BudgetPeriod::Month => {
+            // Civil date of `days` (Howard Hinnant's algorithm), then back to day 1.
+            let z = days + 719_468;
+            let era = z.div_euclid(146_097);
+            let doe = z - era * 146_097;
+            let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+            let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+            let mp = (5 * doy + 2) / 153;
+            let day_of_month = doy - (153 * mp + 2) / 5; // 0-based
+            (days - day_of_month) * DAY_MS
+        }
+    }
+}
+
+/// Every budget's running spend and reservations, per period.
+pub struct Budgets {
+    accounts: Mutex<HashMap<(Scope, i64), Account>>,
+    history: Arc<dyn SpendSource>,
+    warn_at: f64,
+    /// Budgets that crossed `warn_at`, by scope kind.
+    warnings: prometheus::IntCounterVec,
+}
+
+/// Reserved amounts to settle when the request is done (dropping releases them).
+#[must_use]
+pub struct Reservation {
+    budgets: Arc<Budgets>,
+    /// (scope, period start) and the budget's limit, for each budget held.
+    held: Vec<((Scope, i64), Usd)>,
+    amount: Usd,
+}
+
+impl Budgets {
+    pub fn new(
+        history: Arc<dyn SpendSource>,
+        warn_at: f64,
+        warnings: prometheus::IntCounterVec,
+    ) -> Self {
+        Budgets {
+            accounts: Mutex::new(HashMap::new()),
+            history,
+            warn_at,
+            warnings,
+        }
+    }
+
+    /// Reserves `amount` against every budget in `limits`, all or none. A free request
+    /// (`amount` zero) passes even a spent budget unless `block_free`.
+    pub fn reserve(
+        self: &Arc<Self>,
+        limits: &[(Scope, BudgetConfig)],
+        amount: Usd,
+        block_free: bool,
+        now_ms: i64,
+    ) -> Result<Reservation, ApiError> {
+        let mut reservation = Reservation {
+            budgets: self.clone(),
+            held: Vec::with_capacity(limits.len()),
+            amount,
+        };
+        if limits.is_empty() {
+            return Ok(reservation);
+        }
+        let mut accounts = self.accounts.lock().map_err(|_| ApiError::Internal {
+            message: "budget state is unavailable".into(),
+        })?;
+        for (scope, budget) in limits {
+            let start = period_start_ms(budget.period, now_ms);
+            let key = (scope.clone(), start);
+            let account = accounts.entry(key).or_insert_with(|| Account {
+                spent: self.history.spent_since(scope, start),
+                ..Account::default()
+            });
+            let committed = account.spent + account.reserved;
+            let over = if amount == Usd::ZERO {
+                block_free && committed >= budget.limit
+            } else {
+                committed + amount > budget.limit
+            };
+            if over {
+                let period = match budget.period {
+                    BudgetPeriod::Day => "daily",
+                    BudgetPeriod::Month => "monthly",
+                };
+                return Err(ApiError::QuotaExceeded {
+                    message: format!(
+                        "{} has reached its {period} budget of ${} (spent ${}, reserved ${}; this request may cost up to ${amount})",
+                        scope.describe(),
+                        budget.limit,
+                        account.spent,
+                        account.reserved,
+                    ),
+                    scope: scope.kind(),
+                });
+            }
+        }
+        for (scope, budget) in limits {
+            let key = (scope.clone(), period_start_ms(budget.period, now_ms));
+            if let Some(account) = accounts.get_mut(&key) {
+                account.reserved += amount;
+            }
+            reservation.held.push((key, budget.limit));
+        }
+        Ok(reservation)
+    }
+
+    /// Moves a reservation to spent; warns once per period when spend passes `warn_at`.
+    fn settle(&self, held: &[((Scope, i64), Usd)], reserved: Usd, actual: Usd) {
+        let Ok(mut accounts) = self.accounts.lock() else {
+            return;
+        };
+        for ((scope, start), limit) in held {
+            let Some(account) = accounts.get_mut(&(scope.clone(), *start)) else {
+                continue;
+            };
+            account.reserved = account.reserved - reserved;
+            account.spent += actual;
+            let threshold = limit.as_f64() * self.warn_at;
+            if !account.warned && account.spent.as_f64() >= threshold {
+                account.warned = true;
+                self.warnings.with_label_values(&[scope.kind()]).inc();
+                tracing::warn!(scope = %scope.describe(), spent = %account.spent, limit = %limit, "budget warning threshold reached");
+            }
+        }
+    }
+
+    /// Spend and reservations of a scope in the period containing `now_ms`.
+    pub fn state(&self, scope: &Scope, period: BudgetPeriod, now_ms: i64) -> (Usd, Usd) {
+        let key = (scope.clone(), period_start_ms(period, now_ms));
+        self.accounts
+            .lock()
+            .ok()
+            .and_then(|a| a.get(&key).map(|acc| (acc.spent, acc.reserved)))
+            .unwrap_or_default()
+    }
+}
+
+impl Reservation {
+    /// Settles the request's actual cost and releases the reservation.
+    pub fn settle(mut self, actual: Usd) {
+        let held = std::mem::take(&mut self.held);
+        self.budgets.settle(&held, self.amount, actual);
+    }
+}
+
+impl Drop for Reservation {
+    /// Not settled: nothing was spent (the request failed before an upstream answered).
+    fn drop(&mut self) {
+        if !self.held.is_empty() {
+            let held = std::mem::take(&mut self.held);
+            self.budgets.settle(&held, self.amount, Usd::ZERO);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn budgets() -> Arc<Budgets> {
+        let warnings = prometheus::IntCounterVec::new(prometheus::Opts::new("w", "w"), &["scope"])
+            .unwrap_or_else(|_| unreachable!());
+        Arc::new(Budgets::new(Arc::new(()), 0.8, warnings))
+    }
+
+    fn limit(usd: f64) -> BudgetConfig {
+        BudgetConfig {
+            limit: Usd::from_dollars(usd).unwrap_or_default(),
+            period: BudgetPeriod::Day,
+        }
+    }
+
+    #[test]
+    fn reservations_cannot_overshoot_and_settle_to_actual() {
+        let b = budgets();
+        let scope = [(Scope::Key("k".into()), limit(1.0))];
+        let cost = Usd::from_dollars(0.4).unwrap_or_default();
+        let a = b.reserve(&scope, cost, false, 0).ok();
+        let c = b.reserve(&scope, cost, false, 0).ok();
+        assert!(a.is_some() && c.is_some());
+        assert!(b.reserve(&scope, cost, false, 0).is_err(), "0.4 × 3 > 1.0");
+        // Settling for less frees room.
+        if let Some(a) = a {
+            a.settle(Usd::from_dollars(0.1).unwrap_or_default());
+        }
+        assert!(b.reserve(&scope, cost, false, 0).is_ok());
+    }
+
+    #[test]
+    fn dropped_reservations_release_and_free_traffic_passes() {
+        let b = budgets();
+        let scope = [(Scope::Team("t".into()), limit(1.0))];
+        drop(b.reserve(&scope, Usd::from_dollars(1.0).unwrap_or_default(), false, 0));
+        let full = b.reserve(&scope, Usd::from_dollars(1.0).unwrap_or_default(), false, 0);
+        assert!(full.is_ok());
+        if let Ok(r) = full {
+            r.settle(Usd::from_dollars(1.0).unwrap_or_default());
+        }
+        assert!(b.reserve(&scope, Usd::ZERO, false, 0).is_ok());
+        assert!(b.reserve(&scope, Usd::ZERO, true, 0).is_err());
+    }
+
+    #[test]
+    fn periods_start_at_utc_midnight_and_the_first_of_the_month() {
+        // 2026-11-28T21:01:10Z
+        let now = 1_795_899_670_000;
+        assert_eq!(period_start_ms(BudgetPeriod::Day, now), 1_795_824_000_000); // 2026-11-28
+        assert_eq!(period_start_ms(BudgetPeriod::Month, now), 1_793_491_200_000); // 2026-11-01
+        // 2024-03-01T00:00:00Z is its own month start (leap year February before it).
+        assert_eq!(
+            period_start_ms(BudgetPeriod::Month, 1_709_251_200_000),
+            1_709_251_200_000
+        );
+    }
+}

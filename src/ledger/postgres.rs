@@ -1,0 +1,165 @@
+//! The networked ledger store: PostgreSQL, for several gateway replicas writing one
+//! ledger. Same record, same columns as SQLite; schema versioned in a table.
+
+use postgres::{Client, NoTls, Statement};
+
+use super::{LedgerRecord, LedgerStore};
+
+/// Migrations, applied in order; `ledger_migrations` records how many ran.
+const MIGRATIONS: &[&str] = &["
+CREATE TABLE requests (
+    request_id       TEXT PRIMARY KEY,
+    ts_ms            BIGINT NOT NULL,
+    key_id           TEXT,
+    team             TEXT,
+    end_user         TEXT,
+    endpoint         TEXT NOT NULL,
+    requested_model  TEXT NOT NULL,
+    label            TEXT,
+    task             TEXT,
+    confidence       REAL,
+    difficulty       REAL,
+    pii              BOOLEAN NOT NULL,
+    pii_kinds        TEXT NOT NULL,
+    rule             TEXT,
+    shadow_rule      TEXT,
+    pool             TEXT,
+    deployment       TEXT,
+    provider         TEXT,
+    upstream_model   TEXT,
+    tier             TEXT,
+    cache_hit        BOOLEAN NOT NULL,
+    stream           BOOLEAN NOT NULL,
+    status           INTEGER NOT NULL,
+    error_kind       TEXT,
+    attempts         INTEGER NOT NULL,
+    fallbacks        TEXT NOT NULL,
+    input_tokens     BIGINT NOT NULL,
+    cached_input_tokens BIGINT NOT NULL,
+    cache_write_tokens  BIGINT NOT NULL,
+    output_tokens    BIGINT NOT NULL,
+    reasoning_tokens BIGINT NOT NULL,
+    usage_estimated  BOOLEAN NOT NULL,
+    cost_pusd        BIGINT NOT NULL,
+    reference_cost_pusd BIGINT NOT NULL,
+    latency_us       BIGINT NOT NULL,
+    ttft_us          BIGINT,
+    upstream_us      BIGINT
+);
+CREATE INDEX requests_ts ON requests (ts_ms);
+CREATE INDEX requests_team_ts ON requests (team, ts_ms);
+CREATE INDEX requests_key_ts ON requests (key_id, ts_ms);
+"];
+
+const INSERT: &str = "INSERT INTO requests (
+    request_id, ts_ms, key_id, team, end_user, endpoint, requested_model, label, task,
+    confidence, difficulty, pii, pii_kinds, rule, shadow_rule, pool, deployment, provider,
+    upstream_model, tier, cache_hit, stream, status, error_kind, attempts, fallbacks,
+    input_tokens, cached_input_tokens, cache_write_tokens, output_tokens, reasoning_tokens,
+    usage_estimated, cost_pusd, reference_cost_pusd, latency_us, ttft_us, upstream_us
+) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18,
+    $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33, $34, $35, $36, $37)
+ON CONFLICT (request_id) DO NOTHING";
+
+pub struct PgStore {
+    client: Client,
+    insert: Statement,
+}
+
+fn int(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+impl PgStore {
+    /// Connects, creates `schema` if needed and migrates it.
+    pub fn open(url: &str, schema: &str) -> Result<Self, String> {
+        let mut client = Client::connect(url, NoTls)
+            .map_err(|e| format!("ledger PostgreSQL: cannot connect: {e}"))?;
+        // `schema` is validated as a plain identifier by the config.
+        client
+            .batch_execute(&format!(
+                "CREATE SCHEMA IF NOT EXISTS {schema};
+                 SET search_path TO {schema};
+                 CREATE TABLE IF NOT EXISTS ledger_migrations (version INTEGER NOT NULL);"
+            ))
+            .map_err(|e| format!("ledger PostgreSQL: {e}"))?;
+        let mut tx = client.transaction().map_err(|e| e.to_string())?;
+        // One migrator at a time across replicas.
+        tx.batch_execute("LOCK TABLE ledger_migrations IN EXCLUSIVE MODE")
+            .map_err(|e| e.to_string())?;
+        let done: i64 = tx
+            .query_one("SELECT COUNT(*) FROM ledger_migrations", &[])
+            .map_err(|e| e.to_string())?
+            .get(0);
+        for (i, migration) in MIGRATIONS
+            .iter()
+            .enumerate()
+            .skip(usize::try_from(done).unwrap_or(0))
+        {
+            tx.batch_execute(migration)
+                .map_err(|e| format!("ledger PostgreSQL migration {}: {e}", i + 1))?;
+            tx.execute(
+                "INSERT INTO ledger_migrations (version) VALUES ($1)",
+                &[&i32::try_from(i + 1).unwrap_or(i32::MAX)],
+            )
+            .map_err(|e| e.to_string())?;
+        }
+        tx.commit().map_err(|e| e.to_string())?;
+        let insert = client.prepare(INSERT).map_err(|e| e.to_string())?;
+        Ok(PgStore { client, insert })
+    }
+}
+
+impl LedgerStore for PgStore {
+    fn write(&mut self, batch: &[LedgerRecord]) -> Result<(), String> {
+        let mut tx = self.client.transaction().map_err(|e| e.to_string())?;
+        for r in batch {
+            let status = i32::from(r.status);
+            let attempts = i32::try_from(r.attempts).unwrap_or(i32::MAX);
+            tx.execute(
+                &self.insert,
+                &[
+                    &r.request_id,
+                    &r.ts_ms,
+                    &r.key_id,
+                    &r.team,
+                    &r.end_user,
+                    &r.endpoint.as_ref(),
+                    &r.requested_model,
+                    &r.label,
+                    &r.task,
+                    &r.confidence,
+                    &r.difficulty,
+                    &!r.pii_kinds.is_empty(),
+                    &r.pii_kinds,
+                    &r.rule,
+                    &r.shadow_rule,
+                    &r.pool,
+                    &r.deployment,
+                    &r.provider.as_deref(),
+                    &r.upstream_model,
+                    &r.tier.as_deref(),
+                    &r.cache_hit,
+                    &r.stream,
+                    &status,
+                    &r.error_kind.as_deref(),
+                    &attempts,
+                    &r.fallbacks,
+                    &int(r.usage.input),
+                    &int(r.usage.cached_input),
+                    &int(r.usage.cache_write),
+                    &int(r.usage.output),
+                    &int(r.usage.reasoning),
+                    &r.usage.estimated,
+                    &r.cost.pico(),
+                    &r.reference_cost.pico(),
+                    &int(r.latency_us),
+                    &r.ttft_us.map(int),
+                    &r.upstream_us.map(int),
+                ],
+            )
+            .map_err(|e| e.to_string())?;
+        }
+        tx.commit().map_err(|e| e.to_string())
+    }
+}

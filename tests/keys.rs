@@ -1,0 +1,204 @@
+//! Virtual keys, budgets and rate limits: 401 without a valid key, keys created and
+//! revoked from the CLI, budgets that concurrent requests cannot overshoot, free local
+//! traffic not blocked, RPM answered with 429 and Retry-After.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+use serde_json::json;
+
+const KEY: &str = "ck-test-key-search";
+
+fn sha(key: &str) -> String {
+    crossroads::auth::hex(&crossroads::auth::hash_key(key))
+}
+
+fn keyed_config(local: &Upstream, fa: &Upstream, key_extra: &str, team_extra: &str) -> String {
+    format!(
+        "{}\n[auth]\nrequired = true\nrefresh_ms = 100\n\n[[teams]]\nid = \"search\"\n{team_extra}\n\n[[keys]]\nid = \"search-prod\"\nteam = \"search\"\nsha256 = \"{}\"\n{key_extra}\n",
+        standard_config(&local.base_url(), &fa.base_url(), &fa.base_url()),
+        sha(KEY)
+    )
+}
+
+async fn chat_as(gw: &Gateway, key: Option<&str>, body: serde_json::Value) -> reqwest::Response {
+    let mut req = gw.client.post(gw.url("/v1/chat/completions")).json(&body);
+    if let Some(key) = key {
+        req = req.bearer_auth(key);
+    }
+    req.send().await.unwrap()
+}
+
+#[tokio::test]
+async fn requests_need_a_valid_key_and_are_attributed_to_it() {
+    let local = Upstream::start(Scripted::json(completion("l", "ok", 1, 1))).await;
+    let fa = Upstream::start(Scripted::json(completion("gpt-4.1", "ok", 1, 1))).await;
+    let gw = Gateway::start(&keyed_config(&local, &fa, "", "")).await;
+    let (status, error) = error_of(chat_as(&gw, None, user("auto", "hi")).await).await;
+    assert_eq!(status, 401);
+    assert_eq!(error["type"], "authentication_error");
+    let (status, _) = error_of(chat_as(&gw, Some("ck-wrong"), user("auto", "hi")).await).await;
+    assert_eq!(status, 401);
+    assert_eq!(
+        chat_as(&gw, Some(KEY), user("auto", "hi")).await.status(),
+        200
+    );
+    assert_eq!(fa.hits(), 1);
+    let rows = gw.ledger_rows().await;
+    let ok = rows.iter().find(|r| r["status"] == 200).unwrap();
+    assert_eq!(ok["key_id"], "search-prod");
+    assert_eq!(ok["team"], "search");
+}
+
+#[tokio::test]
+async fn cli_keys_work_at_once_and_stop_when_revoked() {
+    let local = Upstream::start(Scripted::json(completion("l", "ok", 1, 1))).await;
+    let fa = Upstream::start(Scripted::json(completion("gpt-4.1", "ok", 1, 1))).await;
+    let gw = Gateway::start(&keyed_config(&local, &fa, "", "")).await;
+    let keys = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_crossroads"))
+            .arg("keys")
+            .args(args)
+            .arg("--config")
+            .arg(&gw.config_path)
+            .output()
+            .unwrap()
+    };
+    let out = keys(&[
+        "create", "--id", "ci-bot", "--team", "search", "--rpm", "100",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let key = text.lines().next().unwrap().to_owned();
+    assert!(key.starts_with("ck-"));
+    let mut accepted = false;
+    for _ in 0..30 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        if chat_as(&gw, Some(&key), user("auto", "hi")).await.status() == 200 {
+            accepted = true;
+            break;
+        }
+    }
+    assert!(accepted, "a created key was not accepted");
+    let listed = String::from_utf8(keys(&["list"]).stdout).unwrap();
+    assert!(
+        listed.contains("ci-bot") && listed.contains("active"),
+        "{listed}"
+    );
+    assert!(!listed.contains(&key), "list must never show keys");
+
+    assert!(keys(&["revoke", "ci-bot"]).status.success());
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(
+        chat_as(&gw, Some(&key), user("auto", "hi")).await.status(),
+        401
+    );
+    assert!(
+        String::from_utf8(keys(&["list"]).stdout)
+            .unwrap()
+            .contains("revoked")
+    );
+    assert!(!keys(&["revoke", "ci-bot"]).status.success());
+}
+
+#[tokio::test]
+async fn concurrent_requests_never_overshoot_a_budget() {
+    let local = Upstream::start(Scripted::json(completion("l", "ok", 1, 1))).await;
+    // Every answer costs 10 × $2/M + 50 × $8/M = $0.00042 at gpt-4.1 prices.
+    let fa = Upstream::start(Scripted::delayed(
+        Duration::from_millis(50),
+        completion("gpt-4.1", "ok", 10, 50),
+    ))
+    .await;
+    let gw = Gateway::start(&keyed_config(
+        &local,
+        &fa,
+        "budget = { usd = 0.001, period = \"day\" }",
+        "",
+    ))
+    .await;
+    let mut body = user("frontier", "hi");
+    body["max_tokens"] = json!(50);
+    let requests = (0..50).map(|_| chat_as(&gw, Some(KEY), body.clone()));
+    let responses = futures_util::future::join_all(requests).await;
+    let ok = responses.iter().filter(|r| r.status() == 200).count();
+    let refused: Vec<_> = responses
+        .into_iter()
+        .filter(|r| r.status() == 429)
+        .collect();
+    assert!(ok >= 1, "some requests must pass");
+    assert_eq!(ok + refused.len(), 50);
+    let (_, error) = error_of(refused.into_iter().next().unwrap()).await;
+    assert_eq!(error["code"], "insufficient_quota");
+    assert!(error["message"].as_str().unwrap().contains("budget"));
+    let rows = gw.ledger_rows().await;
+    let spent: i64 = rows.iter().map(|r| r["cost_pusd"].as_i64().unwrap()).sum();
+    assert!(
+        spent <= 1_000_000_000,
+        "settled spend {spent} pico-USD exceeds the $0.001 budget"
+    );
+    assert!(
+        gw.metrics()
+            .await
+            .contains("crossroads_budget_rejections_total{scope=\"key\"}")
+    );
+}
+
+#[tokio::test]
+async fn team_budgets_apply_and_free_local_traffic_passes() {
+    let local = Upstream::start(Scripted::json(completion("l", "ok", 1, 1))).await;
+    let fa = Upstream::start(Scripted::json(completion("gpt-4.1", "ok", 100, 100))).await;
+    let gw = Gateway::start(&keyed_config(
+        &local,
+        &fa,
+        "",
+        "budget = { usd = 0.0001, period = \"month\" }",
+    ))
+    .await;
+    // The first frontier request cannot fit: its upper bound is above the budget.
+    let (status, error) = error_of(chat_as(&gw, Some(KEY), user("frontier", "hi")).await).await;
+    assert_eq!(status, 429);
+    assert!(
+        error["message"].as_str().unwrap().contains("team `search`"),
+        "{error}"
+    );
+    // Local deployments cost nothing: the spent budget does not stop them.
+    assert_eq!(
+        chat_as(&gw, Some(KEY), user("local", "hi")).await.status(),
+        200
+    );
+}
+
+#[tokio::test]
+async fn requests_per_minute_are_limited_with_retry_after() {
+    let local = Upstream::start(Scripted::json(completion("l", "ok", 1, 1))).await;
+    let fa = Upstream::start(Scripted::json(completion("gpt-4.1", "ok", 1, 1))).await;
+    let gw = Gateway::start(&keyed_config(&local, &fa, "rpm = 2", "")).await;
+    assert_eq!(
+        chat_as(&gw, Some(KEY), user("auto", "hi")).await.status(),
+        200
+    );
+    assert_eq!(
+        chat_as(&gw, Some(KEY), user("auto", "hi")).await.status(),
+        200
+    );
+    let r = chat_as(&gw, Some(KEY), user("auto", "hi")).await;
+    assert_eq!(r.status(), 429);
+    let retry: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry));
+    let (_, error) = error_of(r).await;
+    assert_eq!(error["code"], "rate_limit_exceeded");
+    assert_eq!(fa.hits(), 2);
+}
