@@ -803,8 +803,8 @@ async fn changing_a_pools_models_retires_its_entries() {
     assert_eq!(s.fa.hits(), 2);
 }
 
-/// Four keys: `a` and `b` of team `search`, `c` and `d` of team `ads`, `d` with a budget
-/// too small for any frontier request.
+/// Keys `a` and `b` of team `search`; `c`, `d` and `e` of team `ads`, `d` with a budget
+/// too small for any frontier request, `e` with 300 tokens a minute.
 fn teams_config(fa: &Upstream, scope: &str) -> String {
     let other = "http://127.0.0.1:9/v1";
     let sha = |k: &str| crossroads::auth::hex(&crossroads::auth::hash_key(k));
@@ -816,6 +816,7 @@ fn teams_config(fa: &Upstream, scope: &str) -> String {
         ("b", "search", ""),
         ("c", "ads", ""),
         ("d", "ads", "budget = { usd = 0.000001, period = \"day\" }"),
+        ("e", "ads", "tpm = 300"),
     ] {
         config += &format!(
             "\n[[keys]]\nid = \"{id}\"\nteam = \"{team}\"\nsha256 = \"{}\"\n{extra}\n",
@@ -875,5 +876,20 @@ async fn a_global_cache_is_shared_across_teams() {
     gw.state.cache.as_ref().unwrap().flush().await;
     let r = chat_as(&gw, "c", "Shared?").await;
     assert_eq!(header(&r, "x-crossroads-cache"), "hit");
+    assert_eq!(fa.hits(), 1);
+}
+
+#[tokio::test]
+async fn hits_do_not_use_the_keys_tokens_per_minute() {
+    // 200 generated tokens an answer: a second upstream answer would pass 300 a minute.
+    let fa = Upstream::start(Scripted::json(completion("gpt-4.1", "hi", 10, 200))).await;
+    let gw = Gateway::start(&teams_config(&fa, "team")).await;
+    assert_eq!(chat_as(&gw, "e", "Rate me").await.status(), 200);
+    gw.state.cache.as_ref().unwrap().flush().await;
+    for _ in 0..3 {
+        let r = chat_as(&gw, "e", "Rate me").await;
+        assert_eq!(r.status(), 200);
+        assert_eq!(header(&r, "x-crossroads-cache"), "hit");
+    }
     assert_eq!(fa.hits(), 1);
 }
