@@ -1,5 +1,6 @@
-//! Criterion benches of the pure core on the request path: classification, routing,
-//! request parsing, the cache key and pricing. Run: `cargo bench --bench core`.
+//! Criterion benches of the pure core on the request path: routing, request parsing,
+//! the cache key and pricing (classification is in `benches/classify.rs`). Run:
+//! `cargo bench --bench core`.
 #![allow(clippy::panic)]
 
 use std::hint::black_box;
@@ -8,11 +9,17 @@ use std::path::Path;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use crossroads::accounting::{Costing, Usage};
 use crossroads::cache::CacheKey;
-use crossroads::classify::{Classifier, HeuristicClassifier, Prompt};
+use crossroads::classify::Prompt;
+use crossroads::config::Config;
 use crossroads::request::ChatRequest;
 use crossroads::route::{RouteInput, RouteTable};
 
 /// About 500 tokens of a realistic coding question: prose, a code block, a stack trace.
+/// About 8k tokens: the short prompt sixteen times.
+fn prompt_8k_tokens() -> String {
+    prompt_500_tokens().repeat(16)
+}
+
 fn prompt_500_tokens() -> String {
     let base = "I'm seeing a crash in our payment service when the retry queue fills up. \
         Here is the handler that drains it; the panic happens on the unwrap below when \
@@ -38,33 +45,18 @@ fn prompt_500_tokens() -> String {
     text
 }
 
-fn prompt_8k_tokens() -> String {
-    prompt_500_tokens().repeat(16)
-}
-
-fn classify(c: &mut Criterion) {
-    let classifier = HeuristicClassifier::default();
-    let mut group = c.benchmark_group("classify");
-    for (name, text) in [("short", prompt_500_tokens()), ("long", prompt_8k_tokens())] {
-        group.throughput(Throughput::Bytes(text.len() as u64));
-        group.bench_function(name, |b| {
-            b.iter(|| classifier.classify(black_box(&Prompt::user(&text))))
-        });
-    }
-    group.finish();
-}
-
-fn shipped_routes() -> RouteTable {
+fn shipped_config() -> Config {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("routes.toml");
     match crossroads::config::load(&path) {
-        Ok(config) => config.routes,
+        Ok(config) => config,
         Err(e) => panic!("routes.toml: {e}"),
     }
 }
 
 fn route(c: &mut Criterion) {
-    let table = shipped_routes();
-    let classifier = HeuristicClassifier::default();
+    let config = shipped_config();
+    let table: RouteTable = config.routes.clone();
+    let classifier = config.classifier.as_ref();
     let text = prompt_500_tokens();
     let classification = classifier.classify(&Prompt::user(&text));
     let input = RouteInput {
@@ -175,5 +167,5 @@ fn accounting(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, classify, route, request, cache, accounting);
+criterion_group!(benches, route, request, cache, accounting);
 criterion_main!(benches);

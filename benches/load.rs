@@ -3,7 +3,9 @@
 //! accounting, SQLite ledger, metrics), in one run, with `wrk` as the load generator.
 //!
 //! Run: `cargo bench --bench load` (needs `wrk`: `apt-get install wrk`).
-//! Options (environment): LOAD_SECONDS (default 10), LOAD_CONNECTIONS (default "16,64").
+//! Options (environment): LOAD_SECONDS (default 10), LOAD_CONNECTIONS (default "16,64"),
+//! LOAD_LITELLM=1 adds LiteLLM's proxy (installed by scripts/bench-litellm.sh into its
+//! own virtual environment) on the same upstream, at the same concurrencies.
 //!
 //! Reports requests/s, latency p50/p99, added latency over the floor, the gateway's CPU
 //! time per request (its CPU seconds / requests served: the figure that survives a noisy
@@ -130,6 +132,82 @@ struct Run {
     p99_ms: f64,
 }
 
+/// CPU seconds and summed peak RSS (MB) of a process and all its descendants.
+fn tree_usage(root: u32) -> (f64, f64) {
+    let stat_fields = |pid: u32| -> Vec<String> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        stat.rfind(')')
+            .map(|i| {
+                stat[i + 2..]
+                    .split_whitespace()
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let mut parent = std::collections::HashMap::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>()
+            && let Some(ppid) = stat_fields(pid).get(1).and_then(|p| p.parse::<u32>().ok())
+        {
+            parent.insert(pid, ppid);
+        }
+    }
+    let in_tree = |mut pid: u32| loop {
+        if pid == root {
+            return true;
+        }
+        match parent.get(&pid) {
+            Some(&p) if p != 0 && p != pid => pid = p,
+            _ => return false,
+        }
+    };
+    let (mut cpu, mut rss) = (0.0, 0.0);
+    for &pid in parent.keys().filter(|p| in_tree(**p)) {
+        let f = stat_fields(pid);
+        if f.len() > 12 {
+            cpu +=
+                (f[11].parse::<f64>().unwrap_or(0.0) + f[12].parse::<f64>().unwrap_or(0.0)) / 100.0;
+        }
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        rss += status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+            / 1024.0;
+    }
+    (cpu, rss)
+}
+
+const LITELLM_KEY: &str = "sk-crossroads-bench";
+
+/// LiteLLM's proxy on the same upstream: (pid, chat URL).
+fn start_litellm(upstream: u16) -> (u32, String) {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/bench-litellm.sh");
+    assert!(
+        Command::new(script)
+            .arg("install")
+            .status()
+            .unwrap()
+            .success()
+    );
+    let out = Command::new(script)
+        .args([
+            "start",
+            &format!("http://127.0.0.1:{upstream}/v1"),
+            &free_port().to_string(),
+        ])
+        .env("LITELLM_MASTER_KEY", LITELLM_KEY)
+        .stderr(Stdio::inherit())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "LiteLLM did not start");
+    let line = String::from_utf8(out.stdout).unwrap();
+    let (pid, url) = line.trim().split_once(' ').unwrap();
+    (pid.parse().unwrap(), format!("{url}/v1/chat/completions"))
+}
+
 /// Runs wrk against `url` and parses its summary.
 fn wrk(url: &str, connections: usize, seconds: u64, script: &std::path::Path) -> Run {
     let out = Command::new("wrk")
@@ -137,6 +215,8 @@ fn wrk(url: &str, connections: usize, seconds: u64, script: &std::path::Path) ->
             "-t2",
             &format!("-c{connections}"),
             &format!("-d{seconds}s"),
+            "--timeout",
+            "30s",
             "--latency",
             "-s",
         ])
@@ -208,7 +288,19 @@ fn main() {
         )
         .unwrap();
 
+    let litellm_script = dir.path().join("post-litellm.lua");
+    std::fs::write(
+        &litellm_script,
+        format!(
+            "{}wrk.headers[\"Authorization\"] = \"Bearer {LITELLM_KEY}\"\n",
+            std::fs::read_to_string(&script).unwrap()
+        ),
+    )
+    .unwrap();
     let upstream = start_upstream();
+    let litellm = std::env::var("LOAD_LITELLM")
+        .is_ok_and(|v| v == "1")
+        .then(|| start_litellm(upstream));
     let port = free_port();
     let config_path = dir.path().join("routes.toml");
     std::fs::write(&config_path, config(upstream, port, dir.path())).unwrap();
@@ -249,8 +341,33 @@ fn main() {
             through.p99_ms - direct.p99_ms,
             cpu * 1000.0 / through.requests
         );
+        if let Some((pid, url)) = &litellm {
+            wrk(url, c, 2, &litellm_script);
+            let (before, _) = tree_usage(*pid);
+            let run = wrk(url, c, seconds, &litellm_script);
+            let (after, _) = tree_usage(*pid);
+            println!(
+                "| litellm | {c} | {:.0} | {:.3} | {:.3} | {:.3} | {:.3} | {:.4} |",
+                run.rps,
+                run.p50_ms,
+                run.p99_ms,
+                run.p50_ms - direct.p50_ms,
+                run.p99_ms - direct.p99_ms,
+                (after - before) * 1000.0 / run.requests
+            );
+        }
     }
     println!("\ncrossroads peak RSS: {:.1} MB", peak_rss_mb(pid));
+    if let Some((litellm_pid, _)) = litellm {
+        println!(
+            "litellm peak RSS: {:.1} MB (summed over its processes)",
+            tree_usage(litellm_pid).1
+        );
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/bench-litellm.sh");
+        let _ = Command::new(script)
+            .args(["stop", &litellm_pid.to_string()])
+            .status();
+    }
     let _ = Command::new("kill")
         .args(["-TERM", &pid.to_string()])
         .status();

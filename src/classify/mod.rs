@@ -2,17 +2,20 @@
 //! personal data, computed locally in microseconds.
 //!
 //! Pure: a [`Prompt`] (borrowed text of the conversation plus structural facts) in, a
-//! [`Classification`] out. Implementations sit behind the [`Classifier`] trait so the
-//! heuristic one can be replaced by a learned model without touching the router.
+//! [`Classification`] out. Implementations sit behind the [`Classifier`] trait: the
+//! learned [`linear`] model serves by default, the hand-weighted [`heuristic`] one needs
+//! no model file.
 
 pub mod features;
 pub mod heuristic;
+pub mod linear;
 pub mod pii;
 
 use std::sync::Arc;
 
 pub use features::{Features, Signal, Signals};
 pub use heuristic::HeuristicClassifier;
+pub use linear::LinearClassifier;
 pub use pii::{PiiKind, PiiKinds};
 
 /// Who wrote a piece of the conversation.

@@ -164,14 +164,19 @@ impl Default for RawServer {
 #[serde(deny_unknown_fields, default)]
 pub struct RawClassifier {
     pub kind: ClassifierKind,
+    /// Model file of the linear classifier, relative to the config file's directory.
+    pub model: Option<String>,
 }
 
 /// Which classifier implementation serves requests.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ClassifierKind {
+    /// Hand-weighted cues; needs no model file.
     #[default]
     Heuristic,
+    /// The learned model of `crossroads train`, read from `model`.
+    Linear,
 }
 
 /// The wire protocol a deployment speaks.

@@ -8,16 +8,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::raw::{
-    ClassifierKind, RawAccounting, RawAlias, RawAuth, RawBudget, RawBudgets, RawConfig,
-    RawDeployment, RawHealth, RawKey, RawLedger, RawMatch, RawPool, RawPrice, RawPriceValues,
-    RawRule, RawServer, RawTeam,
+    ClassifierKind, RawAccounting, RawAlias, RawAuth, RawBudget, RawBudgets, RawClassifier,
+    RawConfig, RawDeployment, RawHealth, RawKey, RawLedger, RawMatch, RawPool, RawPrice,
+    RawPriceValues, RawRule, RawServer, RawTeam,
 };
 use super::{
     AuthConfig, BudgetConfig, BudgetPeriod, BudgetsConfig, Config, Deployment, HealthConfig,
     KeyConfig, LedgerBackend, LedgerConfig, PriceEntry, Secret, ServerConfig, Strategy, TeamConfig,
 };
 use crate::accounting::{PerMillion, Price};
-use crate::classify::{Classifier, HeuristicClassifier, LabelSet, PiiKind, PiiKinds};
+use crate::classify::{
+    Classifier, HeuristicClassifier, LabelSet, LinearClassifier, PiiKind, PiiKinds,
+};
 use crate::route::{Action, Alias, AliasMatch, Match, Pool, Requested, RouteTable, Rule};
 
 /// A field path and what is wrong with it.
@@ -52,9 +54,7 @@ pub fn validate(
         cache,
     } = raw;
     let server = validate_server(server, env)?;
-    let classifier: Arc<dyn Classifier> = match classifier.kind {
-        ClassifierKind::Heuristic => Arc::new(HeuristicClassifier::default()),
-    };
+    let classifier = validate_classifier(classifier, source)?;
     let prices = validate_prices(prices)?;
     let deployments = deployments
         .into_iter()
@@ -268,6 +268,29 @@ fn validate_server(
         retry_backoff: Duration::from_millis(retry_backoff_ms),
         max_retry_wait: Duration::from_millis(max_retry_wait_ms),
     })
+}
+
+/// Builds the classifier; a linear model is loaded from a path relative to the
+/// directory of the config file.
+fn validate_classifier(raw: RawClassifier, source: &Path) -> Result<Arc<dyn Classifier>, Invalid> {
+    let RawClassifier { kind, model } = raw;
+    match (kind, model) {
+        (ClassifierKind::Heuristic, None) => Ok(Arc::new(HeuristicClassifier::default())),
+        (ClassifierKind::Heuristic, Some(_)) => Err(invalid(
+            "classifier.model",
+            "only kind = \"linear\" reads a model file",
+        )),
+        (ClassifierKind::Linear, None) => Err(invalid(
+            "classifier.model",
+            "kind = \"linear\" needs a model file, e.g. model = \"models/crossroads-linear.bin\"",
+        )),
+        (ClassifierKind::Linear, Some(file)) => {
+            let path = source.parent().unwrap_or(Path::new("")).join(&file);
+            let classifier = LinearClassifier::load(&path)
+                .map_err(|e| invalid("classifier.model", format!("{}: {e}", path.display())))?;
+            Ok(Arc::new(classifier))
+        }
+    }
 }
 
 fn positive_ms(path: &str, ms: u64) -> Result<Duration, Invalid> {

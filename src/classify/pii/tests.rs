@@ -707,3 +707,25 @@ fn detection_survives_surrounding_noise() {
         assert_only(&text, needle.1);
     }
 }
+
+// ------------------------------------------- identifiers that are not personal data
+
+#[test]
+fn common_identifiers_fire_nothing() {
+    for text in [
+        "Order #123456789012 shipped",
+        "your order 4415552671 ships tomorrow",
+        "order no. 2024-000123-45",
+        "ISBN 978-3-16-148410-0",
+        "ISBN 0-306-40615-2",
+        "ISBN-13: 978-0-306-40615-7",
+        "isbn 9780306406157",
+        "id 123e4567-e89b-12d3-a456-426614174000",
+        "UUID 550e8400-e29b-41d4-a716-446655440000",
+        "version 1.2.3 or v10.15.2 or 2.10.1234",
+        "upgrade to 3.11.4-rc.1+build.5",
+        "serde = \"1.0.219\"",
+    ] {
+        assert_none(text);
+    }
+}

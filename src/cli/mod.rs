@@ -1,5 +1,7 @@
-//! The `crossroads` command: `serve`, `check`, `explain`, `keys`.
+//! The `crossroads` command: `serve`, `check`, `explain`, `keys`, `spend`, and the
+//! classifier's `train`, `eval` and `calibrate` ([`classifier`]).
 
+pub mod classifier;
 mod keys;
 mod spend;
 
@@ -74,6 +76,67 @@ enum Command {
         #[arg(long, default_value = "auto")]
         model: String,
     },
+    /// Train a classifier model from labelled JSONL (`text`, and `label` and/or
+    /// `weak_correct` + `strong_correct`).
+    Train {
+        /// A JSONL file; repeat for more.
+        #[arg(long, required = true)]
+        data: Vec<PathBuf>,
+        /// Where to write the model file.
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Rows to learn from: `train` (all but the held-out 20%, chosen by a hash of
+        /// the text) or `all`.
+        #[arg(long, default_value = "train")]
+        split: String,
+        #[arg(long, default_value_t = 30)]
+        epochs: usize,
+        #[arg(long, default_value_t = 2.0)]
+        learning_rate: f32,
+        /// The frontier head's learning rate, relative to --learning-rate.
+        #[arg(long, default_value_t = 0.5)]
+        frontier_rate: f32,
+        /// L2 penalty (weight decay per step on the rows a step touches).
+        #[arg(long, default_value_t = 0.0)]
+        l2: f32,
+        /// How much a row's own outcome counts against the outcome rates of its MMLU
+        /// subject or label (1: only its own, 0: only the group's).
+        #[arg(long, default_value_t = 0.0)]
+        outcome_keep: f32,
+        /// log2 of the number of hashed feature buckets.
+        #[arg(long, default_value_t = 17)]
+        hash_bits: u8,
+    },
+    /// Measure a model on labelled JSONL: per-class scores, routing quality, latency;
+    /// the last line is one JSON object.
+    Eval {
+        #[arg(long)]
+        model: PathBuf,
+        #[arg(long, required = true)]
+        data: Vec<PathBuf>,
+        /// Rows to measure: `heldout` (the 20% that `train` leaves out), `train` or `all`.
+        #[arg(long, default_value = "heldout")]
+        split: String,
+        /// Draw the cost-quality curve against random routing into this SVG file.
+        #[arg(long)]
+        plot: Option<PathBuf>,
+        /// Fail (exit 1) unless a figure of the summary meets this bar, e.g.
+        /// `macro_f1>=0.83` or `cpt50<=0.30`; repeat for more.
+        #[arg(long)]
+        require: Vec<String>,
+    },
+    /// Print the `min_difficulty` that sends a given share of traffic to the frontier.
+    Calibrate {
+        #[arg(long)]
+        model: PathBuf,
+        /// JSONL traffic: rows with `text`, chat `messages`, or a recorded `difficulty`.
+        #[arg(long, required = true)]
+        data: Vec<PathBuf>,
+        #[arg(long)]
+        frontier_share: f64,
+    },
 }
 
 /// Parses the command line and runs the command.
@@ -96,6 +159,51 @@ pub fn main() -> ExitCode {
             request,
             model,
         } => explain(&config, prompt, request, &model),
+        Command::Train {
+            data,
+            out,
+            seed,
+            split,
+            epochs,
+            learning_rate,
+            frontier_rate,
+            l2,
+            outcome_keep,
+            hash_bits,
+        } => classifier::exit(classifier::train_command(classifier::TrainArgs {
+            data,
+            out,
+            seed,
+            split,
+            epochs,
+            learning_rate,
+            frontier_rate,
+            l2,
+            outcome_keep,
+            hash_bits,
+        })),
+        Command::Eval {
+            model,
+            data,
+            split,
+            plot,
+            require,
+        } => classifier::exit(classifier::eval_command(classifier::EvalArgs {
+            model,
+            data,
+            split,
+            plot,
+            require,
+        })),
+        Command::Calibrate {
+            model,
+            data,
+            frontier_share,
+        } => classifier::exit(classifier::calibrate_command(classifier::CalibrateArgs {
+            model,
+            data,
+            frontier_share,
+        })),
     }
 }
 

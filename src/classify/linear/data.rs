@@ -1,0 +1,341 @@
+//! Labelled prompts as the `train` and `eval` commands read them (one JSON object a
+//! line), the deterministic train / held-out split, and how a row's fields become the
+//! targets of the three heads.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use serde::Deserialize;
+
+/// The task labels every model has, in this order.
+pub const TASKS: [&str; 4] = ["coding", "math", "creative_writing", "other"];
+
+/// Percent of rows, chosen by a hash of their text, kept out of training for evaluation.
+pub const HELDOUT_PERCENT: u64 = 20;
+
+/// Percent of the training rows (the next hash range) held back to fit the softmax
+/// temperatures.
+pub const CALIBRATION_PERCENT: u64 = 10;
+
+/// One line of a JSONL file. Unknown fields (ids, options) are ignored.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct Row {
+    pub text: String,
+    /// A domain or a task label.
+    #[serde(default)]
+    pub label: Option<String>,
+    /// The MMLU subject (RouteLLM outcomes carry it instead of a label).
+    #[serde(default)]
+    pub subject: Option<String>,
+    /// Where the row came from; MMLU-Pro writes `ori_mmlu-<subject>`.
+    #[serde(default)]
+    pub src: Option<String>,
+    /// Answer options of a multiple-choice question (MMLU-Pro keeps them apart from
+    /// the text); training also learns from the question with its options.
+    #[serde(default)]
+    pub options: Option<Vec<String>>,
+    #[serde(default)]
+    pub weak_correct: Option<bool>,
+    #[serde(default)]
+    pub strong_correct: Option<bool>,
+    /// Set by the reader when every label of the row's file is a task label (a file of
+    /// coding or math requests, say): such rows train the task head only, so prompts
+    /// of another kind do not blur the subject domains.
+    #[serde(skip)]
+    pub task_only: bool,
+    /// Which of the given files the row came from, set by the reader: outcomes of
+    /// different files may come from different model pairs.
+    #[serde(skip)]
+    pub file: usize,
+}
+
+impl Row {
+    /// Parses one JSONL line.
+    pub fn parse(line: &str) -> Result<Row, String> {
+        serde_json::from_str(line).map_err(|e| e.to_string())
+    }
+
+    /// The frontier head's outcome index (`weak + 2 * strong`), when both are known.
+    pub fn outcome(&self) -> Option<usize> {
+        match (self.weak_correct, self.strong_correct) {
+            (Some(w), Some(s)) => Some(usize::from(w) + 2 * usize::from(s)),
+            _ => None,
+        }
+    }
+
+    /// The group whose outcome rates smooth this row's outcome: its file (one pair of
+    /// models) and its MMLU subject, else its label.
+    pub fn outcome_group(&self) -> Option<String> {
+        let file = self.file;
+        self.mmlu_subject()
+            .map(|s| format!("{file}:subject:{s}"))
+            .or_else(|| self.label.as_ref().map(|l| format!("{file}:label:{l}")))
+    }
+
+    /// The MMLU subject this row names, in `subject` or in an `ori_mmlu-` source.
+    fn mmlu_subject(&self) -> Option<&str> {
+        self.subject
+            .as_deref()
+            .or_else(|| self.src.as_deref()?.strip_prefix("ori_mmlu-"))
+    }
+}
+
+/// Which rows a command uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Split {
+    /// Rows outside the held-out range (what `train` learns from by default).
+    Train,
+    /// The held-out range (what `eval` measures by default).
+    Heldout,
+    /// Every row (your own traffic, a fixture).
+    All,
+}
+
+impl Split {
+    pub fn parse(s: &str) -> Option<Split> {
+        match s {
+            "train" => Some(Split::Train),
+            "heldout" => Some(Split::Heldout),
+            "all" => Some(Split::All),
+            _ => None,
+        }
+    }
+
+    pub fn contains(self, text: &str) -> bool {
+        let heldout = bucket(text) < HELDOUT_PERCENT;
+        match self {
+            Split::Train => !heldout,
+            Split::Heldout => heldout,
+            Split::All => true,
+        }
+    }
+}
+
+/// The row's hash bucket in [0, 100). The hash covers the question only: a trailing
+/// multiple-choice block (`\nA. ...`) is cut and only lower-cased letters and digits
+/// count, so one question asked in two files lands on the same side of the split.
+pub fn bucket(text: &str) -> u64 {
+    let stem = text.find("\nA. ").map_or(text, |i| &text[..i]);
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in stem.bytes().filter(u8::is_ascii_alphanumeric) {
+        h ^= u64::from(b.to_ascii_lowercase());
+        h = h.wrapping_mul(0x100_0000_01b3);
+    }
+    h % 100
+}
+
+/// True for training rows held back to fit the temperatures.
+pub fn is_calibration(text: &str) -> bool {
+    (HELDOUT_PERCENT..HELDOUT_PERCENT + CALIBRATION_PERCENT).contains(&bucket(text))
+}
+
+/// The targets of one row, as indices into the model's label lists.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Targets {
+    pub domain: Option<usize>,
+    pub task: Option<usize>,
+    pub outcome: Option<usize>,
+}
+
+/// How rows map to targets, learned from the rows themselves.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LabelMap {
+    pub domains: Vec<String>,
+    pub tasks: Vec<String>,
+    /// MMLU subject → domain index, by the majority of labelled rows naming it.
+    subjects: HashMap<String, usize>,
+}
+
+impl LabelMap {
+    /// Domains are the labels of rows that are not [`Row::task_only`], sorted; tasks
+    /// are [`TASKS`]. A subject maps to the domain most rows of that subject carry.
+    pub fn from_rows<'a>(rows: impl Iterator<Item = &'a Row> + Clone) -> LabelMap {
+        let domains: BTreeSet<&str> = rows
+            .clone()
+            .filter(|r| !r.task_only)
+            .filter_map(|r| r.label.as_deref())
+            .collect();
+        let domains: Vec<String> = domains.into_iter().map(str::to_owned).collect();
+        let mut votes: BTreeMap<&str, BTreeMap<usize, usize>> = BTreeMap::new();
+        for row in rows {
+            if let (Some(subject), Some(label)) = (row.mmlu_subject(), row.label.as_deref())
+                && let Some(d) = domains.iter().position(|x| x == label)
+            {
+                *votes.entry(subject).or_default().entry(d).or_default() += 1;
+            }
+        }
+        let subjects = votes
+            .into_iter()
+            .filter_map(|(subject, counts)| {
+                let best = counts
+                    .into_iter()
+                    .max_by_key(|&(d, n)| (n, std::cmp::Reverse(d)))?;
+                Some((subject.to_owned(), best.0))
+            })
+            .collect();
+        LabelMap {
+            domains,
+            tasks: TASKS.map(str::to_owned).to_vec(),
+            subjects,
+        }
+    }
+
+    /// A map with the given label lists and no subjects (tests, loaded models).
+    pub fn new(domains: Vec<String>, tasks: Vec<String>) -> LabelMap {
+        LabelMap {
+            domains,
+            tasks,
+            subjects: HashMap::new(),
+        }
+    }
+
+    fn domain(&self, name: &str) -> Option<usize> {
+        self.domains.iter().position(|d| d == name)
+    }
+
+    fn task(&self, name: &str) -> Option<usize> {
+        self.tasks.iter().position(|t| t == name)
+    }
+
+    /// The targets of `row`: a domain label also gives the task (`math` for the math
+    /// domain, `other` for the rest); a subject without a label gives the subject's
+    /// domain; a task-only row has a task and no domain.
+    pub fn targets(&self, row: &Row) -> Targets {
+        let label = row.label.as_deref();
+        let domain = match label {
+            _ if row.task_only => None,
+            Some(l) => self.domain(l),
+            None => row
+                .mmlu_subject()
+                .and_then(|s| self.subjects.get(s))
+                .copied(),
+        };
+        let task = match label {
+            Some(l) if self.task(l).is_some() => self.task(l),
+            Some(_) | None => domain.and_then(|d| {
+                let name = if self.domains[d] == "math" {
+                    "math"
+                } else {
+                    "other"
+                };
+                self.task(name)
+            }),
+        };
+        Targets {
+            domain,
+            task,
+            outcome: row.outcome(),
+        }
+    }
+
+    /// Which head a set of eval labels should be compared with: the domain head when
+    /// every label is a domain, else the task head when every label is a task.
+    pub fn head_for<'a>(
+        &self,
+        labels: impl Iterator<Item = &'a str> + Clone,
+    ) -> Option<super::Head> {
+        if labels.clone().all(|l| self.domain(l).is_some()) {
+            Some(super::Head::Domain)
+        } else if labels.clone().all(|l| self.task(l).is_some()) {
+            Some(super::Head::Task)
+        } else {
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(text: &str, label: Option<&str>) -> Row {
+        Row {
+            text: text.into(),
+            label: label.map(Into::into),
+            ..Row::default()
+        }
+    }
+
+    #[test]
+    fn split_is_by_question_and_stable() {
+        let q = "Find the degree of the extension Q(sqrt(2)) over Q.";
+        let with_options = format!("{q}\nA. 0\nB. 2\nAnswer:");
+        assert_eq!(bucket(q), bucket(&with_options));
+        assert_eq!(bucket(q), bucket(&q.to_uppercase()));
+        let heldout = (0..1000)
+            .filter(|i| Split::Heldout.contains(&format!("question {i}")))
+            .count();
+        assert!((150..250).contains(&heldout), "{heldout}");
+        for i in 0..100 {
+            let t = format!("q{i}");
+            assert_ne!(Split::Train.contains(&t), Split::Heldout.contains(&t));
+            assert!(Split::All.contains(&t));
+        }
+    }
+
+    #[test]
+    fn targets_follow_labels_subjects_and_outcomes() {
+        let mut labelled = row("What is a cell?", Some("biology"));
+        labelled.src = Some("ori_mmlu-college_biology".into());
+        let task = |text: &str, label: &str| Row {
+            task_only: true,
+            ..row(text, Some(label))
+        };
+        let rows = [
+            labelled,
+            row("2+2?", Some("math")),
+            task("write a fn", "coding"),
+            task("a poem", "creative_writing"),
+            row("misc", Some("other")),
+            row("loops", Some("computer science")),
+            task("how many apples?", "math"),
+        ];
+        let map = LabelMap::from_rows(rows.iter());
+        assert_eq!(
+            map.domains,
+            ["biology", "computer science", "math", "other"]
+        );
+        let t = map.targets(&rows[0]);
+        assert_eq!((t.domain, t.task), (Some(0), Some(3)));
+        let t = map.targets(&rows[1]);
+        assert_eq!((t.domain, t.task), (Some(2), Some(1)));
+        let t = map.targets(&rows[2]);
+        assert_eq!((t.domain, t.task), (None, Some(0)));
+        let t = map.targets(&rows[3]);
+        assert_eq!((t.domain, t.task), (None, Some(2)));
+        let t = map.targets(&rows[6]);
+        assert_eq!((t.domain, t.task), (None, Some(1)));
+
+        let mut outcome = row("Which organelle?", None);
+        outcome.subject = Some("college_biology".into());
+        outcome.weak_correct = Some(false);
+        outcome.strong_correct = Some(true);
+        let t = map.targets(&outcome);
+        assert_eq!(
+            t,
+            Targets {
+                domain: Some(0),
+                task: Some(3),
+                outcome: Some(2)
+            }
+        );
+        outcome.subject = Some("astrology".into());
+        assert_eq!(map.targets(&outcome).domain, None);
+    }
+
+    #[test]
+    fn eval_head_is_chosen_by_the_labels() {
+        let map = LabelMap::new(
+            vec!["math".into(), "law".into(), "other".into()],
+            TASKS.map(str::to_owned).to_vec(),
+        );
+        assert_eq!(
+            map.head_for(["law", "math"].into_iter()),
+            Some(super::super::Head::Domain)
+        );
+        assert_eq!(
+            map.head_for(["coding", "math"].into_iter()),
+            Some(super::super::Head::Task)
+        );
+        assert_eq!(map.head_for(["coding", "law"].into_iter()), None);
+    }
+}

@@ -1,0 +1,279 @@
+//! The model file: a versioned little-endian binary with a checksum, so that a corrupt,
+//! truncated or foreign file is refused at start-up with a clear reason.
+//!
+//! ```text
+//! magic "XROADLIN" | version u32 | hash_bits u8 | char_min u8 | char_max u8 | dense u8
+//! | last_user_weight f32 | context_weight f32 | word_weight f32 | temperatures 3 × f32
+//! | domain labels: count u16, then (length u16, UTF-8 bytes) each | task labels: same
+//! | outcomes u16 | rows u32 | stride u32 | bias stride × f32 | idf buckets × f32
+//! | weights rows × stride × f32
+//! | checksum u64 of every byte before it
+//! ```
+
+use std::fmt;
+use std::path::Path;
+
+use super::ngrams::{DENSE, FeatureSpec};
+use super::{LinearModel, MAX_OUTPUTS, OUTCOMES};
+
+const MAGIC: &[u8; 8] = b"XROADLIN";
+/// The format version this build reads and writes.
+pub const VERSION: u32 = 1;
+/// Largest hash space a file may declare (2^22 buckets).
+const MAX_HASH_BITS: u8 = 22;
+
+/// Why a model file cannot be used.
+#[derive(Debug)]
+pub enum LoadError {
+    Io(std::io::Error),
+    /// The file does not start with the model magic.
+    NotAModel,
+    /// Written by another format version.
+    Version {
+        found: u32,
+    },
+    /// The checksum does not match: the file is damaged.
+    Checksum,
+    /// The file ends early or its sizes disagree.
+    Malformed(String),
+}
+
+impl fmt::Display for LoadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LoadError::Io(e) => write!(f, "cannot read the model file: {e}"),
+            LoadError::NotAModel => f.write_str(
+                "not a crossroads model file (bad magic); make one with `crossroads train`",
+            ),
+            LoadError::Version { found } => write!(
+                f,
+                "model file format version {found} is not supported (this build reads version {VERSION}); retrain it with `crossroads train`"
+            ),
+            LoadError::Checksum => f.write_str("the model file is corrupt (checksum mismatch)"),
+            LoadError::Malformed(why) => write!(f, "the model file is malformed: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for LoadError {}
+
+/// Reads and checks a model file.
+pub fn read(path: &Path) -> Result<LinearModel, LoadError> {
+    let bytes = std::fs::read(path).map_err(LoadError::Io)?;
+    decode(&bytes)
+}
+
+/// Writes `model` to `path` (through a temporary file, so a crash leaves no half file).
+pub fn write(path: &Path, model: &LinearModel) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, encode(model))?;
+    std::fs::rename(&tmp, path)
+}
+
+/// The file bytes of `model`.
+pub fn encode(model: &LinearModel) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64 + 4 * (model.weights.len() + model.bias.len()));
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&VERSION.to_le_bytes());
+    let spec = &model.spec;
+    out.extend_from_slice(&[spec.hash_bits, spec.char_min, spec.char_max, DENSE as u8]);
+    out.extend_from_slice(&spec.last_user_weight.to_le_bytes());
+    out.extend_from_slice(&spec.context_weight.to_le_bytes());
+    out.extend_from_slice(&spec.word_weight.to_le_bytes());
+    for t in model.temperatures {
+        out.extend_from_slice(&t.to_le_bytes());
+    }
+    for labels in [&model.domains, &model.tasks] {
+        out.extend_from_slice(&(labels.len() as u16).to_le_bytes());
+        for label in labels {
+            out.extend_from_slice(&(label.len() as u16).to_le_bytes());
+            out.extend_from_slice(label.as_bytes());
+        }
+    }
+    out.extend_from_slice(&(OUTCOMES.len() as u16).to_le_bytes());
+    out.extend_from_slice(&(spec.rows() as u32).to_le_bytes());
+    out.extend_from_slice(&(model.stride() as u32).to_le_bytes());
+    for v in model.bias.iter().chain(&model.idf).chain(&model.weights) {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    let sum = checksum(&out);
+    out.extend_from_slice(&sum.to_le_bytes());
+    out
+}
+
+/// Parses and checks file bytes.
+pub fn decode(bytes: &[u8]) -> Result<LinearModel, LoadError> {
+    if bytes.len() < MAGIC.len() || &bytes[..MAGIC.len()] != MAGIC {
+        return Err(LoadError::NotAModel);
+    }
+    let mut r = Reader {
+        bytes,
+        at: MAGIC.len(),
+    };
+    let version = r.u32()?;
+    if version != VERSION {
+        return Err(LoadError::Version { found: version });
+    }
+    let Some(body_len) = bytes.len().checked_sub(8) else {
+        return Err(malformed("shorter than its checksum"));
+    };
+    let mut stored = [0u8; 8];
+    stored.copy_from_slice(&bytes[body_len..]);
+    if checksum(&bytes[..body_len]) != u64::from_le_bytes(stored) {
+        return Err(LoadError::Checksum);
+    }
+    let r = &mut Reader {
+        bytes: &bytes[..body_len],
+        at: r.at,
+    };
+    let [hash_bits, char_min, char_max, dense] = r.array::<4>()?;
+    if !(1..=MAX_HASH_BITS).contains(&hash_bits) || char_min > char_max || char_max > 8 {
+        return Err(malformed("feature settings out of range"));
+    }
+    if usize::from(dense) != DENSE {
+        return Err(malformed(&format!(
+            "it has {dense} structural signals, this build computes {DENSE}"
+        )));
+    }
+    let spec = FeatureSpec {
+        hash_bits,
+        char_min,
+        char_max,
+        last_user_weight: r.f32()?,
+        context_weight: r.f32()?,
+        word_weight: r.f32()?,
+    };
+    let temperatures = [r.f32()?, r.f32()?, r.f32()?];
+    if temperatures.iter().any(|t| !(t.is_finite() && *t > 0.0)) {
+        return Err(malformed("temperatures must be positive"));
+    }
+    let domains = r.labels()?;
+    let tasks = r.labels()?;
+    let outcomes = r.u16()?;
+    if usize::from(outcomes) != OUTCOMES.len() {
+        return Err(malformed(&format!(
+            "{outcomes} frontier outcomes, expected {}",
+            OUTCOMES.len()
+        )));
+    }
+    if domains.is_empty() || tasks.is_empty() {
+        return Err(malformed("a head has no labels"));
+    }
+    let rows = r.u32()? as usize;
+    let stride = r.u32()? as usize;
+    let expected = domains.len() + tasks.len() + OUTCOMES.len();
+    if stride != expected || stride > MAX_OUTPUTS {
+        return Err(malformed(&format!(
+            "rows are {stride} wide, the labels need {expected} (at most {MAX_OUTPUTS})"
+        )));
+    }
+    if rows != spec.rows() {
+        return Err(malformed(&format!(
+            "{rows} weight rows, the feature settings need {}",
+            spec.rows()
+        )));
+    }
+    let bias = r.floats(stride)?;
+    let idf = r.floats(spec.buckets())?;
+    let weights = r.floats(rows * stride)?;
+    if r.at != r.bytes.len() {
+        return Err(malformed("trailing bytes after the weights"));
+    }
+    if bias
+        .iter()
+        .chain(&idf)
+        .chain(&weights)
+        .any(|w| !w.is_finite())
+    {
+        return Err(malformed("a weight is not a finite number"));
+    }
+    Ok(LinearModel {
+        spec,
+        domains,
+        tasks,
+        temperatures,
+        idf,
+        weights,
+        bias,
+    })
+}
+
+fn malformed(why: &str) -> LoadError {
+    LoadError::Malformed(why.to_owned())
+}
+
+/// A 64-bit FNV-1a style hash over 8-byte words: a damaged byte changes it.
+fn checksum(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ bytes.len() as u64;
+    let mut chunks = bytes.chunks_exact(8);
+    for chunk in &mut chunks {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        h = (h ^ u64::from_le_bytes(word)).wrapping_mul(0x100_0000_01b3);
+        h ^= h >> 29;
+    }
+    for &b in chunks.remainder() {
+        h = (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
+    }
+    h
+}
+
+/// A bounds-checked cursor over the file bytes.
+struct Reader<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl Reader<'_> {
+    fn take(&mut self, n: usize) -> Result<&[u8], LoadError> {
+        let end = self
+            .at
+            .checked_add(n)
+            .filter(|&e| e <= self.bytes.len())
+            .ok_or_else(|| malformed("the file ends early"))?;
+        let slice = &self.bytes[self.at..end];
+        self.at = end;
+        Ok(slice)
+    }
+
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], LoadError> {
+        let mut out = [0u8; N];
+        out.copy_from_slice(self.take(N)?);
+        Ok(out)
+    }
+
+    fn u16(&mut self) -> Result<u16, LoadError> {
+        self.array().map(u16::from_le_bytes)
+    }
+
+    fn u32(&mut self) -> Result<u32, LoadError> {
+        self.array().map(u32::from_le_bytes)
+    }
+
+    fn f32(&mut self) -> Result<f32, LoadError> {
+        self.array().map(f32::from_le_bytes)
+    }
+
+    fn floats(&mut self, n: usize) -> Result<Vec<f32>, LoadError> {
+        let bytes = self.take(n.checked_mul(4).ok_or_else(|| malformed("too large"))?)?;
+        Ok(bytes
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect())
+    }
+
+    fn labels(&mut self) -> Result<Vec<String>, LoadError> {
+        let n = self.u16()?;
+        (0..n)
+            .map(|_| {
+                let len = usize::from(self.u16()?);
+                let raw = self.take(len)?;
+                let s = std::str::from_utf8(raw).map_err(|_| malformed("a label is not UTF-8"))?;
+                if s.is_empty() {
+                    return Err(malformed("a label is empty"));
+                }
+                Ok(s.to_owned())
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,245 @@
+//! The learned classifier: a multinomial logistic regression over hashed word and
+//! character n-grams plus structural signals, with three heads sharing one weight row
+//! per feature:
+//!
+//! 1. **domain**: calibrated probabilities over subject domains (the 14 MMLU-Pro
+//!    categories in the shipped model);
+//! 2. **task**: the kind of work asked for (coding, math, creative writing, other);
+//! 3. **frontier need**: a softmax over the four outcomes of asking a weak and a strong
+//!    model (neither right, weak only, strong only, both); the difficulty is the
+//!    probability that only the strong model gets it right.
+//!
+//! Classification walks the text once for n-grams (see [`ngrams`]), adding each
+//! feature's weight row into a stack accumulator: no allocation, no lock. Training
+//! ([`train`]) and the file format ([`format`]) live beside it; [`metrics`] holds the
+//! evaluation arithmetic (F1, APGR, CPT) used by `crossroads eval`.
+
+pub mod data;
+pub mod format;
+pub mod metrics;
+pub mod ngrams;
+pub mod train;
+
+#[cfg(test)]
+mod tests;
+
+use std::path::Path;
+
+pub use format::LoadError;
+pub use ngrams::FeatureSpec;
+
+use super::{Classification, Classifier, Features, Label, LabelSet, Prompt};
+
+/// The frontier head's outcomes, indexed by `weak_correct + 2 * strong_correct`.
+pub const OUTCOMES: [&str; 4] = ["neither", "weak_only", "strong_only", "both"];
+
+/// Index of the outcome "only the strong model is right".
+const STRONG_ONLY: usize = 2;
+
+/// The most outputs (domain + task + outcome labels) a model may have; the classifier
+/// accumulates them in a stack array of this size.
+pub const MAX_OUTPUTS: usize = 64;
+
+/// Which head a temperature or an output belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Head {
+    Domain,
+    Task,
+    Frontier,
+}
+
+impl Head {
+    pub const ALL: [Head; 3] = [Head::Domain, Head::Task, Head::Frontier];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Head::Domain => "domain",
+            Head::Task => "task",
+            Head::Frontier => "frontier",
+        }
+    }
+}
+
+/// The trained parameters: what the model file holds.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LinearModel {
+    pub spec: FeatureSpec,
+    pub domains: Vec<String>,
+    pub tasks: Vec<String>,
+    /// Softmax temperature of each head, fitted on held-back rows (calibration).
+    pub temperatures: [f32; 3],
+    /// Inverse document frequency of each hashed bucket: common n-grams weigh less.
+    pub idf: Vec<f32>,
+    /// `spec.rows()` rows of `stride()` weights, row-major.
+    pub weights: Vec<f32>,
+    /// One bias per output.
+    pub bias: Vec<f32>,
+}
+
+impl LinearModel {
+    /// A model with every weight zero.
+    pub fn zeros(spec: FeatureSpec, domains: Vec<String>, tasks: Vec<String>) -> Self {
+        let stride = domains.len() + tasks.len() + OUTCOMES.len();
+        LinearModel {
+            idf: vec![1.0; spec.buckets()],
+            weights: vec![0.0; spec.rows() * stride],
+            bias: vec![0.0; stride],
+            spec,
+            domains,
+            tasks,
+            temperatures: [1.0; 3],
+        }
+    }
+
+    /// Outputs per feature row.
+    pub fn stride(&self) -> usize {
+        self.domains.len() + self.tasks.len() + OUTCOMES.len()
+    }
+
+    /// The output range of `head` in a row.
+    pub fn range(&self, head: Head) -> std::ops::Range<usize> {
+        let (d, t) = (self.domains.len(), self.tasks.len());
+        match head {
+            Head::Domain => 0..d,
+            Head::Task => d..d + t,
+            Head::Frontier => d + t..d + t + OUTCOMES.len(),
+        }
+    }
+
+    /// Raw scores (before the per-head softmax) of a prompt whose features are known,
+    /// into `out[..stride]`.
+    pub fn logits(&self, prompt: &Prompt<'_>, features: &Features, out: &mut [f32]) {
+        let stride = self.stride();
+        let out = &mut out[..stride];
+        out.fill(0.0);
+        let mut norm = 0.0;
+        ngrams::for_each_feature(&self.spec, prompt, |bucket, weight| {
+            let x = weight * self.idf[bucket];
+            norm += x * x;
+            let row = &self.weights[bucket * stride..(bucket + 1) * stride];
+            for (o, w) in out.iter_mut().zip(row) {
+                *o += w * x;
+            }
+        });
+        // The n-gram vector has unit length; the dense signals are already scaled.
+        let scale = if norm > 0.0 { norm.sqrt().recip() } else { 0.0 };
+        for (o, b) in out.iter_mut().zip(&self.bias) {
+            *o = *o * scale + b;
+        }
+        let buckets = self.spec.buckets();
+        for (j, value) in ngrams::dense(features).into_iter().enumerate() {
+            let row = &self.weights[(buckets + j) * stride..(buckets + j + 1) * stride];
+            for (o, w) in out.iter_mut().zip(row) {
+                *o += w * value;
+            }
+        }
+    }
+
+    /// Turns logits into calibrated probabilities, head by head, in place.
+    pub fn probabilities(&self, logits: &mut [f32]) {
+        for (i, head) in Head::ALL.into_iter().enumerate() {
+            softmax(&mut logits[self.range(head)], self.temperatures[i]);
+        }
+    }
+
+    /// Probabilities of every output for one prompt.
+    pub fn predict(&self, prompt: &Prompt<'_>, features: &Features) -> Vec<f32> {
+        let mut out = vec![0.0; self.stride()];
+        self.logits(prompt, features, &mut out);
+        self.probabilities(&mut out);
+        out
+    }
+}
+
+/// The frontier-need score from the outcome probabilities.
+pub fn frontier_need(outcomes: &[f32]) -> f32 {
+    outcomes
+        .get(STRONG_ONLY)
+        .copied()
+        .unwrap_or(0.0)
+        .clamp(0.0, 1.0)
+}
+
+/// Softmax of `z / temperature`, in place.
+pub fn softmax(z: &mut [f32], temperature: f32) {
+    let t = if temperature > 0.0 { temperature } else { 1.0 };
+    let max = z.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut total = 0.0;
+    for v in z.iter_mut() {
+        *v = ((*v - max) / t).exp();
+        total += *v;
+    }
+    if total > 0.0 {
+        for v in z.iter_mut() {
+            *v /= total;
+        }
+    }
+}
+
+/// Index and value of the largest entry (the first one on ties).
+pub fn argmax(p: &[f32]) -> (usize, f32) {
+    p.iter()
+        .copied()
+        .enumerate()
+        .fold((0, f32::NEG_INFINITY), |best, (i, v)| {
+            if v > best.1 { (i, v) } else { best }
+        })
+}
+
+/// A [`LinearModel`] behind the [`Classifier`] trait.
+#[derive(Debug, Clone)]
+pub struct LinearClassifier {
+    model: LinearModel,
+    domains: LabelSet,
+    tasks: LabelSet,
+}
+
+impl LinearClassifier {
+    /// Wraps a trained model.
+    pub fn new(model: LinearModel) -> Self {
+        LinearClassifier {
+            domains: LabelSet::new(model.domains.iter().map(String::as_str)),
+            tasks: LabelSet::new(model.tasks.iter().map(String::as_str)),
+            model,
+        }
+    }
+
+    /// Loads a model file written by `crossroads train`; a corrupt, truncated or
+    /// foreign file is an error that says what is wrong.
+    pub fn load(path: &Path) -> Result<Self, LoadError> {
+        format::read(path).map(Self::new)
+    }
+
+    pub fn model(&self) -> &LinearModel {
+        &self.model
+    }
+}
+
+impl Classifier for LinearClassifier {
+    fn labels(&self) -> &LabelSet {
+        &self.domains
+    }
+
+    fn task_labels(&self) -> &LabelSet {
+        &self.tasks
+    }
+
+    fn classify(&self, prompt: &Prompt<'_>) -> Classification {
+        let features = Features::extract(prompt);
+        let model = &self.model;
+        let mut out = [0.0; MAX_OUTPUTS];
+        model.logits(prompt, &features, &mut out);
+        model.probabilities(&mut out);
+        let (label, confidence) = argmax(&out[model.range(Head::Domain)]);
+        let (task, task_confidence) = argmax(&out[model.range(Head::Task)]);
+        Classification {
+            label: Label(label as u16),
+            confidence,
+            task: Label(task as u16),
+            task_confidence,
+            difficulty: frontier_need(&out[model.range(Head::Frontier)]),
+            pii: features.pii,
+            features,
+        }
+    }
+}

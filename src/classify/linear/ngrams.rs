@@ -1,0 +1,296 @@
+//! The hashed input features of the linear model: word uni- and bigrams and character
+//! n-grams of the conversation, fastText-style, plus a few dense structural signals.
+//!
+//! One walker, [`for_each_feature`], serves both training (which collects the features)
+//! and classification (which adds weight rows as they come), so the two cannot drift
+//! apart. It allocates nothing.
+
+use crate::classify::{Features, Prompt, Role, Signal};
+
+/// How text becomes hashed features; stored in the model file.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct FeatureSpec {
+    /// Hashed features fall into `1 << hash_bits` buckets.
+    pub hash_bits: u8,
+    /// Character n-grams of these lengths (inclusive); `0, 0` for none.
+    pub char_min: u8,
+    pub char_max: u8,
+    /// Weight of the last user message; every other message (system prompt, earlier
+    /// turns, assistant and tool text) counts with `context_weight`.
+    pub last_user_weight: f32,
+    pub context_weight: f32,
+    /// Weight of word and word-bigram features relative to character n-grams, which
+    /// are about three times as many.
+    pub word_weight: f32,
+}
+
+impl Default for FeatureSpec {
+    fn default() -> Self {
+        FeatureSpec {
+            hash_bits: 17,
+            char_min: 3,
+            char_max: 5,
+            last_user_weight: 1.0,
+            context_weight: 0.5,
+            word_weight: 2.0,
+        }
+    }
+}
+
+impl FeatureSpec {
+    /// Number of hashed buckets.
+    pub fn buckets(&self) -> usize {
+        1 << self.hash_bits
+    }
+
+    /// Rows of the weight matrix: the buckets, then one row per dense signal.
+    pub fn rows(&self) -> usize {
+        self.buckets() + DENSE
+    }
+}
+
+/// Number of dense structural signals, see [`dense`].
+pub const DENSE: usize = 10;
+
+/// At most this many bytes of text (about 500 tokens) are read for n-grams, newest
+/// message first: a long prompt's topic shows in its first page, and the cost stays
+/// bounded. The PII scan still reads everything.
+pub const MAX_NGRAM_BYTES: usize = 2 * 1024;
+
+/// The dense signals of a request, each scaled to about [0, 1].
+pub fn dense(f: &Features) -> [f32; DENSE] {
+    let flag = |b: bool| if b { 1.0 } else { 0.0 };
+    let log = |x: f32| (x.max(0.0)).ln_1p() / 3.0;
+    [
+        ((f.prompt_tokens as f32).ln_1p() / 8.0).min(2.0),
+        flag(f.user_turns > 1),
+        flag(f.has_tools),
+        flag(f.json_mode),
+        flag(f.images > 0),
+        log(f.code),
+        log(f.math),
+        log(f.reasoning),
+        log(f.writing),
+        flag(f.signals.contains(Signal::CodeFence)),
+    ]
+}
+
+/// Calls `emit(bucket, weight)` for every hashed feature of `prompt` (once per
+/// occurrence), and returns how many it emitted.
+pub fn for_each_feature(
+    spec: &FeatureSpec,
+    prompt: &Prompt<'_>,
+    mut emit: impl FnMut(usize, f32),
+) -> u32 {
+    let last_user = prompt
+        .segments
+        .iter()
+        .rev()
+        .find(|s| s.role == Role::User)
+        .map(|s| s.message);
+    let mut budget = MAX_NGRAM_BYTES;
+    let mut count = 0;
+    // The newest text first, so the budget goes to the last turn.
+    for segment in prompt.segments.iter().rev() {
+        if budget == 0 {
+            break;
+        }
+        let weight = if segment.role == Role::User && Some(segment.message) == last_user {
+            spec.last_user_weight
+        } else {
+            spec.context_weight
+        };
+        let text = prefix(segment.text, budget);
+        budget -= text.len();
+        count += text_features(spec, text, |bucket, w| emit(bucket, w * weight));
+    }
+    count
+}
+
+/// The longest prefix of `text` of at most `max` bytes.
+fn prefix(text: &str, max: usize) -> &[u8] {
+    let bytes = text.as_bytes();
+    &bytes[..bytes.len().min(max)]
+}
+
+/// Multiplier of the hash mixes (2^64 / golden ratio).
+const MIX: u64 = 0x9E37_79B9_7F4A_7C15;
+/// Tags that keep feature kinds apart in the shared bucket space.
+const WORD: u64 = 0x5bd1_e995_0000_0001;
+const BIGRAM: u64 = 0xc2b2_ae35_0000_0002;
+
+/// Hashes the words, word bigrams and character n-grams of one text, emitting each
+/// bucket with its kind's weight; returns how many features it emitted.
+fn text_features(spec: &FeatureSpec, text: &[u8], mut emit: impl FnMut(usize, f32)) -> u32 {
+    let shift = 64 - u32::from(spec.hash_bits);
+    let bucket = |h: u64| (h.wrapping_mul(MIX) >> shift) as usize;
+    let (cmin, cmax) = (u32::from(spec.char_min), u32::from(spec.char_max.min(8)));
+    let mut emitted = 0u32;
+    // Character window: the last 8 normalized bytes, newest in the low byte. It starts
+    // with a space so the first word's n-grams see a word boundary.
+    let mut window: u64 = u64::from(b' ');
+    let mut filled: u32 = 1;
+    let mut last_space = true;
+    let mut word: u64 = WORD;
+    let mut word_len = 0u32;
+    let mut previous_word: Option<u64> = None;
+    for &raw in text {
+        let c = normalize(raw);
+        if c == b' ' {
+            if word_len > 0 {
+                emit(bucket(word), spec.word_weight);
+                emitted += 1;
+                if let Some(p) = previous_word {
+                    emit(bucket(p.rotate_left(17) ^ word ^ BIGRAM), spec.word_weight);
+                    emitted += 1;
+                }
+                previous_word = Some(word);
+                word = WORD;
+                word_len = 0;
+            }
+            if last_space {
+                continue;
+            }
+            last_space = true;
+        } else {
+            last_space = false;
+            if is_word_byte(c) {
+                word = (word ^ u64::from(c)).wrapping_mul(0x100_0000_01b3);
+                word_len += 1;
+            } else if word_len > 0 {
+                // Punctuation ends a word but not the bigram chain.
+                emit(bucket(word), spec.word_weight);
+                emitted += 1;
+                if let Some(p) = previous_word {
+                    emit(bucket(p.rotate_left(17) ^ word ^ BIGRAM), spec.word_weight);
+                    emitted += 1;
+                }
+                previous_word = Some(word);
+                word = WORD;
+                word_len = 0;
+            }
+        }
+        window = (window << 8) | u64::from(c);
+        filled = (filled + 1).min(8);
+        if cmin > 0 {
+            for n in cmin..=cmax.min(filled) {
+                let gram = window & (u64::MAX >> (64 - 8 * n));
+                emit(bucket(gram ^ (u64::from(n) << 59)), 1.0);
+                emitted += 1;
+            }
+        }
+    }
+    if word_len > 0 {
+        emit(bucket(word), spec.word_weight);
+        emitted += 1;
+        if let Some(p) = previous_word {
+            emit(bucket(p.rotate_left(17) ^ word ^ BIGRAM), spec.word_weight);
+            emitted += 1;
+        }
+    }
+    emitted
+}
+
+/// Lower-cases ASCII, folds digits to `0` and whitespace to a space; other bytes
+/// (punctuation, UTF-8) pass as they are.
+#[inline]
+fn normalize(b: u8) -> u8 {
+    match b {
+        b'A'..=b'Z' => b + 32,
+        b'0'..=b'9' => b'0',
+        b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c => b' ',
+        _ => b,
+    }
+}
+
+/// Letters, digits, `_` and every byte of a multi-byte UTF-8 character.
+#[inline]
+fn is_word_byte(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || c == b'_' || c >= 0x80
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn collect(spec: &FeatureSpec, text: &str) -> (Vec<usize>, u32) {
+        let mut out = Vec::new();
+        let norm = for_each_feature(spec, &Prompt::user(text), |b, _| out.push(b));
+        (out, norm)
+    }
+
+    #[test]
+    fn words_and_char_grams_are_counted() {
+        let spec = FeatureSpec {
+            char_min: 0,
+            char_max: 0,
+            ..FeatureSpec::default()
+        };
+        // Three words, two bigrams.
+        let (features, norm) = collect(&spec, "one two three");
+        assert_eq!(features.len(), 5);
+        assert_eq!(norm, 5);
+        let spec = FeatureSpec {
+            char_min: 3,
+            char_max: 3,
+            ..FeatureSpec::default()
+        };
+        // " ab" and "ab " style windows: 4 normalized bytes after the leading space.
+        let (features, _) = collect(&spec, "abcd");
+        assert_eq!(features.len(), 1 + 3);
+    }
+
+    #[test]
+    fn case_digits_and_spacing_do_not_matter() {
+        let spec = FeatureSpec::default();
+        assert_eq!(
+            collect(&spec, "Solve 12 + 7").0,
+            collect(&spec, "solve   34\n+ 9").0
+        );
+        assert_ne!(collect(&spec, "solve x").0, collect(&spec, "solve y").0);
+    }
+
+    #[test]
+    fn buckets_stay_in_range_for_any_bytes() {
+        let spec = FeatureSpec {
+            hash_bits: 10,
+            ..FeatureSpec::default()
+        };
+        let (features, _) = collect(&spec, "héllo 🌍 计算 ```x=1;``` \u{0}\u{7f}");
+        assert!(!features.is_empty());
+        assert!(features.iter().all(|&b| b < spec.buckets()));
+    }
+
+    #[test]
+    fn last_user_turn_outweighs_context() {
+        use crate::classify::Segment;
+        let spec = FeatureSpec::default();
+        let prompt = Prompt {
+            segments: vec![
+                Segment {
+                    role: Role::System,
+                    message: 0,
+                    text: "be brief",
+                },
+                Segment {
+                    role: Role::User,
+                    message: 1,
+                    text: "hello",
+                },
+            ],
+            messages: 2,
+            ..Prompt::default()
+        };
+        let mut weights = Vec::new();
+        for_each_feature(&spec, &prompt, |_, w| weights.push(w));
+        assert!(weights.contains(&1.0) && weights.contains(&0.5));
+    }
+
+    #[test]
+    fn long_text_is_read_up_to_the_budget() {
+        let spec = FeatureSpec::default();
+        let long = "word ".repeat(10 * MAX_NGRAM_BYTES);
+        let (features, _) = collect(&spec, &long);
+        assert!(features.len() < 6 * MAX_NGRAM_BYTES);
+    }
+}

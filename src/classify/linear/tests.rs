@@ -1,0 +1,358 @@
+//! Unit tests of the linear classifier on small synthetic data: it learns, it is
+//! deterministic for a seed, its file round-trips, and a damaged file is refused.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use super::data::{LabelMap, Targets};
+use super::format::{self, LoadError};
+use super::metrics::{self, Confusion};
+use super::train::{self, Example, Rng, TrainOptions};
+use super::*;
+use crate::classify::{Role, Segment};
+use std::path::Path;
+
+const DOMAINS: [&str; 3] = ["astronomy", "cooking", "law"];
+
+/// Words typical of each synthetic domain.
+const VOCAB: [&[&str]; 3] = [
+    &[
+        "planet",
+        "orbit",
+        "telescope",
+        "galaxy",
+        "star",
+        "comet",
+        "nebula",
+    ],
+    &[
+        "recipe", "oven", "flour", "simmer", "garlic", "bake", "saucepan",
+    ],
+    &[
+        "contract",
+        "court",
+        "plaintiff",
+        "statute",
+        "tort",
+        "appeal",
+        "judge",
+    ],
+];
+const FILLER: [&str; 8] = ["the", "a", "what", "is", "about", "my", "how", "please"];
+
+fn small_spec() -> FeatureSpec {
+    FeatureSpec {
+        hash_bits: 12,
+        ..FeatureSpec::default()
+    }
+}
+
+/// A sentence of one domain; "hard" sentences carry the word "tricky", and only the
+/// strong model gets those right.
+fn sentence(rng: &mut Rng, domain: usize, hard: bool) -> String {
+    let mut words: Vec<&str> = (0..6)
+        .map(|i| {
+            if i % 2 == 0 {
+                VOCAB[domain][rng.below(VOCAB[domain].len())]
+            } else {
+                FILLER[rng.below(FILLER.len())]
+            }
+        })
+        .collect();
+    if hard {
+        words.push("tricky");
+    }
+    words.join(" ")
+}
+
+fn synthetic(seed: u64, n: usize) -> Vec<(String, Targets)> {
+    let mut rng = Rng::new(seed);
+    (0..n)
+        .map(|i| {
+            let domain = i % 3;
+            let hard = rng.below(2) == 0;
+            // weak + 2 * strong: hard → strong only, easy → both.
+            let outcome = if hard { 2 } else { 3 };
+            let task = if domain == 0 { 1 } else { 3 };
+            let targets = Targets {
+                domain: Some(domain),
+                task: Some(task),
+                outcome: Some(outcome),
+            };
+            (sentence(&mut rng, domain, hard), targets)
+        })
+        .collect()
+}
+
+fn train_on(rows: &[(String, Targets)], seed: u64) -> LinearModel {
+    let options = TrainOptions {
+        seed,
+        epochs: 5,
+        learning_rate: 0.5,
+        frontier_rate: 1.0,
+        spec: small_spec(),
+        ..TrainOptions::default()
+    };
+    let examples: Vec<Example> = rows
+        .iter()
+        .enumerate()
+        .map(|(i, (text, t))| Example::new(&options.spec, text, *t, i % 10 == 0))
+        .collect();
+    train::train(
+        &examples,
+        DOMAINS.map(str::to_owned).to_vec(),
+        data::TASKS.map(str::to_owned).to_vec(),
+        &options,
+        &mut |_, _| {},
+    )
+}
+
+fn trained() -> LinearClassifier {
+    LinearClassifier::new(train_on(&synthetic(7, 600), 1))
+}
+
+#[test]
+fn learns_domains_tasks_and_frontier_need() {
+    let classifier = trained();
+    let mut right = 0;
+    let test = synthetic(99, 300);
+    for (text, t) in &test {
+        let c = classifier.classify(&Prompt::user(text));
+        right += usize::from(Some(usize::from(c.label.0)) == t.domain);
+        assert!((0.0..=1.0).contains(&c.confidence));
+        assert!((0.0..=1.0).contains(&c.task_confidence));
+        assert!((0.0..=1.0).contains(&c.difficulty));
+    }
+    assert!(right as f64 / test.len() as f64 > 0.95, "{right}/300");
+
+    let c = classifier.classify(&Prompt::user("the planet orbit telescope"));
+    assert_eq!(classifier.labels().name(c.label), "astronomy");
+    assert_eq!(classifier.task_labels().name(c.task), "math");
+    let easy = classifier.classify(&Prompt::user("simmer the garlic in a saucepan"));
+    let hard = classifier.classify(&Prompt::user("simmer the garlic in a saucepan tricky"));
+    assert!(
+        hard.difficulty > easy.difficulty + 0.3,
+        "{} vs {}",
+        hard.difficulty,
+        easy.difficulty
+    );
+}
+
+#[test]
+fn training_is_deterministic_for_a_seed() {
+    let rows = synthetic(3, 200);
+    let a = format::encode(&train_on(&rows, 5));
+    let b = format::encode(&train_on(&rows, 5));
+    assert!(a == b, "same rows and seed must give the same bytes");
+    let c = format::encode(&train_on(&rows, 6));
+    assert!(a != c, "another seed shuffles differently");
+}
+
+#[test]
+fn file_round_trips() {
+    let classifier = trained();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("model.bin");
+    format::write(&path, classifier.model()).unwrap();
+    let loaded = LinearClassifier::load(&path).unwrap();
+    assert_eq!(loaded.model(), classifier.model());
+    let prompt = Prompt::user("which court hears the appeal of a tort case?");
+    assert_eq!(loaded.classify(&prompt), classifier.classify(&prompt));
+    assert_eq!(loaded.labels().names().collect::<Vec<_>>(), DOMAINS);
+}
+
+#[test]
+fn damaged_files_are_refused_with_a_reason() {
+    let bytes = format::encode(trained().model());
+    let err = |b: &[u8]| {
+        format::decode(b)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default()
+    };
+
+    let mut flipped = bytes.clone();
+    flipped[bytes.len() / 2] ^= 0x10;
+    assert!(matches!(format::decode(&flipped), Err(LoadError::Checksum)));
+    assert!(err(&flipped).contains("corrupt"));
+
+    assert!(matches!(
+        format::decode(&bytes[..bytes.len() - 100]),
+        Err(LoadError::Checksum | LoadError::Malformed(_))
+    ));
+    assert!(matches!(
+        format::decode(&bytes[..10]),
+        Err(LoadError::Malformed(_) | LoadError::Checksum)
+    ));
+    assert!(matches!(
+        format::decode(b"PK\x03\x04 a zip file"),
+        Err(LoadError::NotAModel)
+    ));
+    assert!(matches!(format::decode(b""), Err(LoadError::NotAModel)));
+
+    let mut future = bytes.clone();
+    future[8..12].copy_from_slice(&2u32.to_le_bytes());
+    assert!(matches!(
+        format::decode(&future),
+        Err(LoadError::Version { found: 2 })
+    ));
+    assert!(err(&future).contains("version 2"));
+
+    let missing = LinearClassifier::load(Path::new("/nonexistent/model.bin"));
+    assert!(matches!(missing, Err(LoadError::Io(_))));
+}
+
+#[test]
+fn mismatched_dimensions_are_refused() {
+    let mut model = trained().model().clone();
+    model.weights.truncate(model.weights.len() - model.stride());
+    // Re-encoding writes a valid checksum over sizes that disagree.
+    let bytes = format::encode(&model);
+    let e = format::decode(&bytes)
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(e.contains("malformed"), "{e}");
+}
+
+#[test]
+fn conversation_context_counts_less_than_the_last_user_turn() {
+    let classifier = trained();
+    let prompt = Prompt {
+        segments: vec![
+            Segment {
+                role: Role::System,
+                message: 0,
+                text: "You are a court clerk: contract statute plaintiff judge appeal.",
+            },
+            Segment {
+                role: Role::User,
+                message: 1,
+                text: "what telescope shows the galaxy and the comet orbit?",
+            },
+        ],
+        messages: 2,
+        ..Prompt::default()
+    };
+    let c = classifier.classify(&prompt);
+    assert_eq!(classifier.labels().name(c.label), "astronomy");
+}
+
+#[test]
+fn empty_and_odd_prompts_classify() {
+    let classifier = trained();
+    for text in ["", " ", "🌍🌍🌍", "\u{0}\u{1}", &"x".repeat(100_000)] {
+        let c = classifier.classify(&Prompt::user(text));
+        assert!(c.confidence.is_finite() && c.difficulty.is_finite());
+    }
+    let none = classifier.classify(&Prompt::default());
+    assert!((0.0..=1.0).contains(&none.confidence));
+}
+
+#[test]
+fn label_map_drives_eval_head_choice() {
+    let map = LabelMap::new(
+        DOMAINS.map(str::to_owned).to_vec(),
+        data::TASKS.map(str::to_owned).to_vec(),
+    );
+    assert_eq!(map.head_for(["law"].into_iter()), Some(Head::Domain));
+    assert_eq!(map.head_for(["coding"].into_iter()), Some(Head::Task));
+}
+
+// ------------------------------------------------------------------ metrics
+
+#[test]
+fn confusion_scores_by_hand() {
+    // truth → predicted: a→a ×2, a→b, b→b, c→a.
+    let mut c = Confusion::new(3);
+    for (t, p) in [(0, 0), (0, 0), (0, 1), (1, 1), (2, 0)] {
+        c.add(t, p);
+    }
+    assert_eq!(c.total(), 5);
+    assert!((c.accuracy() - 0.6).abs() < 1e-12);
+    let a = c.score(0);
+    assert!((a.precision - 2.0 / 3.0).abs() < 1e-12);
+    assert!((a.recall - 2.0 / 3.0).abs() < 1e-12);
+    let b = c.score(1);
+    assert!((b.precision - 0.5).abs() < 1e-12 && (b.recall - 1.0).abs() < 1e-12);
+    assert!((b.f1 - 2.0 / 3.0).abs() < 1e-12);
+    assert_eq!(c.score(2).f1, 0.0);
+    // (2/3 + 2/3 + 0) / 3
+    assert!((c.macro_f1() - 4.0 / 9.0).abs() < 1e-12);
+    // A class neither true nor predicted does not count.
+    let mut d = Confusion::new(4);
+    d.add(0, 0);
+    d.add(1, 1);
+    assert!((d.macro_f1() - 1.0).abs() < 1e-12);
+}
+
+#[test]
+fn calibration_error_by_hand() {
+    // Bin 0.9: confidence 0.9, 1 of 2 right → gap 0.4; bin 0.5: 0.5 vs 1/2 → 0.
+    let rows = [(0.9, true), (0.9, false), (0.5, true), (0.5, false)];
+    assert!((metrics::calibration_error(&rows) - 0.2).abs() < 1e-6);
+}
+
+#[test]
+fn quantiles_interpolate_like_numpy() {
+    let v = [1.0, 2.0, 3.0, 4.0];
+    assert_eq!(metrics::quantile(&v, 0.0), 1.0);
+    assert_eq!(metrics::quantile(&v, 1.0), 4.0);
+    assert!((metrics::quantile(&v, 0.5) - 2.5).abs() < 1e-6);
+    assert!((metrics::quantile(&v, 0.25) - 1.75).abs() < 1e-6);
+}
+
+#[test]
+fn routing_metrics_by_hand() {
+    // Four prompts, two bins. Weak right on 0 and 1, strong right on 0, 2 and 3.
+    // Scores rank 3 > 2 > 1 > 0: the perfect order for this data.
+    let rows = [
+        (0.1, true, true),
+        (0.2, true, false),
+        (0.8, false, true),
+        (0.9, false, true),
+    ];
+    let r = metrics::routing(&rows, 2).unwrap();
+    assert!((r.weak_accuracy - 0.5).abs() < 1e-12);
+    assert!((r.strong_accuracy - 0.75).abs() < 1e-12);
+    // Thresholds 0.1 (all strong), 0.5 (two strong), 0.9 with ">" (none).
+    let shares: Vec<f64> = r.curve.iter().map(|p| p.strong_share).collect();
+    let accs: Vec<f64> = r.curve.iter().map(|p| p.accuracy).collect();
+    assert_eq!(shares, [0.0, 0.5, 1.0]);
+    assert_eq!(accs, [0.5, 1.0, 0.75]);
+    // AUC = 0.5·(0.5+1)/2 + 0.5·(1+0.75)/2 = 0.8125; weak 0.5, strong 0.75.
+    assert!((r.apgr - (0.8125 - 0.5) / 0.25).abs() < 1e-9, "{}", r.apgr);
+    // 50% of the gap: 0.625 is reached at a quarter of the way to 0.5 share... by
+    // interpolation between (0, 0.5) and (0.5, 1.0): share 0.125.
+    assert!((r.cpt50 - 0.125).abs() < 1e-9, "{}", r.cpt50);
+    // 80%: 0.7 → share 0.2.
+    assert!((r.cpt80 - 0.2).abs() < 1e-9, "{}", r.cpt80);
+}
+
+#[test]
+fn random_like_scores_give_the_diagonal() {
+    // Scores that ignore the outcomes and a curve that is a straight line: APGR 0.5.
+    let rows = [
+        (0.1, false, true),
+        (0.2, true, true),
+        (0.3, false, true),
+        (0.4, true, true),
+    ];
+    let r = metrics::routing(&rows, 4).unwrap();
+    // Sending the lowest scores to the weak model costs their gap linearly.
+    assert!(r.apgr > 0.0 && r.apgr < 1.0);
+    assert!(metrics::routing(&[], 10).is_none());
+    // No gap between the models: nothing to measure.
+    assert!(metrics::routing(&[(0.5, true, true)], 10).is_none());
+}
+
+#[test]
+fn calibrate_threshold_picks_the_share() {
+    use crate::cli::classifier::threshold_for_share;
+    let mut scores: Vec<f32> = (0..100).map(|i| i as f32 / 100.0).collect();
+    let t = threshold_for_share(&mut scores, 0.3).unwrap();
+    assert_eq!(scores.iter().filter(|&&s| s >= t).count(), 30);
+    let t = threshold_for_share(&mut scores, 0.0).unwrap();
+    assert_eq!(scores.iter().filter(|&&s| s >= t).count(), 0);
+    let t = threshold_for_share(&mut scores, 1.0).unwrap();
+    assert_eq!(scores.iter().filter(|&&s| s >= t).count(), 100);
+    assert!(threshold_for_share(&mut [], 0.5).is_none());
+}
