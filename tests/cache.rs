@@ -1,7 +1,7 @@
 //! The response cache end to end: misses then hits without an upstream call, what
 //! splits the key and what does not, `Cache-Control`, stream replays and streams
 //! stored once complete, what is never stored, TTL and size bound, the ledger and the
-//! metrics. The semantic tests run against both backends: the in-memory one and the
+//! metrics, teams that share only their own answers (and hits that pass budgets). The semantic tests run against both backends: the in-memory one and the
 //! Redis server at 127.0.0.1:6379 (`CROSSROADS_TEST_REDIS_URL` overrides it), each
 //! run under a key prefix of its own.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -90,12 +90,18 @@ impl Setup {
     }
 }
 
-/// The `[cache]` section for `backend` with extra `settings` lines.
+/// The `[cache]` section for `backend` with extra `settings` lines. Redis entries of
+/// tests live a minute unless the settings say otherwise.
 fn cache_section(backend: Backend, prefix: &str, settings: &str) -> String {
+    let ttl = if settings.contains("ttl_ms") {
+        ""
+    } else {
+        "ttl_ms = 60000\n"
+    };
     match backend {
         Backend::Memory => format!("\n[cache]\nbackend = \"memory\"\n{settings}\n"),
         Backend::Redis => format!(
-            "\n[cache]\nbackend = \"redis\"\nredis_url = \"{}\"\nkey_prefix = \"{prefix}\"\n{settings}\n",
+            "\n[cache]\nbackend = \"redis\"\nredis_url = \"{}\"\nkey_prefix = \"{prefix}\"\n{ttl}{settings}\n",
             redis_url()
         ),
     }
@@ -497,7 +503,7 @@ async fn broken_streams_are_not_cached(backend: Backend) {
 async fn entries_expire_after_the_ttl(backend: Backend) {
     let Some(s) = start_with(
         backend,
-        "ttl_ms = 300",
+        "ttl_ms = 800",
         Scripted::json(completion("gpt-4.1", "short-lived", 10, 2)),
     )
     .await
@@ -514,7 +520,7 @@ async fn entries_expire_after_the_ttl(backend: Backend) {
         header(&s.gw.chat(body.clone()).await, "x-crossroads-cache"),
         "hit"
     );
-    tokio::time::sleep(Duration::from_millis(450)).await;
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
     assert_eq!(header(&s.gw.chat(body).await, "x-crossroads-cache"), "miss");
     assert_eq!(s.fa.hits(), 2);
 }
@@ -709,8 +715,7 @@ async fn redis_entries_live_under_the_prefix_with_the_ttl() {
         .query_async(&mut c)
         .await
         .unwrap();
-    // The default TTL, one hour.
-    assert!(ttl > 3_500_000 && ttl <= 3_600_000, "PTTL {ttl}");
+    assert!(ttl > 0 && ttl <= 60_000, "PTTL {ttl}");
 
     // Another replica with the same prefix shares the entry.
     let other_fa = Upstream::start(Scripted::json(completion("gpt-4.1", "other", 1, 1))).await;
@@ -796,4 +801,95 @@ async fn changing_a_pools_models_retires_its_entries() {
         "gpt-4.1-mini"
     );
     assert_eq!(s.fa.hits(), 2);
+}
+
+/// Keys `a` and `b` of team `search`; `c`, `d` and `e` of team `ads`, `d` with a budget
+/// too small for any frontier request, `e` with 300 tokens a minute.
+fn teams_config(fa: &Upstream, scope: &str) -> String {
+    let other = "http://127.0.0.1:9/v1";
+    let sha = |k: &str| crossroads::auth::hex(&crossroads::auth::hash_key(k));
+    let mut config = standard_config(other, &fa.base_url(), other);
+    config +=
+        "\n[auth]\nrequired = true\n\n[[teams]]\nid = \"search\"\n\n[[teams]]\nid = \"ads\"\n";
+    for (id, team, extra) in [
+        ("a", "search", ""),
+        ("b", "search", ""),
+        ("c", "ads", ""),
+        ("d", "ads", "budget = { usd = 0.000001, period = \"day\" }"),
+        ("e", "ads", "tpm = 300"),
+    ] {
+        config += &format!(
+            "\n[[keys]]\nid = \"{id}\"\nteam = \"{team}\"\nsha256 = \"{}\"\n{extra}\n",
+            sha(&format!("ck-{id}"))
+        );
+    }
+    config + &format!("\n[cache]\nscope = \"{scope}\"\n")
+}
+
+async fn chat_as(gw: &Gateway, key: &str, text: &str) -> reqwest::Response {
+    gw.client
+        .post(gw.url("/v1/chat/completions"))
+        .bearer_auth(format!("ck-{key}"))
+        .json(&ask(text))
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn teams_share_their_own_answers_only() {
+    let fa = Upstream::start(Scripted::json(completion("gpt-4.1", "hi", 10, 2))).await;
+    let gw = Gateway::start(&teams_config(&fa, "team")).await;
+    let cache = gw.state.cache.clone().unwrap();
+    let result = |r: &reqwest::Response| header(r, "x-crossroads-cache").to_owned();
+
+    assert_eq!(result(&chat_as(&gw, "a", "Shared?").await), "miss");
+    cache.flush().await;
+    assert_eq!(result(&chat_as(&gw, "b", "Shared?").await), "hit");
+    assert_eq!(result(&chat_as(&gw, "c", "Shared?").await), "miss");
+    assert_eq!(fa.hits(), 2);
+
+    // A hit costs nothing, so a key whose budget refuses every upstream call still
+    // gets its team's cached answers.
+    cache.flush().await;
+    let r = chat_as(&gw, "d", "Shared?").await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(result(&r), "hit");
+    let r = chat_as(&gw, "d", "Not cached").await;
+    assert_ne!(r.status(), 200, "the budget should refuse an upstream call");
+    assert_eq!(fa.hits(), 2);
+    let rows = gw.ledger_rows().await;
+    let hit = rows
+        .iter()
+        .find(|r| r["key_id"] == "d" && r["status"] == 200)
+        .unwrap();
+    assert_eq!(hit["team"], "ads");
+    assert_eq!(hit["cache_hit"], 1);
+}
+
+#[tokio::test]
+async fn a_global_cache_is_shared_across_teams() {
+    let fa = Upstream::start(Scripted::json(completion("gpt-4.1", "hi", 10, 2))).await;
+    let gw = Gateway::start(&teams_config(&fa, "global")).await;
+    let r = chat_as(&gw, "a", "Shared?").await;
+    assert_eq!(header(&r, "x-crossroads-cache"), "miss");
+    gw.state.cache.as_ref().unwrap().flush().await;
+    let r = chat_as(&gw, "c", "Shared?").await;
+    assert_eq!(header(&r, "x-crossroads-cache"), "hit");
+    assert_eq!(fa.hits(), 1);
+}
+
+#[tokio::test]
+async fn hits_do_not_use_the_keys_tokens_per_minute() {
+    // 200 generated tokens an answer: a second upstream answer would pass 300 a minute.
+    let fa = Upstream::start(Scripted::json(completion("gpt-4.1", "hi", 10, 200))).await;
+    let gw = Gateway::start(&teams_config(&fa, "team")).await;
+    assert_eq!(chat_as(&gw, "e", "Rate me").await.status(), 200);
+    gw.state.cache.as_ref().unwrap().flush().await;
+    for _ in 0..3 {
+        let r = chat_as(&gw, "e", "Rate me").await;
+        assert_eq!(r.status(), 200);
+        assert_eq!(header(&r, "x-crossroads-cache"), "hit");
+    }
+    assert_eq!(fa.hits(), 1);
 }

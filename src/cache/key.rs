@@ -116,6 +116,10 @@ const END: u8 = b'e';
 /// one block at a time.
 const BUFFER: usize = 16 * 1024;
 
+/// Objects with at most this many entries are sorted without allocating.
+const SMALL_OBJECT: usize = 16;
+static NULL_VALUE: Value = Value::Null;
+
 thread_local! {
     /// One scratch buffer per thread, reused by every key: no allocation per request.
     static SCRATCH: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
@@ -212,9 +216,21 @@ impl Canonical {
     /// An object's entries in key order, those `keep` accepts.
     fn object(&mut self, map: &Map<String, Value>, keep: impl Fn(&str, &Value) -> bool) {
         self.byte(OBJECT);
-        // serde_json's map is sorted unless a crate turns on `preserve_order`.
+        // With serde_json's `preserve_order` (on: clients' key order is passed upstream),
+        // maps keep the order they were sent in: sort them, on the stack when they are
+        // small, as nearly all are.
         if map.keys().is_sorted() {
             for (k, v) in map {
+                self.entry(k, v, &keep);
+            }
+        } else if map.len() <= SMALL_OBJECT {
+            let mut entries: [(&str, &Value); SMALL_OBJECT] = [("", &NULL_VALUE); SMALL_OBJECT];
+            for (slot, (k, v)) in entries.iter_mut().zip(map) {
+                *slot = (k.as_str(), v);
+            }
+            let entries = &mut entries[..map.len()];
+            entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            for (k, v) in entries.iter() {
                 self.entry(k, v, &keep);
             }
         } else {
@@ -287,6 +303,18 @@ mod tests {
         )
         .unwrap();
         assert_eq!(key(a), key(b));
+    }
+
+    #[test]
+    fn large_objects_are_sorted_too() {
+        let fields: Vec<String> = (0..40).map(|i| format!("\"f{i:02}\":{i}")).collect();
+        let forward = format!(r#"{{"messages":[],"x":{{{}}}}}"#, fields.join(","));
+        let backward: Vec<String> = fields.iter().rev().cloned().collect();
+        let backward = format!(r#"{{"x":{{{}}},"messages":[]}}"#, backward.join(","));
+        let parse = |s: &str| key(serde_json::from_str(s).unwrap());
+        assert_eq!(parse(&forward), parse(&backward));
+        let changed = forward.replace("\"f07\":7", "\"f07\":8");
+        assert_ne!(parse(&forward), parse(&changed));
     }
 
     #[test]

@@ -103,7 +103,7 @@ mod tests {
     async fn entries_expire_after_the_ttl() {
         let store = MemoryStore::new(
             1 << 20,
-            Duration::from_millis(100),
+            Duration::from_millis(300),
             IntCounter::new("e", "e").unwrap(),
         );
         store.put(key(1), Bytes::from_static(b"v")).await.unwrap();
@@ -111,7 +111,7 @@ mod tests {
             store.get(&key(1)).await.unwrap(),
             Some(Bytes::from_static(b"v"))
         );
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
         assert_eq!(store.get(&key(1)).await.unwrap(), None);
     }
 }

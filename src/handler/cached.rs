@@ -38,11 +38,12 @@ impl Store {
     }
 }
 
-/// Looks the request, routed to `pool` with the rule's `max_tokens_cap`, up.
+/// Looks the request of `team`, routed to `pool` with the rule's `max_tokens_cap`, up.
 pub(crate) async fn lookup(
     ex: &mut Exchange,
     request: &ChatRequest,
     headers: &HeaderMap,
+    team: Option<&str>,
     pool: usize,
     max_tokens_cap: Option<u64>,
 ) -> Step {
@@ -68,8 +69,6 @@ pub(crate) async fn lookup(
         .filter_map(|d| config.deployments.get(*d))
         .map(|d| d.model.as_str());
     let pool = pool.map_or("", |p| p.id.as_str());
-    // No teams yet: every request is in the same scope.
-    let team: Option<&str> = None;
     let key = CacheKey::new(
         cache.scope(team),
         pool,

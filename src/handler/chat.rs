@@ -79,10 +79,13 @@ pub async fn chat_completions(
             });
         }
     };
-    let store = match cached::lookup(&mut ex, &request, &headers, pool, decision.max_tokens).await {
-        Step::Hit(response) => return response,
-        Step::Miss(store) => store,
-    };
+    // Before the budget: a hit costs nothing. Teams share only their own answers.
+    let team = key.as_deref().and_then(|k| k.team.as_deref());
+    let store =
+        match cached::lookup(&mut ex, &request, &headers, team, pool, decision.max_tokens).await {
+            Step::Hit(response) => return response,
+            Step::Miss(store) => store,
+        };
     let mut free_only = false;
     if let Some(key) = &key {
         match reserve_budget(&state, &rt, key, pool, &request, &classification) {

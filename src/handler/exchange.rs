@@ -313,7 +313,8 @@ impl Exchange {
         if let Some(reservation) = self.reservation.take() {
             reservation.settle(costing.cost);
         }
-        if let Some(key) = &self.rate_key {
+        // A cached answer generated nothing upstream: it does not use the key's TPM.
+        if let Some(key) = self.rate_key.as_ref().filter(|_| !record.cache_hit) {
             self.state
                 .limiter
                 .record_output(key, usage.output, crate::admission::now_ms());
