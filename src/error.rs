@@ -249,15 +249,9 @@ impl IntoResponse for ApiError {
         {
             response.headers_mut().insert(header::RETRY_AFTER, value);
         }
-        response.extensions_mut().insert(ErrorKind(self.kind()));
         response
     }
 }
-
-/// Response extension carrying [`ApiError::kind`] for the metrics layer.
-#[derive(Debug, Clone, Copy)]
-pub struct ErrorKind(pub &'static str);
-
 #[cfg(test)]
 mod tests {
     use super::*;

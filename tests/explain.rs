@@ -135,4 +135,8 @@ async fn the_cli_prints_the_same_decision_as_the_endpoint() {
         !metrics.contains("crossroads_rule_hits_total{"),
         "explain is not traffic"
     );
+    assert!(
+        !metrics.contains("crossroads_classifications_total{"),
+        "explain does not count classifications"
+    );
 }

@@ -180,16 +180,6 @@ impl Budgets {
             }
         }
     }
-
-    /// Spend and reservations of a scope in the period containing `now_ms`.
-    pub fn state(&self, scope: &Scope, period: BudgetPeriod, now_ms: i64) -> (Usd, Usd) {
-        let key = (scope.clone(), period_start_ms(period, now_ms));
-        self.accounts
-            .lock()
-            .ok()
-            .and_then(|a| a.get(&key).map(|acc| (acc.spent, acc.reserved)))
-            .unwrap_or_default()
-    }
 }
 
 impl Reservation {

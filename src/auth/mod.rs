@@ -94,14 +94,6 @@ impl Keyring {
         }
     }
 
-    pub fn len(&self) -> usize {
-        self.keys.read().map_or(0, |k| k.len())
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// The key presented in `authorization`, if valid. `required` turns a missing key
     /// into an error; a wrong key is always one.
     pub fn authenticate(

@@ -409,18 +409,8 @@ fn explain(path: &Path, prompt: Option<String>, request: Option<PathBuf>, model:
     let result = crate::request::ChatRequest::parse(&body).and_then(|request| {
         let runtime = crate::app::Runtime::new(config, None)
             .map_err(|message| crate::error::ApiError::Internal { message })?;
-        let metrics =
-            crate::metrics::Metrics::new().map_err(|e| crate::error::ApiError::Internal {
-                message: e.to_string(),
-            })?;
         let no_headers = axum::http::HeaderMap::new();
-        crate::handler::explain::explain_request(
-            &Arc::new(runtime),
-            &metrics,
-            &request,
-            &no_headers,
-            None,
-        )
+        crate::handler::explain::explain_request(&Arc::new(runtime), &request, &no_headers, None)
     });
     match result {
         Ok(value) => {

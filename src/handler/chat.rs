@@ -50,11 +50,16 @@ pub async fn chat_completions(
         Err(e) => return ex.fail(e),
     };
     ex.parsed(&request);
-    let (classification, decision) =
-        match classify_and_route(&rt, &state.metrics, &request, &headers, key.as_deref()) {
-            Ok(c) => c,
-            Err(e) => return ex.fail(e),
-        };
+    let (classification, decision) = match classify_and_route(
+        &rt,
+        Some(&state.metrics),
+        &request,
+        &headers,
+        key.as_deref(),
+    ) {
+        Ok(c) => c,
+        Err(e) => return ex.fail(e),
+    };
     ex.classified(&classification);
     ex.routed(&decision);
     if let Some(key) = &key
@@ -219,10 +224,11 @@ fn reserve_budget(
     }
 }
 
-/// Stages 3-5: resolve the model, classify, decide. Shared with explain.
+/// Stages 3-5: resolve the model, classify, decide. Shared with explain, which passes
+/// no metrics: explaining is not traffic.
 pub(crate) fn classify_and_route(
     rt: &Runtime,
-    metrics: &Metrics,
+    metrics: Option<&Metrics>,
     request: &ChatRequest,
     headers: &HeaderMap,
     caller: Option<&KeyInfo>,
@@ -236,13 +242,15 @@ pub(crate) fn classify_and_route(
     let started = Instant::now();
     let classifier = &rt.config.classifier;
     let classification = classifier.classify(&request.prompt());
-    metrics
-        .classifier_duration
-        .observe(started.elapsed().as_secs_f64());
-    metrics
-        .classifications
-        .with_label_values(&[classifier.labels().name(classification.label)])
-        .inc();
+    if let Some(metrics) = metrics {
+        metrics
+            .classifier_duration
+            .observe(started.elapsed().as_secs_f64());
+        metrics
+            .classifications
+            .with_label_values(&[classifier.labels().name(classification.label)])
+            .inc();
+    }
     let decision = routes.decide(&RouteInput {
         requested,
         classification: &classification,

@@ -12,7 +12,6 @@ use super::read_body;
 use crate::app::{AppState, Runtime};
 use crate::auth::KeyInfo;
 use crate::error::ApiError;
-use crate::metrics::Metrics;
 use crate::request::ChatRequest;
 use crate::route::{Action, RouteInput};
 
@@ -27,7 +26,7 @@ pub async fn explain(State(state): State<AppState>, headers: HeaderMap, body: Bo
                 .get(axum::http::header::AUTHORIZATION)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|a| state.keyring.authenticate(Some(a), false).ok().flatten());
-            explain_request(&rt, &state.metrics, &request, &headers, caller.as_deref())
+            explain_request(&rt, &request, &headers, caller.as_deref())
         });
     match result {
         Ok(value) => axum::Json(value).into_response(),
@@ -38,12 +37,11 @@ pub async fn explain(State(state): State<AppState>, headers: HeaderMap, body: Bo
 /// The explanation of how `request` would be routed, as JSON.
 pub fn explain_request(
     rt: &Runtime,
-    metrics: &Metrics,
     request: &ChatRequest,
     headers: &HeaderMap,
     caller: Option<&KeyInfo>,
 ) -> Result<Value, ApiError> {
-    let (classification, _) = classify_and_route(rt, metrics, request, headers, caller)?;
+    let (classification, _) = classify_and_route(rt, None, request, headers, caller)?;
     let config = &rt.config;
     let routes = &config.routes;
     let classifier = config.classifier.as_ref();

@@ -96,7 +96,6 @@ impl UpstreamError {
 
 /// A deployment's adapter: its HTTP client and wire format.
 pub struct Upstream {
-    kind: ProviderKind,
     adapter: Adapter,
 }
 
@@ -116,14 +115,7 @@ impl Upstream {
                 Adapter::Anthropic(anthropic::AnthropicUpstream::new(deployment)?)
             }
         };
-        Ok(Upstream {
-            kind: deployment.provider,
-            adapter,
-        })
-    }
-
-    pub fn kind(&self) -> ProviderKind {
-        self.kind
+        Ok(Upstream { adapter })
     }
 
     /// Sends the request in this deployment's wire format; streams return once their
