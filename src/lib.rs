@@ -14,6 +14,8 @@
 //! - [`config`]: `routes.toml` → validated runtime types.
 //! - [`classify`], [`route`], [`accounting`]: the pure core; no I/O, unit-tested and benched alone.
 //! - [`cache`]: the response cache: a pure key, memory and Redis stores, stream replay.
+//! - [`admission`]: rate limits and budget reservations, in process or shared in Redis.
+//! - [`redis_conn`]: the Redis connection both share: deadlines and a cool-down.
 //! - [`provider`], [`dispatch`]: upstream HTTP and fallback.
 //! - [`ledger`]: the spend ledger and its writer thread.
 //! - [`app`]: assembles the request path in one place; [`handler`]: the endpoints.
@@ -33,6 +35,7 @@ pub mod handler;
 pub mod ledger;
 pub mod metrics;
 pub mod provider;
+pub mod redis_conn;
 pub mod reload;
 pub mod request;
 pub mod route;
