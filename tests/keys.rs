@@ -197,7 +197,8 @@ async fn requests_per_minute_are_limited_with_retry_after() {
         .unwrap()
         .parse()
         .unwrap();
-    assert!((1..=60).contains(&retry));
+    // Two this minute weigh fully at the next one; a third fits half way into it.
+    assert!((30..=91).contains(&retry), "Retry-After {retry}");
     let (_, error) = error_of(r).await;
     assert_eq!(error["code"], "rate_limit_exceeded");
     assert_eq!(fa.hits(), 2);

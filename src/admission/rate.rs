@@ -7,7 +7,7 @@ use std::sync::Mutex;
 
 use crate::error::ApiError;
 
-const MINUTE_MS: i64 = 60_000;
+pub(super) const MINUTE_MS: i64 = 60_000;
 
 #[derive(Debug, Default, Clone, Copy)]
 struct Window {
@@ -68,24 +68,30 @@ impl RateLimiter {
         let window = windows.entry(key.to_owned()).or_default();
         window.roll(now_ms);
         let (requests, used_tokens) = window.sliding(now_ms);
-        let retry_after = u64::try_from(window.start_ms + MINUTE_MS - now_ms)
-            .unwrap_or(0)
-            .div_ceil(1000);
+        let elapsed = now_ms - window.start_ms;
         if let Some(rpm) = rpm
             && requests + 1.0 > f64::from(rpm)
         {
-            return Err((
-                limited(key, format!("{rpm} requests per minute"), retry_after),
-                "rpm",
-            ));
+            let wait = wait_ms(
+                f64::from(rpm),
+                1.0,
+                window.requests as f64,
+                window.previous_requests as f64,
+                elapsed,
+            );
+            return Err(limited(key, "rpm", u64::from(rpm), wait));
         }
         if let Some(tpm) = tpm
             && used_tokens + tokens as f64 > tpm as f64
         {
-            return Err((
-                limited(key, format!("{tpm} tokens per minute"), retry_after),
-                "tpm",
-            ));
+            let wait = wait_ms(
+                tpm as f64,
+                tokens as f64,
+                window.tokens as f64,
+                window.previous_tokens as f64,
+                elapsed,
+            );
+            return Err(limited(key, "tpm", tpm, wait));
         }
         window.requests += 1;
         window.tokens += tokens;
@@ -103,11 +109,56 @@ impl RateLimiter {
     }
 }
 
-fn limited(key: &str, limit: String, retry_after: u64) -> ApiError {
-    ApiError::RateLimited {
-        message: format!("key `{key}` is limited to {limit}; retry in {retry_after} s"),
-        retry_after: Some(retry_after.max(1)),
-    }
+/// Milliseconds until a request of `want` fits under `limit`, given this fixed minute's
+/// count `current`, the previous minute's `previous` and `elapsed` ms into this minute:
+/// the previous minute weighs less as the sliding window leaves it, and at the next
+/// minute this one becomes the previous.
+pub(super) fn wait_ms(limit: f64, want: f64, current: f64, previous: f64, elapsed: i64) -> i64 {
+    let minute = MINUTE_MS as f64;
+    let elapsed = elapsed.clamp(0, MINUTE_MS) as f64;
+    // The point in a minute (ms from its start) where `count` weighted down plus what is
+    // already there and `want` fit.
+    let fits_at = |fixed: f64, count: f64| -> f64 {
+        if count <= 0.0 {
+            0.0
+        } else {
+            (minute * (1.0 - (limit - want - fixed) / count)).max(0.0)
+        }
+    };
+    let wait = if want > limit {
+        // Never fits; wait for the whole window to slide by.
+        2.0 * minute - elapsed
+    } else if current + want <= limit {
+        (fits_at(current, previous) - elapsed).max(0.0)
+    } else {
+        minute - elapsed + fits_at(0.0, current)
+    };
+    wait.ceil() as i64
+}
+
+/// The 429 for `key` refused by its `which` limit (`rpm` or `tpm`, also returned as the
+/// metrics label) of `limit`, retryable after `wait_ms` (rounded up to whole seconds).
+pub(super) fn limited(
+    key: &str,
+    which: &'static str,
+    limit: u64,
+    wait_ms: i64,
+) -> (ApiError, &'static str) {
+    let unit = if which == "rpm" { "requests" } else { "tokens" };
+    // A millisecond more, so a retry at exactly the edge is not lost to float rounding.
+    let retry_after = u64::try_from(wait_ms + 1)
+        .unwrap_or(0)
+        .div_ceil(1000)
+        .max(1);
+    (
+        ApiError::RateLimited {
+            message: format!(
+                "key `{key}` is limited to {limit} {unit} per minute; retry in {retry_after} s"
+            ),
+            retry_after: Some(retry_after),
+        },
+        which,
+    )
 }
 
 #[cfg(test)]
@@ -130,6 +181,42 @@ mod tests {
     }
 
     #[test]
+    fn retry_after_is_when_the_window_has_room() {
+        // 3 of 3 now, none before: the next minute starts with 3 weighing fully; one more
+        // fits once they weigh 2, a third of the way in.
+        assert_eq!(wait_ms(3.0, 1.0, 3.0, 0.0, 10_000), 50_000 + 20_000);
+        // 1 now, 4 before at 3 rpm, half a minute in: 1 + 4 × 0.5 = 3 is full; 1 + 4w + 1
+        // ≤ 3 at w = 0.25, three quarters in.
+        assert_eq!(wait_ms(3.0, 1.0, 1.0, 4.0, 30_000), 15_000);
+        // Larger than the limit: never fits in one window.
+        assert_eq!(wait_ms(10.0, 11.0, 0.0, 0.0, 0), 120_000);
+    }
+
+    #[test]
+    fn retrying_at_retry_after_succeeds() {
+        let r = RateLimiter::default();
+        let t0 = 600_000;
+        for _ in 0..3 {
+            assert!(r.admit("k", Some(3), None, 0, t0).is_ok());
+        }
+        let Err((
+            ApiError::RateLimited {
+                retry_after: Some(s),
+                ..
+            },
+            "rpm",
+        )) = r.admit("k", Some(3), None, 0, t0 + 10_000)
+        else {
+            unreachable!("the fourth request must be limited");
+        };
+        let at = t0 + 10_000 + i64::try_from(s).unwrap_or(0) * 1000;
+        assert!(r.admit("k", Some(3), None, 0, at - 2_000).is_err());
+        assert!(r.admit("k", Some(3), None, 0, at).is_ok());
+        // Two minutes later everything has slid out.
+        assert!(r.admit("k", Some(3), None, 0, t0 + 180_000).is_ok());
+    }
+
+    #[test]
     fn tokens_per_minute_count_prompts_and_outputs() {
         let r = RateLimiter::default();
         assert!(r.admit("k", None, Some(100), 60, 0).is_ok());
@@ -139,7 +226,9 @@ mod tests {
             err,
             Err((
                 ApiError::RateLimited {
-                    retry_after: Some(59),
+                    // 90 of 100 tokens this minute: at the next minute they weigh fully,
+                    // and 20 more fit once they weigh 80: 59 s + 6.67 s.
+                    retry_after: Some(66),
                     ..
                 },
                 "tpm"
