@@ -9,11 +9,11 @@ use tokio::sync::watch;
 
 use std::sync::Mutex;
 
-use crate::admission::{Budgets, RateLimiter, SpendSource};
+use crate::admission::{Admission, Budgets, SharedLimits, SpendSource};
 use crate::auth::Keyring;
 use crate::auth::store::KeyStore;
 use crate::cache::Cache;
-use crate::config::{Config, EnvLookup, KeyConfig, LedgerBackend};
+use crate::config::{Config, EnvLookup, KeyConfig, LedgerBackend, LimitsConfig};
 use crate::dispatch::Health;
 use crate::handler;
 use crate::ledger::LedgerReader;
@@ -75,8 +75,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub ids: Arc<crate::handler::RequestIds>,
     pub keyring: Arc<Keyring>,
-    pub budgets: Arc<Budgets>,
-    pub limiter: Arc<RateLimiter>,
+    /// Rate limits and budgets: in this process, or shared in Redis (`[limits]`).
+    pub admission: Arc<Admission>,
     /// Reads the ledger for the spend API; `None` for an in-memory ledger.
     pub reader: Option<Arc<LedgerReader>>,
     /// The response cache, built at startup from `[cache]`; `None` when off.
@@ -110,6 +110,7 @@ pub fn build(config: Config, env: EnvLookup) -> Result<App, String> {
     let source = config.source.clone();
     let ledger_backend = config.ledger.backend.clone();
     let budgets_config = config.budgets;
+    let limits_config = config.limits.clone();
     let runtime = Arc::new(Runtime::new(config, None)?);
     let (runtime_tx, runtime_rx) = watch::channel(runtime);
     let reloader = Arc::new(Reloader::new(
@@ -141,9 +142,30 @@ pub fn build(config: Config, env: EnvLookup) -> Result<App, String> {
         handle.spawn(watch_keys(keyring.clone(), store, runtime_rx.clone()));
     }
     let budgets = Arc::new(Budgets::new(
-        history,
+        history.clone(),
         budgets_config.warn_at,
         metrics.budget_warnings.clone(),
+    ));
+    let shared = match &limits_config {
+        LimitsConfig::Memory => None,
+        LimitsConfig::Redis(r) => Some((
+            Arc::new(SharedLimits::new(
+                r.url.expose(),
+                r.key_prefix.clone(),
+                r.timeout,
+                r.reservation_ttl,
+                history,
+                budgets_config.warn_at,
+                metrics.budget_warnings.clone(),
+                metrics.admission_redis_errors.clone(),
+            )?),
+            r.on_error,
+        )),
+    };
+    let admission = Arc::new(Admission::new(
+        budgets,
+        shared,
+        metrics.admission_fallbacks.clone(),
     ));
     let state = AppState {
         runtime: runtime_rx,
@@ -152,8 +174,7 @@ pub fn build(config: Config, env: EnvLookup) -> Result<App, String> {
         metrics,
         ids: Arc::new(crate::handler::RequestIds::new()),
         keyring,
-        budgets,
-        limiter: Arc::default(),
+        admission,
         reader,
         cache,
     };
@@ -204,7 +225,11 @@ async fn watch_keys(
 /// 3. **Resolve** ([`crate::route::RouteTable::resolve`]): `model` is `auto` or an alias,
 ///    else 404 `model_not_found`.
 /// 4. **Classify** ([`crate::classify`]): label, confidence, difficulty, PII; timed.
-/// 5. **Route** ([`crate::route`]): first matching rule → pool (or rejection).
+/// 5. **Route** ([`crate::route`]): first matching rule → pool (or rejection). Then
+///    **admission** ([`crate::admission`], glue in [`crate::handler::chat`]): the key's
+///    RPM/TPM are counted and the upper-bound cost reserved against its key's and
+///    team's budgets in one step (one Redis round trip with `[limits] backend =
+///    "redis"`). A rate limit answers 429 here; a budget's 429 waits for a cache miss.
 /// 6. **Cache** ([`crate::cache`], glue in [`crate::handler::cached`]): after routing,
 ///    because the key holds the pool. `Cache-Control: no-cache` skips the lookup; a hit
 ///    is answered here (JSON, or an SSE replay for streams), costs 0 and calls no

@@ -46,6 +46,11 @@ pub enum ApiError {
         /// Seconds, sent as `Retry-After`.
         retry_after: Option<u64>,
     },
+    /// Rate limits and budgets are shared in Redis, which cannot be reached, and
+    /// `limits.on_redis_error = "reject"`.
+    LimitsUnavailable {
+        message: String,
+    },
     /// A budget is used up.
     QuotaExceeded {
         message: String,
@@ -110,6 +115,7 @@ impl ApiError {
                 ..
             } => StatusCode::GATEWAY_TIMEOUT,
             ApiError::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::LimitsUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -136,6 +142,7 @@ impl ApiError {
             } => "upstream_timeout",
             ApiError::UpstreamRejected { .. } => "upstream_rejected",
             ApiError::Internal { .. } => "internal",
+            ApiError::LimitsUnavailable { .. } => "limits_unavailable",
         }
     }
 
@@ -154,7 +161,7 @@ impl ApiError {
             ApiError::RateLimited { .. } => "rate_limit_error",
             ApiError::QuotaExceeded { .. } => "insufficient_quota",
             ApiError::Upstream { .. } => "upstream_error",
-            ApiError::Internal { .. } => "server_error",
+            ApiError::Internal { .. } | ApiError::LimitsUnavailable { .. } => "server_error",
         }
     }
 
@@ -174,6 +181,7 @@ impl ApiError {
             ApiError::RateLimited { .. } => Some("rate_limit_exceeded"),
             ApiError::QuotaExceeded { .. } => Some("insufficient_quota"),
             ApiError::InvalidConfig { .. } => Some("invalid_config"),
+            ApiError::LimitsUnavailable { .. } => Some("limits_unavailable"),
             _ => None,
         }
     }
@@ -188,7 +196,8 @@ impl ApiError {
             | ApiError::RateLimited { message, .. }
             | ApiError::QuotaExceeded { message, .. }
             | ApiError::InvalidConfig { message }
-            | ApiError::Internal { message } => message.clone(),
+            | ApiError::Internal { message }
+            | ApiError::LimitsUnavailable { message } => message.clone(),
             ApiError::PayloadTooLarge { limit } => {
                 format!("request body is larger than the limit of {limit} bytes")
             }
@@ -248,6 +257,12 @@ impl IntoResponse for ApiError {
             && let Ok(value) = HeaderValue::from_str(&seconds.to_string())
         {
             response.headers_mut().insert(header::RETRY_AFTER, value);
+        }
+        if let ApiError::LimitsUnavailable { .. } = &self {
+            // Redis is tried again after a one-second cool-down.
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         response
     }

@@ -35,6 +35,11 @@ pub struct Metrics {
     pub budget_warnings: IntCounterVec,
     /// Requests refused by a rate limit, by limit (rpm, tpm).
     pub rate_limited: IntCounterVec,
+    /// Admissions decided without the shared limits because Redis failed, by policy
+    /// (`local`: enforced in this process; `reject`: refused with a 503).
+    pub admission_fallbacks: IntCounterVec,
+    /// Shared-limits Redis operations that failed, by operation (admit, settle, output).
+    pub admission_redis_errors: IntCounterVec,
     /// Routing decisions by the rule that made them (`alias` for a named alias's pool).
     pub rule_hits: IntCounterVec,
     /// Shadow rules that matched (recorded, not applied), by rule.
@@ -171,6 +176,16 @@ impl Metrics {
                 "crossroads_rate_limited_total",
                 "Requests refused by a key's rate limit, by limit",
                 &["limit"],
+            )?,
+            admission_fallbacks: counter(
+                "crossroads_admission_fallbacks_total",
+                "Admissions decided without the shared Redis limits because Redis failed, by policy",
+                &["policy"],
+            )?,
+            admission_redis_errors: counter(
+                "crossroads_admission_redis_errors_total",
+                "Failed Redis operations of the shared limits, by operation",
+                &["op"],
             )?,
             rule_hits: counter(
                 "crossroads_rule_hits_total",

@@ -22,7 +22,7 @@ impl Scope {
         }
     }
 
-    fn describe(&self) -> String {
+    pub(super) fn describe(&self) -> String {
         match self {
             Scope::Key(id) => format!("key `{id}`"),
             Scope::Team(id) => format!("team `{id}`"),
@@ -69,6 +69,38 @@ pub fn period_start_ms(period: BudgetPeriod, now_ms: i64) -> i64 {
     }
 }
 
+/// The 429 of a request that does not fit `budget` of `scope`.
+pub(super) fn over_budget(
+    scope: &Scope,
+    budget: &BudgetConfig,
+    spent: Usd,
+    reserved: Usd,
+    amount: Usd,
+) -> ApiError {
+    let period = match budget.period {
+        BudgetPeriod::Day => "daily",
+        BudgetPeriod::Month => "monthly",
+    };
+    ApiError::QuotaExceeded {
+        message: format!(
+            "{} has reached its {period} budget of ${} (spent ${spent}, reserved ${reserved}; this request may cost up to ${amount})",
+            scope.describe(),
+            budget.limit,
+        ),
+        scope: scope.kind(),
+    }
+}
+
+/// Start of the period after the one starting at `start_ms`.
+pub fn period_end_ms(period: BudgetPeriod, start_ms: i64) -> i64 {
+    const DAY_MS: i64 = 86_400_000;
+    match period {
+        BudgetPeriod::Day => start_ms + DAY_MS,
+        // Day 1 plus 31 days is always in the next month.
+        BudgetPeriod::Month => period_start_ms(period, start_ms + 31 * DAY_MS),
+    }
+}
+
 /// Every budget's running spend and reservations, per period.
 pub struct Budgets {
     accounts: Mutex<HashMap<(Scope, i64), Account>>,
@@ -78,9 +110,10 @@ pub struct Budgets {
     warnings: prometheus::IntCounterVec,
 }
 
-/// Reserved amounts to settle when the request is done (dropping releases them).
+/// Reserved amounts in this process, to settle when the request is done (dropping
+/// releases them).
 #[must_use]
-pub struct Reservation {
+pub struct LocalHold {
     budgets: Arc<Budgets>,
     /// (scope, period start) and the budget's limit, for each budget held.
     held: Vec<((Scope, i64), Usd)>,
@@ -109,8 +142,8 @@ impl Budgets {
         amount: Usd,
         block_free: bool,
         now_ms: i64,
-    ) -> Result<Reservation, ApiError> {
-        let mut reservation = Reservation {
+    ) -> Result<LocalHold, ApiError> {
+        let mut reservation = LocalHold {
             budgets: self.clone(),
             held: Vec::with_capacity(limits.len()),
             amount,
@@ -135,20 +168,13 @@ impl Budgets {
                 committed + amount > budget.limit
             };
             if over {
-                let period = match budget.period {
-                    BudgetPeriod::Day => "daily",
-                    BudgetPeriod::Month => "monthly",
-                };
-                return Err(ApiError::QuotaExceeded {
-                    message: format!(
-                        "{} has reached its {period} budget of ${} (spent ${}, reserved ${}; this request may cost up to ${amount})",
-                        scope.describe(),
-                        budget.limit,
-                        account.spent,
-                        account.reserved,
-                    ),
-                    scope: scope.kind(),
-                });
+                return Err(over_budget(
+                    scope,
+                    budget,
+                    account.spent,
+                    account.reserved,
+                    amount,
+                ));
             }
         }
         for (scope, budget) in limits {
@@ -182,7 +208,7 @@ impl Budgets {
     }
 }
 
-impl Reservation {
+impl LocalHold {
     /// Settles the request's actual cost and releases the reservation.
     pub fn settle(mut self, actual: Usd) {
         let held = std::mem::take(&mut self.held);
@@ -190,7 +216,7 @@ impl Reservation {
     }
 }
 
-impl Drop for Reservation {
+impl Drop for LocalHold {
     /// Not settled: nothing was spent (the request failed before an upstream answered).
     fn drop(&mut self) {
         if !self.held.is_empty() {
@@ -257,6 +283,15 @@ mod tests {
         assert_eq!(
             period_start_ms(BudgetPeriod::Month, 1_709_251_200_000),
             1_709_251_200_000
+        );
+        // February 2024 has 29 days; November 2026 ends on 2026-12-01.
+        assert_eq!(
+            period_end_ms(BudgetPeriod::Month, 1_706_745_600_000),
+            1_709_251_200_000
+        );
+        assert_eq!(
+            period_end_ms(BudgetPeriod::Month, 1_793_491_200_000),
+            1_796_083_200_000
         );
     }
 }

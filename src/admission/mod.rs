@@ -1,17 +1,231 @@
-//! Admission: rate limits (RPM/TPM per key) before a request is classified, and budget
-//! reservations (per key and per team, daily or monthly UTC) before it is sent: the
-//! upper-bound cost is reserved first and the actual cost settled after, so concurrent
-//! requests cannot overshoot a budget.
+//! Admission: rate limits (RPM/TPM per key) and budget reservations (per key and per
+//! team, daily or monthly UTC): the upper-bound cost is reserved before a request is
+//! sent and the actual cost settled after, so concurrent requests cannot overshoot a
+//! budget.
+//!
+//! - [`rate`], [`budget`]: the in-process limiter and budgets (one replica alone).
+//! - [`shared`]: the same limits in Redis, shared by every replica (`[limits] backend =
+//!   "redis"`), with the failure policy applied here: fall back to the in-process
+//!   limits, or refuse with a 503.
 
 mod budget;
 mod rate;
+pub mod shared;
 
-pub use budget::{Budgets, Reservation, Scope, SpendSource, period_start_ms};
+use std::sync::Arc;
+
+use prometheus::IntCounterVec;
+
+pub use budget::{Budgets, LocalHold, Scope, SpendSource, period_end_ms, period_start_ms};
 pub use rate::RateLimiter;
+pub use shared::{SharedHold, SharedLimits};
+
+use crate::accounting::Usd;
+use crate::config::{BudgetConfig, OnRedisError};
+use crate::error::ApiError;
+use shared::{SharedAsk, SharedVerdict};
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// What one request asks of admission.
+pub struct Ask<'a> {
+    pub key: &'a str,
+    pub rpm: Option<u32>,
+    pub tpm: Option<u64>,
+    /// Estimated prompt tokens, counted against `tpm`.
+    pub tokens: u64,
+    /// The key's and its team's budgets; empty when none applies.
+    pub budgets: &'a [(Scope, BudgetConfig)],
+    /// The request's upper-bound cost.
+    pub amount: Usd,
+    /// The pool has free deployments the request may go to when `amount` does not fit.
+    pub free_fallback: bool,
+    /// Refuse even free requests once a budget is spent.
+    pub block_free: bool,
+    pub now_ms: i64,
+}
+
+/// Why admission refused before any budget was looked at.
+pub enum Refused {
+    /// Over `rpm` or `tpm` (the label).
+    Rate(ApiError, &'static str),
+    /// The shared limits cannot be reached and the policy is to refuse.
+    Unavailable(ApiError),
+}
+
+/// A request past the rate limits, with the budget's answer, which the caller applies
+/// after the cache lookup (a hit costs nothing, so a spent budget does not stop it).
+pub struct Admitted {
+    /// The reservation and whether only free deployments may serve, or the 429.
+    pub budget: Result<(Reservation, bool), ApiError>,
+}
+
+/// A request's reserved budget, settled with its actual cost; dropped unsettled, it
+/// releases what it held.
+#[must_use]
+pub struct Reservation(Hold);
+
+enum Hold {
+    Nothing,
+    Local(LocalHold),
+    Shared(SharedHold),
+}
+
+impl Reservation {
+    /// A reservation of nothing, for requests without budgets.
+    pub fn nothing() -> Self {
+        Reservation(Hold::Nothing)
+    }
+
+    /// Settles the request's actual cost and releases the reservation.
+    pub fn settle(self, actual: Usd) {
+        match self.0 {
+            Hold::Nothing => {}
+            Hold::Local(h) => h.settle(actual),
+            Hold::Shared(h) => h.settle(actual),
+        }
+    }
+}
+
+/// The limits of this process, and of every replica when Redis holds them.
+pub struct Admission {
+    limiter: RateLimiter,
+    budgets: Arc<Budgets>,
+    shared: Option<(Arc<SharedLimits>, OnRedisError)>,
+    /// Admissions decided without Redis because it failed, by policy.
+    fallbacks: IntCounterVec,
+}
+
+impl Admission {
+    pub fn new(
+        budgets: Arc<Budgets>,
+        shared: Option<(Arc<SharedLimits>, OnRedisError)>,
+        fallbacks: IntCounterVec,
+    ) -> Self {
+        Admission {
+            limiter: RateLimiter::default(),
+            budgets,
+            shared,
+            fallbacks,
+        }
+    }
+
+    /// Counts the request against its key's rate limits and reserves its upper-bound
+    /// cost against its budgets: one Redis round trip with the shared backend.
+    pub async fn admit(&self, ask: &Ask<'_>) -> Result<Admitted, Refused> {
+        let limited = ask.rpm.is_some() || ask.tpm.is_some() || !ask.budgets.is_empty();
+        if let (Some((shared, policy)), true) = (&self.shared, limited) {
+            match shared.admit(&ask.shared()).await {
+                Ok(verdict) => return self.shared_verdict(shared, ask, verdict),
+                Err(e) => {
+                    self.fallbacks.with_label_values(&[policy.as_str()]).inc();
+                    if *policy == OnRedisError::Reject {
+                        return Err(Refused::Unavailable(ApiError::LimitsUnavailable {
+                            message: format!(
+                                "rate limits and budgets cannot be checked right now ({e}); retry shortly"
+                            ),
+                        }));
+                    }
+                }
+            }
+        }
+        self.admit_locally(ask)
+    }
+
+    fn admit_locally(&self, ask: &Ask<'_>) -> Result<Admitted, Refused> {
+        self.limiter
+            .admit(ask.key, ask.rpm, ask.tpm, ask.tokens, ask.now_ms)
+            .map_err(|(e, which)| Refused::Rate(e, which))?;
+        if ask.budgets.is_empty() {
+            return Ok(Admitted {
+                budget: Ok((Reservation::nothing(), false)),
+            });
+        }
+        let reserve = |amount, block_free| {
+            self.budgets
+                .reserve(ask.budgets, amount, block_free, ask.now_ms)
+                .map(|h| Reservation(Hold::Local(h)))
+        };
+        let budget = match reserve(ask.amount, ask.block_free) {
+            Ok(r) => Ok((r, false)),
+            // The paid deployments do not fit; the free ones still may serve.
+            Err(_) if ask.free_fallback && !ask.block_free => {
+                reserve(Usd::ZERO, false).map(|r| (r, true))
+            }
+            Err(e) => Err(e),
+        };
+        Ok(Admitted { budget })
+    }
+
+    fn shared_verdict(
+        &self,
+        shared: &Arc<SharedLimits>,
+        ask: &Ask<'_>,
+        verdict: SharedVerdict,
+    ) -> Result<Admitted, Refused> {
+        let budget = match verdict {
+            SharedVerdict::Admitted(hold) => Ok((Reservation(Hold::Shared(hold)), false)),
+            SharedVerdict::RateLimited {
+                which,
+                current,
+                previous,
+                elapsed_ms,
+            } => {
+                let (limit, want) = if which == "rpm" {
+                    (ask.rpm.map_or(0, u64::from), 1.0)
+                } else {
+                    (ask.tpm.unwrap_or(0), ask.tokens as f64)
+                };
+                let wait = rate::wait_ms(limit as f64, want, current, previous, elapsed_ms);
+                let (e, which) = rate::limited(ask.key, which, limit, wait);
+                return Err(Refused::Rate(e, which));
+            }
+            SharedVerdict::OverBudget { .. } if ask.free_fallback && !ask.block_free => {
+                let hold = shared.hold_free(ask.budgets, ask.now_ms);
+                Ok((Reservation(Hold::Shared(hold)), true))
+            }
+            SharedVerdict::OverBudget {
+                index,
+                spent,
+                reserved,
+            } => match ask.budgets.get(index) {
+                Some((scope, budget)) => Err(budget::over_budget(
+                    scope, budget, spent, reserved, ask.amount,
+                )),
+                None => Err(ApiError::Internal {
+                    message: "the budget check named no budget".into(),
+                }),
+            },
+        };
+        Ok(Admitted { budget })
+    }
+
+    /// Adds the tokens a request generated to its key's window.
+    pub fn record_output(&self, key: &str, tokens: u64, now_ms: i64) {
+        if let Some((shared, _)) = &self.shared {
+            shared.record_output(key, tokens, now_ms);
+        }
+        // A no-op unless this process admitted the key itself (Redis was down).
+        self.limiter.record_output(key, tokens, now_ms);
+    }
+}
+
+impl Ask<'_> {
+    fn shared(&self) -> SharedAsk<'_> {
+        SharedAsk {
+            key: self.key,
+            rpm: self.rpm,
+            tpm: self.tpm,
+            tokens: self.tokens,
+            budgets: self.budgets,
+            amount: self.amount,
+            block_free: self.block_free,
+            now_ms: self.now_ms,
+        }
+    }
 }

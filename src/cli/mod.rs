@@ -379,6 +379,7 @@ pub fn summary(config: &Config) -> String {
         config.reference.model, config.reference.source, config.reference.as_of
     );
     let _ = writeln!(out, "ledger: {:?}", config.ledger.backend);
+    let _ = writeln!(out, "limits: {}", config.limits.describe());
     out
 }
 

@@ -2,11 +2,13 @@
 //! parsed into raw serde types ([`raw`]) and validated into the runtime [`Config`].
 
 mod cache;
+mod limits;
 mod lint;
 pub mod raw;
 mod validate;
 
 pub use cache::{CacheBackend, CacheConfig, CacheScope};
+pub use limits::{LimitsConfig, OnRedisError, RedisLimits};
 pub use lint::{Lint, covers, lint};
 
 use std::fmt;
@@ -44,6 +46,8 @@ pub struct Config {
     pub keys: Vec<KeyConfig>,
     /// The response cache; `None` when off.
     pub cache: Option<CacheConfig>,
+    /// Where rate limits and budget reservations are counted.
+    pub limits: LimitsConfig,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,6 +128,7 @@ impl fmt::Debug for Config {
             .field("reference", &self.reference)
             .field("ledger", &self.ledger)
             .field("cache", &self.cache)
+            .field("limits", &self.limits)
             .finish_non_exhaustive()
     }
 }

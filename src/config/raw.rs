@@ -35,6 +35,8 @@ pub struct RawConfig {
     pub keys: Vec<RawKey>,
     /// Absent: no cache.
     pub cache: Option<super::cache::RawCache>,
+    /// Absent: each process enforces rate limits and budgets alone.
+    pub limits: Option<super::limits::RawLimits>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -52,6 +52,7 @@ pub fn validate(
         teams,
         keys,
         cache,
+        limits,
     } = raw;
     let server = validate_server(server, env)?;
     let classifier = validate_classifier(classifier, source)?;
@@ -109,6 +110,7 @@ pub fn validate(
         .collect::<Result<Vec<_>, Invalid>>()?;
     unique(keys.iter().map(|k| k.id.as_str()), "keys", "id")?;
     let cache = super::cache::validate_cache(cache)?;
+    let limits = super::limits::validate_limits(limits)?;
     Ok(Config {
         source: source.to_path_buf(),
         server,
@@ -124,6 +126,7 @@ pub fn validate(
         ledger,
         health,
         cache,
+        limits,
         auth,
         budgets,
         teams,

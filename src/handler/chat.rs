@@ -12,7 +12,7 @@ use super::exchange::Exchange;
 use super::read_body;
 use super::stream::MeteredStream;
 use crate::accounting::Usd;
-use crate::admission::{self, Reservation, Scope};
+use crate::admission::{self, Admitted, Ask, Refused, Scope};
 use crate::app::{AppState, Runtime};
 use crate::auth::KeyInfo;
 use crate::classify::Classification;
@@ -62,18 +62,19 @@ pub async fn chat_completions(
     };
     ex.classified(&classification);
     ex.routed(&decision);
-    if let Some(key) = &key
-        && let Err((e, limit)) = state.limiter.admit(
-            &key.id,
-            key.rpm,
-            key.tpm,
-            classification.features.prompt_tokens,
-            admission::now_ms(),
-        )
-    {
-        state.metrics.rate_limited.with_label_values(&[limit]).inc();
-        return ex.fail(e);
-    }
+    // Rate limits count every request of the key, rejected by a rule or not; the
+    // budget's answer waits for the cache lookup.
+    let routed_pool = match decision.action {
+        Action::Pool(p) => Some(p),
+        Action::Reject { .. } => None,
+    };
+    let admitted = match &key {
+        Some(key) => match admit(&state, &rt, key, routed_pool, &request, &classification).await {
+            Ok(admitted) => Some(admitted),
+            Err(e) => return ex.fail(e),
+        },
+        None => None,
+    };
     let pool = match decision.action {
         Action::Pool(p) => p,
         Action::Reject { status, message } => {
@@ -92,13 +93,22 @@ pub async fn chat_completions(
             Step::Miss(store) => store,
         };
     let mut free_only = false;
-    if let Some(key) = &key {
-        match reserve_budget(&state, &rt, key, pool, &request, &classification) {
+    if let Some(admitted) = admitted {
+        match admitted.budget {
             Ok((reservation, only_free)) => {
                 ex.reserved(reservation);
                 free_only = only_free;
             }
-            Err(e) => return ex.fail(e),
+            Err(e) => {
+                if let ApiError::QuotaExceeded { scope, .. } = &e {
+                    state
+                        .metrics
+                        .budget_rejections
+                        .with_label_values(&[scope])
+                        .inc();
+                }
+                return ex.fail(e);
+            }
         }
     }
     let job = Job {
@@ -158,18 +168,19 @@ pub async fn chat_completions(
     }
 }
 
-/// Reserves the request's upper-bound cost against its key's and team's budgets: the
-/// prompt plus `max_tokens` (or the configured default) at the dearest deployment the
-/// pool may use. When that does not fit but the pool has free (local) deployments, the
-/// request may still go to those alone: the returned flag says so.
-fn reserve_budget(
+/// Admission ([`crate::admission`]): counts the request against its key's rate limits
+/// and reserves its upper-bound cost against its key's and team's budgets: the prompt
+/// plus `max_tokens` (or the configured default) at the dearest deployment the pool may
+/// use. When that does not fit but the pool has free (local) deployments, the request
+/// may still go to those alone: the budget's answer says so.
+async fn admit(
     state: &AppState,
     rt: &Runtime,
     key: &KeyInfo,
-    pool: usize,
+    pool: Option<usize>,
     request: &ChatRequest,
     classification: &Classification,
-) -> Result<(Reservation, bool), ApiError> {
+) -> Result<Admitted, ApiError> {
     let config = &rt.config;
     let team_budget = key.team.as_ref().and_then(|team| {
         config
@@ -179,48 +190,49 @@ fn reserve_budget(
             .and_then(|t| t.budget)
             .map(|b| (Scope::Team(team.clone()), b))
     });
-    let limits: Vec<(Scope, BudgetConfig)> = key
-        .budget
-        .map(|b| (Scope::Key(key.id.clone()), b))
-        .into_iter()
-        .chain(team_budget)
-        .collect();
-    if limits.is_empty() {
-        return Ok((state.budgets.reserve(&[], Usd::ZERO, false, 0)?, false));
-    }
-    let max_output = request
-        .max_tokens
-        .unwrap_or(config.budgets.default_max_tokens);
+    // A request a rule rejects is sent nowhere: it reserves nothing.
+    let limits: Vec<(Scope, BudgetConfig)> = match pool {
+        Some(_) => key
+            .budget
+            .map(|b| (Scope::Key(key.id.clone()), b))
+            .into_iter()
+            .chain(team_budget)
+            .collect(),
+        None => Vec::new(),
+    };
     let prompt = classification.features.prompt_tokens;
-    let bounds: Vec<Usd> = config
-        .routes
-        .pools
-        .get(pool)
-        .map(|p| p.candidates.as_slice())
-        .unwrap_or_default()
-        .iter()
-        .filter_map(|d| config.deployments.get(*d))
-        .map(|d| d.price.upper_bound(prompt, max_output))
-        .collect();
-    let upper = bounds.iter().copied().max().unwrap_or_default();
-    let now = admission::now_ms();
-    let block_free = config.budgets.block_free_traffic;
-    match state.budgets.reserve(&limits, upper, block_free, now) {
-        Ok(reservation) => Ok((reservation, false)),
-        Err(_) if bounds.contains(&Usd::ZERO) && !block_free => {
-            // The paid deployments do not fit; the free ones still may serve.
-            Ok((state.budgets.reserve(&limits, Usd::ZERO, false, now)?, true))
-        }
-        Err(e) => {
-            if let ApiError::QuotaExceeded { scope, .. } = &e {
-                state
-                    .metrics
-                    .budget_rejections
-                    .with_label_values(&[scope])
-                    .inc();
-            }
+    let bounds: Vec<Usd> = if limits.is_empty() {
+        Vec::new()
+    } else {
+        let max_output = request
+            .max_tokens
+            .unwrap_or(config.budgets.default_max_tokens);
+        pool.and_then(|p| config.routes.pools.get(p))
+            .map(|p| p.candidates.as_slice())
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|d| config.deployments.get(*d))
+            .map(|d| d.price.upper_bound(prompt, max_output))
+            .collect()
+    };
+    let ask = Ask {
+        key: &key.id,
+        rpm: key.rpm,
+        tpm: key.tpm,
+        tokens: prompt,
+        budgets: &limits,
+        amount: bounds.iter().copied().max().unwrap_or_default(),
+        free_fallback: bounds.contains(&Usd::ZERO),
+        block_free: config.budgets.block_free_traffic,
+        now_ms: admission::now_ms(),
+    };
+    match state.admission.admit(&ask).await {
+        Ok(admitted) => Ok(admitted),
+        Err(Refused::Rate(e, limit)) => {
+            state.metrics.rate_limited.with_label_values(&[limit]).inc();
             Err(e)
         }
+        Err(Refused::Unavailable(e)) => Err(e),
     }
 }
 

@@ -316,7 +316,7 @@ impl Exchange {
         // A cached answer generated nothing upstream: it does not use the key's TPM.
         if let Some(key) = self.rate_key.as_ref().filter(|_| !record.cache_hit) {
             self.state
-                .limiter
+                .admission
                 .record_output(key, usage.output, crate::admission::now_ms());
         }
         self.state.ledger.record(record);

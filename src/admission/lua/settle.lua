@@ -1,0 +1,26 @@
+-- Settles one request: releases its reservation (unless its lease already ran out) and
+-- adds its actual cost to each budget's spend.
+--
+-- KEYS: per budget: its hash and its leases (as in admit.lua).
+-- ARGV: lease member, reserved amount, actual cost (pico-USD), then per budget: the
+--   warning threshold (pico-USD) and the key expiry (ms since the epoch).
+-- Returns the indices of the budgets whose spend crossed their warning threshold now.
+local member, amount, actual = ARGV[1], ARGV[2], ARGV[3]
+local crossed = {}
+for i = 1, #KEYS / 2 do
+  local b, l = KEYS[2 * i - 1], KEYS[2 * i]
+  if amount ~= '0' and redis.call('ZREM', l, member) == 1 then
+    redis.call('HINCRBY', b, 'reserved', '-' .. amount)
+  end
+  -- A period whose spend is not here (flushed or expired) is seeded from the ledger
+  -- at the next admission, and the ledger holds this request too.
+  if actual ~= '0' and redis.call('HEXISTS', b, 'spent') == 1 then
+    local before = big(redis.call('HGET', b, 'spent'))
+    redis.call('HINCRBY', b, 'spent', actual)
+    local after = big(redis.call('HGET', b, 'spent'))
+    local threshold = big(ARGV[4 + 2 * (i - 1)])
+    if gt(threshold, before) and ge(after, threshold) then table.insert(crossed, i) end
+    redis.call('PEXPIREAT', b, ARGV[5 + 2 * (i - 1)])
+  end
+end
+return crossed

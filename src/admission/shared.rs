@@ -1,0 +1,417 @@
+//! Limits shared by every replica, in Redis: one rate window per key and one account
+//! per budget and period, changed only by two Lua scripts so each change is atomic.
+//!
+//! Keys (under the configured prefix):
+//! - `rate:{key id}:{minute start ms}`: hash `r` (requests), `t` (tokens) of one fixed
+//!   minute; the sliding minute weighs the previous one as the in-process limiter does.
+//!   Expires two minutes after it was last written.
+//! - `budget:{key|team}:{id}:{period start ms}`: hash `spent`, `reserved` (pico-USD
+//!   integers, changed by `HINCRBY`, compared exactly in Lua as whole dollars plus a
+//!   pico remainder), and `...:leases`: a sorted set of the live reservations
+//!   (`{reservation id}:{pico-USD}`) scored by when their lease runs out. Both expire an
+//!   hour after the period ends.
+//!
+//! One round trip admits a request ([`admit.lua`](lua/admit.lua), by `EVALSHA`): it frees
+//! reservations whose lease ran out, checks and counts the rate window, then reserves
+//! against every budget, all or none. Settling ([`settle.lua`](lua/settle.lua)) leaves the
+//! request path on a task: it releases the reservation (if its lease is still live) and
+//! adds the actual cost.
+//!
+//! Crash safety: a replica that dies holding reservations never settles them; their
+//! leases (`limits.reservation_ttl_ms`, longer than any request should take) run out and
+//! the next admission on any replica frees their room. A request still running past its
+//! lease still adds its actual cost when it settles.
+//!
+//! A period's spend starts from the ledger: when an account has no `spent` yet, the
+//! script answers so without counting anything, the replica reads the ledger and calls
+//! again with the seed, and the script sets it only if still unset, so replicas that
+//! start together never count the ledger twice.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use prometheus::IntCounterVec;
+
+use super::budget::{Scope, SpendSource, period_end_ms, period_start_ms};
+use super::rate::MINUTE_MS;
+use crate::accounting::Usd;
+use crate::config::BudgetConfig;
+use crate::redis_conn::{RedisConn, RedisError};
+
+const MONEY: &str = include_str!("lua/money.lua");
+const ADMIT: &str = include_str!("lua/admit.lua");
+const SETTLE: &str = include_str!("lua/settle.lua");
+
+/// Budget keys outlive their period by this much, for late settlements.
+const GRACE_MS: i64 = 3_600_000;
+
+/// What one request asks of the shared limits.
+pub struct SharedAsk<'a> {
+    pub key: &'a str,
+    pub rpm: Option<u32>,
+    pub tpm: Option<u64>,
+    pub tokens: u64,
+    pub budgets: &'a [(Scope, BudgetConfig)],
+    pub amount: Usd,
+    pub block_free: bool,
+    pub now_ms: i64,
+}
+
+/// The shared limits' answer.
+pub enum SharedVerdict {
+    /// Admitted, with the reservation to settle.
+    Admitted(SharedHold),
+    /// Over a rate limit: `rpm` or `tpm`, this minute's and the previous minute's counts,
+    /// and how far into this minute.
+    RateLimited {
+        which: &'static str,
+        current: f64,
+        previous: f64,
+        elapsed_ms: i64,
+    },
+    /// Over the budget at `index` of the ask's budgets.
+    OverBudget {
+        index: usize,
+        spent: Usd,
+        reserved: Usd,
+    },
+}
+
+pub struct SharedLimits {
+    conn: RedisConn,
+    prefix: String,
+    lease: Duration,
+    admit: redis::Script,
+    settle: redis::Script,
+    /// This process's part of reservation ids; the counter makes the rest.
+    replica: String,
+    next: AtomicU64,
+    history: Arc<dyn SpendSource>,
+    warn_at: f64,
+    warnings: IntCounterVec,
+    /// Redis operations that failed, by operation.
+    errors: IntCounterVec,
+}
+
+/// One budget a reservation holds.
+struct Held {
+    key: String,
+    scope: &'static str,
+    limit: Usd,
+    /// When the account's keys expire, ms since the epoch.
+    expiry_ms: i64,
+}
+
+/// A reservation held in Redis; dropping it unsettled releases it (off the request path).
+#[must_use]
+pub struct SharedHold {
+    limits: Arc<SharedLimits>,
+    held: Vec<Held>,
+    member: String,
+    amount: Usd,
+}
+
+impl SharedLimits {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        url: &str,
+        prefix: String,
+        timeout: Duration,
+        lease: Duration,
+        history: Arc<dyn SpendSource>,
+        warn_at: f64,
+        warnings: IntCounterVec,
+        errors: IntCounterVec,
+    ) -> Result<Self, String> {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        Ok(SharedLimits {
+            conn: RedisConn::new(
+                url,
+                "limits.redis_url",
+                timeout,
+                "shared limits",
+                "applying the limits.on_redis_error policy",
+            )?,
+            prefix,
+            lease,
+            admit: redis::Script::new(&format!("{MONEY}\n{ADMIT}")),
+            settle: redis::Script::new(&format!("{MONEY}\n{SETTLE}")),
+            replica: format!("{:x}{:x}", std::process::id(), nanos & 0xffff_ffff),
+            next: AtomicU64::new(0),
+            history,
+            warn_at,
+            warnings,
+            errors,
+        })
+    }
+
+    /// The key of `scope`'s account for the period starting at `start_ms`.
+    pub fn budget_key(&self, scope: &Scope, start_ms: i64) -> String {
+        let (kind, id) = match scope {
+            Scope::Key(id) => ("key", id),
+            Scope::Team(id) => ("team", id),
+        };
+        format!("{}budget:{kind}:{id}:{start_ms}", self.prefix)
+    }
+
+    fn rate_key(&self, key: &str, start_ms: i64) -> String {
+        format!("{}rate:{key}:{start_ms}", self.prefix)
+    }
+
+    /// Counts the request in its key's rate window and reserves `ask.amount` against
+    /// every budget, in one round trip (two the first time a period is seen).
+    pub async fn admit(self: &Arc<Self>, ask: &SharedAsk<'_>) -> Result<SharedVerdict, RedisError> {
+        let result = self.try_admit(ask).await;
+        if result.is_err() {
+            self.errors.with_label_values(&["admit"]).inc();
+        }
+        result
+    }
+
+    async fn try_admit(self: &Arc<Self>, ask: &SharedAsk<'_>) -> Result<SharedVerdict, RedisError> {
+        let window = ask.now_ms - ask.now_ms.rem_euclid(MINUTE_MS);
+        let starts: Vec<i64> = ask
+            .budgets
+            .iter()
+            .map(|(_, b)| period_start_ms(b.period, ask.now_ms))
+            .collect();
+        let member = format!(
+            "{}-{}:{}",
+            self.replica,
+            self.next.fetch_add(1, Ordering::Relaxed),
+            ask.amount.pico()
+        );
+        let lease_until = ask.now_ms + i64::try_from(self.lease.as_millis()).unwrap_or(i64::MAX);
+        let mut seeds: Option<Vec<Usd>> = None;
+        loop {
+            let mut invocation = self.admit.prepare_invoke();
+            invocation
+                .key(self.rate_key(ask.key, window))
+                .key(self.rate_key(ask.key, window - MINUTE_MS));
+            for ((scope, _), start) in ask.budgets.iter().zip(&starts) {
+                let key = self.budget_key(scope, *start);
+                invocation.key(&key).key(format!("{key}:leases"));
+            }
+            invocation
+                .arg(ask.now_ms)
+                .arg(ask.rpm.map_or(-1, i64::from))
+                .arg(ask.tpm.map_or(-1, |t| i64::try_from(t).unwrap_or(i64::MAX)))
+                .arg(ask.tokens)
+                .arg(ask.now_ms - window)
+                .arg(MINUTE_MS)
+                .arg(ask.amount.pico())
+                .arg(u8::from(ask.block_free))
+                .arg(&member)
+                .arg(lease_until);
+            for (i, ((_, budget), start)) in ask.budgets.iter().zip(&starts).enumerate() {
+                invocation.arg(budget.limit.pico());
+                match seeds.as_ref().and_then(|s| s.get(i)) {
+                    Some(seed) => invocation.arg(seed.pico()),
+                    None => invocation.arg("-"),
+                };
+                invocation.arg(period_end_ms(budget.period, *start) + GRACE_MS);
+            }
+            let reply: Vec<String> = self
+                .conn
+                .run(|mut c| async move { invocation.invoke_async(&mut c).await })
+                .await?;
+            match reply.first().map(String::as_str) {
+                Some("0") => {
+                    return Ok(SharedVerdict::Admitted(SharedHold {
+                        limits: self.clone(),
+                        held: self.held(ask, &starts),
+                        member,
+                        amount: ask.amount,
+                    }));
+                }
+                Some("1") => {
+                    let which = if reply.get(1).map(String::as_str) == Some("rpm") {
+                        "rpm"
+                    } else {
+                        "tpm"
+                    };
+                    return Ok(SharedVerdict::RateLimited {
+                        which,
+                        current: number(reply.get(2)),
+                        previous: number(reply.get(3)),
+                        elapsed_ms: ask.now_ms - window,
+                    });
+                }
+                Some("2") => {
+                    return Ok(SharedVerdict::OverBudget {
+                        index: reply
+                            .get(1)
+                            .and_then(|i| i.parse::<usize>().ok())
+                            .unwrap_or(1)
+                            .saturating_sub(1),
+                        spent: pico(reply.get(2)),
+                        reserved: pico(reply.get(3)),
+                    });
+                }
+                Some("3") if seeds.is_none() => {
+                    // The ledger read is a local query, as for the in-process budgets.
+                    seeds = Some(
+                        ask.budgets
+                            .iter()
+                            .zip(&starts)
+                            .map(|((scope, _), start)| self.history.spent_since(scope, *start))
+                            .collect(),
+                    );
+                }
+                _ => {
+                    return Err(RedisError(format!(
+                        "unexpected answer from the admission script: {reply:?}"
+                    )));
+                }
+            }
+        }
+    }
+
+    /// What a held reservation needs to be settled: each budget's key, limit and expiry.
+    fn held(&self, ask: &SharedAsk<'_>, starts: &[i64]) -> Vec<Held> {
+        ask.budgets
+            .iter()
+            .zip(starts)
+            .map(|((scope, budget), start)| Held {
+                key: self.budget_key(scope, *start),
+                scope: scope.kind(),
+                limit: budget.limit,
+                expiry_ms: period_end_ms(budget.period, *start) + GRACE_MS,
+            })
+            .collect()
+    }
+
+    /// A hold of nothing against `budgets`: free traffic, admitted without asking Redis,
+    /// whose actual cost (normally zero) is still added when it settles.
+    pub fn hold_free(
+        self: &Arc<Self>,
+        budgets: &[(Scope, BudgetConfig)],
+        now_ms: i64,
+    ) -> SharedHold {
+        let starts: Vec<i64> = budgets
+            .iter()
+            .map(|(_, b)| period_start_ms(b.period, now_ms))
+            .collect();
+        let ask = SharedAsk {
+            key: "",
+            rpm: None,
+            tpm: None,
+            tokens: 0,
+            budgets,
+            amount: Usd::ZERO,
+            block_free: false,
+            now_ms,
+        };
+        SharedHold {
+            limits: self.clone(),
+            held: self.held(&ask, &starts),
+            member: format!("{}-free:0", self.replica),
+            amount: Usd::ZERO,
+        }
+    }
+
+    /// Adds generated tokens to `key`'s current window (off the request path).
+    pub fn record_output(self: &Arc<Self>, key: &str, tokens: u64, now_ms: i64) {
+        if tokens == 0 {
+            return;
+        }
+        let window = now_ms - now_ms.rem_euclid(MINUTE_MS);
+        let rate_key = self.rate_key(key, window);
+        let limits = self.clone();
+        spawn(async move {
+            let mut pipe = redis::pipe();
+            pipe.atomic()
+                .hincr(&rate_key, "t", tokens)
+                .ignore()
+                .pexpire(&rate_key, 2 * MINUTE_MS + 10_000)
+                .ignore();
+            let result: Result<(), RedisError> = limits
+                .conn
+                .run(|mut c| async move { pipe.query_async(&mut c).await })
+                .await;
+            if result.is_err() {
+                limits.errors.with_label_values(&["output"]).inc();
+            }
+        });
+    }
+
+    async fn settle(&self, held: Vec<Held>, member: String, amount: Usd, actual: Usd) {
+        if held.is_empty() || (amount == Usd::ZERO && actual == Usd::ZERO) {
+            return;
+        }
+        let mut invocation = self.settle.prepare_invoke();
+        for h in &held {
+            invocation.key(&h.key).key(format!("{}:leases", h.key));
+        }
+        invocation
+            .arg(&member)
+            .arg(amount.pico())
+            .arg(actual.pico());
+        for h in &held {
+            // Whole pico-dollars: the fraction only places the warning.
+            let threshold = (h.limit.pico() as f64 * self.warn_at) as i64;
+            invocation.arg(threshold).arg(h.expiry_ms);
+        }
+        let crossed: Result<Vec<usize>, RedisError> = self
+            .conn
+            .run(|mut c| async move { invocation.invoke_async(&mut c).await })
+            .await;
+        match crossed {
+            Ok(crossed) => {
+                for i in crossed {
+                    if let Some(h) = held.get(i.saturating_sub(1)) {
+                        self.warnings.with_label_values(&[h.scope]).inc();
+                        tracing::warn!(budget = %h.key, limit = %h.limit, "budget warning threshold reached");
+                    }
+                }
+            }
+            Err(e) => {
+                self.errors.with_label_values(&["settle"]).inc();
+                tracing::warn!(error = %e, reservation = %member, "cannot settle a shared budget reservation; its lease will free it");
+            }
+        }
+    }
+}
+
+impl SharedHold {
+    /// Settles the actual cost and releases the reservation, off the request path.
+    pub fn settle(mut self, actual: Usd) {
+        let held = std::mem::take(&mut self.held);
+        let limits = self.limits.clone();
+        let member = std::mem::take(&mut self.member);
+        let amount = self.amount;
+        spawn(async move { limits.settle(held, member, amount, actual).await });
+    }
+}
+
+impl Drop for SharedHold {
+    /// Not settled: nothing was spent; release the room now rather than at lease expiry.
+    fn drop(&mut self) {
+        if !self.held.is_empty() {
+            let held = std::mem::take(&mut self.held);
+            let limits = self.limits.clone();
+            let member = std::mem::take(&mut self.member);
+            let amount = self.amount;
+            spawn(async move { limits.settle(held, member, amount, Usd::ZERO).await });
+        }
+    }
+}
+
+/// Runs `task` on the current runtime; without one (a test dropping a hold outside
+/// it) the lease frees the reservation.
+fn spawn(task: impl std::future::Future<Output = ()> + Send + 'static) {
+    if let Ok(handle) = tokio::runtime::Handle::try_current() {
+        handle.spawn(task);
+    }
+}
+
+fn number(s: Option<&String>) -> f64 {
+    s.and_then(|s| s.parse::<f64>().ok()).unwrap_or(0.0)
+}
+
+fn pico(s: Option<&String>) -> Usd {
+    Usd::from_pico(s.and_then(|s| s.parse::<i64>().ok()).unwrap_or(0))
+}

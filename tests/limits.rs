@@ -1,0 +1,495 @@
+//! Limits shared by replicas through Redis (`[limits] backend = "redis"`): two gateways
+//! on one Redis enforce one budget and one RPM limit together, reservations of a
+//! replica that died expire, the ledger seeds a period once, money stays exact past
+//! 2^53 pico-dollars, and an unreachable Redis gets the configured policy.
+//!
+//! These tests need the Redis at 127.0.0.1:6379 (or `CROSSROADS_TEST_REDIS_URL`) and
+//! fail without it. Each uses its own key prefix.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use common::*;
+use crossroads::accounting::Usd;
+use crossroads::admission::shared::{SharedAsk, SharedLimits, SharedVerdict};
+use crossroads::admission::{Scope, SpendSource, now_ms, period_start_ms};
+use crossroads::config::{BudgetConfig, BudgetPeriod};
+use serde_json::json;
+
+const KEY: &str = "ck-test-key-search";
+
+fn redis_url() -> String {
+    std::env::var("CROSSROADS_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// A connection to the test Redis; panics (fails the test) when there is none.
+async fn redis() -> redis::aio::MultiplexedConnection {
+    let client = redis::Client::open(redis_url()).unwrap();
+    let connect = async {
+        let mut c = client.get_multiplexed_async_connection().await.ok()?;
+        redis::cmd("PING")
+            .query_async::<String>(&mut c)
+            .await
+            .ok()?;
+        Some(c)
+    };
+    match tokio::time::timeout(Duration::from_secs(2), connect).await {
+        Ok(Some(c)) => c,
+        _ => panic!(
+            "no Redis at {}: the shared-limits tests need it",
+            redis_url()
+        ),
+    }
+}
+
+/// A key prefix no other test or run uses.
+fn unique_prefix() -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!(
+        "crossroads-test:limits:{}-{nanos}-{}:",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+fn sha(key: &str) -> String {
+    crossroads::auth::hex(&crossroads::auth::hash_key(key))
+}
+
+/// The standard config with one key (team `search`) and a `[limits]` section.
+fn config(local: &Upstream, fa: &Upstream, key_extra: &str, limits: &str) -> String {
+    format!(
+        "{}\n[auth]\nrequired = true\n\n[[teams]]\nid = \"search\"\n\n[[keys]]\nid = \"search-prod\"\nteam = \"search\"\nsha256 = \"{}\"\n{key_extra}\n\n[limits]\n{limits}\n",
+        standard_config(&local.base_url(), &fa.base_url(), &fa.base_url()),
+        sha(KEY)
+    )
+}
+
+fn shared(prefix: &str) -> String {
+    format!(
+        "backend = \"redis\"\nredis_url = \"{}\"\nkey_prefix = \"{prefix}\"\nredis_timeout_ms = 1000\n",
+        redis_url()
+    )
+}
+
+async fn chat_as(gw: &Gateway, body: serde_json::Value) -> reqwest::Response {
+    gw.client
+        .post(gw.url("/v1/chat/completions"))
+        .bearer_auth(KEY)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// The shared account of a key's daily budget.
+async fn account(prefix: &str, key_id: &str) -> (Option<i64>, Option<i64>) {
+    let mut r = redis().await;
+    let start = period_start_ms(BudgetPeriod::Day, now_ms());
+    let key = format!("{prefix}budget:key:{key_id}:{start}");
+    redis::cmd("HMGET")
+        .arg(&key)
+        .arg("spent")
+        .arg("reserved")
+        .query_async(&mut r)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn two_replicas_never_overshoot_one_budget() {
+    let prefix = unique_prefix();
+    let _ = redis().await;
+    let local = Upstream::start(Scripted::json(completion("l", "ok", 1, 1))).await;
+    // Every answer costs 10 × $2/M + 50 × $8/M = $0.00042; a request reserves a little
+    // less than $0.0005, so two fit in $0.001 and a third never does. Alone, each
+    // replica would let two through: four in all, $0.00168.
+    let fa = Upstream::start(Scripted::delayed(
+        Duration::from_millis(50),
+        completion("gpt-4.1", "ok", 10, 50),
+    ))
+    .await;
+    let toml = config(
+        &local,
+        &fa,
+        "budget = { usd = 0.001, period = \"day\" }",
+        &shared(&prefix),
+    );
+    let a = Gateway::start(&toml).await;
+    let b = Gateway::start(&toml).await;
+    let mut body = user("frontier", "hi");
+    body["max_tokens"] = json!(50);
+    let requests = (0..50).map(|i| chat_as(if i % 2 == 0 { &a } else { &b }, body.clone()));
+    let responses = futures_util::future::join_all(requests).await;
+    let ok = responses.iter().filter(|r| r.status() == 200).count();
+    let refused: Vec<_> = responses
+        .into_iter()
+        .filter(|r| r.status() == 429)
+        .collect();
+    assert_eq!(ok + refused.len(), 50);
+    assert!(ok >= 1, "some requests must pass");
+    let (_, error) = error_of(refused.into_iter().next().unwrap()).await;
+    assert_eq!(error["code"], "insufficient_quota");
+    let rows: Vec<_> = a
+        .ledger_rows()
+        .await
+        .into_iter()
+        .chain(b.ledger_rows().await)
+        .collect();
+    let spent: i64 = rows.iter().map(|r| r["cost_pusd"].as_i64().unwrap()).sum();
+    assert!(
+        spent <= 1_000_000_000,
+        "settled spend {spent} pico-USD across both replicas exceeds the $0.001 budget"
+    );
+    assert_eq!(spent, ok as i64 * 420_000_000);
+    // Settling leaves the request path: the shared account catches up with the ledger.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (redis_spent, reserved) = account(&prefix, "search-prod").await;
+        if redis_spent == Some(spent) && reserved == Some(0) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "shared account {redis_spent:?} spent, {reserved:?} reserved; ledger {spent}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn two_replicas_share_one_rpm_limit() {
+    let prefix = unique_prefix();
+    let _ = redis().await;
+    let local = Upstream::start(Scripted::json(completion("l", "ok", 1, 1))).await;
+    let fa = Upstream::start(Scripted::json(completion("gpt-4.1", "ok", 1, 1))).await;
+    let toml = config(&local, &fa, "rpm = 3", &shared(&prefix));
+    let a = Gateway::start(&toml).await;
+    let b = Gateway::start(&toml).await;
+    for gw in [&a, &b, &a] {
+        assert_eq!(chat_as(gw, user("frontier", "hi")).await.status(), 200);
+    }
+    // Alone, `b` has seen one request of its three.
+    let r = chat_as(&b, user("frontier", "hi")).await;
+    assert_eq!(r.status(), 429);
+    let retry: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    // Three this minute weigh fully at the next one; a fourth fits a third of the way in.
+    assert!((20..=81).contains(&retry), "Retry-After {retry}");
+    let (_, error) = error_of(r).await;
+    assert_eq!(error["code"], "rate_limit_exceeded");
+    assert_eq!(chat_as(&a, user("frontier", "hi")).await.status(), 429);
+    assert_eq!(fa.hits(), 3);
+    assert!(
+        metric(
+            &b.metrics().await,
+            "crossroads_rate_limited_total{limit=\"rpm\"}"
+        ) >= 1.0
+    );
+}
+
+/// A period's spend read from the ledger.
+struct Ledger(Usd);
+
+impl SpendSource for Ledger {
+    fn spent_since(&self, _: &Scope, _: i64) -> Usd {
+        self.0
+    }
+}
+
+fn counters() -> (prometheus::IntCounterVec, prometheus::IntCounterVec) {
+    let vec = |name: &str, label: &str| {
+        prometheus::IntCounterVec::new(prometheus::Opts::new(name, "test"), &[label]).unwrap()
+    };
+    (vec("warnings", "scope"), vec("errors", "op"))
+}
+
+fn limits(prefix: &str, lease: Duration, history: Usd) -> Arc<SharedLimits> {
+    let (warnings, errors) = counters();
+    Arc::new(
+        SharedLimits::new(
+            &redis_url(),
+            prefix.to_owned(),
+            Duration::from_secs(1),
+            lease,
+            Arc::new(Ledger(history)),
+            0.8,
+            warnings,
+            errors,
+        )
+        .unwrap(),
+    )
+}
+
+fn ask<'a>(budgets: &'a [(Scope, BudgetConfig)], amount: Usd) -> SharedAsk<'a> {
+    SharedAsk {
+        key: "search-prod",
+        rpm: None,
+        tpm: None,
+        tokens: 0,
+        budgets,
+        amount,
+        block_free: false,
+        now_ms: now_ms(),
+    }
+}
+
+fn daily(usd: f64) -> BudgetConfig {
+    BudgetConfig {
+        limit: Usd::from_dollars(usd).unwrap(),
+        period: BudgetPeriod::Day,
+    }
+}
+
+#[tokio::test]
+async fn a_dead_replicas_reservations_expire_with_their_lease() {
+    let prefix = unique_prefix();
+    let _ = redis().await;
+    let budgets = [(Scope::Key("search-prod".into()), daily(0.001))];
+    // A replica reserves the whole budget and dies: it never settles nor releases.
+    let dead = limits(&prefix, Duration::from_millis(1_000), Usd::ZERO);
+    let whole = Usd::from_dollars(0.001).unwrap();
+    match dead.admit(&ask(&budgets, whole)).await.unwrap() {
+        SharedVerdict::Admitted(hold) => std::mem::forget(hold),
+        _ => panic!("the first reservation must fit"),
+    }
+    let alive = limits(&prefix, Duration::from_secs(60), Usd::ZERO);
+    let small = Usd::from_dollars(0.0001).unwrap();
+    assert!(matches!(
+        alive.admit(&ask(&budgets, small)).await.unwrap(),
+        SharedVerdict::OverBudget { reserved, .. } if reserved == whole
+    ));
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    match alive.admit(&ask(&budgets, small)).await.unwrap() {
+        SharedVerdict::Admitted(hold) => hold.settle(small),
+        _ => panic!("the dead replica's lease ran out: its room must be free"),
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while account(&prefix, "search-prod").await != (Some(small.pico()), Some(0)) {
+        assert!(
+            Instant::now() < deadline,
+            "{:?}",
+            account(&prefix, "search-prod").await
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn replicas_starting_together_seed_the_period_once() {
+    let prefix = unique_prefix();
+    let _ = redis().await;
+    let budgets = [(Scope::Key("search-prod".into()), daily(1.0))];
+    let seed = Usd::from_dollars(0.25).unwrap();
+    let replicas: Vec<_> = (0..4)
+        .map(|_| limits(&prefix, Duration::from_secs(60), seed))
+        .collect();
+    let amount = Usd::from_dollars(0.01).unwrap();
+    let verdicts = futures_util::future::join_all(
+        replicas
+            .iter()
+            .map(|r| async { r.admit(&ask(&budgets, amount)).await.unwrap() }),
+    )
+    .await;
+    for v in verdicts {
+        match v {
+            SharedVerdict::Admitted(hold) => drop(hold),
+            _ => panic!("$0.25 + 4 × $0.01 fits $1"),
+        }
+    }
+    let (spent, _) = account(&prefix, "search-prod").await;
+    assert_eq!(
+        spent,
+        Some(seed.pico()),
+        "the ledger's spend is counted once"
+    );
+}
+
+#[tokio::test]
+async fn money_stays_exact_beyond_double_precision() {
+    let prefix = unique_prefix();
+    let _ = redis().await;
+    // $20,000 is 2 × 10^16 pico-USD, past 2^53: doubles cannot tell it from one more.
+    let budgets = [(Scope::Team("search".into()), daily(20_000.0))];
+    let limit = budgets[0].1.limit;
+    let seed = Usd::from_pico(limit.pico() - 2);
+    let r = limits(&prefix, Duration::from_secs(60), seed);
+    let one = Usd::from_pico(1);
+    for _ in 0..2 {
+        match r.admit(&ask(&budgets, one)).await.unwrap() {
+            SharedVerdict::Admitted(hold) => std::mem::forget(hold),
+            _ => panic!("one pico-dollar still fits"),
+        }
+    }
+    assert!(matches!(
+        r.admit(&ask(&budgets, one)).await.unwrap(),
+        SharedVerdict::OverBudget { spent, reserved, .. }
+            if spent == seed && reserved == Usd::from_pico(2)
+    ));
+}
+
+#[tokio::test]
+async fn unreachable_redis_falls_back_to_local_limits_by_default() {
+    let local = Upstream::start(Scripted::json(completion("l", "ok", 1, 1))).await;
+    let fa = Upstream::start(Scripted::json(completion("gpt-4.1", "ok", 1, 1))).await;
+    let dead = refused_url().await.replace("http://", "redis://");
+    let dead = dead.trim_end_matches("/v1");
+    let gw = Gateway::start(&config(
+        &local,
+        &fa,
+        "rpm = 2",
+        &format!("backend = \"redis\"\nredis_url = \"{dead}\"\nredis_timeout_ms = 200\n"),
+    ))
+    .await;
+    let started = Instant::now();
+    assert_eq!(chat_as(&gw, user("frontier", "hi")).await.status(), 200);
+    assert_eq!(chat_as(&gw, user("frontier", "hi")).await.status(), 200);
+    // Enforced in this process meanwhile.
+    let r = chat_as(&gw, user("frontier", "hi")).await;
+    assert_eq!(r.status(), 429);
+    assert!(r.headers().contains_key("retry-after"));
+    assert!(started.elapsed() < Duration::from_secs(2), "never a hang");
+    let m = gw.metrics().await;
+    assert_eq!(
+        metric(&m, "crossroads_admission_fallbacks_total{policy=\"local\"}"),
+        3.0
+    );
+    assert!(metric(&m, "crossroads_admission_redis_errors_total{op=\"admit\"}") >= 1.0);
+}
+
+#[tokio::test]
+async fn unreachable_redis_refuses_with_503_when_configured() {
+    let local = Upstream::start(Scripted::json(completion("l", "ok", 1, 1))).await;
+    let fa = Upstream::start(Scripted::json(completion("gpt-4.1", "ok", 1, 1))).await;
+    let dead = refused_url().await.replace("http://", "redis://");
+    let dead = dead.trim_end_matches("/v1");
+    let gw = Gateway::start(&config(
+        &local,
+        &fa,
+        "rpm = 100",
+        &format!(
+            "backend = \"redis\"\nredis_url = \"{dead}\"\nredis_timeout_ms = 200\non_redis_error = \"reject\"\n"
+        ),
+    ))
+    .await;
+    let started = Instant::now();
+    let r = chat_as(&gw, user("frontier", "hi")).await;
+    assert_eq!(r.status(), 503);
+    assert_eq!(r.headers()["retry-after"], "1");
+    let (_, error) = error_of(r).await;
+    assert_eq!(error["code"], "limits_unavailable");
+    assert_eq!(error["type"], "server_error");
+    assert!(started.elapsed() < Duration::from_secs(2), "never a hang");
+    assert_eq!(fa.hits(), 0);
+    assert_eq!(
+        metric(
+            &gw.metrics().await,
+            "crossroads_admission_fallbacks_total{policy=\"reject\"}"
+        ),
+        1.0
+    );
+}
+
+fn parse(limits: &str) -> Result<crossroads::config::Config, crossroads::config::ConfigError> {
+    let toml = format!(
+        "{}\n[limits]\n{limits}\n",
+        standard_config(
+            "http://127.0.0.1:9/v1",
+            "http://127.0.0.1:9/v1",
+            "http://127.0.0.1:9/v1"
+        )
+    );
+    crossroads::config::from_toml_str(&toml, std::path::Path::new("routes.toml"), &|_| None)
+}
+
+#[test]
+fn limits_settings_are_checked_and_named_by_their_path() {
+    use crossroads::config::{LimitsConfig, OnRedisError};
+    assert_eq!(parse("").unwrap().limits, LimitsConfig::Memory);
+    let LimitsConfig::Redis(r) = parse("backend = \"redis\"").unwrap().limits else {
+        panic!("backend = \"redis\" must select Redis");
+    };
+    assert_eq!(r.key_prefix, "crossroads:limits:");
+    assert_eq!(r.on_error, OnRedisError::Local);
+    assert_eq!(r.reservation_ttl, Duration::from_secs(900));
+    for (limits, path, says) in [
+        ("redis_ur = \"x\"", "limits.redis_ur", "unknown field"),
+        (
+            "on_redis_error = \"maybe\"",
+            "limits.on_redis_error",
+            "maybe",
+        ),
+        (
+            "backend = \"redis\"\nredis_url = \"http://h:1\"",
+            "limits.redis_url",
+            "not supported",
+        ),
+        (
+            "backend = \"redis\"\nreservation_ttl_ms = 10",
+            "limits.reservation_ttl_ms",
+            "at least 1000",
+        ),
+        (
+            "backend = \"redis\"\nkey_prefix = \"\"",
+            "limits.key_prefix",
+            "must not be empty",
+        ),
+        (
+            "backend = \"redis\"\nredis_timeout_ms = 0",
+            "limits.redis_timeout_ms",
+            "greater than 0",
+        ),
+    ] {
+        let e = parse(limits).expect_err(limits);
+        assert_eq!(e.path, path, "{e}");
+        assert!(e.message.contains(says), "{e}");
+    }
+}
+
+#[test]
+fn check_shows_the_limits_backend_without_the_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("routes.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "{}\n[limits]\nbackend = \"redis\"\nredis_url = \"redis://:hunter2@127.0.0.1:6379/0\"\non_redis_error = \"reject\"\n",
+            standard_config(
+                "http://127.0.0.1:9/v1",
+                "http://127.0.0.1:9/v1",
+                "http://127.0.0.1:9/v1"
+            )
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_crossroads"))
+        .arg("check")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("limits: redis redis://127.0.0.1:6379/0")
+            && text.contains("on error: reject"),
+        "{text}"
+    );
+    assert!(!text.contains("hunter2"), "{text}");
+}
