@@ -493,3 +493,79 @@ fn check_shows_the_limits_backend_without_the_password() {
     );
     assert!(!text.contains("hunter2"), "{text}");
 }
+
+/// The added latency of shared limits, measured (not asserted): the same requests through
+/// a gateway with in-process limits and one with Redis limits, interleaved.
+/// `cargo test --test limits added_latency -- --ignored --nocapture`
+#[tokio::test]
+#[ignore = "a measurement, not a check"]
+async fn added_latency_of_shared_limits() {
+    let prefix = unique_prefix();
+    let _ = redis().await;
+    let local = Upstream::start(Scripted::json(completion("l", "ok", 1, 1))).await;
+    let fa = Upstream::start(Scripted::json(completion("gpt-4.1", "ok", 10, 5))).await;
+    let key = "rpm = 1000000\ntpm = 1000000000\nbudget = { usd = 1000000, period = \"day\" }";
+    let memory = Gateway::start(&config(&local, &fa, key, "backend = \"memory\"")).await;
+    let shared_gw = Gateway::start(&config(&local, &fa, key, &shared(&prefix))).await;
+    let mut body = user("frontier", "hi");
+    body["max_tokens"] = json!(16);
+    let n = 2_000;
+    let (mut m, mut s) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    for i in 0..n + 200 {
+        for (gw, out) in [(&memory, &mut m), (&shared_gw, &mut s)] {
+            let started = Instant::now();
+            assert_eq!(chat_as(gw, body.clone()).await.status(), 200);
+            if i >= 200 {
+                out.push(started.elapsed());
+            }
+        }
+    }
+    let pct = |v: &mut Vec<Duration>, p: f64| {
+        v.sort();
+        v[((v.len() as f64 * p) as usize).min(v.len() - 1)]
+    };
+    for (p, name) in [(0.5, "p50"), (0.99, "p99")] {
+        let (a, b) = (pct(&mut m, p), pct(&mut s, p));
+        println!(
+            "{name}: memory {:>7.1} µs, redis {:>7.1} µs, added {:>6.1} µs",
+            a.as_secs_f64() * 1e6,
+            b.as_secs_f64() * 1e6,
+            (b.as_secs_f64() - a.as_secs_f64()) * 1e6
+        );
+    }
+    // The admission step alone, against a bare PING on the same server.
+    let direct = limits(&prefix, Duration::from_secs(60), Usd::ZERO);
+    let budgets = [(Scope::Key("latency".into()), daily(1_000_000.0))];
+    let mut r = redis().await;
+    let (mut admit, mut ping) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    for _ in 0..n {
+        let started = Instant::now();
+        let mut a = ask(&budgets, Usd::from_pico(1));
+        a.rpm = Some(1_000_000);
+        match direct.admit(&a).await.unwrap() {
+            SharedVerdict::Admitted(hold) => {
+                admit.push(started.elapsed());
+                hold.settle(Usd::from_pico(1));
+            }
+            _ => panic!("a huge budget admits"),
+        }
+        let started = Instant::now();
+        let _: String = redis::cmd("PING").query_async(&mut r).await.unwrap();
+        ping.push(started.elapsed());
+    }
+    for (p, name) in [(0.5, "p50"), (0.99, "p99")] {
+        println!(
+            "{name}: admit script {:>6.1} µs, PING {:>6.1} µs",
+            pct(&mut admit, p).as_secs_f64() * 1e6,
+            pct(&mut ping, p).as_secs_f64() * 1e6
+        );
+    }
+    let stats: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut r)
+        .await
+        .unwrap();
+    for line in stats.lines().filter(|l| l.contains("evalsha")) {
+        println!("redis {line}");
+    }
+}
