@@ -345,6 +345,187 @@ async fn money_stays_exact_beyond_double_precision() {
     ));
 }
 
+/// A TCP proxy in front of the test Redis that can cut every connection and refuse new
+/// ones, as an outage does, and come back.
+struct Proxy {
+    addr: std::net::SocketAddr,
+    up: Arc<std::sync::atomic::AtomicBool>,
+    pumps: Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+}
+
+impl Proxy {
+    async fn start() -> Proxy {
+        let target = url::Url::parse(&redis_url()).unwrap();
+        let target = format!(
+            "{}:{}",
+            target.host_str().unwrap(),
+            target.port().unwrap_or(6379)
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let proxy = Proxy {
+            addr: listener.local_addr().unwrap(),
+            up: Arc::default(),
+            pumps: Arc::default(),
+        };
+        proxy.up.store(true, Ordering::SeqCst);
+        let (up, pumps) = (proxy.up.clone(), proxy.pumps.clone());
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                if !up.load(Ordering::SeqCst) {
+                    continue; // dropped: the connection closes at once
+                }
+                let Ok(server) = tokio::net::TcpStream::connect(&target).await else {
+                    continue;
+                };
+                let (cr, cw) = client.into_split();
+                let (sr, sw) = server.into_split();
+                let mut pumps = pumps.lock().unwrap();
+                pumps.push(tokio::spawn(pump(cr, sw)));
+                pumps.push(tokio::spawn(pump(sr, cw)));
+            }
+        });
+        proxy
+    }
+
+    fn url(&self) -> String {
+        format!("redis://{}", self.addr)
+    }
+
+    fn down(&self) {
+        self.up.store(false, Ordering::SeqCst);
+        for pump in self.pumps.lock().unwrap().drain(..) {
+            pump.abort();
+        }
+    }
+
+    fn up(&self) {
+        self.up.store(true, Ordering::SeqCst);
+    }
+}
+
+async fn pump(from: tokio::net::tcp::OwnedReadHalf, to: tokio::net::tcp::OwnedWriteHalf) {
+    use std::io::ErrorKind::WouldBlock;
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        if from.readable().await.is_err() {
+            return;
+        }
+        let n = match from.try_read(&mut buf) {
+            Ok(0) => return,
+            Ok(n) => n,
+            Err(e) if e.kind() == WouldBlock => continue,
+            Err(_) => return,
+        };
+        let mut sent = 0;
+        while sent < n {
+            if to.writable().await.is_err() {
+                return;
+            }
+            match to.try_write(&buf[sent..n]) {
+                Ok(k) => sent += k,
+                Err(e) if e.kind() == WouldBlock => continue,
+                Err(_) => return,
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_settlement_that_fails_in_an_outage_is_retried() {
+    let prefix = unique_prefix();
+    let _ = redis().await;
+    let proxy = Proxy::start().await;
+    let (warnings, errors) = counters();
+    let limits = Arc::new(
+        SharedLimits::new(
+            &proxy.url(),
+            prefix.clone(),
+            Duration::from_millis(200),
+            Duration::from_secs(60),
+            Arc::new(Ledger(Usd::ZERO)),
+            0.8,
+            warnings,
+            errors.clone(),
+        )
+        .unwrap(),
+    );
+    let budgets = [(Scope::Key("search-prod".into()), daily(1.0))];
+    let reserved = Usd::from_dollars(0.5).unwrap();
+    let cost = Usd::from_dollars(0.3).unwrap();
+    let SharedVerdict::Admitted(hold) = limits.admit(&ask(&budgets, reserved)).await.unwrap()
+    else {
+        panic!("$0.5 fits $1");
+    };
+    proxy.down();
+    hold.settle(cost);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(errors.with_label_values(&["settle"]).get() >= 1);
+    assert_eq!(
+        account(&prefix, "search-prod").await,
+        (Some(0), Some(reserved.pico()))
+    );
+    proxy.up();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while account(&prefix, "search-prod").await != (Some(cost.pico()), Some(0)) {
+        assert!(
+            Instant::now() < deadline,
+            "the retried settlement never landed: {:?}",
+            account(&prefix, "search-prod").await
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn an_outage_falls_back_to_local_limits_and_redis_takes_over_again() {
+    let prefix = unique_prefix();
+    let _ = redis().await;
+    let proxy = Proxy::start().await;
+    let local = Upstream::start(Scripted::json(completion("l", "ok", 1, 1))).await;
+    let fa = Upstream::start(Scripted::json(completion("gpt-4.1", "ok", 1, 1))).await;
+    let gw = Gateway::start(&config(
+        &local,
+        &fa,
+        "rpm = 100",
+        &format!(
+            "backend = \"redis\"\nredis_url = \"{}\"\nkey_prefix = \"{prefix}\"\nredis_timeout_ms = 200\n",
+            proxy.url()
+        ),
+    ))
+    .await;
+    let fallbacks = "crossroads_admission_fallbacks_total{policy=\"local\"}";
+    assert_eq!(chat_as(&gw, user("frontier", "hi")).await.status(), 200);
+    proxy.down();
+    assert_eq!(chat_as(&gw, user("frontier", "hi")).await.status(), 200);
+    assert_eq!(metric(&gw.metrics().await, fallbacks), 1.0);
+    proxy.up();
+    // Past the cool-down Redis is asked again.
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    assert_eq!(chat_as(&gw, user("frontier", "hi")).await.status(), 200);
+    assert_eq!(metric(&gw.metrics().await, fallbacks), 1.0);
+    let now = now_ms();
+    let window = format!("{prefix}rate:search-prod:{}", now - now.rem_euclid(60_000));
+    let before = format!(
+        "{prefix}rate:search-prod:{}",
+        now - now.rem_euclid(60_000) - 60_000
+    );
+    let mut r = redis().await;
+    let mut counted = 0;
+    for key in [window, before] {
+        let n: Option<i64> = redis::cmd("HGET")
+            .arg(key)
+            .arg("r")
+            .query_async(&mut r)
+            .await
+            .unwrap();
+        counted += n.unwrap_or(0);
+    }
+    assert_eq!(
+        counted, 2,
+        "the first and the last request are counted in Redis"
+    );
+}
+
 #[tokio::test]
 async fn unreachable_redis_falls_back_to_local_limits_by_default() {
     let local = Upstream::start(Scripted::json(completion("l", "ok", 1, 1))).await;

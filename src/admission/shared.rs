@@ -15,7 +15,13 @@
 //! reservations whose lease ran out, checks and counts the rate window, then reserves
 //! against every budget, all or none. Settling ([`settle.lua`](lua/settle.lua)) leaves the
 //! request path on a task: it releases the reservation (if its lease is still live) and
-//! adds the actual cost.
+//! adds the actual cost. A settlement Redis did not answer is retried twice, past the
+//! connection's cool-down; a retry adds the cost only where it still removes the lease,
+//! so a first attempt that ran but whose answer was lost is not counted twice.
+//!
+//! Windows and leases use the replicas' clocks (keep them NTP-synchronized). Scripts
+//! touch several keys, so the server is one Redis (with replicas or Sentinel), not
+//! Redis Cluster.
 //!
 //! Crash safety: a replica that dies holding reservations never settles them; their
 //! leases (`limits.reservation_ttl_ms`, longer than any request should take) run out and
@@ -37,11 +43,14 @@ use super::budget::{Scope, SpendSource, period_end_ms, period_start_ms};
 use super::rate::MINUTE_MS;
 use crate::accounting::Usd;
 use crate::config::BudgetConfig;
-use crate::redis_conn::{RedisConn, RedisError};
+use crate::redis_conn::{COOL_DOWN, RedisConn, RedisError};
 
 const MONEY: &str = include_str!("lua/money.lua");
 const ADMIT: &str = include_str!("lua/admit.lua");
 const SETTLE: &str = include_str!("lua/settle.lua");
+
+/// Tries to settle a reservation before leaving it to its lease.
+const SETTLE_ATTEMPTS: u32 = 3;
 
 /// Budget keys outlive their period by this much, for late settlements.
 const GRACE_MS: i64 = 3_600_000;
@@ -342,35 +351,45 @@ impl SharedLimits {
         if held.is_empty() || (amount == Usd::ZERO && actual == Usd::ZERO) {
             return;
         }
-        let mut invocation = self.settle.prepare_invoke();
-        for h in &held {
-            invocation.key(&h.key).key(format!("{}:leases", h.key));
-        }
-        invocation
-            .arg(&member)
-            .arg(amount.pico())
-            .arg(actual.pico());
-        for h in &held {
-            // Whole pico-dollars: the fraction only places the warning.
-            let threshold = (h.limit.pico() as f64 * self.warn_at) as i64;
-            invocation.arg(threshold).arg(h.expiry_ms);
-        }
-        let crossed: Result<Vec<usize>, RedisError> = self
-            .conn
-            .run(|mut c| async move { invocation.invoke_async(&mut c).await })
-            .await;
-        match crossed {
-            Ok(crossed) => {
-                for i in crossed {
-                    if let Some(h) = held.get(i.saturating_sub(1)) {
-                        self.warnings.with_label_values(&[h.scope]).inc();
-                        tracing::warn!(budget = %h.key, limit = %h.limit, "budget warning threshold reached");
+        for attempt in 0..SETTLE_ATTEMPTS {
+            if attempt > 0 {
+                // Past the connection's cool-down, so the retry really asks Redis.
+                tokio::time::sleep(COOL_DOWN + Duration::from_millis(100)).await;
+            }
+            let mut invocation = self.settle.prepare_invoke();
+            for h in &held {
+                invocation.key(&h.key).key(format!("{}:leases", h.key));
+            }
+            invocation
+                .arg(&member)
+                .arg(amount.pico())
+                .arg(actual.pico())
+                .arg(u8::from(attempt > 0));
+            for h in &held {
+                // Whole pico-dollars: the fraction only places the warning.
+                let threshold = (h.limit.pico() as f64 * self.warn_at) as i64;
+                invocation.arg(threshold).arg(h.expiry_ms);
+            }
+            let crossed: Result<Vec<usize>, RedisError> = self
+                .conn
+                .run(|mut c| async move { invocation.invoke_async(&mut c).await })
+                .await;
+            match crossed {
+                Ok(crossed) => {
+                    for i in crossed {
+                        if let Some(h) = held.get(i.saturating_sub(1)) {
+                            self.warnings.with_label_values(&[h.scope]).inc();
+                            tracing::warn!(budget = %h.key, limit = %h.limit, "budget warning threshold reached");
+                        }
+                    }
+                    return;
+                }
+                Err(e) => {
+                    self.errors.with_label_values(&["settle"]).inc();
+                    if attempt + 1 == SETTLE_ATTEMPTS {
+                        tracing::warn!(error = %e, reservation = %member, "cannot settle a shared budget reservation; its lease will free it");
                     }
                 }
-            }
-            Err(e) => {
-                self.errors.with_label_values(&["settle"]).inc();
-                tracing::warn!(error = %e, reservation = %member, "cannot settle a shared budget reservation; its lease will free it");
             }
         }
     }
