@@ -169,6 +169,61 @@ async fn two_replicas_never_overshoot_one_budget() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // $0.00084 of $0.001 is past the 80% warning: exactly one replica saw it cross.
+    let warnings = "crossroads_budget_warnings_total{scope=\"key\"}";
+    let expected = if ok >= 2 { 1.0 } else { 0.0 };
+    loop {
+        let crossings = metric(&a.metrics().await, warnings) + metric(&b.metrics().await, warnings);
+        if crossings == expected {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{crossings} warnings");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn two_replicas_share_one_tpm_window_with_generated_tokens() {
+    let prefix = unique_prefix();
+    let _ = redis().await;
+    let local = Upstream::start(Scripted::json(completion("l", "ok", 1, 1))).await;
+    let fa = Upstream::start(Scripted::json(completion("gpt-4.1", "ok", 10, 500))).await;
+    let toml = config(&local, &fa, "tpm = 600", &shared(&prefix));
+    let a = Gateway::start(&toml).await;
+    let b = Gateway::start(&toml).await;
+    assert_eq!(chat_as(&a, user("frontier", "hi")).await.status(), 200);
+    // The 500 generated tokens reach the shared window off the request path.
+    let now = now_ms();
+    let window = format!("{prefix}rate:search-prod:{}", now - now.rem_euclid(60_000));
+    let mut r = redis().await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let t: Option<i64> = redis::cmd("HGET")
+            .arg(&window)
+            .arg("t")
+            .query_async(&mut r)
+            .await
+            .unwrap();
+        if t.unwrap_or(0) >= 500 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "window tokens {t:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // 500 generated tokens leave no room for a long prompt on `b`.
+    let long = "word ".repeat(400);
+    let r = chat_as(&b, user("frontier", &long)).await;
+    assert_eq!(r.status(), 429);
+    assert!(r.headers().contains_key("retry-after"));
+    let (_, error) = error_of(r).await;
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("tokens per minute"),
+        "{error}"
+    );
+    assert_eq!(fa.hits(), 1);
 }
 
 #[tokio::test]
