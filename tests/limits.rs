@@ -700,6 +700,20 @@ fn limits_settings_are_checked_and_named_by_their_path() {
 }
 
 #[test]
+fn a_lease_shorter_than_the_request_deadline_is_linted() {
+    let lints = |ttl: u64| {
+        let config = parse(&format!("backend = \"redis\"\nreservation_ttl_ms = {ttl}")).unwrap();
+        crossroads::config::lint(&config)
+            .into_iter()
+            .filter(|l| l.path == "limits.reservation_ttl_ms")
+            .count()
+    };
+    // The standard config's request_timeout_ms is 5000.
+    assert_eq!(lints(5_000), 1);
+    assert_eq!(lints(60_000), 0);
+}
+
+#[test]
 fn check_shows_the_limits_backend_without_the_password() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("routes.toml");

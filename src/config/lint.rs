@@ -18,7 +18,25 @@ pub fn lint(config: &Config) -> Vec<Lint> {
     pools_without_frontier(config, &mut out);
     aliases_without_credentials(config, &mut out);
     unused_deployments(config, &mut out);
+    short_reservation_leases(config, &mut out);
     out
+}
+
+/// A shared reservation whose lease runs out before its request's deadline stops
+/// holding room while the request still runs: concurrent requests can overshoot.
+fn short_reservation_leases(config: &Config, out: &mut Vec<Lint>) {
+    if let super::LimitsConfig::Redis(r) = &config.limits
+        && r.reservation_ttl <= config.server.request_timeout
+    {
+        out.push(Lint {
+            path: "limits.reservation_ttl_ms".into(),
+            message: format!(
+                "reservations are held {} ms, no longer than server.request_timeout_ms ({} ms): a slow request's reservation can expire before it is settled",
+                r.reservation_ttl.as_millis(),
+                config.server.request_timeout.as_millis()
+            ),
+        });
+    }
 }
 
 fn unreachable_rules(config: &Config, out: &mut Vec<Lint>) {
