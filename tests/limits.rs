@@ -227,6 +227,31 @@ async fn two_replicas_share_one_tpm_window_with_generated_tokens() {
 }
 
 #[tokio::test]
+async fn a_failed_request_releases_its_shared_reservation() {
+    let prefix = unique_prefix();
+    let _ = redis().await;
+    let local = Upstream::start(Scripted::json(completion("l", "ok", 1, 1))).await;
+    let fa = Upstream::start(Scripted::status(500, json!({"error": {"message": "down"}}))).await;
+    let gw = Gateway::start(&config(
+        &local,
+        &fa,
+        "budget = { usd = 1, period = \"day\" }",
+        &shared(&prefix),
+    ))
+    .await;
+    assert_eq!(chat_as(&gw, user("frontier", "hi")).await.status(), 502);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while account(&prefix, "search-prod").await != (Some(0), Some(0)) {
+        assert!(
+            Instant::now() < deadline,
+            "{:?}",
+            account(&prefix, "search-prod").await
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
 async fn two_replicas_share_one_rpm_limit() {
     let prefix = unique_prefix();
     let _ = redis().await;
