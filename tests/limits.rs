@@ -772,7 +772,7 @@ fn check_shows_the_limits_backend_without_the_password() {
 /// The added latency of shared limits, measured (not asserted): the same requests through
 /// a gateway with in-process limits and one with Redis limits, interleaved.
 /// `cargo test --test limits added_latency -- --ignored --nocapture`
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a measurement, not a check"]
 async fn added_latency_of_shared_limits() {
     let prefix = unique_prefix();
