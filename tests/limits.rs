@@ -252,6 +252,35 @@ async fn a_failed_request_releases_its_shared_reservation() {
 }
 
 #[tokio::test]
+async fn a_spent_shared_budget_still_lets_free_local_traffic_through() {
+    let prefix = unique_prefix();
+    let _ = redis().await;
+    let local = Upstream::start(Scripted::json(completion("l", "ok", 1, 1))).await;
+    let fa = Upstream::start(Scripted::json(completion("gpt-4.1", "ok", 1, 1))).await;
+    let gw = Gateway::start(&config(
+        &local,
+        &fa,
+        "budget = { usd = 0.000001, period = \"month\" }",
+        &shared(&prefix),
+    ))
+    .await;
+    let (status, error) = error_of(chat_as(&gw, user("frontier", "hi")).await).await;
+    assert_eq!(status, 429);
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("monthly budget"),
+        "{error}"
+    );
+    // The local pool falls back to frontier, but its free deployment fits any budget.
+    let r = chat_as(&gw, user("local", "hi")).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-crossroads-deployment"], "local-a");
+    assert_eq!(fa.hits(), 0);
+}
+
+#[tokio::test]
 async fn two_replicas_share_one_rpm_limit() {
     let prefix = unique_prefix();
     let _ = redis().await;

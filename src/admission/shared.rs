@@ -231,7 +231,7 @@ impl SharedLimits {
                 Some("0") => {
                     return Ok(SharedVerdict::Admitted(SharedHold {
                         limits: self.clone(),
-                        held: self.held(ask, &starts),
+                        held: self.held(ask.budgets, &starts),
                         member,
                         amount: ask.amount,
                     }));
@@ -280,8 +280,8 @@ impl SharedLimits {
     }
 
     /// What a held reservation needs to be settled: each budget's key, limit and expiry.
-    fn held(&self, ask: &SharedAsk<'_>, starts: &[i64]) -> Vec<Held> {
-        ask.budgets
+    fn held(&self, budgets: &[(Scope, BudgetConfig)], starts: &[i64]) -> Vec<Held> {
+        budgets
             .iter()
             .zip(starts)
             .map(|((scope, budget), start)| Held {
@@ -304,19 +304,9 @@ impl SharedLimits {
             .iter()
             .map(|(_, b)| period_start_ms(b.period, now_ms))
             .collect();
-        let ask = SharedAsk {
-            key: "",
-            rpm: None,
-            tpm: None,
-            tokens: 0,
-            budgets,
-            amount: Usd::ZERO,
-            block_free: false,
-            now_ms,
-        };
         SharedHold {
             limits: self.clone(),
-            held: self.held(&ask, &starts),
+            held: self.held(budgets, &starts),
             member: format!("{}-free:0", self.replica),
             amount: Usd::ZERO,
         }
