@@ -7,13 +7,11 @@ use axum::Router;
 use axum::routing::{get, post};
 use tokio::sync::watch;
 
-use std::sync::Mutex;
-
 use crate::admission::{Budgets, RateLimiter, SpendSource};
 use crate::auth::Keyring;
 use crate::auth::store::KeyStore;
 use crate::cache::Cache;
-use crate::config::{Config, EnvLookup, KeyConfig, LedgerBackend};
+use crate::config::{Config, EnvLookup, KeyConfig};
 use crate::dispatch::Health;
 use crate::handler;
 use crate::ledger::LedgerReader;
@@ -118,15 +116,11 @@ pub fn build(config: Config, env: EnvLookup) -> Result<App, String> {
         runtime_tx,
         metrics.config_reloads.clone(),
     ));
-    let (key_store, reader) = match &ledger_backend {
-        LedgerBackend::Sqlite(path) => (
-            Some(Arc::new(Mutex::new(KeyStore::open(path)?))),
-            Some(Arc::new(LedgerReader::open(path)?)),
-        ),
-        // Keys live in config and budgets start at zero per process until the
-        // PostgreSQL reader lands; the SQLite key store is single-machine.
-        LedgerBackend::SqliteMemory | LedgerBackend::Postgres { .. } => (None, None),
-    };
+    // The key store and the reader live in the ledger's database: a SQLite file for one
+    // machine, a PostgreSQL schema that every replica shares. An in-memory ledger has
+    // neither: keys come from the config and budgets start each period at zero.
+    let key_store = KeyStore::for_backend(&ledger_backend)?.map(Arc::new);
+    let reader = LedgerReader::for_backend(&ledger_backend)?.map(Arc::new);
     let history: Arc<dyn SpendSource> = match &reader {
         Some(r) => r.clone(),
         None => Arc::new(()),
@@ -165,10 +159,10 @@ pub fn build(config: Config, env: EnvLookup) -> Result<App, String> {
 }
 
 /// Loads the store's active keys plus the config's into the keyring.
-fn refresh_keys(keyring: &Keyring, store: Option<&Mutex<KeyStore>>, config_keys: &[KeyConfig]) {
-    let stored = match store.map(|s| s.lock().map(|s| s.active())) {
-        Some(Ok(Ok(keys))) => keys,
-        Some(Ok(Err(e))) => {
+fn refresh_keys(keyring: &Keyring, store: Option<&KeyStore>, config_keys: &[KeyConfig]) {
+    let stored = match store.map(KeyStore::active) {
+        Some(Ok(keys)) => keys,
+        Some(Err(e)) => {
             tracing::error!(error = %e, "cannot read the key store; keeping the keys loaded");
             return;
         }
@@ -178,10 +172,11 @@ fn refresh_keys(keyring: &Keyring, store: Option<&Mutex<KeyStore>>, config_keys:
 }
 
 /// Re-reads the key store every `auth.refresh_ms`, so keys created or revoked with
-/// `crossroads keys` take effect without a restart.
+/// `crossroads keys` (on any machine, for a PostgreSQL ledger) take effect on every
+/// replica within that time, without a restart.
 async fn watch_keys(
     keyring: Arc<Keyring>,
-    store: Arc<Mutex<KeyStore>>,
+    store: Arc<KeyStore>,
     runtime: watch::Receiver<Arc<Runtime>>,
 ) {
     loop {

@@ -1,6 +1,7 @@
 //! The spend ledger: one record per request, handed off the request path through a
 //! bounded channel to a writer thread that batches inserts into the store.
 
+pub mod db;
 mod postgres;
 mod spill;
 mod sqlite;
