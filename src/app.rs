@@ -210,6 +210,8 @@ async fn watch_keys(
 /// 8. **Accounting** ([`crate::handler::exchange`]): usage → exact cost and reference
 ///    cost → one ledger record and the metrics, for every request, streamed or not,
 ///    failed or not, cached or not, including clients that disconnect mid-stream.
+///    Replies without usage are counted with the model family's tokenizer
+///    ([`crate::accounting::tokens`]) on a blocking thread, never on the runtime.
 /// 9. **Response headers**: `x-crossroads-request-id`, `-rule`, `-pool`, `-deployment`,
 ///    `-tier`, `-class`, `-cache` (`hit`, `miss` or `bypass`, on every chat response),
 ///    `-cost-usd` (non-streamed).

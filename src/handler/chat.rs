@@ -118,14 +118,18 @@ pub async fn chat_completions(
     };
     ex.dispatched(&dispatched);
     match dispatched.reply {
-        Reply::Complete {
-            body,
-            usage,
-            output_chars,
-        } => {
-            let usage = usage.unwrap_or_else(|| {
-                ex.estimated_usage(crate::accounting::usage::estimate_tokens(output_chars))
-            });
+        Reply::Complete { body, usage } => {
+            let usage = match usage {
+                Some(usage) => usage,
+                // Counted with the model family's tokenizer on a blocking thread, before
+                // answering: the cost header needs it. Only replies without usage wait.
+                None => {
+                    let text = crate::accounting::usage::completion_text(&body);
+                    ex.counting(Some(request.clone()), text)
+                        .count_off_runtime()
+                        .await
+                }
+            };
             store.complete(&body, usage);
             let mut headers = ex.headers();
             let costing = ex.finish(200, None, usage, None);
@@ -145,14 +149,8 @@ pub async fn chat_completions(
                 HeaderValue::from_static("text/event-stream"),
             );
             headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-            let stream = MeteredStream::new(
-                ex,
-                first,
-                rest,
-                request.include_usage,
-                dispatched.slot,
-                store.recorder(),
-            );
+            let stream =
+                MeteredStream::new(ex, first, rest, dispatched.slot, store.recorder(), request);
             (StatusCode::OK, headers, Body::from_stream(stream)).into_response()
         }
     }
@@ -191,7 +189,10 @@ fn reserve_budget(
     let max_output = request
         .max_tokens
         .unwrap_or(config.budgets.default_max_tokens);
-    let prompt = classification.features.prompt_tokens;
+    // A true upper bound, not the classifier's estimate: an estimate below the real
+    // count would let concurrent requests settle past the budget.
+    let features = &classification.features;
+    let prompt = crate::accounting::tokens::prompt_upper_bound(features.chars, features.messages);
     let bounds: Vec<Usd> = config
         .routes
         .pools
