@@ -1,11 +1,12 @@
 //! Counting tokens with a real tokenizer, for replies whose upstream reported no usage
 //! (or a stream that was cut short). OpenAI's BPE encodings from tiktoken:
 //!
-//! - `o200k_base` for the gpt-4o, gpt-4.1, gpt-4.5, gpt-5 and o-series families;
+//! - `o200k_base` for the gpt-4o, gpt-4.1, gpt-4.5, gpt-5, gpt-oss and o-series
+//!   families;
 //! - `cl100k_base` for everything else: older OpenAI models exactly, and as the closest
 //!   public encoding for the rest. Llama 3's and Qwen's vocabularies are BPE vocabularies
 //!   built from cl100k_base's (extended), so counts land close; Claude's tokenizer is not
-//!   public, and cl100k_base undercounts it somewhat. Such records stay marked
+//!   public, so its counts are an approximation. Such records stay marked
 //!   `usage_estimated` either way.
 //!
 //! An encoding takes tens of megabytes and a noticeable time to build, so each is built
@@ -46,12 +47,15 @@ impl Encoding {
     pub fn for_model(model: &str) -> Encoding {
         // Provider-prefixed names ("openai/gpt-4o", "azure/gpt-5") name the same model.
         let name = model.rsplit('/').next().unwrap_or(model);
+        // gpt-oss uses o200k_harmony: o200k_base plus chat special tokens, which
+        // ordinary text never produces.
         let o200k = [
             "gpt-4o",
             "chatgpt-4o",
             "gpt-4.1",
             "gpt-4.5",
             "gpt-5",
+            "gpt-oss",
             "o1",
             "o3",
             "o4",
@@ -137,6 +141,7 @@ mod tests {
             "o4-mini",
             "openai/gpt-4o",
             "chatgpt-4o-latest",
+            "gpt-oss-20b",
         ] {
             assert_eq!(Encoding::for_model(model), Encoding::O200kBase, "{model}");
         }
