@@ -643,3 +643,31 @@ async fn keys_created_and_revoked_on_one_replica_hold_on_another() {
     a.stop().await;
     b.stop().await;
 }
+
+#[tokio::test]
+async fn an_unreachable_database_fails_reads_and_budgets_closed() {
+    let backend = LedgerBackend::Postgres {
+        url: crossroads::config::Secret::new(
+            refused_url()
+                .await
+                .replace("http://", "postgres://postgres@")
+                .replace("/v1", "/test"),
+        ),
+        schema: "unused".into(),
+    };
+    let reader = LedgerReader::for_backend(&backend).unwrap().unwrap();
+    let (first, second) = tokio::task::spawn_blocking(move || {
+        let first = reader.spend(GroupBy::Team, &Filter::default());
+        let second = crossroads::admission::SpendSource::spent_since(
+            &reader,
+            &crossroads::admission::Scope::Key("k".into()),
+            0,
+        );
+        (first, second)
+    })
+    .await
+    .unwrap();
+    assert!(first.unwrap_err().contains("cannot connect"));
+    // No spend is made up: the budget's requests are refused until the ledger answers.
+    assert!(second.is_err());
+}

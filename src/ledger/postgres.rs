@@ -3,7 +3,7 @@
 //! connection thread that readers (spend queries, the key store) share.
 
 use std::sync::{Mutex, mpsc};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use postgres::{Client, NoTls, Statement};
 
@@ -144,6 +144,9 @@ impl PgStore {
 
 type Job = Box<dyn FnOnce(Result<&mut Client, String>) + Send>;
 
+/// How long a reader waits after a failed connect before trying again.
+const RECONNECT_AFTER: Duration = Duration::from_secs(1);
+
 /// A PostgreSQL connection owned by its own thread. The `postgres` client drives a
 /// private runtime and must not be called from the async runtime's threads; callers
 /// hand it work instead and wait for the answer. It connects on first use and again
@@ -160,13 +163,26 @@ impl PgWorker {
             .name("ledger-pg-reader".into())
             .spawn(move || {
                 let mut client: Option<Client> = None;
+                // After a failed connect, jobs fail at once for a while instead of each
+                // waiting out a connect timeout of its own.
+                let mut down: Option<(Instant, String)> = None;
                 // Ends when the last handle is dropped.
                 for job in rx {
                     if client.as_ref().is_none_or(Client::is_closed) {
                         client = None;
+                        if let Some((since, e)) = &down
+                            && since.elapsed() < RECONNECT_AFTER
+                        {
+                            job(Err(e.clone()));
+                            continue;
+                        }
                         match connect(&url, &schema) {
-                            Ok(c) => client = Some(c),
+                            Ok(c) => {
+                                client = Some(c);
+                                down = None;
+                            }
                             Err(e) => {
+                                down = Some((Instant::now(), e.clone()));
                                 job(Err(e));
                                 continue;
                             }

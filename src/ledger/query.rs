@@ -334,12 +334,10 @@ pub struct Page {
 
 impl SpendSource for LedgerReader {
     /// Called once per budget and period by a process (the first request that needs
-    /// it); from the async runtime it costs that request one query. A ledger that
-    /// cannot be read counts as no spend, logged: budgets then start the period at zero.
-    fn spent_since(&self, scope: &Scope, since_ms: i64) -> Usd {
-        self.spent(scope, since_ms).unwrap_or_else(|e| {
-            tracing::error!(error = %e, scope = scope.kind(), "cannot read past spend; the budget starts from zero");
-            Usd::ZERO
+    /// it); from the async runtime it costs that request one query.
+    fn spent_since(&self, scope: &Scope, since_ms: i64) -> Result<Usd, String> {
+        self.spent(scope, since_ms).inspect_err(|e| {
+            tracing::error!(error = %e, scope = scope.kind(), "cannot read past spend; the budget's requests are refused until it can");
         })
     }
 }
