@@ -11,7 +11,7 @@ use crate::admission::{Budgets, RateLimiter, SpendSource};
 use crate::auth::Keyring;
 use crate::auth::store::KeyStore;
 use crate::cache::Cache;
-use crate::config::{Config, EnvLookup, KeyConfig};
+use crate::config::{Config, EnvLookup, KeyConfig, LedgerBackend};
 use crate::dispatch::Health;
 use crate::handler;
 use crate::ledger::LedgerReader;
@@ -131,6 +131,27 @@ pub fn build(config: Config, env: EnvLookup) -> Result<App, String> {
         key_store.as_deref(),
         &runtime_rx.borrow().config.keys,
     );
+    if let Some(store) = &key_store
+        && let LedgerBackend::Postgres { schema, .. } = &ledger_backend
+    {
+        // Replicas sharing the database hear of a created or revoked key at once.
+        let (keyring, store, runtime) =
+            (Arc::downgrade(&keyring), store.clone(), runtime_rx.clone());
+        ledger::db::listen(
+            &ledger_backend,
+            crate::auth::store::changes_channel(schema),
+            move |changed| {
+                let Some(keyring) = keyring.upgrade() else {
+                    return false;
+                };
+                if changed {
+                    let rt = runtime.borrow().clone();
+                    refresh_keys(&keyring, Some(&store), &rt.config.keys);
+                }
+                true
+            },
+        )?;
+    }
     if let (Some(store), Ok(handle)) = (key_store, tokio::runtime::Handle::try_current()) {
         handle.spawn(watch_keys(keyring.clone(), store, runtime_rx.clone()));
     }

@@ -45,6 +45,13 @@ pub struct StoredKey {
 
 pub struct KeyStore {
     db: Db,
+    /// The PostgreSQL channel that tells every replica the keys changed.
+    notify: Option<String>,
+}
+
+/// The PostgreSQL channel on which the key store of `schema` announces changes.
+pub fn changes_channel(schema: &str) -> String {
+    format!("{schema}_keys")
 }
 
 fn now_ms() -> i64 {
@@ -57,19 +64,25 @@ impl KeyStore {
     /// The key store in a SQLite ledger file.
     pub fn open(path: &Path) -> Result<Self, String> {
         let db = Db::sqlite(path).map_err(|e| format!("key store: {e}"))?;
-        Self::init(db)
+        Self::init(db, None)
     }
 
     /// The key store of the configured ledger; `None` for an in-memory ledger.
     pub fn for_backend(backend: &LedgerBackend) -> Result<Option<Self>, String> {
-        Db::open(backend)?.map(Self::init).transpose()
+        let notify = match backend {
+            LedgerBackend::Postgres { schema, .. } => Some(changes_channel(schema)),
+            LedgerBackend::Sqlite(_) | LedgerBackend::SqliteMemory => None,
+        };
+        Db::open(backend)?
+            .map(|db| Self::init(db, notify))
+            .transpose()
     }
 
     pub fn open_in_memory() -> Result<Self, String> {
-        Self::init(Db::sqlite_in_memory()?)
+        Self::init(Db::sqlite_in_memory()?, None)
     }
 
-    fn init(db: Db) -> Result<Self, String> {
+    fn init(db: Db, notify: Option<String>) -> Result<Self, String> {
         match &db {
             Db::Sqlite(_) => db.batch(SQLITE_SCHEMA),
             // Connecting migrated the schema; fail now, not on the first request.
@@ -78,7 +91,17 @@ impl KeyStore {
                 .map(drop),
         }
         .map_err(|e| format!("key store: {e}"))?;
-        Ok(KeyStore { db })
+        Ok(KeyStore { db, notify })
+    }
+
+    /// Tells the gateways listening on PostgreSQL that the keys changed. They also
+    /// re-read the keys every `auth.refresh_ms`, so a lost signal only delays a change.
+    fn announce(&self) {
+        if let Some(channel) = &self.notify
+            && let Err(e) = self.db.batch(&format!("NOTIFY {channel}"))
+        {
+            tracing::warn!(error = %e, "key change not announced; gateways see it within auth.refresh_ms");
+        }
     }
 
     /// Stores a new key's hash.
@@ -102,22 +125,28 @@ impl KeyStore {
                     Param::Int(Some(now_ms())),
                 ],
             )
-            .map(drop)
             .map_err(|e| match e {
                 DbError::Conflict => format!("a key with id `{}` already exists", info.id),
                 DbError::Other(message) => message,
-            })
+            })?;
+        self.announce();
+        Ok(())
     }
 
     /// Revokes a key; false when there is no such active key.
     pub fn revoke(&self, id: &str) -> Result<bool, String> {
-        self.db
+        let revoked = self
+            .db
             .execute(
                 "UPDATE keys SET revoked_ms = $1 WHERE id = $2 AND revoked_ms IS NULL",
                 vec![Param::Int(Some(now_ms())), Param::Text(Some(id.to_owned()))],
             )
             .map(|n| n > 0)
-            .map_err(String::from)
+            .map_err(String::from)?;
+        if revoked {
+            self.announce();
+        }
+        Ok(revoked)
     }
 
     /// Every key, revoked ones included.

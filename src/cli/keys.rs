@@ -35,7 +35,7 @@ pub enum KeysCommand {
     /// List keys (never the keys themselves).
     List,
     /// Revoke a key by id; every gateway sharing the ledger refuses it within
-    /// `auth.refresh_ms`.
+    /// `auth.refresh_ms`, at once with PostgreSQL.
     Revoke { id: String },
     /// Print the SHA-256 of a key, to declare it in routes.toml.
     Hash { key: String },

@@ -230,6 +230,22 @@ impl Db {
     }
 }
 
+/// Runs `tick(true)` whenever a connection to the same PostgreSQL database sends
+/// `NOTIFY channel`, and `tick(false)` about once a second, until `tick` returns false
+/// (see [`super::postgres::listen`]). Other backends have no such signal: nothing runs.
+pub fn listen(
+    backend: &LedgerBackend,
+    channel: String,
+    tick: impl FnMut(bool) -> bool + Send + 'static,
+) -> Result<(), String> {
+    match backend {
+        LedgerBackend::Postgres { url, schema } => {
+            super::postgres::listen(url.expose().to_owned(), schema.clone(), channel, tick)
+        }
+        LedgerBackend::Sqlite(_) | LedgerBackend::SqliteMemory => Ok(()),
+    }
+}
+
 fn lock(conn: &Mutex<Connection>) -> Result<std::sync::MutexGuard<'_, Connection>, String> {
     conn.lock()
         .map_err(|_| "the ledger connection is unavailable".to_owned())

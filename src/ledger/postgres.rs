@@ -5,6 +5,7 @@
 use std::sync::{Mutex, mpsc};
 use std::time::{Duration, Instant};
 
+use postgres::fallible_iterator::FallibleIterator;
 use postgres::{Client, NoTls, Statement};
 
 use super::{LedgerRecord, LedgerStore};
@@ -270,4 +271,58 @@ impl LedgerStore for PgStore {
         }
         tx.commit().map_err(|e| e.to_string())
     }
+}
+
+/// Calls `tick(true)` after every `NOTIFY channel` from any connection to the database,
+/// and `tick(false)` about once a second otherwise, on a thread of its own, until
+/// `tick` returns false. Reconnects after errors; while disconnected it keeps ticking.
+pub fn listen(
+    url: String,
+    schema: String,
+    channel: String,
+    mut tick: impl FnMut(bool) -> bool + Send + 'static,
+) -> Result<(), String> {
+    std::thread::Builder::new()
+        .name("ledger-pg-listen".into())
+        .spawn(move || {
+            loop {
+                let listening = connect(&url, &schema).and_then(|mut c| {
+                    c.batch_execute(&format!("LISTEN {channel}"))
+                        .map(|()| c)
+                        .map_err(|e| e.to_string())
+                });
+                let mut client = match listening {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot listen for key changes; retrying");
+                        std::thread::sleep(RECONNECT_AFTER);
+                        // Changes made meanwhile are read now.
+                        if !tick(true) {
+                            return;
+                        }
+                        continue;
+                    }
+                };
+                loop {
+                    let next = client
+                        .notifications()
+                        .timeout_iter(Duration::from_secs(1))
+                        .next();
+                    let keep = match next {
+                        Ok(Some(_)) => {
+                            // One refresh covers every change already queued.
+                            while let Ok(Some(_)) = client.notifications().iter().next() {}
+                            tick(true)
+                        }
+                        Ok(None) if !client.is_closed() => tick(false),
+                        Ok(None) | Err(_) => break,
+                    };
+                    if !keep {
+                        return;
+                    }
+                }
+            }
+        })
+        .map(drop)
+        .map_err(|e| format!("cannot start the PostgreSQL listener thread: {e}"))
 }
