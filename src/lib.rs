@@ -15,7 +15,9 @@
 //! - [`classify`], [`route`], [`accounting`]: the pure core; no I/O, unit-tested and benched alone.
 //! - [`cache`]: the response cache: a pure key, memory and Redis stores, stream replay.
 //! - [`provider`], [`dispatch`]: upstream HTTP and fallback.
-//! - [`ledger`]: the spend ledger and its writer thread.
+//! - [`ledger`]: the spend ledger and its writer thread; spend queries and the
+//!   database connection ([`ledger::db`]) shared with the key store ([`auth`]), on SQLite
+//!   or PostgreSQL.
 //! - [`app`]: assembles the request path in one place; [`handler`]: the endpoints.
 //! - [`server`], [`cli`]: serving and the `crossroads` command.
 

@@ -176,8 +176,11 @@ impl Price {
 
 /// Tokens a model would see for `chars` characters of text.
 ///
-/// A length-based estimate (about four characters a token for English and code), used
-/// only where an upstream reports no usage; records priced from it are marked estimated.
+/// A length-based estimate (about four bytes a token for English prose; code, digits
+/// and CJK take more), free to compute: for the classifier's prompt-length features and
+/// rate-limit admission. Neither a bound nor a count: reservations use
+/// [`super::tokens::prompt_upper_bound`], and records the tokenizer
+/// ([`super::tokens::Encoding::count`]).
 pub fn estimate_tokens(chars: usize) -> u64 {
     (chars as u64).div_ceil(4)
 }
