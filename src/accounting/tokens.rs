@@ -103,7 +103,8 @@ impl Encoding {
         .as_ref()
     }
 
-    /// Tokens of `text`, as the model would count it. Blocking (see [`Encoding::bpe`]).
+    /// Tokens of `text`, as the model would count it. Blocks while the encoding is
+    /// built, on first use.
     pub fn count(self, text: &str) -> u64 {
         match self.bpe() {
             Some(bpe) => bpe.encode_ordinary(text).len() as u64,

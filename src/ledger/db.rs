@@ -232,7 +232,7 @@ impl Db {
 
 /// Runs `tick(true)` whenever a connection to the same PostgreSQL database sends
 /// `NOTIFY channel`, and `tick(false)` about once a second, until `tick` returns false
-/// (see [`super::postgres::listen`]). Other backends have no such signal: nothing runs.
+/// on a thread of its own. Other backends have no such signal: nothing runs.
 pub fn listen(
     backend: &LedgerBackend,
     channel: String,
