@@ -7,8 +7,6 @@ use axum::Router;
 use axum::routing::{get, post};
 use tokio::sync::watch;
 
-use std::sync::Mutex;
-
 use crate::admission::{Admission, Budgets, SharedLimits, SpendSource};
 use crate::auth::Keyring;
 use crate::auth::store::KeyStore;
@@ -119,15 +117,11 @@ pub fn build(config: Config, env: EnvLookup) -> Result<App, String> {
         runtime_tx,
         metrics.config_reloads.clone(),
     ));
-    let (key_store, reader) = match &ledger_backend {
-        LedgerBackend::Sqlite(path) => (
-            Some(Arc::new(Mutex::new(KeyStore::open(path)?))),
-            Some(Arc::new(LedgerReader::open(path)?)),
-        ),
-        // Keys live in config and budgets start at zero per process until the
-        // PostgreSQL reader lands; the SQLite key store is single-machine.
-        LedgerBackend::SqliteMemory | LedgerBackend::Postgres { .. } => (None, None),
-    };
+    // The key store and the reader live in the ledger's database: a SQLite file for one
+    // machine, a PostgreSQL schema that every replica shares. An in-memory ledger has
+    // neither: keys come from the config and budgets start each period at zero.
+    let key_store = KeyStore::for_backend(&ledger_backend)?.map(Arc::new);
+    let reader = LedgerReader::for_backend(&ledger_backend)?.map(Arc::new);
     let history: Arc<dyn SpendSource> = match &reader {
         Some(r) => r.clone(),
         None => Arc::new(()),
@@ -138,6 +132,27 @@ pub fn build(config: Config, env: EnvLookup) -> Result<App, String> {
         key_store.as_deref(),
         &runtime_rx.borrow().config.keys,
     );
+    if let Some(store) = &key_store
+        && let LedgerBackend::Postgres { schema, .. } = &ledger_backend
+    {
+        // Replicas sharing the database hear of a created or revoked key at once.
+        let (keyring, store, runtime) =
+            (Arc::downgrade(&keyring), store.clone(), runtime_rx.clone());
+        ledger::db::listen(
+            &ledger_backend,
+            crate::auth::store::changes_channel(schema),
+            move |changed| {
+                let Some(keyring) = keyring.upgrade() else {
+                    return false;
+                };
+                if changed {
+                    let rt = runtime.borrow().clone();
+                    refresh_keys(&keyring, Some(&store), &rt.config.keys);
+                }
+                true
+            },
+        )?;
+    }
     if let (Some(store), Ok(handle)) = (key_store, tokio::runtime::Handle::try_current()) {
         handle.spawn(watch_keys(keyring.clone(), store, runtime_rx.clone()));
     }
@@ -186,10 +201,10 @@ pub fn build(config: Config, env: EnvLookup) -> Result<App, String> {
 }
 
 /// Loads the store's active keys plus the config's into the keyring.
-fn refresh_keys(keyring: &Keyring, store: Option<&Mutex<KeyStore>>, config_keys: &[KeyConfig]) {
-    let stored = match store.map(|s| s.lock().map(|s| s.active())) {
-        Some(Ok(Ok(keys))) => keys,
-        Some(Ok(Err(e))) => {
+fn refresh_keys(keyring: &Keyring, store: Option<&KeyStore>, config_keys: &[KeyConfig]) {
+    let stored = match store.map(KeyStore::active) {
+        Some(Ok(keys)) => keys,
+        Some(Err(e)) => {
             tracing::error!(error = %e, "cannot read the key store; keeping the keys loaded");
             return;
         }
@@ -199,10 +214,11 @@ fn refresh_keys(keyring: &Keyring, store: Option<&Mutex<KeyStore>>, config_keys:
 }
 
 /// Re-reads the key store every `auth.refresh_ms`, so keys created or revoked with
-/// `crossroads keys` take effect without a restart.
+/// `crossroads keys` (on any machine, for a PostgreSQL ledger) take effect on every
+/// replica within that time, without a restart.
 async fn watch_keys(
     keyring: Arc<Keyring>,
-    store: Arc<Mutex<KeyStore>>,
+    store: Arc<KeyStore>,
     runtime: watch::Receiver<Arc<Runtime>>,
 ) {
     loop {
@@ -240,6 +256,8 @@ async fn watch_keys(
 /// 8. **Accounting** ([`crate::handler::exchange`]): usage → exact cost and reference
 ///    cost → one ledger record and the metrics, for every request, streamed or not,
 ///    failed or not, cached or not, including clients that disconnect mid-stream.
+///    Replies without usage are counted with the model family's tokenizer
+///    ([`crate::accounting::tokens`]) on a blocking thread, never on the runtime.
 /// 9. **Response headers**: `x-crossroads-request-id`, `-rule`, `-pool`, `-deployment`,
 ///    `-tier`, `-class`, `-cache` (`hit`, `miss` or `bypass`, on every chat response),
 ///    `-cost-usd` (non-streamed).

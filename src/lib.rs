@@ -17,7 +17,9 @@
 //! - [`admission`]: rate limits and budget reservations, in process or shared in Redis.
 //! - [`redis_conn`]: the Redis connection both share: deadlines and a cool-down.
 //! - [`provider`], [`dispatch`]: upstream HTTP and fallback.
-//! - [`ledger`]: the spend ledger and its writer thread.
+//! - [`ledger`]: the spend ledger and its writer thread; spend queries and the
+//!   database connection ([`ledger::db`]) shared with the key store ([`auth`]), on SQLite
+//!   or PostgreSQL.
 //! - [`app`]: assembles the request path in one place; [`handler`]: the endpoints.
 //! - [`server`], [`cli`]: serving and the `crossroads` command.
 

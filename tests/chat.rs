@@ -225,8 +225,54 @@ async fn missing_usage_is_estimated_and_marked() {
     assert_eq!(r.status(), 200);
     let rows = gw.ledger_rows().await;
     assert_eq!(rows[0]["usage_estimated"], 1);
-    assert_eq!(rows[0]["output_tokens"], 3);
-    assert!(rows[0]["input_tokens"].as_i64().unwrap() > 0);
+    // Counted with the tokenizer: a local model gets cl100k_base, the closest public one.
+    assert_eq!(
+        rows[0]["output_tokens"],
+        tiktoken("cl100k_base", "twelve chars")
+    );
+    assert_eq!(
+        rows[0]["input_tokens"],
+        tiktoken_prompt("cl100k_base", &["hello there"])
+    );
+}
+
+#[tokio::test]
+async fn missing_usage_of_an_openai_model_is_counted_with_its_encoding() {
+    let (gw, _local, fa, _fb) = setup().await;
+    // Text on which o200k_base and cl100k_base disagree.
+    let answer = "Ünïcödé, 数字 12345678 and emoji 🙂 — the encodings split these differently.";
+    fa.push(Scripted::json(json!({
+        "id": "x", "object": "chat.completion", "created": 1, "model": "gpt-4.1",
+        "choices": [{ "index": 0, "message": { "role": "assistant", "content": answer }, "finish_reason": "stop" }]
+    })));
+    let mut body = user("frontier", "Count the tokens, por favor: ça va?");
+    body["messages"]
+        .as_array_mut()
+        .unwrap()
+        .insert(0, json!({ "role": "system", "content": "Be brief." }));
+    let r = gw.chat(body).await;
+    assert_eq!(r.status(), 200);
+    let cost_header = r.headers()["x-crossroads-cost-usd"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let rows = gw.ledger_rows().await;
+    assert_eq!(rows[0]["usage_estimated"], 1);
+    let output = tiktoken("o200k_base", answer);
+    assert_ne!(output, tiktoken("cl100k_base", answer));
+    assert_eq!(rows[0]["output_tokens"], output);
+    let input = tiktoken_prompt(
+        "o200k_base",
+        &["Be brief.", "Count the tokens, por favor: ça va?"],
+    );
+    assert_eq!(rows[0]["input_tokens"], input);
+    // Priced from the counts: gpt-4.1 at $2 input and $8 output per 1M tokens.
+    let pico = (input * 2_000_000 + output * 8_000_000) as i64;
+    assert_eq!(rows[0]["cost_pusd"], pico);
+    assert_eq!(
+        cost_header,
+        crossroads::accounting::Usd::from_pico(pico).to_string()
+    );
 }
 
 #[tokio::test]

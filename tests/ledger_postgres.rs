@@ -88,3 +88,592 @@ async fn records_land_in_postgres_with_exact_tokens_and_cost() {
     assert_eq!((local.3, local.4), (0, 60_000_000));
     assert!(rows.iter().any(|r| r.5 == 404));
 }
+
+/// A schema of its own for one test, dropped when the test ends (pass or fail).
+struct Schema(String);
+
+impl Schema {
+    fn new(tag: &str) -> Schema {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        Schema(format!(
+            "cr_{tag}_{}_{}_{}",
+            std::process::id(),
+            crossroads::admission::now_ms(),
+            N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ))
+    }
+
+    /// The `[ledger]` section pointing at this schema.
+    fn ledger(&self) -> String {
+        format!("[ledger]\nurl = \"{URL}\"\nschema = \"{}\"\n", self.0)
+    }
+}
+
+impl Drop for Schema {
+    fn drop(&mut self) {
+        let sql = format!("DROP SCHEMA IF EXISTS {} CASCADE", self.0);
+        // Off the test's runtime: the sync client runs one of its own.
+        let _ = std::thread::spawn(move || {
+            if let Ok(mut c) = postgres::Client::connect(URL, postgres::NoTls) {
+                let _ = c.batch_execute(&sql);
+            }
+        })
+        .join();
+    }
+}
+
+fn sha(key: &str) -> String {
+    crossroads::auth::hex(&crossroads::auth::hash_key(key))
+}
+
+use crossroads::accounting::{Usage, Usd};
+use crossroads::config::{LedgerBackend, LedgerConfig};
+use crossroads::ledger::query::{Cursor, Filter, GroupBy};
+use crossroads::ledger::{LedgerReader, LedgerRecord};
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+const DAY_MS: i64 = 86_400_000;
+/// 2026-11-27T00:00:00Z.
+const NOV_27: i64 = 1_795_737_600_000;
+
+/// Records with known teams, keys, models, days and costs; five share one millisecond
+/// so paging must break ties.
+fn synthetic() -> Vec<LedgerRecord> {
+    (0..12)
+        .map(|i: i64| {
+            let team = ["search", "ads", "search"][(i % 3) as usize];
+            LedgerRecord {
+                request_id: format!("req-{i:02}"),
+                ts_ms: if i < 5 {
+                    NOV_27 + 1_000
+                } else {
+                    NOV_27 + (i % 2) * DAY_MS + i * 60_000
+                },
+                key_id: Some(format!("{team}-key")),
+                team: Some(team.into()),
+                endpoint: "chat.completions".into(),
+                requested_model: "auto".into(),
+                upstream_model: Some(if i % 4 == 0 { "gpt-4.1" } else { "qwen" }.into()),
+                deployment: Some(format!("dep-{}", i % 2)),
+                tier: Some(if i % 4 == 0 { "frontier" } else { "local" }.into()),
+                cache_hit: i == 7,
+                status: 200,
+                attempts: 1,
+                confidence: Some(0.5),
+                usage: Usage {
+                    input: 100 + i as u64,
+                    cached_input: i as u64,
+                    output: 10 * i as u64,
+                    reasoning: i as u64 / 2,
+                    estimated: i == 3,
+                    ..Usage::default()
+                },
+                cost: Usd::from_pico(1_000_000 * i),
+                reference_cost: Usd::from_pico(3_000_000 * i),
+                latency_us: 1_000,
+                ..LedgerRecord::default()
+            }
+        })
+        .collect()
+}
+
+/// Writes `records` through the ledger writer of `backend`, then opens its reader.
+async fn write_and_read(backend: LedgerBackend, records: Vec<LedgerRecord>) -> LedgerReader {
+    let config = LedgerConfig {
+        backend: backend.clone(),
+        queue_capacity: 64,
+        batch_size: 4,
+    };
+    let metrics = crossroads::ledger::LedgerMetrics::new(&prometheus::Registry::new()).unwrap();
+    let (ledger, writer) = crossroads::ledger::start(&config, metrics).unwrap();
+    for r in records {
+        ledger.record(r);
+    }
+    writer.shutdown().await;
+    tokio::task::spawn_blocking(move || LedgerReader::for_backend(&backend).unwrap().unwrap())
+        .await
+        .unwrap()
+}
+
+/// Requests, input, cached input and output tokens, cost and savings of one group.
+type Totals = (i64, i64, i64, i64, String, String);
+/// A group's key, as a function of a record.
+type GroupKey = Box<dyn Fn(&LedgerRecord) -> Option<String>>;
+
+/// Totals of `records` by `key`, computed here, as the API prints them.
+fn expected(
+    records: &[LedgerRecord],
+    key: impl Fn(&LedgerRecord) -> Option<String>,
+) -> BTreeMap<Option<String>, Totals> {
+    let mut sums: BTreeMap<Option<String>, [i64; 6]> = BTreeMap::new();
+    for r in records {
+        let e = sums.entry(key(r)).or_default();
+        e[0] += 1;
+        e[1] += r.usage.input as i64;
+        e[2] += r.usage.cached_input as i64;
+        e[3] += r.usage.output as i64;
+        e[4] += r.cost.pico();
+        e[5] += r.reference_cost.pico();
+    }
+    sums.into_iter()
+        .map(|(k, [n, i, c, o, cost, reference])| {
+            (
+                k,
+                (
+                    n,
+                    i,
+                    c,
+                    o,
+                    Usd::from_pico(cost).to_string(),
+                    Usd::from_pico(reference - cost).to_string(),
+                ),
+            )
+        })
+        .collect()
+}
+
+async fn check_reader(reader: LedgerReader, records: Vec<LedgerRecord>) {
+    let reader = std::sync::Arc::new(reader);
+    let day = |ms: i64| {
+        if ms < NOV_27 + DAY_MS {
+            "2026-11-27"
+        } else {
+            "2026-11-28"
+        }
+    };
+    let cases: Vec<(GroupBy, GroupKey)> = vec![
+        (GroupBy::Team, Box::new(|r| r.team.clone())),
+        (GroupBy::Key, Box::new(|r| r.key_id.clone())),
+        (GroupBy::Model, Box::new(|r| r.upstream_model.clone())),
+        (GroupBy::Deployment, Box::new(|r| r.deployment.clone())),
+        (
+            GroupBy::Tier,
+            Box::new(|r| r.tier.as_deref().map(str::to_owned)),
+        ),
+        (GroupBy::Rule, Box::new(|r| r.rule.clone())),
+        (
+            GroupBy::Day,
+            Box::new(move |r| Some(day(r.ts_ms).to_owned())),
+        ),
+    ];
+    for (by, key) in cases {
+        let r = reader.clone();
+        let rows = tokio::task::spawn_blocking(move || r.spend(by, &Filter::default()))
+            .await
+            .unwrap()
+            .unwrap();
+        let got: BTreeMap<_, _> = rows
+            .into_iter()
+            .map(|r| {
+                (
+                    r.group,
+                    (
+                        r.requests,
+                        r.input_tokens,
+                        r.cached_input_tokens,
+                        r.output_tokens,
+                        r.cost_usd,
+                        r.savings_usd,
+                    ),
+                )
+            })
+            .collect();
+        assert_eq!(got, expected(&records, key), "group_by {by:?}");
+    }
+    // A filtered total: one team, from the second day on.
+    let r = reader.clone();
+    let filter = Filter {
+        team: Some("search".into()),
+        from_ms: Some(NOV_27 + DAY_MS),
+        ..Filter::default()
+    };
+    let rows = tokio::task::spawn_blocking(move || r.spend(GroupBy::Team, &filter))
+        .await
+        .unwrap()
+        .unwrap();
+    let want: Vec<_> = records
+        .iter()
+        .filter(|r| r.team.as_deref() == Some("search") && r.ts_ms >= NOV_27 + DAY_MS)
+        .collect();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].requests, want.len() as i64);
+
+    // Paging two at a time visits every record once, newest first, ties included.
+    let mut seen = Vec::new();
+    let mut before: Option<Cursor> = None;
+    for _ in 0..20 {
+        let r = reader.clone();
+        let b = before.clone();
+        let page =
+            tokio::task::spawn_blocking(move || r.records(&Filter::default(), b.as_ref(), 2))
+                .await
+                .unwrap()
+                .unwrap();
+        for rec in &page.records {
+            seen.push((
+                rec["ts_ms"].as_i64().unwrap(),
+                rec["request_id"].as_str().unwrap().to_owned(),
+            ));
+        }
+        match page.next {
+            Some(next) => before = Some(next),
+            None => break,
+        }
+    }
+    let mut want: Vec<_> = records
+        .iter()
+        .map(|r| (r.ts_ms, r.request_id.clone()))
+        .collect();
+    want.sort();
+    want.reverse();
+    assert_eq!(seen, want, "pages in order, none lost or repeated");
+
+    // One record read back whole: the same JSON from either backend.
+    let r = reader.clone();
+    let filter = Filter {
+        key: Some("ads-key".into()),
+        ..Filter::default()
+    };
+    let page = tokio::task::spawn_blocking(move || r.records(&filter, None, 1000))
+        .await
+        .unwrap()
+        .unwrap();
+    let seven = page
+        .records
+        .iter()
+        .find(|r| r["request_id"] == "req-07")
+        .unwrap();
+    assert_eq!(seven["cache_hit"], true);
+    assert_eq!(seven["usage_estimated"], false);
+    assert_eq!(seven["status"], 200);
+    assert_eq!(seven["confidence"], 0.5);
+    assert_eq!(seven["output_tokens"], 70);
+    assert_eq!(seven["cost_pusd"], 7_000_000);
+    assert_eq!(seven["ttft_us"], Value::Null);
+    assert!(page.records.iter().all(|r| r["team"] == "ads"));
+}
+
+#[tokio::test]
+async fn spend_totals_and_pages_match_what_was_written_on_both_backends() {
+    let schema = Schema::new("spend");
+    let pg = write_and_read(
+        LedgerBackend::Postgres {
+            url: crossroads::config::Secret::new(URL.into()),
+            schema: schema.0.clone(),
+        },
+        synthetic(),
+    )
+    .await;
+    check_reader(pg, synthetic()).await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = write_and_read(
+        LedgerBackend::Sqlite(dir.path().join("ledger.db")),
+        synthetic(),
+    )
+    .await;
+    check_reader(sqlite, synthetic()).await;
+}
+
+const SEARCH: &str = "ck-pg-search";
+const ADS: &str = "ck-pg-ads";
+
+#[tokio::test]
+async fn spend_api_and_cli_read_postgres() {
+    let schema = Schema::new("api");
+    let local = Upstream::start(Scripted::json(completion("l", "ok", 10, 5))).await;
+    // 1000 × $2/M + 100 × $8/M = $0.0028 per frontier answer.
+    let fa = Upstream::start(Scripted::json(completion("gpt-4.1", "ok", 1000, 100))).await;
+    let config = format!(
+        "{}\n[[teams]]\nid = \"search\"\n\n[[teams]]\nid = \"ads\"\n\n[[keys]]\nid = \"search-key\"\nteam = \"search\"\nsha256 = \"{}\"\n\n[[keys]]\nid = \"ads-key\"\nteam = \"ads\"\nsha256 = \"{}\"\n",
+        standard_config(&local.base_url(), &fa.base_url(), &fa.base_url()),
+        sha(SEARCH),
+        sha(ADS)
+    );
+    let gw = Gateway::start_with_ledger(&config, Some(&schema.ledger())).await;
+    for (key, model) in [
+        (SEARCH, "frontier"),
+        (SEARCH, "frontier"),
+        (SEARCH, "local"),
+        (ADS, "frontier"),
+    ] {
+        let r = gw
+            .client
+            .post(gw.url("/v1/chat/completions"))
+            .bearer_auth(key)
+            .json(&user(model, "hello"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    gw.flush_ledger().await;
+    let get = |path: &str, key: &str| {
+        gw.client
+            .get(gw.url(path))
+            .bearer_auth(key.to_owned())
+            .send()
+    };
+    let body: Value = get("/v1/spend?group_by=team", ADMIN_KEY)
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let rows = body["data"].as_array().unwrap();
+    let search = rows.iter().find(|r| r["group"] == "search").unwrap();
+    assert_eq!(search["requests"], 3);
+    assert_eq!(search["input_tokens"], 2010);
+    assert_eq!(search["cost_usd"], "0.0056");
+    // The local answer saved what gpt-4.1 would have cost: 10 × $2/M + 5 × $8/M.
+    assert_eq!(search["savings_usd"], "0.00006");
+    let ads = rows.iter().find(|r| r["group"] == "ads").unwrap();
+    assert_eq!(ads["cost_usd"], "0.0028");
+
+    let r = get("/v1/spend?group_by=key&format=csv", ADS).await.unwrap();
+    assert_eq!(r.headers()["content-type"], "text/csv; charset=utf-8");
+    let csv = r.text().await.unwrap();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines.len(), 2, "the ads key sees only ads traffic: {csv}");
+    assert!(lines[1].starts_with("ads-key,1,1000,"), "{csv}");
+
+    let page: Value = get("/v1/spend/requests?limit=2", SEARCH)
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let data = page["data"].as_array().unwrap();
+    assert_eq!(data.len(), 2);
+    assert!(data.iter().all(|r| r["team"] == "search"));
+    let next = page["next_before"].as_str().unwrap().to_owned();
+    let rest: Value = get(&format!("/v1/spend/requests?limit=2&before={next}"), SEARCH)
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(rest["data"].as_array().unwrap().len(), 1);
+    assert_eq!(rest["next_before"], Value::Null);
+
+    let out = tokio::task::spawn_blocking({
+        let path = gw.config_path.clone();
+        move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_crossroads"))
+                .args([
+                    "spend", "--since", "1d", "--by", "team", "--csv", "--config",
+                ])
+                .arg(path)
+                .output()
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let csv = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        csv.lines()
+            .any(|l| l.starts_with("search,3,2010,") && l.contains(",0.0056,")),
+        "{csv}"
+    );
+    gw.stop().await;
+}
+
+const KEY: &str = "ck-pg-budget";
+
+fn keyed(local: &Upstream, fa: &Upstream, key_extra: &str) -> String {
+    format!(
+        "{}\n[auth]\nrequired = true\nrefresh_ms = 100\n\n[[teams]]\nid = \"search\"\n\n[[keys]]\nid = \"search-prod\"\nteam = \"search\"\nsha256 = \"{}\"\n{key_extra}\n",
+        standard_config(&local.base_url(), &fa.base_url(), &fa.base_url()),
+        sha(KEY)
+    )
+}
+
+/// Whether `gw` answers `key` with `status` within two seconds.
+async fn until(gw: &Gateway, key: &str, status: u16) -> bool {
+    for _ in 0..40 {
+        if chat_as(gw, key, user("auto", "hi")).await.status() == status {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+async fn chat_as(gw: &Gateway, key: &str, body: Value) -> reqwest::Response {
+    gw.client
+        .post(gw.url("/v1/chat/completions"))
+        .bearer_auth(key)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn budgets_resume_the_period_spend_after_a_restart() {
+    let schema = Schema::new("budget");
+    let local = Upstream::start(Scripted::json(completion("l", "ok", 1, 1))).await;
+    // Every answer costs 10 × $2/M + 50 × $8/M = $0.00042 at gpt-4.1 prices, and each
+    // request reserves a little more than that (its prompt plus max_tokens = 50).
+    let fa = Upstream::start(Scripted::json(completion("gpt-4.1", "ok", 10, 50))).await;
+    let config = keyed(&local, &fa, "budget = { usd = 0.001, period = \"day\" }");
+    let mut body = user("frontier", "hi");
+    body["max_tokens"] = serde_json::json!(50);
+
+    let first = Gateway::start_with_ledger(&config, Some(&schema.ledger())).await;
+    for _ in 0..2 {
+        assert_eq!(chat_as(&first, KEY, body.clone()).await.status(), 200);
+    }
+    first.stop().await;
+
+    // A new process: without the ledger's $0.00084 it would let a third request in.
+    let second = Gateway::start_with_ledger(&config, Some(&schema.ledger())).await;
+    let (status, error) = error_of(chat_as(&second, KEY, body.clone()).await).await;
+    assert_eq!(status, 429, "{error}");
+    assert_eq!(error["code"], "insufficient_quota");
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("spent $0.00084"),
+        "{error}"
+    );
+    assert_eq!(fa.hits(), 2);
+    second.stop().await;
+}
+
+#[tokio::test]
+async fn keys_created_and_revoked_on_one_replica_hold_on_another() {
+    let schema = Schema::new("keys");
+    let local = Upstream::start(Scripted::json(completion("l", "ok", 1, 1))).await;
+    let fa = Upstream::start(Scripted::json(completion("gpt-4.1", "ok", 1, 1))).await;
+    // Polling every minute: only the database's signal can explain changes seen sooner.
+    let config = keyed(&local, &fa, "").replace("refresh_ms = 100", "refresh_ms = 60000");
+    assert!(config.contains("refresh_ms = 60000"));
+    let a = Gateway::start_with_ledger(&config, Some(&schema.ledger())).await;
+    let b = Gateway::start_with_ledger(&config, Some(&schema.ledger())).await;
+    let keys = |args: &[&str]| {
+        let args: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
+        let path = a.config_path.clone();
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_crossroads"))
+                .arg("keys")
+                .args(args)
+                .arg("--config")
+                .arg(path)
+                .output()
+                .unwrap()
+        })
+    };
+    let out = keys(&["create", "--id", "ci-bot", "--team", "search"])
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let key = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap()
+        .to_owned();
+    let dup = keys(&["create", "--id", "ci-bot"]).await.unwrap();
+    assert!(!dup.status.success());
+    assert!(String::from_utf8_lossy(&dup.stderr).contains("already exists"));
+
+    // Both replicas accept it at once, told by PostgreSQL.
+    assert!(
+        until(&a, &key, 200).await,
+        "replica a never accepted the new key"
+    );
+    assert!(
+        until(&b, &key, 200).await,
+        "replica b never accepted the new key"
+    );
+
+    let listed = keys(&["list"]).await.unwrap();
+    let listed = String::from_utf8(listed.stdout).unwrap();
+    assert!(
+        listed.contains("ci-bot") && listed.contains("active"),
+        "{listed}"
+    );
+    assert!(!listed.contains(&key), "list must never show keys");
+
+    assert!(keys(&["revoke", "ci-bot"]).await.unwrap().status.success());
+    let revoked_at = std::time::Instant::now();
+    assert!(
+        until(&b, &key, 401).await,
+        "replica b still accepts a revoked key"
+    );
+    assert!(
+        until(&a, &key, 401).await,
+        "replica a still accepts a revoked key"
+    );
+    eprintln!(
+        "revocation refused on both replicas after {:?}",
+        revoked_at.elapsed()
+    );
+    assert!(
+        revoked_at.elapsed() < Duration::from_secs(1),
+        "revocation took {:?}",
+        revoked_at.elapsed()
+    );
+    assert!(
+        String::from_utf8(keys(&["list"]).await.unwrap().stdout)
+            .unwrap()
+            .contains("revoked")
+    );
+    assert!(!keys(&["revoke", "ci-bot"]).await.unwrap().status.success());
+    let names: BTreeSet<String> = pg({
+        let s = schema.0.clone();
+        move |c| {
+            c.query(&format!("SELECT id FROM {s}.keys"), &[])
+                .unwrap()
+                .iter()
+                .map(|r| r.get(0))
+                .collect()
+        }
+    })
+    .await;
+    assert_eq!(names, BTreeSet::from(["ci-bot".to_owned()]));
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn an_unreachable_database_fails_reads_and_budgets_closed() {
+    let backend = LedgerBackend::Postgres {
+        url: crossroads::config::Secret::new(
+            refused_url()
+                .await
+                .replace("http://", "postgres://postgres@")
+                .replace("/v1", "/test"),
+        ),
+        schema: "unused".into(),
+    };
+    let reader = LedgerReader::for_backend(&backend).unwrap().unwrap();
+    let (first, second) = tokio::task::spawn_blocking(move || {
+        let first = reader.spend(GroupBy::Team, &Filter::default());
+        let second = crossroads::admission::SpendSource::spent_since(
+            &reader,
+            &crossroads::admission::Scope::Key("k".into()),
+            0,
+        );
+        (first, second)
+    })
+    .await
+    .unwrap();
+    assert!(first.unwrap_err().contains("cannot connect"));
+    // No spend is made up: the budget's requests are refused until the ledger answers.
+    assert!(second.is_err());
+}

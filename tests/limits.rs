@@ -318,8 +318,8 @@ async fn two_replicas_share_one_rpm_limit() {
 struct Ledger(Usd);
 
 impl SpendSource for Ledger {
-    fn spent_since(&self, _: &Scope, _: i64) -> Usd {
-        self.0
+    fn spent_since(&self, _: &Scope, _: i64) -> Result<Usd, String> {
+        Ok(self.0)
     }
 }
 

@@ -160,9 +160,15 @@ async fn streams_without_usage_are_estimated() {
     assert_eq!(content_of(&data), "Hello, world!");
     let rows = gw.ledger_rows().await;
     assert_eq!(rows[0]["usage_estimated"], 1);
-    // "Hello, world!" is 13 characters: about 4 tokens.
-    assert_eq!(rows[0]["output_tokens"], 4);
-    assert!(rows[0]["input_tokens"].as_i64().unwrap() > 0);
+    // Counted with gpt-4.1's encoding, over the text as a whole.
+    assert_eq!(
+        rows[0]["output_tokens"],
+        tiktoken("o200k_base", "Hello, world!")
+    );
+    assert_eq!(
+        rows[0]["input_tokens"],
+        tiktoken_prompt("o200k_base", &["Say hello"])
+    );
 }
 
 #[tokio::test]
@@ -192,6 +198,15 @@ async fn assert_broken_stream_reports_error(end: StreamEnd) {
     assert_eq!(rows[0]["error_kind"], "stream_interrupted");
     assert!(rows[0]["status"].as_i64().unwrap() >= 500);
     assert_eq!(rows[0]["usage_estimated"], 1);
+    // What was generated before the cut is counted, and paid for.
+    let output = tiktoken("o200k_base", "Hello, world!");
+    let input = tiktoken_prompt("o200k_base", &["Say hello"]);
+    assert_eq!(rows[0]["output_tokens"], output);
+    assert_eq!(rows[0]["input_tokens"], input);
+    assert_eq!(
+        rows[0]["cost_pusd"],
+        (input * 2_000_000 + output * 8_000_000) as i64
+    );
 }
 
 #[tokio::test]
@@ -244,19 +259,22 @@ async fn clients_that_ask_get_an_estimated_usage_chunk_when_the_upstream_sends_n
     assert_eq!(data.last().unwrap(), "[DONE]");
     let usage: Value = serde_json::from_str(&data[data.len() - 2]).unwrap();
     assert_eq!(usage["choices"], json!([]));
-    assert_eq!(
-        usage["usage"]["completion_tokens"], 4,
-        "one token per content chunk"
-    );
+    let output = tiktoken("o200k_base", "Hello, world!");
+    let input = tiktoken_prompt("o200k_base", &["Say hello"]);
+    assert_eq!(usage["usage"]["completion_tokens"], output);
+    assert_eq!(usage["usage"]["prompt_tokens"], input);
     assert_eq!(usage["id"], "chatcmpl-s");
+    // The ledger records what the client was told.
     let rows = gw.ledger_rows().await;
-    assert_eq!(rows[0]["output_tokens"], 4);
+    assert_eq!(rows[0]["output_tokens"], output);
+    assert_eq!(rows[0]["input_tokens"], input);
     assert_eq!(rows[0]["usage_estimated"], 1);
 }
 
 #[tokio::test]
 async fn estimated_output_never_exceeds_max_tokens() {
-    let words = ["a"; 12];
+    let words = [" word"; 12];
+    assert!(tiktoken("o200k_base", &words.concat()) > 8);
     let (gw, _fa) = setup(Scripted::sse(
         chunks("gpt-4.1", &words, None),
         StreamEnd::Done,

@@ -3,6 +3,7 @@
 //! Pure: no I/O. The handler builds a ledger record from what this module computes.
 
 pub mod money;
+pub mod tokens;
 pub mod usage;
 
 pub use money::{PerMillion, Usd};

@@ -108,19 +108,45 @@ pub struct FunctionText<'a> {
 }
 
 impl GeneratedText<'_> {
-    /// Characters generated, for token estimates.
-    pub fn chars(&self) -> usize {
-        let len = |s: &Option<std::borrow::Cow<'_, str>>| s.as_deref().map_or(0, str::len);
-        len(&self.content)
-            + len(&self.reasoning_content)
-            + self
-                .tool_calls
-                .iter()
-                .flatten()
-                .filter_map(|t| t.function.as_ref())
-                .map(|f| len(&f.name) + len(&f.arguments))
-                .sum::<usize>()
+    /// Appends the generated text to `out`, for counting its tokens.
+    pub fn push_to(&self, out: &mut String) {
+        let parts = [&self.content, &self.reasoning_content];
+        for part in parts.into_iter().flatten() {
+            out.push_str(part);
+        }
+        for f in self
+            .tool_calls
+            .iter()
+            .flatten()
+            .filter_map(|t| t.function.as_ref())
+        {
+            for part in [&f.name, &f.arguments].into_iter().flatten() {
+                out.push_str(part);
+            }
+        }
     }
+}
+
+/// The generated text of every choice of a chat.completion body (empty when the body
+/// is not one).
+pub fn completion_text(body: &[u8]) -> String {
+    #[derive(Deserialize)]
+    struct Peek<'a> {
+        #[serde(default, borrow)]
+        choices: Vec<Choice<'a>>,
+    }
+    #[derive(Deserialize)]
+    struct Choice<'a> {
+        #[serde(default, borrow)]
+        message: Option<GeneratedText<'a>>,
+    }
+    let mut text = String::new();
+    if let Ok(peek) = serde_json::from_slice::<Peek>(body) {
+        for message in peek.choices.iter().filter_map(|c| c.message.as_ref()) {
+            message.push_to(&mut text);
+        }
+    }
+    text
 }
 
 /// Per-token prices of one model, by token kind.
@@ -150,8 +176,11 @@ impl Price {
 
 /// Tokens a model would see for `chars` characters of text.
 ///
-/// A length-based estimate (about four characters a token for English and code), used
-/// only where an upstream reports no usage; records priced from it are marked estimated.
+/// A length-based estimate (about four bytes a token for English prose; code, digits
+/// and CJK take more), free to compute: for the classifier's prompt-length features and
+/// rate-limit admission. Neither a bound nor a count: reservations use
+/// [`super::tokens::prompt_upper_bound`], and records the tokenizer
+/// ([`super::tokens::Encoding::count`]).
 pub fn estimate_tokens(chars: usize) -> u64 {
     (chars as u64).div_ceil(4)
 }

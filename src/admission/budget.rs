@@ -32,13 +32,15 @@ impl Scope {
 
 /// Spend already in the ledger, to start a period's count after a restart.
 pub trait SpendSource: Send + Sync {
-    fn spent_since(&self, scope: &Scope, since_ms: i64) -> Usd;
+    /// An error leaves the budget unread: its requests are refused until a read works,
+    /// rather than counted from zero.
+    fn spent_since(&self, scope: &Scope, since_ms: i64) -> Result<Usd, String>;
 }
 
 /// No history: every period starts at zero.
 impl SpendSource for () {
-    fn spent_since(&self, _: &Scope, _: i64) -> Usd {
-        Usd::ZERO
+    fn spent_since(&self, _: &Scope, _: i64) -> Result<Usd, String> {
+        Ok(Usd::ZERO)
     }
 }
 
@@ -156,11 +158,23 @@ impl Budgets {
         })?;
         for (scope, budget) in limits {
             let start = period_start_ms(budget.period, now_ms);
-            let key = (scope.clone(), start);
-            let account = accounts.entry(key).or_insert_with(|| Account {
-                spent: self.history.spent_since(scope, start),
-                ..Account::default()
-            });
+            let account = match accounts.entry((scope.clone(), start)) {
+                std::collections::hash_map::Entry::Occupied(known) => known.into_mut(),
+                std::collections::hash_map::Entry::Vacant(new) => {
+                    let spent = self.history.spent_since(scope, start).map_err(|e| {
+                        ApiError::Internal {
+                            message: format!(
+                                "cannot read the spend of {} from the ledger, so its budget cannot be checked: {e}",
+                                scope.describe()
+                            ),
+                        }
+                    })?;
+                    new.insert(Account {
+                        spent,
+                        ..Account::default()
+                    })
+                }
+            };
             let committed = account.spent + account.reserved;
             let over = if amount == Usd::ZERO {
                 block_free && committed >= budget.limit
@@ -271,6 +285,39 @@ mod tests {
         }
         assert!(b.reserve(&scope, Usd::ZERO, false, 0).is_ok());
         assert!(b.reserve(&scope, Usd::ZERO, true, 0).is_err());
+    }
+
+    /// A ledger that fails until told otherwise, then reports $0.90 spent.
+    struct Flaky(std::sync::atomic::AtomicBool);
+
+    impl SpendSource for Flaky {
+        fn spent_since(&self, _: &Scope, _: i64) -> Result<Usd, String> {
+            if self.0.load(std::sync::atomic::Ordering::Relaxed) {
+                Usd::from_dollars(0.9)
+            } else {
+                Err("connection refused".into())
+            }
+        }
+    }
+
+    #[test]
+    fn an_unreadable_ledger_refuses_rather_than_forgets_past_spend() {
+        let history = Arc::new(Flaky(std::sync::atomic::AtomicBool::new(false)));
+        let warnings = prometheus::IntCounterVec::new(prometheus::Opts::new("w", "w"), &["scope"])
+            .unwrap_or_else(|_| unreachable!());
+        let b = Arc::new(Budgets::new(history.clone(), 0.8, warnings));
+        let scope = [(Scope::Key("k".into()), limit(1.0))];
+        let cost = Usd::from_dollars(0.2).unwrap_or_default();
+        assert!(matches!(
+            b.reserve(&scope, cost, false, 0),
+            Err(ApiError::Internal { .. })
+        ));
+        // Read again on the next request, once the ledger answers: $0.90 + $0.20 > $1.
+        history.0.store(true, std::sync::atomic::Ordering::Relaxed);
+        assert!(matches!(
+            b.reserve(&scope, cost, false, 0),
+            Err(ApiError::QuotaExceeded { .. })
+        ));
     }
 
     #[test]

@@ -267,7 +267,12 @@ impl SharedLimits {
                             .iter()
                             .zip(&starts)
                             .map(|((scope, _), start)| self.history.spent_since(scope, *start))
-                            .collect(),
+                            .collect::<Result<_, _>>()
+                            // Unread history must not seed a budget at zero; the local
+                            // fallback refuses the request the same way.
+                            .map_err(|e| {
+                                RedisError(format!("the ledger could not be read: {e}"))
+                            })?,
                     );
                 }
                 _ => {

@@ -1,14 +1,15 @@
-//! The key store: keys created by `crossroads keys create`, kept (hashed) in the
-//! ledger's SQLite file so one file holds a deployment's state.
+//! The key store: keys created by `crossroads keys create`, kept (hashed) beside the
+//! ledger so one database holds a deployment's state: in the ledger's SQLite file, or in
+//! its PostgreSQL schema, where every replica sharing the database sees the same keys.
 
 use std::path::Path;
 
-use rusqlite::{Connection, OptionalExtension, params};
-
 use super::{KeyHash, KeyInfo, hex, parse_hex};
-use crate::config::{BudgetConfig, BudgetPeriod};
+use crate::config::{BudgetConfig, BudgetPeriod, LedgerBackend};
+use crate::ledger::db::{Cell, Db, DbError, Kind, Param};
 
-const SCHEMA: &str = "
+/// The SQLite table; PostgreSQL's is a ledger migration (same columns, BIGINT integers).
+const SQLITE_SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS keys (
     id          TEXT PRIMARY KEY,
     sha256      TEXT NOT NULL UNIQUE,
@@ -21,6 +22,19 @@ CREATE TABLE IF NOT EXISTS keys (
     revoked_ms  INTEGER
 );";
 
+const COLUMNS: &str = "id, sha256, team, budget_pusd, period, rpm, tpm, created_ms, revoked_ms";
+const KINDS: [Kind; 9] = [
+    Kind::Text,
+    Kind::Text,
+    Kind::Text,
+    Kind::Int,
+    Kind::Text,
+    Kind::Int,
+    Kind::Int,
+    Kind::Int,
+    Kind::Int,
+];
+
 /// A key as listed.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredKey {
@@ -30,7 +44,14 @@ pub struct StoredKey {
 }
 
 pub struct KeyStore {
-    conn: Connection,
+    db: Db,
+    /// The PostgreSQL channel that tells every replica the keys changed.
+    notify: Option<String>,
+}
+
+/// The PostgreSQL channel on which the key store of `schema` announces changes.
+pub fn changes_channel(schema: &str) -> String {
+    format!("{schema}_keys")
 }
 
 fn now_ms() -> i64 {
@@ -40,112 +61,131 @@ fn now_ms() -> i64 {
 }
 
 impl KeyStore {
+    /// The key store in a SQLite ledger file.
     pub fn open(path: &Path) -> Result<Self, String> {
-        let conn =
-            Connection::open(path).map_err(|e| format!("key store {}: {e}", path.display()))?;
-        Self::init(conn)
+        let db = Db::sqlite(path).map_err(|e| format!("key store: {e}"))?;
+        Self::init(db, None)
+    }
+
+    /// The key store of the configured ledger; `None` for an in-memory ledger.
+    pub fn for_backend(backend: &LedgerBackend) -> Result<Option<Self>, String> {
+        let notify = match backend {
+            LedgerBackend::Postgres { schema, .. } => Some(changes_channel(schema)),
+            LedgerBackend::Sqlite(_) | LedgerBackend::SqliteMemory => None,
+        };
+        Db::open(backend)?
+            .map(|db| Self::init(db, notify))
+            .transpose()
     }
 
     pub fn open_in_memory() -> Result<Self, String> {
-        Self::init(Connection::open_in_memory().map_err(|e| e.to_string())?)
+        Self::init(Db::sqlite_in_memory()?, None)
     }
 
-    fn init(conn: Connection) -> Result<Self, String> {
-        conn.busy_timeout(std::time::Duration::from_secs(5))
-            .and_then(|()| conn.execute_batch(SCHEMA))
-            .map_err(|e| format!("key store: {e}"))?;
-        Ok(KeyStore { conn })
+    fn init(db: Db, notify: Option<String>) -> Result<Self, String> {
+        match &db {
+            Db::Sqlite(_) => db.batch(SQLITE_SCHEMA),
+            // Connecting migrated the schema; fail now, not on the first request.
+            Db::Postgres(_) => db
+                .query("SELECT 1 FROM keys LIMIT 1", Vec::new(), &[])
+                .map(drop),
+        }
+        .map_err(|e| format!("key store: {e}"))?;
+        Ok(KeyStore { db, notify })
+    }
+
+    /// Tells the gateways listening on PostgreSQL that the keys changed. They also
+    /// re-read the keys every `auth.refresh_ms`, so a lost signal only delays a change.
+    fn announce(&self) {
+        if let Some(channel) = &self.notify
+            && let Err(e) = self.db.batch(&format!("NOTIFY {channel}"))
+        {
+            tracing::warn!(error = %e, "key change not announced; gateways see it within auth.refresh_ms");
+        }
     }
 
     /// Stores a new key's hash.
     pub fn create(&self, hash: &KeyHash, info: &KeyInfo) -> Result<(), String> {
         let (budget, period) = match info.budget {
-            Some(b) => (Some(b.limit.pico()), Some(b.period.as_str())),
+            Some(b) => (Some(b.limit.pico()), Some(b.period.as_str().to_owned())),
             None => (None, None),
         };
-        self.conn
+        self.db
             .execute(
                 "INSERT INTO keys (id, sha256, team, budget_pusd, period, rpm, tpm, created_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                params![
-                    info.id,
-                    hex(hash),
-                    info.team,
-                    budget,
-                    period,
-                    info.rpm,
-                    info.tpm.map(|t| i64::try_from(t).unwrap_or(i64::MAX)),
-                    now_ms()
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                vec![
+                    Param::Text(Some(info.id.clone())),
+                    Param::Text(Some(hex(hash))),
+                    Param::Text(info.team.clone()),
+                    Param::Int(budget),
+                    Param::Text(period),
+                    Param::Int(info.rpm.map(i64::from)),
+                    Param::Int(info.tpm.map(|t| i64::try_from(t).unwrap_or(i64::MAX))),
+                    Param::Int(Some(now_ms())),
                 ],
             )
-            .map(|_| ())
             .map_err(|e| match e {
-                rusqlite::Error::SqliteFailure(f, _)
-                    if f.code == rusqlite::ErrorCode::ConstraintViolation =>
-                {
-                    format!("a key with id `{}` already exists", info.id)
-                }
-                other => other.to_string(),
-            })
+                DbError::Conflict => format!("a key with id `{}` already exists", info.id),
+                DbError::Other(message) => message,
+            })?;
+        self.announce();
+        Ok(())
     }
 
     /// Revokes a key; false when there is no such active key.
     pub fn revoke(&self, id: &str) -> Result<bool, String> {
-        self.conn
+        let revoked = self
+            .db
             .execute(
-                "UPDATE keys SET revoked_ms = ?2 WHERE id = ?1 AND revoked_ms IS NULL",
-                params![id, now_ms()],
+                "UPDATE keys SET revoked_ms = $1 WHERE id = $2 AND revoked_ms IS NULL",
+                vec![Param::Int(Some(now_ms())), Param::Text(Some(id.to_owned()))],
             )
             .map(|n| n > 0)
-            .map_err(|e| e.to_string())
+            .map_err(String::from)?;
+        if revoked {
+            self.announce();
+        }
+        Ok(revoked)
     }
 
     /// Every key, revoked ones included.
     pub fn list(&self) -> Result<Vec<StoredKey>, String> {
-        self.query("SELECT id, sha256, team, budget_pusd, period, rpm, tpm, created_ms, revoked_ms FROM keys ORDER BY created_ms")
-            .map(|rows| rows.into_iter().map(|(_, k)| k).collect())
+        self.query(&format!(
+            "SELECT {COLUMNS} FROM keys ORDER BY created_ms, id"
+        ))
+        .map(|rows| rows.into_iter().map(|(_, k)| k).collect())
     }
 
     /// The keys that may authenticate, by hash.
     pub fn active(&self) -> Result<Vec<(KeyHash, KeyInfo)>, String> {
-        self.query("SELECT id, sha256, team, budget_pusd, period, rpm, tpm, created_ms, revoked_ms FROM keys WHERE revoked_ms IS NULL")
-            .map(|rows| rows.into_iter().map(|(h, k)| (h, k.info)).collect())
+        self.query(&format!(
+            "SELECT {COLUMNS} FROM keys WHERE revoked_ms IS NULL"
+        ))
+        .map(|rows| rows.into_iter().map(|(h, k)| (h, k.info)).collect())
     }
 
     /// Whether a key id exists.
     pub fn exists(&self, id: &str) -> Result<bool, String> {
-        self.conn
-            .query_row("SELECT 1 FROM keys WHERE id = ?1", params![id], |_| Ok(()))
-            .optional()
-            .map(|r| r.is_some())
-            .map_err(|e| e.to_string())
+        self.db
+            .query(
+                "SELECT 1 FROM keys WHERE id = $1",
+                vec![Param::Text(Some(id.to_owned()))],
+                &[],
+            )
+            .map(|rows| !rows.is_empty())
     }
 
     fn query(&self, sql: &str) -> Result<Vec<(KeyHash, StoredKey)>, String> {
-        let mut stmt = self.conn.prepare(sql).map_err(|e| e.to_string())?;
-        let rows = stmt
-            .query_map([], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, Option<String>>(2)?,
-                    r.get::<_, Option<i64>>(3)?,
-                    r.get::<_, Option<String>>(4)?,
-                    r.get::<_, Option<u32>>(5)?,
-                    r.get::<_, Option<i64>>(6)?,
-                    r.get::<_, i64>(7)?,
-                    r.get::<_, Option<i64>>(8)?,
-                ))
-            })
-            .map_err(|e| e.to_string())?;
+        let rows = self.db.query(sql, Vec::new(), &KINDS)?;
         let mut out = Vec::new();
         for row in rows {
-            let (id, sha, team, budget, period, rpm, tpm, created_ms, revoked_ms) =
-                row.map_err(|e| e.to_string())?;
-            let Some(hash) = parse_hex(&sha) else {
+            let text = |i: usize| row.get(i).and_then(Cell::text);
+            let int = |i: usize| row.get(i).and_then(Cell::int);
+            let (Some(id), Some(hash)) = (text(0), text(1).as_deref().and_then(parse_hex)) else {
                 continue;
             };
-            let budget = match (budget, period.as_deref().and_then(BudgetPeriod::parse)) {
+            let budget = match (int(3), text(4).as_deref().and_then(BudgetPeriod::parse)) {
                 (Some(pico), Some(period)) => Some(BudgetConfig {
                     limit: crate::accounting::Usd::from_pico(pico),
                     period,
@@ -157,13 +197,13 @@ impl KeyStore {
                 StoredKey {
                     info: KeyInfo {
                         id,
-                        team,
+                        team: text(2),
                         budget,
-                        rpm,
-                        tpm: tpm.and_then(|t| u64::try_from(t).ok()),
+                        rpm: int(5).and_then(|n| u32::try_from(n).ok()),
+                        tpm: int(6).and_then(|t| u64::try_from(t).ok()),
                     },
-                    created_ms,
-                    revoked_ms,
+                    created_ms: int(7).unwrap_or(0),
+                    revoked_ms: int(8),
                 },
             ));
         }

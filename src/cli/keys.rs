@@ -8,7 +8,7 @@ use clap::Subcommand;
 use crate::accounting::Usd;
 use crate::auth::store::KeyStore;
 use crate::auth::{self, KeyInfo};
-use crate::config::{BudgetConfig, BudgetPeriod, LedgerBackend};
+use crate::config::{BudgetConfig, BudgetPeriod};
 
 #[derive(Subcommand)]
 pub enum KeysCommand {
@@ -34,7 +34,8 @@ pub enum KeysCommand {
     },
     /// List keys (never the keys themselves).
     List,
-    /// Revoke a key by id; it stops working within `auth.refresh_ms`.
+    /// Revoke a key by id; every gateway sharing the ledger refuses it within
+    /// `auth.refresh_ms`, at once with PostgreSQL.
     Revoke { id: String },
     /// Print the SHA-256 of a key, to declare it in routes.toml.
     Hash { key: String },
@@ -48,15 +49,15 @@ pub fn run(config: &Path, command: KeysCommand) -> ExitCode {
     }
     let store = match crate::config::load(config)
         .map_err(|e| e.to_string())
-        .and_then(|c| match &c.ledger.backend {
-            LedgerBackend::Sqlite(path) => KeyStore::open(path),
-            LedgerBackend::Postgres { .. } => Err("the key store is SQLite-only for now: declare keys in routes.toml ([[keys]] with sha256) when the ledger is in PostgreSQL".into()),
-        LedgerBackend::SqliteMemory => Err(
-                "the ledger is in memory: keys need a ledger file (ledger.url = \"sqlite://PATH\")"
-                    .into(),
-            ),
-        }) {
-        Ok(s) => s,
+        .and_then(|c| KeyStore::for_backend(&c.ledger.backend))
+    {
+        Ok(Some(s)) => s,
+        Ok(None) => {
+            eprintln!(
+                "error: the ledger is in memory: keys need a ledger file (ledger.url = \"sqlite://PATH\") or a postgres:// URL"
+            );
+            return ExitCode::from(2);
+        }
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::from(2);

@@ -3,7 +3,6 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use crate::config::LedgerBackend;
 use crate::ledger::LedgerReader;
 use crate::ledger::query::{Filter, GroupBy, parse_time, to_csv};
 
@@ -30,13 +29,8 @@ pub fn run(config: &Path, since: &str, by: &str, team: Option<String>, csv: bool
     };
     let reader = crate::config::load(config)
         .map_err(|e| e.to_string())
-        .and_then(|c| match &c.ledger.backend {
-            LedgerBackend::Sqlite(path) => LedgerReader::open(path),
-            LedgerBackend::SqliteMemory => Err("the ledger is in memory: nothing to read".into()),
-            LedgerBackend::Postgres { .. } => {
-                Err("crossroads spend reads SQLite ledgers; query PostgreSQL's requests table directly for now".into())
-            }
-        });
+        .and_then(|c| LedgerReader::for_backend(&c.ledger.backend))
+        .and_then(|r| r.ok_or_else(|| "the ledger is in memory: nothing to read".to_owned()));
     let filter = Filter {
         from_ms: Some(from_ms),
         team,

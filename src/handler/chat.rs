@@ -128,14 +128,18 @@ pub async fn chat_completions(
     };
     ex.dispatched(&dispatched);
     match dispatched.reply {
-        Reply::Complete {
-            body,
-            usage,
-            output_chars,
-        } => {
-            let usage = usage.unwrap_or_else(|| {
-                ex.estimated_usage(crate::accounting::usage::estimate_tokens(output_chars))
-            });
+        Reply::Complete { body, usage } => {
+            let usage = match usage {
+                Some(usage) => usage,
+                // Counted with the model family's tokenizer on a blocking thread, before
+                // answering: the cost header needs it. Only replies without usage wait.
+                None => {
+                    let text = crate::accounting::usage::completion_text(&body);
+                    ex.counting(Some(request.clone()), text)
+                        .count_off_runtime()
+                        .await
+                }
+            };
             store.complete(&body, usage);
             let mut headers = ex.headers();
             let costing = ex.finish(200, None, usage, None);
@@ -155,14 +159,8 @@ pub async fn chat_completions(
                 HeaderValue::from_static("text/event-stream"),
             );
             headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-            let stream = MeteredStream::new(
-                ex,
-                first,
-                rest,
-                request.include_usage,
-                dispatched.slot,
-                store.recorder(),
-            );
+            let stream =
+                MeteredStream::new(ex, first, rest, dispatched.slot, store.recorder(), request);
             (StatusCode::OK, headers, Body::from_stream(stream)).into_response()
         }
     }
@@ -201,6 +199,11 @@ async fn admit(
         None => Vec::new(),
     };
     let prompt = classification.features.prompt_tokens;
+    // A true upper bound for the reservation, not the classifier's estimate: an
+    // estimate below the real count would let concurrent requests settle past the budget.
+    let features = &classification.features;
+    let prompt_bound =
+        crate::accounting::tokens::prompt_upper_bound(features.chars, features.messages);
     let bounds: Vec<Usd> = if limits.is_empty() {
         Vec::new()
     } else {
@@ -212,7 +215,7 @@ async fn admit(
             .unwrap_or_default()
             .iter()
             .filter_map(|d| config.deployments.get(*d))
-            .map(|d| d.price.upper_bound(prompt, max_output))
+            .map(|d| d.price.upper_bound(prompt_bound, max_output))
             .collect()
     };
     let ask = Ask {

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use axum::response::{IntoResponse, Response};
 
+use crate::accounting::tokens::Encoding;
 use crate::accounting::{Costing, Usage, Usd};
 use crate::admission::Reservation;
 use crate::app::{AppState, Runtime};
@@ -195,8 +196,26 @@ impl Exchange {
         self.cache = lookup;
         self.record.cache_hit = lookup == Lookup::Hit;
     }
-    /// Usage for a reply that reported none: the prompt estimate plus `output` tokens,
-    /// which cannot exceed the request's `max_tokens`.
+    /// What to count for a reply that reported no usage: the prompt of `request` and
+    /// the generated `output`, with the tokenizer of the serving model's family.
+    pub fn counting(&self, request: Option<ChatRequest>, output: String) -> Counting {
+        let model = self
+            .record
+            .upstream_model
+            .as_deref()
+            .unwrap_or(&self.record.requested_model);
+        Counting {
+            encoding: Encoding::for_model(model),
+            request,
+            output,
+            max_tokens: self.max_tokens,
+            prompt_estimate: self.prompt_tokens,
+        }
+    }
+
+    /// Usage for a reply that reported none, without a tokenizer: the prompt estimate
+    /// plus `output` tokens, which cannot exceed the request's `max_tokens`. Only for a
+    /// request that ended before any reply arrived.
     pub fn estimated_usage(&self, output: u64) -> Usage {
         Usage {
             input: self.prompt_tokens,
@@ -349,6 +368,46 @@ impl Drop for Exchange {
             };
             self.finish(CLIENT_CLOSED, Some("client_disconnected"), usage, None);
         }
+    }
+}
+
+/// Token counting for a reply without usage. It blocks (the first count of an encoding
+/// builds it): run [`Counting::count`] on a blocking thread.
+pub struct Counting {
+    encoding: Encoding,
+    /// The request, for its prompt; without it the prompt estimate stands.
+    request: Option<ChatRequest>,
+    output: String,
+    max_tokens: Option<u64>,
+    prompt_estimate: u64,
+}
+
+impl Counting {
+    /// The usage, marked estimated; output never above the request's `max_tokens`.
+    pub fn count(self) -> Usage {
+        let input = match &self.request {
+            Some(request) => self.encoding.count_prompt(&request.prompt()),
+            None => self.prompt_estimate,
+        };
+        let output = self.encoding.count(&self.output);
+        Usage {
+            input,
+            output: self.max_tokens.map_or(output, |m| output.min(m)),
+            estimated: true,
+            ..Usage::default()
+        }
+    }
+
+    /// Counts on one of the runtime's blocking threads.
+    pub async fn count_off_runtime(self) -> Usage {
+        let fallback = Usage {
+            input: self.prompt_estimate,
+            estimated: true,
+            ..Usage::default()
+        };
+        tokio::task::spawn_blocking(move || self.count())
+            .await
+            .unwrap_or(fallback)
     }
 }
 

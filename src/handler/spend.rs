@@ -12,7 +12,7 @@ use serde_json::json;
 use super::admin::constant_time_eq;
 use crate::app::AppState;
 use crate::error::ApiError;
-use crate::ledger::query::{Filter, GroupBy, parse_time, to_csv};
+use crate::ledger::query::{Cursor, Filter, GroupBy, parse_time, to_csv};
 
 #[derive(Debug, Default, Deserialize)]
 pub struct SpendQuery {
@@ -129,8 +129,9 @@ pub async fn spend(
     result.unwrap_or_else(IntoResponse::into_response)
 }
 
-/// `GET /v1/spend/requests?from=&to=&team=&key=&limit=100&before=MS`: raw records,
-/// newest first; `next_before` pages further back.
+/// `GET /v1/spend/requests?from=&to=&team=&key=&limit=100&before=CURSOR`: raw records,
+/// newest first; `next_before` (`MS:REQUEST_ID`) pages further back, and is null on the
+/// last page. `before` also takes plain Unix milliseconds.
 pub async fn requests(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -145,20 +146,22 @@ pub async fn requests(
             .before
             .as_deref()
             .map(|b| {
-                b.parse::<i64>().map_err(|_| {
-                    ApiError::bad_request("`before` must be Unix milliseconds", Some("before"))
+                Cursor::parse(b).ok_or_else(|| {
+                    ApiError::bad_request(
+                        "`before` must be a `next_before` cursor or Unix milliseconds",
+                        Some("before"),
+                    )
                 })
             })
             .transpose()?;
         let reader = state.reader.clone().ok_or_else(ledger_in_memory)?;
-        let rows = blocking(move || reader.records(&filter, before, limit)).await?;
-        let next = (rows.len() == limit as usize)
-            .then(|| rows.last().and_then(|r| r.get("ts_ms")).cloned())
-            .flatten();
-        Ok(
-            axum::Json(json!({ "object": "list", "data": rows, "next_before": next }))
-                .into_response(),
-        )
+        let page = blocking(move || reader.records(&filter, before.as_ref(), limit)).await?;
+        Ok(axum::Json(json!({
+            "object": "list",
+            "data": page.records,
+            "next_before": page.next.map(|c| c.to_string()),
+        }))
+        .into_response())
     }
     .await;
     result.unwrap_or_else(IntoResponse::into_response)
@@ -166,7 +169,6 @@ pub async fn requests(
 
 fn ledger_in_memory() -> ApiError {
     ApiError::Internal {
-        message: "the ledger is in memory: the spend API needs ledger.url = \"sqlite://PATH\""
-            .into(),
+        message: "the ledger is in memory: the spend API needs ledger.url = \"sqlite://PATH\" or a postgres:// URL".into(),
     }
 }

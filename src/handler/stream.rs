@@ -6,6 +6,7 @@
 
 use std::borrow::Cow;
 use std::convert::Infallible;
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -21,6 +22,7 @@ use crate::cache::StreamRecorder;
 use crate::dispatch::Slot;
 use crate::error::{ApiError, UpstreamFailure};
 use crate::provider::{ByteStream, FailureKind};
+use crate::request::ChatRequest;
 use crate::sse::{data_of, event_end};
 
 const DONE: &[u8] = b"data: [DONE]\n\n";
@@ -28,10 +30,10 @@ const DONE: &[u8] = b"data: [DONE]\n\n";
 /// What the stream has seen so far.
 #[derive(Default)]
 struct Meter {
+    /// As the upstream reported it, or as counted once the answer was whole.
     usage: Option<Usage>,
-    output_chars: usize,
-    /// Chunks that carried generated text: servers stream about one token each.
-    output_chunks: u64,
+    /// Everything generated, to count its tokens if no usage comes.
+    output_text: String,
     /// Identity of the stream, for a usage chunk the gateway adds itself.
     id: Option<String>,
     model: Option<String>,
@@ -50,9 +52,15 @@ pub struct MeteredStream {
     include_usage: bool,
     meter: Meter,
     ttft: Option<Duration>,
+    /// The answer is whole; `[DONE]` (and the usage chunk) are still to go out.
+    closing: bool,
+    /// Tokens being counted for the usage chunk the client asked for.
+    counting: Option<Pin<Box<dyn Future<Output = Usage> + Send>>>,
     ended: bool,
     /// Follows the answer for the response cache.
     recorder: Option<StreamRecorder>,
+    /// The request, for counting its prompt when the upstream reports no usage.
+    request: Option<ChatRequest>,
     /// The deployment's in-flight slot, freed when the stream is dropped.
     _slot: Slot,
 }
@@ -62,20 +70,23 @@ impl MeteredStream {
         exchange: Exchange,
         first: Bytes,
         rest: ByteStream,
-        include_usage: bool,
         slot: Slot,
         recorder: Option<StreamRecorder>,
+        request: ChatRequest,
     ) -> Self {
         MeteredStream {
             exchange: Some(exchange),
             first: Some(first),
             rest,
             buffer: BytesMut::new(),
-            include_usage,
+            include_usage: request.include_usage,
             meter: Meter::default(),
             ttft: None,
+            closing: false,
+            counting: None,
             ended: false,
             recorder,
+            request: Some(request),
             _slot: slot,
         }
     }
@@ -83,7 +94,7 @@ impl MeteredStream {
     /// Takes the complete events out of the buffer and returns the bytes to forward.
     fn drain_events(&mut self) -> BytesMut {
         let mut out = BytesMut::new();
-        while !self.ended {
+        while !self.ended && !self.closing {
             let Some((len, sep)) = event_end(&self.buffer) else {
                 break;
             };
@@ -93,9 +104,7 @@ impl MeteredStream {
                 Verdict::Drop => {}
                 Verdict::Done => {
                     self.meter.done_seen = true;
-                    self.add_estimated_usage(&mut out);
-                    out.extend_from_slice(DONE);
-                    self.end(200, None);
+                    self.closing = true;
                 }
             }
         }
@@ -126,9 +135,7 @@ impl MeteredStream {
         }
         for choice in &chunk.choices {
             if let Some(delta) = &choice.delta {
-                let chars = delta.chars();
-                self.meter.output_chars += chars;
-                self.meter.output_chunks += u64::from(chars > 0);
+                delta.push_to(&mut self.meter.output_text);
             }
             if choice.finish_reason.is_some() {
                 self.meter.finish_seen = true;
@@ -143,26 +150,43 @@ impl MeteredStream {
         Verdict::Forward
     }
 
-    /// Output tokens estimated from what was streamed: one a chunk, or four
-    /// characters a token when chunks carry several.
-    fn estimated_output(&self) -> u64 {
-        self.meter
-            .output_chunks
-            .max(crate::accounting::usage::estimate_tokens(
-                self.meter.output_chars,
-            ))
+    /// The counting of this stream's tokens, once: for an upstream that sent no usage.
+    fn counting(&mut self) -> Option<super::exchange::Counting> {
+        let ex = self.exchange.as_ref()?;
+        Some(ex.counting(
+            self.request.take(),
+            std::mem::take(&mut self.meter.output_text),
+        ))
     }
 
-    /// A client that asked for usage gets it even from upstreams that send none (as
-    /// llama.cpp does): the gateway's estimate, in OpenAI's final usage chunk.
-    fn add_estimated_usage(&self, out: &mut BytesMut) {
-        if !self.include_usage || self.meter.usage.is_some() {
-            return;
+    /// The answer is whole: the usage chunk the client asked for, `[DONE]`, and the
+    /// record. A client that asked for usage gets it even from upstreams that send none
+    /// (as llama.cpp does): counted off the runtime first, so the chunk and the ledger
+    /// agree. Only that `[DONE]` waits for the count; the answer itself is out.
+    fn close(&mut self, cx: &mut Context<'_>) -> Poll<BytesMut> {
+        let mut out = BytesMut::new();
+        if self.include_usage && self.meter.usage.is_none() {
+            if self.counting.is_none() {
+                self.counting = self
+                    .counting()
+                    .map(|c| Box::pin(c.count_off_runtime()) as Pin<Box<_>>);
+            }
+            if let Some(counting) = &mut self.counting {
+                let Poll::Ready(usage) = counting.as_mut().poll(cx) else {
+                    return Poll::Pending;
+                };
+                self.counting = None;
+                self.meter.usage = Some(usage);
+                self.add_usage_chunk(&mut out, usage);
+            }
         }
-        let Some(ex) = &self.exchange else {
-            return;
-        };
-        let usage = ex.estimated_usage(self.estimated_output());
+        out.extend_from_slice(DONE);
+        self.end(200, None);
+        Poll::Ready(out)
+    }
+
+    /// OpenAI's final usage chunk, carrying `usage`.
+    fn add_usage_chunk(&self, out: &mut BytesMut, usage: Usage) {
         let chunk = serde_json::json!({
             "id": self.meter.id.as_deref().unwrap_or_default(),
             "object": "chat.completion.chunk",
@@ -180,7 +204,9 @@ impl MeteredStream {
         out.extend_from_slice(b"\n\n");
     }
 
-    /// Records the request once; later calls do nothing.
+    /// Records the request once; later calls do nothing. Without usage from the
+    /// upstream, the tokens are counted on a blocking thread and the record follows;
+    /// the ledger's flush and shutdown wait for it.
     fn end(&mut self, status: u16, error: Option<&'static str>) {
         self.ended = true;
         // A stream that arrived whole in one read ends before poll_next notes its
@@ -191,21 +217,37 @@ impl MeteredStream {
         {
             self.ttft = Some(ex.started().elapsed());
         }
-        let output = self.estimated_output();
-        if let Some(mut ex) = self.exchange.take() {
-            let usage = match self.meter.usage {
-                Some(u) => u,
-                None => ex.estimated_usage(output),
-            };
-            let error = error.or(self.meter.upstream_error.then_some("upstream_stream_error"));
-            if status == 200
-                && error.is_none()
-                && self.meter.done_seen
-                && let Some(recorder) = self.recorder.take()
-            {
+        let counting = match self.meter.usage {
+            Some(_) => None,
+            None => self.counting(),
+        };
+        let Some(mut ex) = self.exchange.take() else {
+            return;
+        };
+        let error = error.or(self.meter.upstream_error.then_some("upstream_stream_error"));
+        let recorder = if status == 200 && error.is_none() && self.meter.done_seen {
+            self.recorder.take()
+        } else {
+            None
+        };
+        let ttft = self.ttft;
+        let pending = ex.state().ledger.pending();
+        let finish = move |usage: Usage| {
+            if let Some(recorder) = recorder {
                 recorder.finish(usage);
             }
-            ex.finish(status, error, usage, self.ttft);
+            ex.finish(status, error, usage, ttft);
+            drop(pending);
+        };
+        match counting {
+            None => finish(self.meter.usage.unwrap_or_default()),
+            Some(counting) => match tokio::runtime::Handle::try_current() {
+                Ok(runtime) => {
+                    runtime.spawn(async move { finish(counting.count_off_runtime().await) });
+                }
+                // Dropped outside the runtime (at exit): count here.
+                Err(_) => finish(counting.count()),
+            },
         }
     }
 
@@ -240,6 +282,9 @@ impl Stream for MeteredStream {
             if this.ended {
                 return Poll::Ready(None);
             }
+            if this.closing {
+                return this.close(cx).map(|out| Some(Ok(out.freeze())));
+            }
             let chunk = match this.first.take() {
                 Some(first) => Some(Ok(first)),
                 None => match this.rest.poll_next_unpin(cx) {
@@ -262,9 +307,7 @@ impl Stream for MeteredStream {
                     // answer is whole: complete it. Before one, it was cut short.
                     let mut out = BytesMut::new();
                     if this.meter.finish_seen {
-                        this.add_estimated_usage(&mut out);
-                        out.extend_from_slice(DONE);
-                        this.end(200, None);
+                        this.closing = true;
                     } else {
                         this.fail(
                             &mut out,

@@ -1,6 +1,7 @@
 //! The spend ledger: one record per request, handed off the request path through a
 //! bounded channel to a writer thread that batches inserts into the store.
 
+pub mod db;
 mod postgres;
 mod spill;
 mod sqlite;
@@ -8,7 +9,7 @@ mod sqlite;
 use std::borrow::Cow;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 
 use serde::{Deserialize, Serialize};
@@ -114,6 +115,7 @@ impl LedgerMetrics {
 pub struct Ledger {
     tx: mpsc::Sender<Msg>,
     metrics: LedgerMetrics,
+    pending: Arc<Pending>,
 }
 
 /// Owns the writer thread; [`LedgerWriter::shutdown`] drains and joins it.
@@ -122,6 +124,43 @@ pub struct LedgerWriter {
     thread: JoinHandle<()>,
     /// Set at shutdown: a failing store stops retrying and spills instead.
     stopping: Arc<AtomicBool>,
+    pending: Arc<Pending>,
+}
+
+/// Records still being completed off the request path (tokens being counted).
+#[derive(Default)]
+struct Pending {
+    count: AtomicUsize,
+    done: tokio::sync::Notify,
+}
+
+impl Pending {
+    /// Waits until no record is pending.
+    async fn settled(&self) {
+        loop {
+            let done = self.done.notified();
+            tokio::pin!(done);
+            done.as_mut().enable();
+            if self.count.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            done.await;
+        }
+    }
+}
+
+/// A promise of one more record: [`Ledger::flush`] and [`LedgerWriter::shutdown`] wait
+/// for it to be recorded or dropped.
+pub struct PendingRecord {
+    pending: Arc<Pending>,
+}
+
+impl Drop for PendingRecord {
+    fn drop(&mut self) {
+        if self.pending.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.pending.done.notify_waiters();
+        }
+    }
 }
 
 /// Opens the configured store and starts the writer thread.
@@ -237,15 +276,18 @@ pub fn start_with(
     opened
         .recv()
         .map_err(|_| "the ledger writer stopped while opening the store".to_owned())??;
+    let pending = Arc::new(Pending::default());
     Ok((
         Ledger {
             tx: tx.clone(),
             metrics,
+            pending: pending.clone(),
         },
         LedgerWriter {
             tx,
             thread,
             stopping,
+            pending,
         },
     ))
 }
@@ -316,8 +358,17 @@ impl Ledger {
         !self.tx.is_closed()
     }
 
-    /// Waits until every record queued before this call is written.
+    /// Announces a record that will be recorded later, off the request path.
+    pub fn pending(&self) -> PendingRecord {
+        self.pending.count.fetch_add(1, Ordering::AcqRel);
+        PendingRecord {
+            pending: self.pending.clone(),
+        }
+    }
+
+    /// Waits until every record queued (or announced) before this call is written.
     pub async fn flush(&self) {
+        self.pending.settled().await;
         let (done, wait) = oneshot::channel();
         if self.tx.send(Msg::Flush(done)).await.is_ok() {
             let _ = wait.await;
@@ -333,7 +384,15 @@ impl LedgerWriter {
             tx,
             thread,
             stopping,
+            pending,
         } = self;
+        // Requests that finished are still being counted: their records come first.
+        if tokio::time::timeout(Duration::from_secs(10), pending.settled())
+            .await
+            .is_err()
+        {
+            tracing::error!("records still being counted at shutdown were not written");
+        }
         stopping.store(true, Ordering::Release);
         if tx.send(Msg::Close).await.is_err() {
             tracing::error!("ledger writer stopped early");

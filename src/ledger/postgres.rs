@@ -1,12 +1,18 @@
 //! The networked ledger store: PostgreSQL, for several gateway replicas writing one
-//! ledger. Same record, same columns as SQLite; schema versioned in a table.
+//! ledger. Same record, same columns as SQLite; schema versioned in a table. Also the
+//! connection thread that readers (spend queries, the key store) share.
 
+use std::sync::{Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+use postgres::fallible_iterator::FallibleIterator;
 use postgres::{Client, NoTls, Statement};
 
 use super::{LedgerRecord, LedgerStore};
 
 /// Migrations, applied in order; `ledger_migrations` records how many ran.
-const MIGRATIONS: &[&str] = &["
+const MIGRATIONS: &[&str] = &[
+    "
 CREATE TABLE requests (
     request_id       TEXT PRIMARY KEY,
     ts_ms            BIGINT NOT NULL,
@@ -49,7 +55,21 @@ CREATE TABLE requests (
 CREATE INDEX requests_ts ON requests (ts_ms);
 CREATE INDEX requests_team_ts ON requests (team, ts_ms);
 CREATE INDEX requests_key_ts ON requests (key_id, ts_ms);
-"];
+",
+    "
+CREATE TABLE keys (
+    id          TEXT PRIMARY KEY,
+    sha256      TEXT NOT NULL UNIQUE,
+    team        TEXT,
+    budget_pusd BIGINT,
+    period      TEXT,
+    rpm         BIGINT,
+    tpm         BIGINT,
+    created_ms  BIGINT NOT NULL,
+    revoked_ms  BIGINT
+);
+",
+];
 
 const INSERT: &str = "INSERT INTO requests (
     request_id, ts_ms, key_id, team, end_user, endpoint, requested_model, label, task,
@@ -70,43 +90,132 @@ fn int(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
+/// Connects with `search_path` set to `schema`, creating and migrating it if needed.
+pub fn connect(url: &str, schema: &str) -> Result<Client, String> {
+    let mut config: postgres::Config = url
+        .parse()
+        .map_err(|e| format!("ledger PostgreSQL URL: {e}"))?;
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(Duration::from_secs(5));
+    }
+    let mut client = config
+        .connect(NoTls)
+        .map_err(|e| format!("ledger PostgreSQL: cannot connect: {e}"))?;
+    // `schema` is validated as a plain identifier by the config.
+    client
+        .batch_execute(&format!(
+            "CREATE SCHEMA IF NOT EXISTS {schema};
+             SET search_path TO {schema};
+             CREATE TABLE IF NOT EXISTS ledger_migrations (version INTEGER NOT NULL);"
+        ))
+        .map_err(|e| format!("ledger PostgreSQL: {e}"))?;
+    let mut tx = client.transaction().map_err(|e| e.to_string())?;
+    // One migrator at a time across replicas.
+    tx.batch_execute("LOCK TABLE ledger_migrations IN EXCLUSIVE MODE")
+        .map_err(|e| e.to_string())?;
+    let done: i64 = tx
+        .query_one("SELECT COUNT(*) FROM ledger_migrations", &[])
+        .map_err(|e| e.to_string())?
+        .get(0);
+    for (i, migration) in MIGRATIONS
+        .iter()
+        .enumerate()
+        .skip(usize::try_from(done).unwrap_or(0))
+    {
+        tx.batch_execute(migration)
+            .map_err(|e| format!("ledger PostgreSQL migration {}: {e}", i + 1))?;
+        tx.execute(
+            "INSERT INTO ledger_migrations (version) VALUES ($1)",
+            &[&i32::try_from(i + 1).unwrap_or(i32::MAX)],
+        )
+        .map_err(|e| e.to_string())?;
+    }
+    tx.commit().map_err(|e| e.to_string())?;
+    Ok(client)
+}
+
 impl PgStore {
     /// Connects, creates `schema` if needed and migrates it.
     pub fn open(url: &str, schema: &str) -> Result<Self, String> {
-        let mut client = Client::connect(url, NoTls)
-            .map_err(|e| format!("ledger PostgreSQL: cannot connect: {e}"))?;
-        // `schema` is validated as a plain identifier by the config.
-        client
-            .batch_execute(&format!(
-                "CREATE SCHEMA IF NOT EXISTS {schema};
-                 SET search_path TO {schema};
-                 CREATE TABLE IF NOT EXISTS ledger_migrations (version INTEGER NOT NULL);"
-            ))
-            .map_err(|e| format!("ledger PostgreSQL: {e}"))?;
-        let mut tx = client.transaction().map_err(|e| e.to_string())?;
-        // One migrator at a time across replicas.
-        tx.batch_execute("LOCK TABLE ledger_migrations IN EXCLUSIVE MODE")
-            .map_err(|e| e.to_string())?;
-        let done: i64 = tx
-            .query_one("SELECT COUNT(*) FROM ledger_migrations", &[])
-            .map_err(|e| e.to_string())?
-            .get(0);
-        for (i, migration) in MIGRATIONS
-            .iter()
-            .enumerate()
-            .skip(usize::try_from(done).unwrap_or(0))
-        {
-            tx.batch_execute(migration)
-                .map_err(|e| format!("ledger PostgreSQL migration {}: {e}", i + 1))?;
-            tx.execute(
-                "INSERT INTO ledger_migrations (version) VALUES ($1)",
-                &[&i32::try_from(i + 1).unwrap_or(i32::MAX)],
-            )
-            .map_err(|e| e.to_string())?;
-        }
-        tx.commit().map_err(|e| e.to_string())?;
+        let mut client = connect(url, schema)?;
         let insert = client.prepare(INSERT).map_err(|e| e.to_string())?;
         Ok(PgStore { client, insert })
+    }
+}
+
+type Job = Box<dyn FnOnce(Result<&mut Client, String>) + Send>;
+
+/// How long a reader waits after a failed connect before trying again.
+const RECONNECT_AFTER: Duration = Duration::from_secs(1);
+
+/// A PostgreSQL connection owned by its own thread. The `postgres` client drives a
+/// private runtime and must not be called from the async runtime's threads; callers
+/// hand it work instead and wait for the answer. It connects on first use and again
+/// after the connection breaks.
+pub struct PgWorker {
+    jobs: Mutex<mpsc::Sender<Job>>,
+}
+
+impl PgWorker {
+    /// Starts the thread; the first job connects.
+    pub fn start(url: String, schema: String) -> Result<Self, String> {
+        let (tx, rx) = mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("ledger-pg-reader".into())
+            .spawn(move || {
+                let mut client: Option<Client> = None;
+                // After a failed connect, jobs fail at once for a while instead of each
+                // waiting out a connect timeout of its own.
+                let mut down: Option<(Instant, String)> = None;
+                // Ends when the last handle is dropped.
+                for job in rx {
+                    if client.as_ref().is_none_or(Client::is_closed) {
+                        client = None;
+                        if let Some((since, e)) = &down
+                            && since.elapsed() < RECONNECT_AFTER
+                        {
+                            job(Err(e.clone()));
+                            continue;
+                        }
+                        match connect(&url, &schema) {
+                            Ok(c) => {
+                                client = Some(c);
+                                down = None;
+                            }
+                            Err(e) => {
+                                down = Some((Instant::now(), e.clone()));
+                                job(Err(e));
+                                continue;
+                            }
+                        }
+                    }
+                    if let Some(c) = client.as_mut() {
+                        job(Ok(c));
+                    }
+                }
+            })
+            .map_err(|e| format!("cannot start the PostgreSQL reader thread: {e}"))?;
+        Ok(PgWorker {
+            jobs: Mutex::new(tx),
+        })
+    }
+
+    /// Runs `f` on the connection's thread and waits for it.
+    pub fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Client) -> Result<T, postgres::Error> + Send + 'static,
+    ) -> Result<T, String> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        let job: Job = Box::new(move |client| {
+            let _ = tx.send(client.and_then(|c| f(c).map_err(|e| format!("PostgreSQL: {e}"))));
+        });
+        self.jobs
+            .lock()
+            .map_err(|_| "the PostgreSQL reader is unavailable".to_owned())?
+            .send(job)
+            .map_err(|_| "the PostgreSQL reader thread stopped".to_owned())?;
+        rx.recv()
+            .map_err(|_| "the PostgreSQL reader thread stopped".to_owned())?
     }
 }
 
@@ -162,4 +271,58 @@ impl LedgerStore for PgStore {
         }
         tx.commit().map_err(|e| e.to_string())
     }
+}
+
+/// Calls `tick(true)` after every `NOTIFY channel` from any connection to the database,
+/// and `tick(false)` about once a second otherwise, on a thread of its own, until
+/// `tick` returns false. Reconnects after errors; while disconnected it keeps ticking.
+pub fn listen(
+    url: String,
+    schema: String,
+    channel: String,
+    mut tick: impl FnMut(bool) -> bool + Send + 'static,
+) -> Result<(), String> {
+    std::thread::Builder::new()
+        .name("ledger-pg-listen".into())
+        .spawn(move || {
+            loop {
+                let listening = connect(&url, &schema).and_then(|mut c| {
+                    c.batch_execute(&format!("LISTEN {channel}"))
+                        .map(|()| c)
+                        .map_err(|e| e.to_string())
+                });
+                let mut client = match listening {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot listen for key changes; retrying");
+                        std::thread::sleep(RECONNECT_AFTER);
+                        // Changes made meanwhile are read now.
+                        if !tick(true) {
+                            return;
+                        }
+                        continue;
+                    }
+                };
+                loop {
+                    let next = client
+                        .notifications()
+                        .timeout_iter(Duration::from_secs(1))
+                        .next();
+                    let keep = match next {
+                        Ok(Some(_)) => {
+                            // One refresh covers every change already queued.
+                            while let Ok(Some(_)) = client.notifications().iter().next() {}
+                            tick(true)
+                        }
+                        Ok(None) if !client.is_closed() => tick(false),
+                        Ok(None) | Err(_) => break,
+                    };
+                    if !keep {
+                        return;
+                    }
+                }
+            }
+        })
+        .map(drop)
+        .map_err(|e| format!("cannot start the PostgreSQL listener thread: {e}"))
 }

@@ -1,14 +1,15 @@
 //! Reading the ledger: spend totals grouped by a dimension, and pages of raw records.
-//! Shared by `GET /v1/spend`, `crossroads spend` and budgets resuming after a restart.
+//! Shared by `GET /v1/spend`, `crossroads spend` and budgets resuming after a restart,
+//! on either backend: the SQL is written once ([`super::db`]).
 
 use std::path::Path;
-use std::sync::Mutex;
 
-use rusqlite::{Connection, params_from_iter, types::Value as SqlValue};
 use serde::Serialize;
 
+use super::db::{Cell, Db, Dialect, Kind, Param};
 use crate::accounting::Usd;
 use crate::admission::{Scope, SpendSource};
+use crate::config::LedgerBackend;
 
 /// What spend is grouped by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,7 +39,7 @@ impl GroupBy {
         })
     }
 
-    fn column(self) -> &'static str {
+    fn column(self, dialect: Dialect) -> &'static str {
         match self {
             GroupBy::Team => "team",
             GroupBy::Key => "key_id",
@@ -47,7 +48,12 @@ impl GroupBy {
             GroupBy::Rule => "rule",
             GroupBy::Domain => "label",
             GroupBy::Tier => "tier",
-            GroupBy::Day => "strftime('%Y-%m-%d', ts_ms / 1000, 'unixepoch')",
+            GroupBy::Day => match dialect {
+                Dialect::Sqlite => "strftime('%Y-%m-%d', ts_ms / 1000, 'unixepoch')",
+                Dialect::Postgres => {
+                    "to_char(to_timestamp(ts_ms / 1000) AT TIME ZONE 'UTC', 'YYYY-MM-DD')"
+                }
+            },
         }
     }
 }
@@ -63,25 +69,74 @@ pub struct Filter {
     pub key: Option<String>,
 }
 
+/// Where a page of records starts: records strictly older than this one, in the order
+/// `(ts_ms, request_id)`, so records sharing a millisecond are neither lost nor repeated
+/// at a page boundary. Written `MS:REQUEST_ID`; a bare `MS` means before that instant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cursor {
+    pub ts_ms: i64,
+    pub request_id: Option<String>,
+}
+
+impl Cursor {
+    pub fn parse(text: &str) -> Option<Cursor> {
+        match text.split_once(':') {
+            Some((ms, id)) => Some(Cursor {
+                ts_ms: ms.parse().ok()?,
+                request_id: Some(id.to_owned()),
+            }),
+            None => Some(Cursor {
+                ts_ms: text.parse().ok()?,
+                request_id: None,
+            }),
+        }
+    }
+}
+
+impl std::fmt::Display for Cursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.request_id {
+            Some(id) => write!(f, "{}:{id}", self.ts_ms),
+            None => write!(f, "{}", self.ts_ms),
+        }
+    }
+}
+
 impl Filter {
-    fn sql(&self) -> (String, Vec<SqlValue>) {
+    /// The `WHERE` clause (or nothing) and its parameters, numbered from `$1`.
+    fn sql(&self, before: Option<&Cursor>) -> (String, Vec<Param>) {
         let mut clauses = Vec::new();
         let mut values = Vec::new();
+        let mut next = |p: Param| {
+            values.push(p);
+            format!("${}", values.len())
+        };
         if let Some(from) = self.from_ms {
-            clauses.push("ts_ms >= ?");
-            values.push(SqlValue::Integer(from));
+            clauses.push(format!("ts_ms >= {}", next(Param::Int(Some(from)))));
         }
         if let Some(to) = self.to_ms {
-            clauses.push("ts_ms < ?");
-            values.push(SqlValue::Integer(to));
+            clauses.push(format!("ts_ms < {}", next(Param::Int(Some(to)))));
         }
         if let Some(team) = &self.team {
-            clauses.push("team = ?");
-            values.push(SqlValue::Text(team.clone()));
+            clauses.push(format!("team = {}", next(Param::Text(Some(team.clone())))));
         }
         if let Some(key) = &self.key {
-            clauses.push("key_id = ?");
-            values.push(SqlValue::Text(key.clone()));
+            clauses.push(format!("key_id = {}", next(Param::Text(Some(key.clone())))));
+        }
+        match before {
+            Some(Cursor {
+                ts_ms,
+                request_id: Some(id),
+            }) => {
+                let ts = next(Param::Int(Some(*ts_ms)));
+                let id = next(Param::Text(Some(id.clone())));
+                clauses.push(format!("(ts_ms, request_id) < ({ts}, {id})"));
+            }
+            Some(Cursor {
+                ts_ms,
+                request_id: None,
+            }) => clauses.push(format!("ts_ms < {}", next(Param::Int(Some(*ts_ms))))),
+            None => {}
         }
         let sql = if clauses.is_empty() {
             String::new()
@@ -108,104 +163,142 @@ pub struct SpendRow {
     pub savings_usd: String,
 }
 
-/// A read-only handle on the ledger file.
+/// The columns of a raw record, in the order pages list them, and how to read each.
+const RECORD_COLUMNS: &[(&str, Kind)] = &[
+    ("request_id", Kind::Text),
+    ("ts_ms", Kind::Int),
+    ("key_id", Kind::Text),
+    ("team", Kind::Text),
+    ("end_user", Kind::Text),
+    ("endpoint", Kind::Text),
+    ("requested_model", Kind::Text),
+    ("label", Kind::Text),
+    ("task", Kind::Text),
+    ("confidence", Kind::Real),
+    ("difficulty", Kind::Real),
+    ("pii", Kind::Bool),
+    ("pii_kinds", Kind::Text),
+    ("rule", Kind::Text),
+    ("shadow_rule", Kind::Text),
+    ("pool", Kind::Text),
+    ("deployment", Kind::Text),
+    ("provider", Kind::Text),
+    ("upstream_model", Kind::Text),
+    ("tier", Kind::Text),
+    ("cache_hit", Kind::Bool),
+    ("stream", Kind::Bool),
+    ("status", Kind::Int4),
+    ("error_kind", Kind::Text),
+    ("attempts", Kind::Int4),
+    ("fallbacks", Kind::Text),
+    ("input_tokens", Kind::Int),
+    ("cached_input_tokens", Kind::Int),
+    ("cache_write_tokens", Kind::Int),
+    ("output_tokens", Kind::Int),
+    ("reasoning_tokens", Kind::Int),
+    ("usage_estimated", Kind::Bool),
+    ("cost_pusd", Kind::Int),
+    ("reference_cost_pusd", Kind::Int),
+    ("latency_us", Kind::Int),
+    ("ttft_us", Kind::Int),
+    ("upstream_us", Kind::Int),
+];
+
+/// A read-only handle on the ledger, SQLite or PostgreSQL.
 pub struct LedgerReader {
-    conn: Mutex<Connection>,
+    db: Db,
 }
 
 impl LedgerReader {
+    /// Reads a SQLite ledger file.
     pub fn open(path: &Path) -> Result<Self, String> {
-        let conn = Connection::open(path).map_err(|e| format!("ledger {}: {e}", path.display()))?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))
-            .map_err(|e| e.to_string())?;
-        Ok(LedgerReader {
-            conn: Mutex::new(conn),
-        })
+        Db::sqlite(path).map(|db| LedgerReader { db })
     }
 
-    fn with<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, String> {
-        let conn = self
-            .conn
-            .lock()
-            .map_err(|_| "the ledger reader is unavailable".to_owned())?;
-        f(&conn).map_err(|e| e.to_string())
+    /// Reads the configured ledger; `None` for an in-memory one.
+    pub fn for_backend(backend: &LedgerBackend) -> Result<Option<Self>, String> {
+        Ok(Db::open(backend)?.map(|db| LedgerReader { db }))
     }
 
     /// Spend totals grouped by `by`, dearest first.
     pub fn spend(&self, by: GroupBy, filter: &Filter) -> Result<Vec<SpendRow>, String> {
-        let (clause, values) = filter.sql();
+        let (clause, values) = filter.sql(None);
+        // PostgreSQL sums BIGINT into NUMERIC: cast back, which SQLite accepts too.
         let sql = format!(
-            "SELECT {g} AS g, COUNT(*), SUM(input_tokens), SUM(cached_input_tokens),
-                    SUM(cache_write_tokens), SUM(output_tokens), SUM(reasoning_tokens),
-                    SUM(cost_pusd), SUM(reference_cost_pusd)
-             FROM requests {clause} GROUP BY g ORDER BY SUM(cost_pusd) DESC, g",
-            g = by.column()
+            "SELECT {g} AS g, COUNT(*), CAST(SUM(input_tokens) AS BIGINT),
+                    CAST(SUM(cached_input_tokens) AS BIGINT),
+                    CAST(SUM(cache_write_tokens) AS BIGINT),
+                    CAST(SUM(output_tokens) AS BIGINT), CAST(SUM(reasoning_tokens) AS BIGINT),
+                    CAST(SUM(cost_pusd) AS BIGINT), CAST(SUM(reference_cost_pusd) AS BIGINT)
+             FROM requests {clause} GROUP BY g ORDER BY SUM(cost_pusd) DESC, g NULLS FIRST",
+            g = by.column(self.db.dialect())
         );
-        self.with(|conn| {
-            let mut stmt = conn.prepare(&sql)?;
-            let rows = stmt.query_map(params_from_iter(values), |r| {
-                let cost = Usd::from_pico(r.get::<_, Option<i64>>(7)?.unwrap_or(0));
-                let reference = Usd::from_pico(r.get::<_, Option<i64>>(8)?.unwrap_or(0));
-                Ok(SpendRow {
-                    group: r.get(0)?,
-                    requests: r.get(1)?,
-                    input_tokens: r.get::<_, Option<i64>>(2)?.unwrap_or(0),
-                    cached_input_tokens: r.get::<_, Option<i64>>(3)?.unwrap_or(0),
-                    cache_write_tokens: r.get::<_, Option<i64>>(4)?.unwrap_or(0),
-                    output_tokens: r.get::<_, Option<i64>>(5)?.unwrap_or(0),
-                    reasoning_tokens: r.get::<_, Option<i64>>(6)?.unwrap_or(0),
+        let mut kinds = [Kind::Int; 9];
+        kinds[0] = Kind::Text;
+        let rows = self.db.query(&sql, values, &kinds)?;
+        Ok(rows
+            .into_iter()
+            .map(|r| {
+                let n = |i: usize| r.get(i).and_then(Cell::int).unwrap_or(0);
+                let cost = Usd::from_pico(n(7));
+                let reference = Usd::from_pico(n(8));
+                SpendRow {
+                    group: r.first().and_then(Cell::text),
+                    requests: n(1),
+                    input_tokens: n(2),
+                    cached_input_tokens: n(3),
+                    cache_write_tokens: n(4),
+                    output_tokens: n(5),
+                    reasoning_tokens: n(6),
                     cost_usd: cost.to_string(),
                     reference_cost_usd: reference.to_string(),
                     savings_usd: (reference - cost).to_string(),
-                })
-            })?;
-            rows.collect()
-        })
+                }
+            })
+            .collect())
     }
 
-    /// A page of raw records, newest first, older than `before_ms` when given.
+    /// A page of raw records, newest first, older than `before` when given. Returns the
+    /// records and the cursor of the next page when this one is full.
     pub fn records(
         &self,
         filter: &Filter,
-        before_ms: Option<i64>,
+        before: Option<&Cursor>,
         limit: u32,
-    ) -> Result<Vec<serde_json::Map<String, serde_json::Value>>, String> {
-        let mut filter = filter.clone();
-        if let Some(before) = before_ms {
-            filter.to_ms = Some(filter.to_ms.map_or(before, |t| t.min(before)));
-        }
-        let (clause, mut values) = filter.sql();
-        values.push(SqlValue::Integer(i64::from(limit)));
-        let sql =
-            format!("SELECT * FROM requests {clause} ORDER BY ts_ms DESC, rowid DESC LIMIT ?");
-        self.with(|conn| {
-            let mut stmt = conn.prepare(&sql)?;
-            let names: Vec<String> = stmt
-                .column_names()
-                .iter()
-                .map(|s| (*s).to_owned())
-                .collect();
-            let rows = stmt.query_map(params_from_iter(values), |row| {
-                let mut map = serde_json::Map::new();
-                for (i, name) in names.iter().enumerate() {
-                    let value = match row.get_ref(i)? {
-                        rusqlite::types::ValueRef::Null => serde_json::Value::Null,
-                        rusqlite::types::ValueRef::Integer(n) => n.into(),
-                        rusqlite::types::ValueRef::Real(f) => f.into(),
-                        rusqlite::types::ValueRef::Text(t) => String::from_utf8_lossy(t).into(),
-                        rusqlite::types::ValueRef::Blob(_) => serde_json::Value::Null,
-                    };
-                    map.insert(name.clone(), value);
-                }
-                Ok(map)
-            })?;
-            rows.collect()
-        })
+    ) -> Result<Page, String> {
+        let (clause, mut values) = filter.sql(before);
+        values.push(Param::Int(Some(i64::from(limit))));
+        let columns: Vec<&str> = RECORD_COLUMNS.iter().map(|(name, _)| *name).collect();
+        let kinds: Vec<Kind> = RECORD_COLUMNS.iter().map(|(_, kind)| *kind).collect();
+        let sql = format!(
+            "SELECT {} FROM requests {clause} ORDER BY ts_ms DESC, request_id DESC LIMIT ${}",
+            columns.join(", "),
+            values.len()
+        );
+        let rows = self.db.query(&sql, values, &kinds)?;
+        let next = (rows.len() == limit as usize)
+            .then(|| {
+                let last = rows.last()?;
+                Some(Cursor {
+                    ts_ms: last.get(1)?.int()?,
+                    request_id: Some(last.first()?.text()?),
+                })
+            })
+            .flatten();
+        let records = rows
+            .into_iter()
+            .map(|row| {
+                columns
+                    .iter()
+                    .zip(row.iter())
+                    .map(|(name, cell)| ((*name).to_owned(), cell.to_json()))
+                    .collect()
+            })
+            .collect();
+        Ok(Page { records, next })
     }
-}
 
-impl SpendSource for LedgerReader {
-    fn spent_since(&self, scope: &Scope, since_ms: i64) -> Usd {
+    fn spent(&self, scope: &Scope, since_ms: i64) -> Result<Usd, String> {
         let filter = match scope {
             Scope::Key(id) => Filter {
                 key: Some(id.clone()),
@@ -218,11 +311,34 @@ impl SpendSource for LedgerReader {
                 ..Filter::default()
             },
         };
-        let (clause, values) = filter.sql();
-        let sql = format!("SELECT COALESCE(SUM(cost_pusd), 0) FROM requests {clause}");
-        let pico = self
-            .with(|conn| conn.query_row(&sql, params_from_iter(values), |r| r.get::<_, i64>(0)));
-        Usd::from_pico(pico.unwrap_or(0))
+        let (clause, values) = filter.sql(None);
+        let sql =
+            format!("SELECT CAST(COALESCE(SUM(cost_pusd), 0) AS BIGINT) FROM requests {clause}");
+        let rows = self.db.query(&sql, values, &[Kind::Int])?;
+        Ok(Usd::from_pico(
+            rows.first()
+                .and_then(|r| r.first())
+                .and_then(Cell::int)
+                .unwrap_or(0),
+        ))
+    }
+}
+
+/// A page of raw ledger records.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page {
+    pub records: Vec<serde_json::Map<String, serde_json::Value>>,
+    /// Where the next page starts; `None` on the last page.
+    pub next: Option<Cursor>,
+}
+
+impl SpendSource for LedgerReader {
+    /// Called once per budget and period by a process (the first request that needs
+    /// it); from the async runtime it costs that request one query.
+    fn spent_since(&self, scope: &Scope, since_ms: i64) -> Result<Usd, String> {
+        self.spent(scope, since_ms).inspect_err(|e| {
+            tracing::error!(error = %e, scope = scope.kind(), "cannot read past spend; the budget's requests are refused until it can");
+        })
     }
 }
 

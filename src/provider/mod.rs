@@ -20,13 +20,8 @@ pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, UpstreamError>> + 
 
 /// A successful upstream answer, normalized to the OpenAI wire format.
 pub enum Reply {
-    /// A whole chat.completion JSON body; `output_chars` counts the generated text for
-    /// estimating tokens when the upstream reported no usage.
-    Complete {
-        body: Bytes,
-        usage: Option<Usage>,
-        output_chars: usize,
-    },
+    /// A whole chat.completion JSON body, and its usage when the upstream reported it.
+    Complete { body: Bytes, usage: Option<Usage> },
     /// A stream whose first bytes have already arrived.
     Stream { first: Bytes, rest: ByteStream },
 }

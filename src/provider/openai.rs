@@ -7,7 +7,7 @@ use serde::Deserialize;
 use super::http::{Http, first_bytes};
 use super::{Reply, UpstreamError};
 use crate::accounting::Usage;
-use crate::accounting::usage::{GeneratedText, OpenAiUsage};
+use crate::accounting::usage::OpenAiUsage;
 use crate::config::{Deployment, ProviderKind};
 use crate::request::ChatRequest;
 
@@ -47,42 +47,28 @@ impl OpenAiUpstream {
                     return Ok(Reply::Stream { first, rest });
                 }
                 let body = self.http.body(response).await?;
-                let (usage, output_chars) = parse_reply(&body).map_err(|e| {
+                let usage = parse_reply(&body).map_err(|e| {
                     self.http.protocol_error(format_args!(
                         "returned a body that is not a chat completion: {e}"
                     ))
                 })?;
-                Ok(Reply::Complete {
-                    body,
-                    usage,
-                    output_chars,
-                })
+                Ok(Reply::Complete { body, usage })
             })
             .await
     }
 }
 
-/// The `usage` of a chat.completion body and the characters it generated; errors when
-/// the body is not a JSON object.
-fn parse_reply(body: &[u8]) -> Result<(Option<Usage>, usize), serde_json::Error> {
+/// The `usage` of a chat.completion body; errors when the body is not a JSON object.
+fn parse_reply(body: &[u8]) -> Result<Option<Usage>, serde_json::Error> {
     #[derive(Deserialize)]
-    struct Peek<'a> {
+    struct Peek {
         #[serde(default)]
         usage: Option<OpenAiUsage>,
-        #[serde(default, borrow)]
-        choices: Vec<Choice<'a>>,
-    }
-    #[derive(Deserialize)]
-    struct Choice<'a> {
-        #[serde(default, borrow)]
-        message: Option<GeneratedText<'a>>,
+        /// Checked to be an array; read again only when usage must be counted.
+        #[serde(default)]
+        #[allow(dead_code)]
+        choices: Vec<serde::de::IgnoredAny>,
     }
     let peek: Peek = serde_json::from_slice(body)?;
-    let chars = peek
-        .choices
-        .iter()
-        .filter_map(|c| c.message.as_ref())
-        .map(GeneratedText::chars)
-        .sum();
-    Ok((peek.usage.map(Into::into), chars))
+    Ok(peek.usage.map(Into::into))
 }

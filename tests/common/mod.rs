@@ -587,3 +587,21 @@ pub async fn sse_data(response: reqwest::Response) -> Vec<String> {
         })
         .collect()
 }
+
+/// Tokens of `text` in tiktoken's `encoding` (`o200k_base` or `cl100k_base`), straight
+/// from the tokenizer library: what the gateway's counts must equal.
+pub fn tiktoken(encoding: &str, text: &str) -> u64 {
+    let bpe = match encoding {
+        "o200k_base" => tiktoken_rs::o200k_base(),
+        "cl100k_base" => tiktoken_rs::cl100k_base(),
+        other => panic!("no encoding {other}"),
+    }
+    .unwrap();
+    bpe.encode_ordinary(text).len() as u64
+}
+
+/// Prompt tokens of one-text messages as OpenAI's chat format frames them: the text,
+/// three tokens a message and three to prime the reply.
+pub fn tiktoken_prompt(encoding: &str, messages: &[&str]) -> u64 {
+    messages.iter().map(|m| tiktoken(encoding, m)).sum::<u64>() + 3 * messages.len() as u64 + 3
+}

@@ -69,7 +69,7 @@ impl AnthropicUpstream {
                     return Ok(Reply::Stream { first, rest });
                 }
                 let body = self.http.body(response).await?;
-                let (body, usage, output_chars) = response::completion(&body).map_err(|e| {
+                let (body, usage) = response::completion(&body).map_err(|e| {
                     self.http.protocol_error(format_args!(
                         "returned a body that is not a Messages response: {e}"
                     ))
@@ -77,7 +77,6 @@ impl AnthropicUpstream {
                 Ok(Reply::Complete {
                     body,
                     usage: Some(usage),
-                    output_chars,
                 })
             })
             .await

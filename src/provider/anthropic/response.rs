@@ -96,7 +96,7 @@ struct Block {
 }
 
 /// A whole Messages response as a chat.completion body, its usage and generated chars.
-pub fn completion(body: &[u8]) -> Result<(Bytes, Usage, usize), serde_json::Error> {
+pub fn completion(body: &[u8]) -> Result<(Bytes, Usage), serde_json::Error> {
     let message: Message = serde_json::from_slice(body)?;
     let mut text = String::new();
     let mut tool_calls = Vec::new();
@@ -114,11 +114,6 @@ pub fn completion(body: &[u8]) -> Result<(Bytes, Usage, usize), serde_json::Erro
             _ => {}
         }
     }
-    let chars = text.len()
-        + tool_calls
-            .iter()
-            .map(|t| t.to_string().len())
-            .sum::<usize>();
     let mut reply = json!({ "role": "assistant", "content": if text.is_empty() && !tool_calls.is_empty() { Value::Null } else { json!(text) } });
     if !tool_calls.is_empty() {
         reply["tool_calls"] = Value::Array(tool_calls);
@@ -135,7 +130,7 @@ pub fn completion(body: &[u8]) -> Result<(Bytes, Usage, usize), serde_json::Erro
         }],
         "usage": message.usage.openai(),
     });
-    Ok((Bytes::from(out.to_string()), message.usage.usage(), chars))
+    Ok((Bytes::from(out.to_string()), message.usage.usage()))
 }
 
 /// Translates an Anthropic event stream into OpenAI chunk events, event by event.

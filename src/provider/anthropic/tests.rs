@@ -108,7 +108,7 @@ fn n_above_one_is_refused() {
 
 #[test]
 fn completion_maps_content_tools_stop_reason_and_usage() {
-    let (body, usage, _) = completion(
+    let (body, usage) = completion(
         json!({
             "id": "msg_1", "type": "message", "role": "assistant", "model": "claude-x",
             "content": [

@@ -1,0 +1,299 @@
+//! One connection to the ledger's database, SQLite or PostgreSQL, for the readers that
+//! share its SQL: spend queries ([`super::query`]) and the key store
+//! ([`crate::auth::store`]). Statements use `$1, $2, ...` placeholders, which both
+//! engines read (SQLite numbers `$N` parameters in order of first appearance, so each
+//! statement names them in ascending order); only what differs (a date expression) is
+//! asked of [`Dialect`]. Every call blocks: callers run it on a blocking thread, or
+//! accept one round trip where they cannot (see [`Db::query`]).
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use rusqlite::Connection;
+
+use crate::config::LedgerBackend;
+
+/// The SQL spoken by the database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+/// A statement parameter. Integers are 64-bit: every integer column the readers filter
+/// or write is `BIGINT` in PostgreSQL.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Param {
+    Int(Option<i64>),
+    Text(Option<String>),
+}
+
+/// How to read a result column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Text,
+    /// `BIGINT` in PostgreSQL (and any SQL expression cast to it).
+    Int,
+    /// `INTEGER` in PostgreSQL.
+    Int4,
+    Real,
+    /// `BOOLEAN` in PostgreSQL, 0/1 in SQLite.
+    Bool,
+}
+
+/// A result value.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Cell {
+    Null,
+    Int(i64),
+    Real(f64),
+    Text(String),
+    Bool(bool),
+}
+
+impl Cell {
+    pub fn int(&self) -> Option<i64> {
+        match self {
+            Cell::Int(n) => Some(*n),
+            _ => None,
+        }
+    }
+
+    pub fn text(&self) -> Option<String> {
+        match self {
+            Cell::Text(t) => Some(t.clone()),
+            _ => None,
+        }
+    }
+
+    pub fn to_json(&self) -> serde_json::Value {
+        match self {
+            Cell::Null => serde_json::Value::Null,
+            Cell::Int(n) => (*n).into(),
+            Cell::Real(f) => (*f).into(),
+            Cell::Text(t) => t.as_str().into(),
+            Cell::Bool(b) => (*b).into(),
+        }
+    }
+}
+
+/// Why a statement failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DbError {
+    /// A unique constraint refused the row.
+    Conflict,
+    Other(String),
+}
+
+impl From<DbError> for String {
+    fn from(e: DbError) -> String {
+        match e {
+            DbError::Conflict => "the row already exists".into(),
+            DbError::Other(message) => message,
+        }
+    }
+}
+
+/// A connection to the ledger database.
+pub enum Db {
+    Sqlite(Mutex<Connection>),
+    Postgres(super::postgres::PgWorker),
+}
+
+impl Db {
+    /// Opens the ledger's database, or `None` for an in-memory ledger, which no other
+    /// connection can see.
+    pub fn open(backend: &LedgerBackend) -> Result<Option<Db>, String> {
+        match backend {
+            LedgerBackend::Sqlite(path) => Db::sqlite(path).map(Some),
+            LedgerBackend::SqliteMemory => Ok(None),
+            LedgerBackend::Postgres { url, schema } => Ok(Some(Db::Postgres(
+                super::postgres::PgWorker::start(url.expose().to_owned(), schema.clone())?,
+            ))),
+        }
+    }
+
+    /// Opens a SQLite ledger file.
+    pub fn sqlite(path: &Path) -> Result<Db, String> {
+        let conn = Connection::open(path).map_err(|e| format!("ledger {}: {e}", path.display()))?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(|e| e.to_string())?;
+        Ok(Db::Sqlite(Mutex::new(conn)))
+    }
+
+    /// A private in-memory SQLite database (tests).
+    pub fn sqlite_in_memory() -> Result<Db, String> {
+        Connection::open_in_memory()
+            .map(|c| Db::Sqlite(Mutex::new(c)))
+            .map_err(|e| e.to_string())
+    }
+
+    pub fn dialect(&self) -> Dialect {
+        match self {
+            Db::Sqlite(_) => Dialect::Sqlite,
+            Db::Postgres(_) => Dialect::Postgres,
+        }
+    }
+
+    /// Runs statements without parameters or results (schema setup).
+    pub fn batch(&self, sql: &str) -> Result<(), String> {
+        match self {
+            Db::Sqlite(conn) => lock(conn)?.execute_batch(sql).map_err(|e| e.to_string()),
+            Db::Postgres(pg) => {
+                let sql = sql.to_owned();
+                pg.run(move |c| c.batch_execute(&sql))
+            }
+        }
+    }
+
+    /// Runs a statement; returns the rows it changed.
+    pub fn execute(&self, sql: &str, params: Vec<Param>) -> Result<u64, DbError> {
+        match self {
+            Db::Sqlite(conn) => {
+                let conn = lock(conn).map_err(DbError::Other)?;
+                conn.execute(
+                    sql,
+                    rusqlite::params_from_iter(params.iter().map(sqlite_param)),
+                )
+                .map(|n| n as u64)
+                .map_err(|e| match e {
+                    rusqlite::Error::SqliteFailure(f, _)
+                        if f.code == rusqlite::ErrorCode::ConstraintViolation =>
+                    {
+                        DbError::Conflict
+                    }
+                    other => DbError::Other(other.to_string()),
+                })
+            }
+            Db::Postgres(pg) => {
+                let sql = sql.to_owned();
+                let outcome = pg.run(move |c| Ok(c.execute(&sql, &pg_params(&params))));
+                match outcome {
+                    Ok(Ok(n)) => Ok(n),
+                    Ok(Err(e))
+                        if e.code() == Some(&postgres::error::SqlState::UNIQUE_VIOLATION) =>
+                    {
+                        Err(DbError::Conflict)
+                    }
+                    Ok(Err(e)) => Err(DbError::Other(e.to_string())),
+                    Err(e) => Err(DbError::Other(e)),
+                }
+            }
+        }
+    }
+
+    /// Runs a query and reads each row's columns as `kinds` says. From inside the async
+    /// runtime this blocks the calling thread for one round trip (PostgreSQL queries run
+    /// on the connection's own thread, never on the runtime's).
+    pub fn query(
+        &self,
+        sql: &str,
+        params: Vec<Param>,
+        kinds: &[Kind],
+    ) -> Result<Vec<Vec<Cell>>, String> {
+        match self {
+            Db::Sqlite(conn) => {
+                let conn = lock(conn)?;
+                let mut stmt = conn.prepare(sql).map_err(|e| e.to_string())?;
+                let rows = stmt
+                    .query_map(
+                        rusqlite::params_from_iter(params.iter().map(sqlite_param)),
+                        |row| {
+                            kinds
+                                .iter()
+                                .enumerate()
+                                .map(|(i, kind)| sqlite_cell(row.get_ref(i)?, *kind))
+                                .collect::<rusqlite::Result<Vec<_>>>()
+                        },
+                    )
+                    .map_err(|e| e.to_string())?;
+                rows.collect::<rusqlite::Result<Vec<_>>>()
+                    .map_err(|e| e.to_string())
+            }
+            Db::Postgres(pg) => {
+                let sql = sql.to_owned();
+                let kinds = kinds.to_vec();
+                pg.run(move |c| {
+                    c.query(&sql, &pg_params(&params))?
+                        .iter()
+                        .map(|row| {
+                            kinds
+                                .iter()
+                                .enumerate()
+                                .map(|(i, kind)| pg_cell(row, i, *kind))
+                                .collect::<Result<Vec<_>, _>>()
+                        })
+                        .collect()
+                })
+            }
+        }
+    }
+}
+
+/// Runs `tick(true)` whenever a connection to the same PostgreSQL database sends
+/// `NOTIFY channel`, and `tick(false)` about once a second, until `tick` returns false
+/// on a thread of its own. Other backends have no such signal: nothing runs.
+pub fn listen(
+    backend: &LedgerBackend,
+    channel: String,
+    tick: impl FnMut(bool) -> bool + Send + 'static,
+) -> Result<(), String> {
+    match backend {
+        LedgerBackend::Postgres { url, schema } => {
+            super::postgres::listen(url.expose().to_owned(), schema.clone(), channel, tick)
+        }
+        LedgerBackend::Sqlite(_) | LedgerBackend::SqliteMemory => Ok(()),
+    }
+}
+
+fn lock(conn: &Mutex<Connection>) -> Result<std::sync::MutexGuard<'_, Connection>, String> {
+    conn.lock()
+        .map_err(|_| "the ledger connection is unavailable".to_owned())
+}
+
+fn sqlite_param(p: &Param) -> rusqlite::types::Value {
+    use rusqlite::types::Value;
+    match p {
+        Param::Int(Some(n)) => Value::Integer(*n),
+        Param::Text(Some(t)) => Value::Text(t.clone()),
+        Param::Int(None) | Param::Text(None) => Value::Null,
+    }
+}
+
+fn pg_params(params: &[Param]) -> Vec<&(dyn postgres::types::ToSql + Sync)> {
+    params
+        .iter()
+        .map(|p| match p {
+            Param::Int(n) => n as &(dyn postgres::types::ToSql + Sync),
+            Param::Text(t) => t as &(dyn postgres::types::ToSql + Sync),
+        })
+        .collect()
+}
+
+fn sqlite_cell(value: rusqlite::types::ValueRef<'_>, kind: Kind) -> rusqlite::Result<Cell> {
+    use rusqlite::types::ValueRef;
+    Ok(match (value, kind) {
+        (ValueRef::Null, _) => Cell::Null,
+        (ValueRef::Integer(n), Kind::Bool) => Cell::Bool(n != 0),
+        (ValueRef::Integer(n), Kind::Real) => Cell::Real(n as f64),
+        (ValueRef::Integer(n), _) => Cell::Int(n),
+        (ValueRef::Real(f), _) => Cell::Real(f),
+        (ValueRef::Text(t), _) => Cell::Text(String::from_utf8_lossy(t).into_owned()),
+        (ValueRef::Blob(_), _) => Cell::Null,
+    })
+}
+
+fn pg_cell(row: &postgres::Row, i: usize, kind: Kind) -> Result<Cell, postgres::Error> {
+    Ok(match kind {
+        Kind::Text => row.try_get::<_, Option<String>>(i)?.map(Cell::Text),
+        Kind::Int => row.try_get::<_, Option<i64>>(i)?.map(Cell::Int),
+        Kind::Int4 => row
+            .try_get::<_, Option<i32>>(i)?
+            .map(|n| Cell::Int(i64::from(n))),
+        Kind::Real => row
+            .try_get::<_, Option<f32>>(i)?
+            .map(|f| Cell::Real(f64::from(f))),
+        Kind::Bool => row.try_get::<_, Option<bool>>(i)?.map(Cell::Bool),
+    }
+    .unwrap_or(Cell::Null))
+}
