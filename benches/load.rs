@@ -1,30 +1,65 @@
 //! End-to-end load benchmark: the same fast scripted upstream called directly (the
 //! floor) and through `crossroads serve` with every stage on (classification, routing,
-//! accounting, SQLite ledger, metrics), in one run, with `wrk` as the load generator.
+//! accounting, SQLite ledger, metrics), in one run, on the same machine.
 //!
-//! Run: `cargo bench --bench load` (needs `wrk`: `apt-get install wrk`).
-//! Options (environment): LOAD_SECONDS (default 10), LOAD_CONNECTIONS (default "16,64"),
-//! LOAD_LITELLM=1 adds LiteLLM's proxy (installed by scripts/bench-litellm.sh into its
-//! own virtual environment) on the same upstream, at the same concurrencies.
+//! Run: `cargo bench --bench load`. Load generators: `wrk` (closed loop:
+//! `apt-get install wrk`) and `oha` (fixed rate: `cargo install oha --locked`);
+//! `scripts/load-tools.sh` installs whichever is missing.
 //!
-//! Reports requests/s, latency p50/p99, added latency over the floor, the gateway's CPU
-//! time per request (its CPU seconds / requests served: the figure that survives a noisy
-//! shared machine) and its peak RSS.
+//! Sections, each measured against the floor in the same run:
+//! 1. closed loop (wrk, `LOAD_CONNECTIONS` connections): requests/s, latency p50/p99,
+//!    added latency, the gateway's CPU time per request (its CPU seconds / requests
+//!    served: the figure that survives a noisy shared machine). Gateways: `crossroads`
+//!    (heuristic classifier), `crossroads (shipped classifier)` (the learned linear
+//!    model `routes.toml` ships), `crossroads (cache hit)` (cache on, the same request
+//!    repeated; every answer is checked to be a hit), and LiteLLM's proxy with
+//!    `LOAD_LITELLM=1` (installed by scripts/bench-litellm.sh into its own venv).
+//! 2. fixed rate (oha `-q`, open loop, corrected for coordinated omission): added
+//!    latency p50/p99 at `LOAD_RATE` requests/s (default 2000; 0 skips).
+//! 3. streaming time to first token: scripts/ttft.py alternates streamed requests
+//!    through the gateway and directly (`LOAD_TTFT_N` per side, default 200; 0 skips).
+//!
+//! Other options (environment): LOAD_SECONDS (default 10) per measured run.
+//! Prints the machine, the date and the load average beside the tables.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::io::Write;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use axum::Router;
-use axum::response::IntoResponse;
+use axum::body::Bytes;
+use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 
 const COMPLETION: &str = r#"{"id":"chatcmpl-bench","object":"chat.completion","created":1700000000,"model":"gpt-4.1","choices":[{"index":0,"message":{"role":"assistant","content":"Paris is the capital of France."},"finish_reason":"stop"}],"usage":{"prompt_tokens":24,"completion_tokens":8,"total_tokens":32}}"#;
 
+/// The streamed form of [`COMPLETION`], sent at once: what is measured is the time
+/// the gateway takes to pass the first content chunk on.
+const STREAM: &str = concat!(
+    r#"data: {"id":"chatcmpl-bench","object":"chat.completion.chunk","created":1700000000,"model":"gpt-4.1","choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}]}"#,
+    "\n\n",
+    r#"data: {"id":"chatcmpl-bench","object":"chat.completion.chunk","created":1700000000,"model":"gpt-4.1","choices":[{"index":0,"delta":{"content":"Paris is the capital of France."},"finish_reason":null}]}"#,
+    "\n\n",
+    r#"data: {"id":"chatcmpl-bench","object":"chat.completion.chunk","created":1700000000,"model":"gpt-4.1","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}"#,
+    "\n\n",
+    r#"data: {"id":"chatcmpl-bench","object":"chat.completion.chunk","created":1700000000,"model":"gpt-4.1","choices":[],"usage":{"prompt_tokens":24,"completion_tokens":8,"total_tokens":32}}"#,
+    "\n\n",
+    "data: [DONE]\n\n"
+);
+
 const REQUEST: &str = r#"{"model":"auto","messages":[{"role":"system","content":"You are a helpful assistant."},{"role":"user","content":"What is the capital of France? Answer in one sentence."}],"temperature":0.2,"max_tokens":64}"#;
 
-/// The upstream: answers every POST with the same completion, on its own thread.
+/// The gateway config the integration tests use too; every deployment points at the
+/// bench upstream.
+const TEMPLATE: &str = include_str!("../tests/fixtures/gateway.toml");
+
+const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+
+/// The upstream: answers every POST with the same completion (or its stream, when the
+/// request asks for one), on its own thread.
 fn start_upstream() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -38,9 +73,7 @@ fn start_upstream() -> u16 {
             let listener = tokio::net::TcpListener::from_std(listener).unwrap();
             let app = Router::new().route(
                 "/v1/chat/completions",
-                post(|| async {
-                    ([("content-type", "application/json")], COMPLETION).into_response()
-                }),
+                post(|body: Bytes| async move { answer(&body) }),
             );
             axum::serve(listener, app).await.unwrap();
         });
@@ -48,54 +81,145 @@ fn start_upstream() -> u16 {
     port
 }
 
-fn config(upstream: u16, port: u16, dir: &std::path::Path) -> String {
-    format!(
-        r#"
-[server]
-listen = "127.0.0.1:{port}"
-config_poll_ms = 0
+fn answer(body: &[u8]) -> Response {
+    // Compact (the gateway's) or spaced (Python's json.dumps) serialization.
+    let streamed = [&b"\"stream\":true"[..], b"\"stream\": true"]
+        .iter()
+        .any(|needle| body.windows(needle.len()).any(|w| w == *needle));
+    if streamed {
+        ([("content-type", "text/event-stream")], STREAM).into_response()
+    } else {
+        ([("content-type", "application/json")], COMPLETION).into_response()
+    }
+}
 
-[accounting]
-reference_model = "gpt-4.1"
+/// A `crossroads serve` process, stopped (SIGTERM) when dropped.
+struct Gateway {
+    name: &'static str,
+    child: Child,
+    port: u16,
+}
 
-[ledger]
-url = "sqlite://{ledger}"
+impl Gateway {
+    /// Starts the gateway on the shared template changed by `edit`, with its own ledger.
+    fn start(name: &'static str, upstream: u16, dir: &Path, edit: Edit) -> Gateway {
+        Gateway::start_under(name, upstream, dir, edit, &[])
+    }
 
-[[deployments]]
-id = "bench-upstream"
-provider = "openai_compatible"
-base_url = "http://127.0.0.1:{upstream}/v1"
-model = "gpt-4.1"
-tier = "frontier"
+    /// The same, with the gateway run by `wrapper` (e.g. valgrind and its options).
+    fn start_under(
+        name: &'static str,
+        upstream: u16,
+        dir: &Path,
+        edit: Edit,
+        wrapper: &[String],
+    ) -> Gateway {
+        let url = format!("http://127.0.0.1:{upstream}/v1");
+        let file = name.replace(|c: char| !c.is_ascii_alphanumeric(), "-");
+        let config = format!(
+            "{}\n[ledger]\nurl = \"sqlite://{}\"\n",
+            edit(
+                TEMPLATE
+                    .replace("@LOCAL_URL@", &url)
+                    .replace("@FRONTIER_A_URL@", &url)
+                    .replace("@FRONTIER_B_URL@", &url)
+            ),
+            dir.join(format!("{file}.db")).display()
+        );
+        let path = dir.join(format!("{file}.toml"));
+        std::fs::write(&path, config).unwrap();
+        let port = free_port();
+        let bin = env!("CARGO_BIN_EXE_crossroads");
+        let (program, before) = match wrapper.split_first() {
+            Some((program, rest)) => (program.as_str(), [rest, &[bin.to_owned()]].concat()),
+            None => (bin, Vec::new()),
+        };
+        let child = Command::new(program)
+            .args(before)
+            .args(["serve", "--config"])
+            .arg(&path)
+            .env("CROSSROADS__SERVER__LISTEN", format!("127.0.0.1:{port}"))
+            .env("CROSSROADS__SERVER__CONFIG_POLL_MS", "0")
+            .env("RUST_LOG", "error")
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let gateway = Gateway { name, child, port };
+        // Under valgrind, startup (the classifier model's load) takes seconds.
+        for _ in 0..1200 {
+            if http(port, "GET", "/readyz", &[], "").is_some_and(|r| r.status == 200) {
+                return gateway;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("{name} did not become ready");
+    }
 
-[[pools]]
-id = "frontier"
-deployments = ["bench-upstream"]
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
 
-[[rules]]
-id = "pii-local"
-when = {{ alias = ["*"], pii = true }}
-pool = "frontier"
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
 
-[[rules]]
-id = "code"
-when = {{ label = ["coding"], min_confidence = 0.6 }}
-pool = "frontier"
+    fn chat_url(&self) -> String {
+        format!("{}/v1/chat/completions", self.url())
+    }
 
-[[rules]]
-id = "default"
-pool = "frontier"
+    /// The value of one metrics series, `0` when absent.
+    fn metric(&self, series: &str) -> f64 {
+        let r = http(self.port, "GET", "/metrics", &[], "").unwrap();
+        r.body
+            .lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or(0.0)
+    }
+}
 
-[[prices]]
-model = "gpt-4.1"
-input = 2.00
-cached_input = 0.50
-output = 8.00
-source = "https://openai.com/api/pricing"
-as_of = "2026-06-21"
-"#,
-        ledger = dir.join("ledger.db").display()
-    )
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+struct HttpResponse {
+    status: u16,
+    head: String,
+    body: String,
+}
+
+/// A one-shot HTTP/1.1 request to 127.0.0.1:`port`; `None` if it cannot connect.
+fn http(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Option<HttpResponse> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    let mut request = format!(
+        "{method} {path} HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\ncontent-type: application/json\r\ncontent-length: {}\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    request.push_str(body);
+    stream.write_all(request.as_bytes()).ok()?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text).ok()?;
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    let status = head.split(' ').nth(1)?.parse().ok()?;
+    Some(HttpResponse {
+        status,
+        head: head.to_ascii_lowercase(),
+        body: body.to_owned(),
+    })
 }
 
 fn free_port() -> u16 {
@@ -123,6 +247,15 @@ fn peak_rss_mb(pid: u32) -> f64 {
         .map(|v| v.trim().trim_end_matches("kB").trim().parse().unwrap())
         .unwrap();
     kb / 1024.0
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 struct Run {
@@ -208,8 +341,24 @@ fn start_litellm(upstream: u16) -> (u32, String) {
     (pid.parse().unwrap(), format!("{url}/v1/chat/completions"))
 }
 
+/// Fails with how to install `tool` unless it runs.
+fn require(tool: &str, install: &str) {
+    let found = Command::new(tool)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok();
+    if !found {
+        eprintln!(
+            "error: the load generator `{tool}` is not installed.\n  install it with: {install}\n  or run scripts/load-tools.sh, which installs every load generator this bench uses"
+        );
+        std::process::exit(2);
+    }
+}
+
 /// Runs wrk against `url` and parses its summary.
-fn wrk(url: &str, connections: usize, seconds: u64, script: &std::path::Path) -> Run {
+fn wrk(url: &str, connections: usize, seconds: u64, script: &Path) -> Run {
     let out = Command::new("wrk")
         .args([
             "-t2",
@@ -255,7 +404,7 @@ fn wrk(url: &str, connections: usize, seconds: u64, script: &std::path::Path) ->
                 .map(|v| v.trim().parse::<f64>().unwrap())
         })
         .unwrap();
-    if text.contains("Non-2xx") {
+    if text.contains("Non-2xx") || text.contains("Socket errors") {
         panic!("errors during the run:\n{text}");
     }
     Run {
@@ -266,28 +415,239 @@ fn wrk(url: &str, connections: usize, seconds: u64, script: &std::path::Path) ->
     }
 }
 
-fn main() {
-    let seconds: u64 = std::env::var("LOAD_SECONDS")
+/// Runs oha at a fixed `rate` against `url` (open loop: latency counted from when each
+/// request was due, not when it was sent) and parses its JSON summary.
+fn oha(url: &str, rate: u32, seconds: u64) -> Run {
+    let out = Command::new("oha")
+        .args([
+            "-z",
+            &format!("{seconds}s"),
+            "-q",
+            &rate.to_string(),
+            "-c",
+            "32",
+            "--latency-correction",
+            // Requests due before the end are finished, not counted as aborted.
+            "--wait-ongoing-requests-after-deadline",
+            "--no-tui",
+            "--output-format",
+            "json",
+            "-m",
+            "POST",
+            "-H",
+            "content-type: application/json",
+            "-d",
+            REQUEST,
+        ])
+        .arg(url)
+        .output()
+        .expect("oha is not installed: cargo install oha --locked");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let json: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|e| {
+        panic!(
+            "oha printed no JSON ({e}):\n{text}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    let codes = &json["statusCodeDistribution"];
+    let ok = codes["200"].as_f64().unwrap_or(0.0);
+    let all: f64 = codes
+        .as_object()
+        .map(|m| m.values().filter_map(serde_json::Value::as_f64).sum())
+        .unwrap_or(0.0);
+    if ok == 0.0
+        || all != ok
+        || json["errorDistribution"]
+            .as_object()
+            .is_some_and(|e| !e.is_empty())
+    {
+        panic!("errors during the fixed-rate run:\n{text}");
+    }
+    let seconds_at = |p: &str| json["latencyPercentiles"][p].as_f64().unwrap() * 1000.0;
+    Run {
+        requests: ok,
+        rps: json["summary"]["requestsPerSec"].as_f64().unwrap(),
+        p50_ms: seconds_at("p50"),
+        p99_ms: seconds_at("p99"),
+    }
+}
+
+/// Sends the bench request until the cache answers it, so the measured run sees hits only.
+fn warm_cache(gateway: &Gateway) {
+    for _ in 0..100 {
+        let r = http(gateway.port, "POST", "/v1/chat/completions", &[], REQUEST).unwrap();
+        assert_eq!(r.status, 200, "{}", r.body);
+        if r.head.contains("x-crossroads-cache: hit") {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("the cache never answered the repeated request");
+}
+
+/// One table row: `load` is the connections or the offered rate; the added latency is
+/// over `floor`, the CPU time (seconds, over the run) is per request served.
+fn row(name: &str, load: &str, run: &Run, floor: Option<&Run>, cpu: Option<f64>) {
+    let added = floor.map_or_else(
+        || " | ".to_owned(),
+        |f| {
+            format!(
+                "{:.3} | {:.3}",
+                run.p50_ms - f.p50_ms,
+                run.p99_ms - f.p99_ms
+            )
+        },
+    );
+    let cpu = cpu.map_or_else(String::new, |c| format!("{:.4}", c * 1000.0 / run.requests));
+    println!(
+        "| {name} | {load} | {:.0} | {:.3} | {:.3} | {added} | {cpu} |",
+        run.rps, run.p50_ms, run.p99_ms
+    );
+}
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(10);
+        .unwrap_or(default)
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("model name")?
+                .split_once(':')
+                .map(|(_, m)| m.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    format!("{cores} cores, {cpu}")
+}
+
+fn utc_now() -> String {
+    Command::new("date")
+        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default()
+}
+
+/// `LOAD_PROFILE=1`: counts the instructions the gateway spends per non-streaming
+/// request under callgrind (stable on a noisy machine), with the heuristic and with the
+/// shipped classifier, and writes `callgrind_annotate --inclusive=yes` reports to
+/// `target/`.
+fn profile(upstream: u16, dir: &Path, script: &Path, seconds: u64) {
+    require("valgrind", "apt-get install valgrind");
+    for (name, edit) in [
+        ("crossroads", as_is as Edit),
+        ("crossroads (shipped classifier)", shipped_classifier),
+    ] {
+        let file = name.replace(|c: char| !c.is_ascii_alphanumeric(), "-");
+        let out = PathBuf::from(ROOT).join(format!("target/callgrind.{file}.out"));
+        let wrapper = [
+            "valgrind".to_owned(),
+            "--tool=callgrind".to_owned(),
+            "--instr-atstart=no".to_owned(),
+            format!("--callgrind-out-file={}", out.display()),
+        ];
+        let gateway = Gateway::start_under(name, upstream, dir, edit, &wrapper);
+        wrk(&gateway.chat_url(), 2, 2, script);
+        let control = |on: &str| {
+            let status = Command::new("callgrind_control")
+                .args(["-i", on, &gateway.pid().to_string()])
+                .stdout(Stdio::null())
+                .status()
+                .unwrap();
+            assert!(status.success(), "callgrind_control -i {on} failed");
+        };
+        control("on");
+        let run = wrk(&gateway.chat_url(), 2, seconds, script);
+        control("off");
+        drop(gateway);
+        let report = PathBuf::from(ROOT).join(format!("target/callgrind.{file}.txt"));
+        let annotated = Command::new("callgrind_annotate")
+            .args(["--inclusive=yes", "--threshold=99"])
+            .arg(&out)
+            .output()
+            .unwrap();
+        std::fs::write(&report, &annotated.stdout).unwrap();
+        let text = String::from_utf8_lossy(&annotated.stdout);
+        let total: f64 = text
+            .lines()
+            .find(|l| l.contains("PROGRAM TOTALS"))
+            .and_then(|l| l.split_whitespace().next())
+            .map(|n| n.replace(',', "").parse().unwrap())
+            .unwrap_or_else(|| panic!("no PROGRAM TOTALS in {}", report.display()));
+        println!(
+            "\n{name}: {:.0} requests, {:.0} instructions per request; inclusive report: {}",
+            run.requests,
+            total / run.requests,
+            report.display()
+        );
+        for line in text
+            .lines()
+            .skip_while(|l| !l.contains("file:function"))
+            .skip(2)
+            .take(40)
+        {
+            println!("{line}");
+        }
+    }
+}
+
+/// A change to the gateway config template.
+type Edit = fn(String) -> String;
+
+fn as_is(config: String) -> String {
+    config
+}
+
+/// The shipped `routes.toml`'s classifier, the learned linear model, whose task head
+/// the code rule matches as the shipped rule does.
+fn shipped_classifier(config: String) -> String {
+    format!(
+        "{}\n[classifier]\nkind = \"linear\"\nmodel = \"{ROOT}/models/crossroads-linear.bin\"\n",
+        config.replace(
+            "label = [\"coding\"], min_confidence = 0.5",
+            "task = [\"coding\"], max_prompt_tokens = 12000"
+        )
+    )
+}
+
+/// The memory cache on, as `[cache]`'s defaults have it.
+fn cache_on(config: String) -> String {
+    format!("{config}\n[cache]\nbackend = \"memory\"\n")
+}
+
+fn main() {
+    let seconds: u64 = env_or("LOAD_SECONDS", 10);
     let connections: Vec<usize> = std::env::var("LOAD_CONNECTIONS")
         .unwrap_or_else(|_| "16,64".into())
         .split(',')
         .map(|c| c.trim().parse().unwrap())
         .collect();
+    let rate: u32 = env_or("LOAD_RATE", 2000);
+    let profiling = std::env::var("LOAD_PROFILE").is_ok_and(|v| v == "1");
+    let ttft_n: u32 = env_or("LOAD_TTFT_N", 200);
+    require("wrk", "apt-get install wrk");
+    if rate > 0 && !profiling {
+        require(
+            "oha",
+            "cargo install oha --locked   (or LOAD_RATE=0 to skip the fixed-rate run)",
+        );
+    }
+
     let dir = tempfile::tempdir().unwrap();
     let script = dir.path().join("post.lua");
-    std::fs::File::create(&script)
-        .unwrap()
-        .write_all(
-            format!(
-                "wrk.method = \"POST\"\nwrk.headers[\"Content-Type\"] = \"application/json\"\nwrk.body = '{REQUEST}'\n"
-            )
-            .as_bytes(),
-        )
-        .unwrap();
-
+    std::fs::write(
+        &script,
+        format!(
+            "wrk.method = \"POST\"\nwrk.headers[\"Content-Type\"] = \"application/json\"\nwrk.body = '{REQUEST}'\n"
+        ),
+    )
+    .unwrap();
     let litellm_script = dir.path().join("post-litellm.lua");
     std::fs::write(
         &litellm_script,
@@ -297,67 +657,121 @@ fn main() {
         ),
     )
     .unwrap();
+
     let upstream = start_upstream();
+    if profiling {
+        profile(upstream, dir.path(), &script, seconds);
+        return;
+    }
     let litellm = std::env::var("LOAD_LITELLM")
         .is_ok_and(|v| v == "1")
         .then(|| start_litellm(upstream));
-    let port = free_port();
-    let config_path = dir.path().join("routes.toml");
-    std::fs::write(&config_path, config(upstream, port, dir.path())).unwrap();
-    let mut gateway: Child = Command::new(env!("CARGO_BIN_EXE_crossroads"))
-        .args(["serve", "--config"])
-        .arg(&config_path)
-        .env("RUST_LOG", "error")
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let pid = gateway.id();
-    std::thread::sleep(Duration::from_millis(500));
+    let plain = Gateway::start("crossroads", upstream, dir.path(), as_is);
+    let shipped = Gateway::start(
+        "crossroads (shipped classifier)",
+        upstream,
+        dir.path(),
+        shipped_classifier,
+    );
+    let cached = Gateway::start("crossroads (cache hit)", upstream, dir.path(), cache_on);
+    warm_cache(&cached);
+    let gateways = [&plain, &shipped, &cached];
 
-    let direct_url = format!("http://127.0.0.1:{upstream}/v1/chat/completions");
-    let gateway_url = format!("http://127.0.0.1:{port}/v1/chat/completions");
+    println!("machine: {}; {}", machine(), utc_now());
     println!(
-        "| target | connections | requests/s | p50 ms | p99 ms | added p50 ms | added p99 ms | gateway CPU ms/request |"
+        "gateway: {} (every stage on: classification with PII scan, rules, accounting, SQLite ledger, metrics)",
+        env!("CARGO_BIN_EXE_crossroads")
+    );
+    println!("\n## Closed loop (wrk -t2, {seconds} s per run)\n");
+    println!("load average before: {}\n", load_average());
+    println!(
+        "| target | connections | requests/s | p50 ms | p99 ms | added p50 ms | added p99 ms | CPU ms/request |"
     );
     println!("|---|---|---|---|---|---|---|---|");
+    let direct_url = format!("http://127.0.0.1:{upstream}/v1/chat/completions");
     for &c in &connections {
-        // Warm both paths (connection pools, page cache) before measuring.
+        // Warm every path (connection pools, page cache) before measuring.
         wrk(&direct_url, c, 1, &script);
-        wrk(&gateway_url, c, 1, &script);
+        for g in gateways {
+            wrk(&g.chat_url(), c, 1, &script);
+        }
         let direct = wrk(&direct_url, c, seconds, &script);
-        let cpu_before = cpu_seconds(pid);
-        let through = wrk(&gateway_url, c, seconds, &script);
-        let cpu = cpu_seconds(pid) - cpu_before;
-        println!(
-            "| direct (floor) | {c} | {:.0} | {:.3} | {:.3} | | | |",
-            direct.rps, direct.p50_ms, direct.p99_ms
-        );
-        println!(
-            "| crossroads | {c} | {:.0} | {:.3} | {:.3} | {:.3} | {:.3} | {:.4} |",
-            through.rps,
-            through.p50_ms,
-            through.p99_ms,
-            through.p50_ms - direct.p50_ms,
-            through.p99_ms - direct.p99_ms,
-            cpu * 1000.0 / through.requests
-        );
+        let load = c.to_string();
+        row("direct (floor)", &load, &direct, None, None);
+        for g in gateways {
+            let hits = "crossroads_cache_requests_total{result=\"hit\"}";
+            let misses = "crossroads_cache_requests_total{result=\"miss\"}";
+            let (hits_before, misses_before) = (g.metric(hits), g.metric(misses));
+            let cpu_before = cpu_seconds(g.pid());
+            let run = wrk(&g.chat_url(), c, seconds, &script);
+            let cpu = cpu_seconds(g.pid()) - cpu_before;
+            if std::ptr::eq(g, &cached) {
+                // Every request of the run was answered from the cache.
+                let (hit, missed) = (
+                    g.metric(hits) - hits_before,
+                    g.metric(misses) - misses_before,
+                );
+                assert!(
+                    missed == 0.0 && hit >= run.requests,
+                    "cache-hit run: {hit} hits, {missed} misses for {} requests",
+                    run.requests
+                );
+            }
+            row(g.name, &load, &run, Some(&direct), Some(cpu));
+        }
         if let Some((pid, url)) = &litellm {
             wrk(url, c, 2, &litellm_script);
             let (before, _) = tree_usage(*pid);
             let run = wrk(url, c, seconds, &litellm_script);
             let (after, _) = tree_usage(*pid);
-            println!(
-                "| litellm | {c} | {:.0} | {:.3} | {:.3} | {:.3} | {:.3} | {:.4} |",
-                run.rps,
-                run.p50_ms,
-                run.p99_ms,
-                run.p50_ms - direct.p50_ms,
-                run.p99_ms - direct.p99_ms,
-                (after - before) * 1000.0 / run.requests
-            );
+            row("litellm", &load, &run, Some(&direct), Some(after - before));
         }
     }
-    println!("\ncrossroads peak RSS: {:.1} MB", peak_rss_mb(pid));
+    println!("\nload average after: {}", load_average());
+
+    if rate > 0 {
+        println!(
+            "\n## Fixed rate (oha -q {rate} -c 32 --latency-correction, {seconds} s per run)\n"
+        );
+        println!("load average before: {}\n", load_average());
+        println!(
+            "| target | offered req/s | achieved req/s | p50 ms | p99 ms | added p50 ms | added p99 ms | CPU ms/request |"
+        );
+        println!("|---|---|---|---|---|---|---|---|");
+        oha(&direct_url, rate, 1);
+        let direct = oha(&direct_url, rate, seconds);
+        let load = rate.to_string();
+        row("direct (floor)", &load, &direct, None, None);
+        for g in [&plain, &shipped] {
+            oha(&g.chat_url(), rate, 1);
+            let cpu_before = cpu_seconds(g.pid());
+            let run = oha(&g.chat_url(), rate, seconds);
+            let cpu = cpu_seconds(g.pid()) - cpu_before;
+            row(g.name, &load, &run, Some(&direct), Some(cpu));
+        }
+        println!("\nload average after: {}", load_average());
+    }
+
+    if ttft_n > 0 {
+        println!(
+            "\n## Streaming time to first token (scripts/ttft.py, {ttft_n} requests per side)\n"
+        );
+        println!("load average before: {}", load_average());
+        let status = Command::new("python3")
+            .arg(PathBuf::from(ROOT).join("scripts/ttft.py"))
+            .args(["--gateway", &plain.url()])
+            .args(["--scripted", &format!("http://127.0.0.1:{upstream}")])
+            .args(["-n", &ttft_n.to_string(), "--warmup", "20", "--markdown"])
+            .status()
+            .expect("python3 is needed for the streaming run (LOAD_TTFT_N=0 skips it)");
+        assert!(status.success(), "scripts/ttft.py failed");
+        println!("\nload average after: {}", load_average());
+    }
+
+    println!();
+    for g in gateways {
+        println!("{} peak RSS: {:.1} MB", g.name, peak_rss_mb(g.pid()));
+    }
     if let Some((litellm_pid, _)) = litellm {
         println!(
             "litellm peak RSS: {:.1} MB (summed over its processes)",
@@ -368,8 +782,4 @@ fn main() {
             .args(["stop", &litellm_pid.to_string()])
             .status();
     }
-    let _ = Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status();
-    let _ = gateway.wait();
 }

@@ -13,6 +13,8 @@ difference is the gateway's own overhead.
 Run it against a stack that scripts/test-clients.sh started:
     scripts/test-clients.sh ttft
 or by hand: CROSSROADS_URL=... CROSSROADS_LLAMA_URL=... python3 scripts/ttft.py
+The load benchmark (benches/load.rs) runs it with --scripted only, against its own
+scripted upstream, and --markdown to print its table rows.
 
 Standard library only; one kept-alive HTTP connection per side, so neither
 pays a TCP connect per request (the scripted upstream closes each stream's
@@ -71,6 +73,9 @@ class Side:
                 choices = event.get("choices") or [{}]
                 if (choices[0].get("delta") or {}).get("content"):
                     first_token = time.perf_counter()
+        # A body sent with Content-Length is not marked done by readline alone; read()
+        # closes the response so the kept-alive connection can carry the next request.
+        response.read()
         if first_token is None:
             raise SystemExit(f"{self.name}: the stream carried no text")
         return (first_byte - start) * 1e3, (first_token - start) * 1e3
@@ -81,7 +86,8 @@ def pct(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
-def compare(title: str, gateway: Side, direct: Side, n: int, max_tokens: int, warmup: int) -> None:
+def compare(title: str, gateway: Side, direct: Side, n: int, max_tokens: int, warmup: int,
+            markdown: bool = False) -> None:
     for _ in range(warmup):
         gateway.once(max_tokens)
         direct.once(max_tokens)
@@ -97,6 +103,12 @@ def compare(title: str, gateway: Side, direct: Side, n: int, max_tokens: int, wa
             got[side.name] = token_ms
         pairs.append(got["crossroads"] - got["direct"])
 
+    g, d = gateway.samples_ms, direct.samples_ms
+    if markdown:
+        print(f"| {title} | {n} | {statistics.median(g):.3f} / {pct(g, 90):.3f} / {pct(g, 99):.3f} "
+              f"| {statistics.median(d):.3f} / {pct(d, 90):.3f} / {pct(d, 99):.3f} "
+              f"| {statistics.median(g) - statistics.median(d):+.3f} | {statistics.median(pairs):+.3f} |")
+        return
     print(f"\n{title}: streaming TTFT, {n} requests per side, alternating, max_tokens={max_tokens}")
     print(f"{'':12} {'median ms':>10} {'p90 ms':>8} {'min ms':>8}   first byte median ms")
     for side in (gateway, direct):
@@ -119,17 +131,28 @@ def main() -> None:
     parser.add_argument("-n", type=int, default=20, help="requests per side")
     parser.add_argument("--max-tokens", type=int, default=8)
     parser.add_argument("--warmup", type=int, default=2, help="uncounted requests per side")
+    parser.add_argument("--markdown", action="store_true",
+                        help="print a Markdown table (TTFT median / p90 / p99 in ms) instead")
     args = parser.parse_args()
-    if not args.gateway or not args.direct:
-        parser.error("need --gateway and --direct (or CROSSROADS_URL, CROSSROADS_LLAMA_URL)")
+    if not args.gateway or not (args.direct or args.scripted):
+        parser.error("need --gateway and --direct or --scripted "
+                     "(or CROSSROADS_URL, CROSSROADS_LLAMA_URL, CROSSROADS_UPSTREAM_URL)")
 
-    compare("llama.cpp", Side("crossroads", args.gateway, "local"),
-            Side("direct", args.direct, "smollm2"), args.n, args.max_tokens, args.warmup)
+    if args.markdown:
+        print("| upstream | requests per side | through Crossroads median / p90 / p99 ms "
+              "| direct median / p90 / p99 ms | difference of medians ms "
+              "| median of paired differences ms |")
+        print("|---|---|---|---|---|---|")
+    if args.direct:
+        compare("llama.cpp", Side("crossroads", args.gateway, "local"),
+                Side("direct", args.direct, "smollm2"), args.n, args.max_tokens, args.warmup,
+                args.markdown)
     if args.scripted:
         # The scripted upstream answers in well under a millisecond, so what is
         # left of the difference is the gateway itself.
         compare("scripted", Side("crossroads", args.gateway, "frontier"),
-                Side("direct", args.scripted, "gpt-4.1"), args.n, args.max_tokens, args.warmup)
+                Side("direct", args.scripted, "gpt-4.1"), args.n, args.max_tokens, args.warmup,
+                args.markdown)
 
 
 if __name__ == "__main__":

@@ -235,3 +235,40 @@ fn check_warns_about_shadowed_rules_and_strict_fails_on_them() {
     );
     assert_eq!(run(true).status.code(), Some(1));
 }
+
+#[test]
+fn check_prints_the_cache_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("routes.toml");
+    let check = |toml: String| {
+        std::fs::write(&path, toml).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_crossroads"))
+            .arg("check")
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let text = String::from_utf8(out.stdout).unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix("cache: "))
+            .unwrap_or_else(|| panic!("no cache line in:\n{text}"))
+            .to_owned()
+    };
+    assert_eq!(check(base()), "off");
+    assert_eq!(
+        check(format!(
+            "{}\n[cache]\nmax_bytes = 67108864\nmax_entry_bytes = 65536\nttl_ms = 90000\n",
+            base()
+        )),
+        "memory, at most 64 MiB, answers up to 64 KiB, TTL 90 s, per team"
+    );
+    let redis = check(format!(
+        "{}\n[cache]\nbackend = \"redis\"\nredis_url = \"redis://:hunter2@127.0.0.1:6379/2\"\nscope = \"global\"\n",
+        base()
+    ));
+    assert_eq!(
+        redis,
+        "redis at redis://:*****@127.0.0.1:6379/2, keys crossroads:cache:*, 100 ms per operation, \
+         answers up to 1 MiB, TTL 3600 s, shared by all teams"
+    );
+}

@@ -272,6 +272,16 @@ async fn serve_async(config: Config) -> Result<(), String> {
     }
     file_watch.abort();
     sighup.abort();
+    if let Some(cache) = &app.state.cache {
+        // Answers are stored by background tasks (a Redis SET may be in flight), which
+        // the runtime would cancel on exit: let them finish, within the grace period.
+        if tokio::time::timeout(grace, cache.flush()).await.is_err() {
+            tracing::warn!(
+                grace_ms = grace.as_millis() as u64,
+                "cache writes did not finish in time"
+            );
+        }
+    }
     drop(app.state);
     app.ledger_writer.shutdown().await;
     tracing::info!("ledger flushed; bye");
@@ -380,7 +390,60 @@ pub fn summary(config: &Config) -> String {
     );
     let _ = writeln!(out, "ledger: {:?}", config.ledger.backend);
     let _ = writeln!(out, "limits: {}", config.limits.describe());
+    let _ = writeln!(out, "cache: {}", describe_cache(config.cache.as_ref()));
     out
+}
+
+/// One line on the response cache: backend, bounds, TTL and who shares entries.
+fn describe_cache(cache: Option<&config::CacheConfig>) -> String {
+    let Some(c) = cache else {
+        return "off".to_owned();
+    };
+    let backend = match &c.backend {
+        config::CacheBackend::Memory { max_bytes } => {
+            format!("memory, at most {}", bytes(*max_bytes))
+        }
+        config::CacheBackend::Redis {
+            url,
+            key_prefix,
+            timeout,
+        } => format!(
+            "redis at {}, keys {key_prefix}*, {} ms per operation",
+            redact_password(url.expose()),
+            timeout.as_millis()
+        ),
+    };
+    let scope = match c.scope {
+        config::CacheScope::Team => "per team",
+        config::CacheScope::Global => "shared by all teams",
+    };
+    format!(
+        "{backend}, answers up to {}, TTL {} s, {scope}",
+        bytes(c.max_entry_bytes as u64),
+        c.ttl.as_secs_f64()
+    )
+}
+
+/// `n` bytes in the largest binary unit that divides it, e.g. 64 MiB.
+fn bytes(n: u64) -> String {
+    for (unit, size) in [("GiB", 1u64 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)] {
+        if n >= size && n.is_multiple_of(size) {
+            return format!("{} {unit}", n / size);
+        }
+    }
+    format!("{n} bytes")
+}
+
+/// A URL with its password, if any, shown as `*****`.
+fn redact_password(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("*****"));
+            u.to_string()
+        }
+        Ok(u) => u.to_string(),
+        Err(_) => "(unparsable URL)".to_owned(),
+    }
 }
 
 fn explain(path: &Path, prompt: Option<String>, request: Option<PathBuf>, model: &str) -> ExitCode {

@@ -285,104 +285,18 @@ pub async fn refused_url() -> String {
     format!("http://{addr}/v1")
 }
 
-/// The standard test config: one local deployment and two frontier ones.
+/// The standard test config (`tests/fixtures/gateway.toml`): one local deployment and
+/// two frontier ones.
 ///
 /// - pool `local` → `local-a`, falls back to pool `frontier`
 /// - pool `frontier` → `frontier-a` (priced as gpt-4.1), then `frontier-b` (gpt-4.1-mini)
 /// - rules: PII → local (any alias); coding → local; default → frontier
 /// - aliases: `frontier`, `local`
 pub fn standard_config(local: &str, frontier_a: &str, frontier_b: &str) -> String {
-    format!(
-        r#"
-[server]
-listen = "127.0.0.1:0"
-request_timeout_ms = 5000
-admin_key_env = "CROSSROADS_TEST_ADMIN_KEY"
-config_poll_ms = 100
-retries = 0
-
-[accounting]
-reference_model = "gpt-4.1"
-
-[[deployments]]
-id = "local-a"
-provider = "openai_compatible"
-base_url = "{local}"
-model = "local-model"
-tier = "local"
-connect_timeout_ms = 500
-first_byte_timeout_ms = 1000
-idle_timeout_ms = 1000
-price = {{ input = 0, output = 0 }}
-
-[[deployments]]
-id = "frontier-a"
-provider = "openai_compatible"
-base_url = "{frontier_a}"
-model = "gpt-4.1"
-tier = "frontier"
-connect_timeout_ms = 500
-first_byte_timeout_ms = 1000
-idle_timeout_ms = 1000
-
-[[deployments]]
-id = "frontier-b"
-provider = "openai_compatible"
-base_url = "{frontier_b}"
-model = "gpt-4.1-mini"
-tier = "frontier"
-connect_timeout_ms = 500
-first_byte_timeout_ms = 1000
-idle_timeout_ms = 1000
-
-[[pools]]
-id = "local"
-deployments = ["local-a"]
-fallback = "frontier"
-
-[[pools]]
-id = "frontier"
-deployments = ["frontier-a", "frontier-b"]
-
-[[aliases]]
-name = "frontier"
-pool = "frontier"
-
-[[aliases]]
-name = "local"
-pool = "local"
-
-[[rules]]
-id = "pii-local"
-when = {{ alias = ["*"], pii = true }}
-pool = "local"
-
-[[rules]]
-id = "code-local"
-when = {{ label = ["coding"], min_confidence = 0.5 }}
-pool = "local"
-
-[[rules]]
-id = "default"
-pool = "frontier"
-
-[[prices]]
-model = "gpt-4.1"
-input = 2.00
-cached_input = 0.50
-output = 8.00
-source = "https://openai.com/api/pricing"
-as_of = "2026-06-21"
-
-[[prices]]
-model = "gpt-4.1-mini"
-input = 0.40
-cached_input = 0.10
-output = 1.60
-source = "https://openai.com/api/pricing"
-as_of = "2026-06-21"
-"#
-    )
+    include_str!("../fixtures/gateway.toml")
+        .replace("@LOCAL_URL@", local)
+        .replace("@FRONTIER_A_URL@", frontier_a)
+        .replace("@FRONTIER_B_URL@", frontier_b)
 }
 
 /// A running gateway with its own ledger file.
