@@ -46,10 +46,12 @@ pub enum ApiError {
         /// Seconds, sent as `Retry-After`.
         retry_after: Option<u64>,
     },
-    /// Rate limits and budgets are shared in Redis, which cannot be reached, and
-    /// `limits.on_redis_error = "reject"`.
-    LimitsUnavailable {
+    /// Something the gateway must consult before sending a request cannot answer right
+    /// now (shared limits in Redis, the ledger); the client may retry after a second.
+    Unavailable {
         message: String,
+        /// The OpenAI error `code`, e.g. `limits_unavailable`.
+        code: &'static str,
     },
     /// A budget is used up.
     QuotaExceeded {
@@ -115,7 +117,7 @@ impl ApiError {
                 ..
             } => StatusCode::GATEWAY_TIMEOUT,
             ApiError::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
-            ApiError::LimitsUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -142,7 +144,7 @@ impl ApiError {
             } => "upstream_timeout",
             ApiError::UpstreamRejected { .. } => "upstream_rejected",
             ApiError::Internal { .. } => "internal",
-            ApiError::LimitsUnavailable { .. } => "limits_unavailable",
+            ApiError::Unavailable { code, .. } => code,
         }
     }
 
@@ -161,7 +163,7 @@ impl ApiError {
             ApiError::RateLimited { .. } => "rate_limit_error",
             ApiError::QuotaExceeded { .. } => "insufficient_quota",
             ApiError::Upstream { .. } => "upstream_error",
-            ApiError::Internal { .. } | ApiError::LimitsUnavailable { .. } => "server_error",
+            ApiError::Internal { .. } | ApiError::Unavailable { .. } => "server_error",
         }
     }
 
@@ -181,7 +183,7 @@ impl ApiError {
             ApiError::RateLimited { .. } => Some("rate_limit_exceeded"),
             ApiError::QuotaExceeded { .. } => Some("insufficient_quota"),
             ApiError::InvalidConfig { .. } => Some("invalid_config"),
-            ApiError::LimitsUnavailable { .. } => Some("limits_unavailable"),
+            ApiError::Unavailable { code, .. } => Some(code),
             _ => None,
         }
     }
@@ -197,7 +199,7 @@ impl ApiError {
             | ApiError::QuotaExceeded { message, .. }
             | ApiError::InvalidConfig { message }
             | ApiError::Internal { message }
-            | ApiError::LimitsUnavailable { message } => message.clone(),
+            | ApiError::Unavailable { message, .. } => message.clone(),
             ApiError::PayloadTooLarge { limit } => {
                 format!("request body is larger than the limit of {limit} bytes")
             }
@@ -258,8 +260,8 @@ impl IntoResponse for ApiError {
         {
             response.headers_mut().insert(header::RETRY_AFTER, value);
         }
-        if let ApiError::LimitsUnavailable { .. } = &self {
-            // Redis is tried again after a one-second cool-down.
+        if let ApiError::Unavailable { .. } = &self {
+            // Redis is tried again after a one-second cool-down; the ledger drains in less.
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));

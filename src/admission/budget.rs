@@ -162,11 +162,12 @@ impl Budgets {
                 std::collections::hash_map::Entry::Occupied(known) => known.into_mut(),
                 std::collections::hash_map::Entry::Vacant(new) => {
                     let spent = self.history.spent_since(scope, start).map_err(|e| {
-                        ApiError::Internal {
+                        ApiError::Unavailable {
                             message: format!(
                                 "cannot read the spend of {} from the ledger, so its budget cannot be checked: {e}",
                                 scope.describe()
                             ),
+                            code: "ledger_unavailable",
                         }
                     })?;
                     new.insert(Account {
@@ -310,7 +311,7 @@ mod tests {
         let cost = Usd::from_dollars(0.2).unwrap_or_default();
         assert!(matches!(
             b.reserve(&scope, cost, false, 0),
-            Err(ApiError::Internal { .. })
+            Err(ApiError::Unavailable { .. })
         ));
         // Read again on the next request, once the ledger answers: $0.90 + $0.20 > $1.
         history.0.store(true, std::sync::atomic::Ordering::Relaxed);

@@ -125,10 +125,11 @@ impl Admission {
                 Err(e) => {
                     self.fallbacks.with_label_values(&[policy.as_str()]).inc();
                     if *policy == OnRedisError::Reject {
-                        return Err(Refused::Unavailable(ApiError::LimitsUnavailable {
+                        return Err(Refused::Unavailable(ApiError::Unavailable {
                             message: format!(
                                 "rate limits and budgets cannot be checked right now ({e}); retry shortly"
                             ),
+                            code: "limits_unavailable",
                         }));
                     }
                 }

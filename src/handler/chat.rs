@@ -24,6 +24,9 @@ use crate::provider::Reply;
 use crate::request::ChatRequest;
 use crate::route::{Action, RouteDecision, RouteInput};
 
+/// How long a request waits for room in the ledger's queue before it is refused.
+const LEDGER_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 pub async fn chat_completions(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -31,6 +34,9 @@ pub async fn chat_completions(
 ) -> Response {
     let rt = state.runtime();
     let mut ex = Exchange::new(&state, rt.clone(), "chat.completions");
+    if let Err(e) = ex.reserve_record(LEDGER_WAIT).await {
+        return ex.fail(e);
+    }
     let authorization = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());

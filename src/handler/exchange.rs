@@ -18,7 +18,7 @@ use crate::cache::Lookup;
 use crate::classify::Classification;
 use crate::dispatch::{DispatchFailed, Dispatched};
 use crate::error::ApiError;
-use crate::ledger::LedgerRecord;
+use crate::ledger::{LedgerRecord, LedgerSlot};
 use crate::metrics::status_class;
 use crate::request::ChatRequest;
 use crate::route::{Action, RouteDecision};
@@ -44,6 +44,8 @@ pub struct Exchange {
     max_tokens: Option<u64>,
     /// What the response cache did, for `x-crossroads-cache`.
     cache: Lookup,
+    /// Room in the ledger's queue for this request's record.
+    slot: Option<LedgerSlot>,
     finished: bool,
 }
 
@@ -71,8 +73,25 @@ impl Exchange {
             reference: None,
             max_tokens: None,
             cache: Lookup::Bypass,
+            slot: None,
             finished: false,
         }
+    }
+
+    /// Waits for room for this request's record in the ledger's queue: the backpressure
+    /// that keeps a ledger that falls behind from growing memory without bound. A
+    /// request that finds none within `wait` is refused before it costs anything.
+    pub async fn reserve_record(&mut self, wait: Duration) -> Result<(), ApiError> {
+        self.slot = self.state.ledger.slot(wait).await;
+        if self.slot.is_none() && self.state.ledger.is_open() {
+            return Err(ApiError::Unavailable {
+                message:
+                    "the spend ledger is behind and cannot take another record yet; retry shortly"
+                        .into(),
+                code: "ledger_unavailable",
+            });
+        }
+        Ok(())
     }
 
     /// Records who is calling.
@@ -338,7 +357,7 @@ impl Exchange {
                 .admission
                 .record_output(key, usage.output, crate::admission::now_ms());
         }
-        self.state.ledger.record(record);
+        self.state.ledger.record_in(self.slot.take(), record);
         costing
     }
 

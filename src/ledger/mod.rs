@@ -85,6 +85,8 @@ pub struct LedgerMetrics {
     pub queue_depth: IntGauge,
     pub written: IntCounter,
     pub write_failures: IntCounter,
+    /// Requests refused because the queue stayed full (the writer is behind).
+    pub refused: IntCounter,
 }
 
 impl LedgerMetrics {
@@ -102,10 +104,15 @@ impl LedgerMetrics {
                 "crossroads_ledger_write_failures_total",
                 "Failed ledger batch writes (each is retried)",
             )?,
+            refused: IntCounter::new(
+                "crossroads_ledger_refused_requests_total",
+                "Requests refused because the ledger queue stayed full",
+            )?,
         };
         registry.register(Box::new(m.queue_depth.clone()))?;
         registry.register(Box::new(m.written.clone()))?;
         registry.register(Box::new(m.write_failures.clone()))?;
+        registry.register(Box::new(m.refused.clone()))?;
         Ok(m)
     }
 }
@@ -321,12 +328,41 @@ fn write_with_retry(
     }
 }
 
+/// Room for one record in the writer's queue, taken when a request arrives and used
+/// when it finishes. While the writer is behind, arriving requests wait for room: the
+/// backlog is bounded by the queue, not by how long the overload lasts.
+pub struct LedgerSlot(mpsc::OwnedPermit<Msg>);
+
 impl Ledger {
+    /// Takes room for a request's record, waiting at most `wait` for the writer to make
+    /// some. `None` when it did not (the caller refuses the request, which has cost
+    /// nothing yet) or when the writer has stopped.
+    pub async fn slot(&self, wait: Duration) -> Option<LedgerSlot> {
+        let tx = self.tx.clone();
+        match tokio::time::timeout(wait, tx.reserve_owned()).await {
+            Ok(Ok(permit)) => Some(LedgerSlot(permit)),
+            Ok(Err(_)) => None,
+            Err(_) => {
+                self.metrics.refused.inc();
+                None
+            }
+        }
+    }
+
+    /// Queues a record in the room taken for it, or like [`Ledger::record`] without.
+    pub fn record_in(&self, slot: Option<LedgerSlot>, record: LedgerRecord) {
+        match slot {
+            Some(LedgerSlot(permit)) => {
+                permit.send(Msg::Record(Box::new(record)));
+            }
+            None => self.record(record),
+        }
+    }
+
     /// Queues a record. Never blocks the caller: when the queue is full the record
-    /// waits in a task for space instead of being dropped.
+    /// waits in a task for space instead of being dropped. Requests take a
+    /// [`LedgerSlot`] first, so this overflow stays rare and bounded.
     pub fn record(&self, record: LedgerRecord) {
-        let queued = self.tx.max_capacity() - self.tx.capacity();
-        self.metrics.queue_depth.set(queued as i64 + 1);
         match self.tx.try_send(Msg::Record(Box::new(record))) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(msg)) => {
@@ -435,6 +471,69 @@ mod tests {
             status: 200,
             ..LedgerRecord::default()
         }
+    }
+
+    /// A store that blocks until the test lets it write.
+    struct GatedStore {
+        gate: Arc<Mutex<()>>,
+        kept: Arc<Mutex<Vec<LedgerRecord>>>,
+    }
+
+    impl LedgerStore for GatedStore {
+        fn write(&mut self, batch: &[LedgerRecord]) -> Result<(), String> {
+            let _open = self.gate.lock().unwrap();
+            self.kept.lock().unwrap().extend_from_slice(batch);
+            Ok(())
+        }
+    }
+
+    // The held guard is the gate the writer thread waits on; no task ever waits for it.
+    #[allow(clippy::await_holding_lock)]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stalled_writer_makes_requests_wait_for_room_instead_of_piling_up() {
+        let gate = Arc::new(Mutex::new(()));
+        let kept = Arc::new(Mutex::new(Vec::new()));
+        let metrics = LedgerMetrics::new(&prometheus::Registry::new()).unwrap();
+        let store = GatedStore {
+            gate: gate.clone(),
+            kept: kept.clone(),
+        };
+        let closed = gate.lock().unwrap();
+        let (ledger, writer) = start_with(
+            Box::new(move || Ok(Box::new(store) as Box<dyn LedgerStore>)),
+            None,
+            4,
+            4,
+            metrics.clone(),
+        )
+        .unwrap();
+        // The writer takes the first record and blocks on it; four more fill the queue.
+        let first = ledger.slot(Duration::from_secs(1)).await.unwrap();
+        ledger.record_in(Some(first), record("r0"));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        for i in 1..=4 {
+            let slot = ledger.slot(Duration::from_secs(1)).await;
+            assert!(slot.is_some(), "room for record {i}");
+            ledger.record_in(slot, record(&format!("r{i}")));
+        }
+        // Full: the next request waits, and is refused when no room comes in time.
+        assert!(ledger.slot(Duration::from_millis(50)).await.is_none());
+        assert_eq!(metrics.refused.get(), 1);
+        // A request waiting when the writer catches up gets its room.
+        let waiting = tokio::spawn({
+            let ledger = ledger.clone();
+            async move { ledger.slot(Duration::from_secs(5)).await.is_some() }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        drop(closed);
+        assert!(waiting.await.unwrap());
+        drop(ledger);
+        writer.shutdown().await;
+        assert_eq!(
+            kept.lock().unwrap().len(),
+            5,
+            "every queued record is written"
+        );
     }
 
     #[tokio::test]
