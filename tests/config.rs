@@ -272,3 +272,37 @@ fn check_prints_the_cache_settings() {
          answers up to 1 MiB, TTL 3600 s, shared by all teams"
     );
 }
+
+#[test]
+fn a_cost_model_prices_a_self_hosted_deployment() {
+    let model = "cost_model = { usd_per_hour = 2.0, input_tokens_per_second = 10000, output_tokens_per_second = 1000 }";
+    let toml = base().replace("price = { input = 0, output = 0 }", model);
+    let config = from_toml_str(&toml, Path::new("routes.toml"), &|_| None).unwrap();
+    let local = config
+        .deployments
+        .iter()
+        .find(|d| d.id == "local-a")
+        .unwrap();
+    // $2/h over 3.6M output tokens an hour; input is ten times faster.
+    assert_eq!(local.price.output.micros(), 555_556);
+    assert_eq!(local.price.input.micros(), 55_556);
+    assert_eq!(local.price.cached_input, local.price.input);
+
+    let both = base().replace(
+        "price = { input = 0, output = 0 }",
+        &format!("price = {{ input = 0, output = 0 }}\n{model}"),
+    );
+    assert_eq!(error_for(&both).path, "deployments[0].cost_model");
+    let stalled = toml.replace(
+        "output_tokens_per_second = 1000",
+        "output_tokens_per_second = 0",
+    );
+    let e = error_for(&stalled);
+    assert_eq!(e.path, "deployments[0].cost_model.output_tokens_per_second");
+    assert!(e.message.contains("positive"), "{e}");
+    let negative = toml.replace("usd_per_hour = 2.0", "usd_per_hour = -2.0");
+    assert_eq!(
+        error_for(&negative).path,
+        "deployments[0].cost_model.usd_per_hour"
+    );
+}

@@ -119,6 +119,27 @@ impl PerMillion {
         Ok(PerMillion(rounded as u64))
     }
 
+    /// The price per token of a machine that costs `usd_per_hour` and processes
+    /// `tokens_per_second` tokens: the hourly cost spread over the tokens of an hour,
+    /// rounded to the pico-dollar per token.
+    pub fn from_hourly(usd_per_hour: f64, tokens_per_second: f64) -> Result<Self, String> {
+        if !usd_per_hour.is_finite() || usd_per_hour < 0.0 {
+            return Err(format!(
+                "must be a non-negative number of USD per hour, got {usd_per_hour}"
+            ));
+        }
+        if !tokens_per_second.is_finite() || tokens_per_second <= 0.0 {
+            return Err(format!(
+                "throughput must be a positive number of tokens per second, got {tokens_per_second}"
+            ));
+        }
+        let pico_per_token = (usd_per_hour * 1e12 / (3600.0 * tokens_per_second)).round();
+        if pico_per_token > 1e15 {
+            return Err("the hourly cost over this throughput is too large a price".into());
+        }
+        Ok(PerMillion(pico_per_token as u64))
+    }
+
     /// The cost of `tokens` tokens at this price.
     pub fn cost(self, tokens: u64) -> Usd {
         let pico = u128::from(self.0) * u128::from(tokens);
@@ -134,6 +155,19 @@ impl PerMillion {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hourly_cost_spreads_over_the_tokens_of_an_hour() {
+        // $2/h at 1,000 tokens/s: 3.6M tokens an hour, $0.555556 per 1M tokens.
+        let p = PerMillion::from_hourly(2.0, 1000.0).unwrap_or_default();
+        assert_eq!(p.micros(), 555_556);
+        // An hour of tokens costs the hour, to the rounding of the per-token price.
+        assert!((p.cost(3_600_000).as_f64() - 2.0).abs() < 2e-6);
+        assert_eq!(PerMillion::from_hourly(0.0, 10.0), Ok(PerMillion::ZERO));
+        assert!(PerMillion::from_hourly(1.0, 0.0).is_err());
+        assert!(PerMillion::from_hourly(-1.0, 5.0).is_err());
+        assert!(PerMillion::from_hourly(f64::NAN, 5.0).is_err());
+    }
 
     #[test]
     fn prices_convert_exactly() {

@@ -241,6 +241,9 @@ pub struct RawDeployment {
     pub idle_timeout_ms: u64,
     /// Price of this deployment, when it is not the `[[prices]]` entry of `model`.
     pub price: Option<RawPriceValues>,
+    /// For self-hosted models instead of `price`: the serving machine's hourly cost
+    /// spread over its measured throughput.
+    pub cost_model: Option<RawCostModel>,
     /// Requests in flight at most; a full deployment is skipped.
     pub max_concurrency: Option<u32>,
     /// Tokens the model can hold; requests whose prompt plus max_tokens exceed it skip it.
@@ -364,6 +367,21 @@ pub struct RawPriceValues {
     pub cached_input: Option<f64>,
     pub cache_write: Option<f64>,
     pub output: f64,
+    #[serde(default)]
+    pub source: String,
+}
+
+/// What a self-hosted deployment costs to run.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCostModel {
+    /// What the serving machine costs an hour (rent, or amortised hardware and power).
+    pub usd_per_hour: f64,
+    /// Measured prompt tokens processed per second at the load it serves (prefill).
+    pub input_tokens_per_second: f64,
+    /// Measured tokens generated per second at the load it serves (decode).
+    pub output_tokens_per_second: f64,
+    /// Where the figures come from.
     #[serde(default)]
     pub source: String,
 }

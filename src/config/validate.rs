@@ -429,6 +429,7 @@ fn validate_deployment(
         first_byte_timeout_ms,
         idle_timeout_ms,
         price,
+        cost_model,
         max_concurrency,
         context_window,
         default_max_tokens,
@@ -471,8 +472,34 @@ fn validate_deployment(
         Some(name) => env(name).filter(|v| !v.is_empty()).map(Secret::new),
         None => None,
     };
-    let price = match price {
-        Some(p) => {
+    let price = match (price, cost_model) {
+        (Some(_), Some(_)) => {
+            return Err(invalid(
+                format!("{path}.cost_model"),
+                "set either price or cost_model, not both",
+            ));
+        }
+        (None, Some(m)) => {
+            let path = format!("{path}.cost_model");
+            if !m.usd_per_hour.is_finite() || m.usd_per_hour < 0.0 {
+                return Err(invalid(
+                    format!("{path}.usd_per_hour"),
+                    "must be a non-negative number of USD per hour",
+                ));
+            }
+            let hourly = |tps: f64, field: &str| {
+                PerMillion::from_hourly(m.usd_per_hour, tps)
+                    .map_err(|e| invalid(format!("{path}.{field}"), e))
+            };
+            let input = hourly(m.input_tokens_per_second, "input_tokens_per_second")?;
+            Price {
+                input,
+                cached_input: input,
+                cache_write: input,
+                output: hourly(m.output_tokens_per_second, "output_tokens_per_second")?,
+            }
+        }
+        (Some(p), None) => {
             let RawPriceValues {
                 input,
                 cached_input,
@@ -482,7 +509,7 @@ fn validate_deployment(
             } = p;
             price_of(&format!("{path}.price"), input, cached_input, cache_write, output)?
         }
-        None => {
+        (None, None) => {
             prices
                 .iter()
                 .find(|p| p.model == model)
