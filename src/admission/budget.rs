@@ -37,6 +37,34 @@ pub trait SpendSource: Send + Sync {
     fn spent_since(&self, scope: &Scope, since_ms: i64) -> Result<Usd, String>;
 }
 
+/// Reads the ledger spend of each (scope, period start) on a blocking thread: the
+/// ledger may be a PostgreSQL server across the network, and the async runtime must
+/// not wait on it.
+pub async fn read_history(
+    history: &Arc<dyn SpendSource>,
+    wanted: Vec<(Scope, i64)>,
+) -> Result<Vec<Usd>, String> {
+    let history = history.clone();
+    tokio::task::spawn_blocking(move || {
+        wanted
+            .iter()
+            .map(|(scope, start)| history.spent_since(scope, *start))
+            .collect()
+    })
+    .await
+    .map_err(|e| format!("the ledger read stopped: {e}"))?
+}
+
+fn unreadable(scope: &Scope, e: &str) -> ApiError {
+    ApiError::Unavailable {
+        message: format!(
+            "cannot read the spend of {} from the ledger, so its budget cannot be checked: {e}",
+            scope.describe()
+        ),
+        code: "ledger_unavailable",
+    }
+}
+
 /// No history: every period starts at zero.
 impl SpendSource for () {
     fn spent_since(&self, _: &Scope, _: i64) -> Result<Usd, String> {
@@ -136,6 +164,43 @@ impl Budgets {
         }
     }
 
+    /// Reads the ledger spend of every budget in `limits` whose current period this
+    /// process has not counted yet, off the runtime and outside the lock, so that
+    /// [`Budgets::reserve`] finds it.
+    pub async fn load_history(
+        &self,
+        limits: &[(Scope, BudgetConfig)],
+        now_ms: i64,
+    ) -> Result<(), ApiError> {
+        let poisoned = || ApiError::Internal {
+            message: "budget state is unavailable".into(),
+        };
+        let missing: Vec<(Scope, i64)> = {
+            let accounts = self.accounts.lock().map_err(|_| poisoned())?;
+            limits
+                .iter()
+                .map(|(scope, b)| (scope.clone(), period_start_ms(b.period, now_ms)))
+                .filter(|k| !accounts.contains_key(k))
+                .collect()
+        };
+        let Some((first, _)) = missing.first() else {
+            return Ok(());
+        };
+        let first = first.clone();
+        let spent = read_history(&self.history, missing.clone())
+            .await
+            .map_err(|e| unreadable(&first, &e))?;
+        let mut accounts = self.accounts.lock().map_err(|_| poisoned())?;
+        for (key, spent) in missing.into_iter().zip(spent) {
+            // A request that read it meanwhile got the same figure: keep its account.
+            accounts.entry(key).or_insert(Account {
+                spent,
+                ..Account::default()
+            });
+        }
+        Ok(())
+    }
+
     /// Reserves `amount` against every budget in `limits`, all or none. A free request
     /// (`amount` zero) passes even a spent budget unless `block_free`.
     pub fn reserve(
@@ -161,15 +226,12 @@ impl Budgets {
             let account = match accounts.entry((scope.clone(), start)) {
                 std::collections::hash_map::Entry::Occupied(known) => known.into_mut(),
                 std::collections::hash_map::Entry::Vacant(new) => {
-                    let spent = self.history.spent_since(scope, start).map_err(|e| {
-                        ApiError::Unavailable {
-                            message: format!(
-                                "cannot read the spend of {} from the ledger, so its budget cannot be checked: {e}",
-                                scope.describe()
-                            ),
-                            code: "ledger_unavailable",
-                        }
-                    })?;
+                    // Normally read by `load_history` already; a period that began
+                    // since then is read here.
+                    let spent = self
+                        .history
+                        .spent_since(scope, start)
+                        .map_err(|e| unreadable(scope, &e))?;
                     new.insert(Account {
                         spent,
                         ..Account::default()
@@ -299,6 +361,43 @@ mod tests {
                 Err("connection refused".into())
             }
         }
+    }
+
+    /// A ledger across a slow network.
+    struct Slow;
+
+    impl SpendSource for Slow {
+        fn spent_since(&self, _: &Scope, _: i64) -> Result<Usd, String> {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            Usd::from_dollars(0.9)
+        }
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn reading_past_spend_does_not_block_the_runtime() {
+        let warnings = prometheus::IntCounterVec::new(prometheus::Opts::new("w", "w"), &["scope"])
+            .unwrap_or_else(|_| unreachable!());
+        let b = Arc::new(Budgets::new(Arc::new(Slow), 0.8, warnings));
+        let scope = [(Scope::Key("k".into()), limit(1.0))];
+        // On a one-thread runtime a blocking read would stop this ticker for 300 ms.
+        let started = std::time::Instant::now();
+        let ticker = tokio::spawn(async move {
+            let mut ticks = 0;
+            while started.elapsed() < std::time::Duration::from_millis(250) {
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                ticks += 1;
+            }
+            ticks
+        });
+        let loaded = b.load_history(&scope, 0).await;
+        assert!(loaded.is_ok());
+        assert!(ticker.await.unwrap_or(0) >= 5, "the runtime kept running");
+        // The spend read is what the next reservation counts from: $0.90 + $0.20 > $1.
+        let cost = Usd::from_dollars(0.2).unwrap_or_default();
+        assert!(matches!(
+            b.reserve(&scope, cost, false, 0),
+            Err(ApiError::QuotaExceeded { .. })
+        ));
     }
 
     #[test]

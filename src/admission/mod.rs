@@ -135,10 +135,10 @@ impl Admission {
                 }
             }
         }
-        self.admit_locally(ask)
+        self.admit_locally(ask).await
     }
 
-    fn admit_locally(&self, ask: &Ask<'_>) -> Result<Admitted, Refused> {
+    async fn admit_locally(&self, ask: &Ask<'_>) -> Result<Admitted, Refused> {
         self.limiter
             .admit(ask.key, ask.rpm, ask.tpm, ask.tokens, ask.now_ms)
             .map_err(|(e, which)| Refused::Rate(e, which))?;
@@ -146,6 +146,9 @@ impl Admission {
             return Ok(Admitted {
                 budget: Ok((Reservation::nothing(), false)),
             });
+        }
+        if let Err(e) = self.budgets.load_history(ask.budgets, ask.now_ms).await {
+            return Ok(Admitted { budget: Err(e) });
         }
         let reserve = |amount, block_free| {
             self.budgets

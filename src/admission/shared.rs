@@ -39,7 +39,7 @@ use std::time::Duration;
 
 use prometheus::IntCounterVec;
 
-use super::budget::{Scope, SpendSource, period_end_ms, period_start_ms};
+use super::budget::{Scope, SpendSource, period_end_ms, period_start_ms, read_history};
 use super::rate::MINUTE_MS;
 use crate::accounting::Usd;
 use crate::config::BudgetConfig;
@@ -261,13 +261,15 @@ impl SharedLimits {
                     });
                 }
                 Some("3") if seeds.is_none() => {
-                    // The ledger read is a local query, as for the in-process budgets.
+                    let wanted = ask
+                        .budgets
+                        .iter()
+                        .zip(&starts)
+                        .map(|((scope, _), start)| (scope.clone(), *start))
+                        .collect();
                     seeds = Some(
-                        ask.budgets
-                            .iter()
-                            .zip(&starts)
-                            .map(|((scope, _), start)| self.history.spent_since(scope, *start))
-                            .collect::<Result<_, _>>()
+                        read_history(&self.history, wanted)
+                            .await
                             // Unread history must not seed a budget at zero; the local
                             // fallback refuses the request the same way.
                             .map_err(|e| {
