@@ -112,6 +112,8 @@ pub struct TrainArgs {
     pub l2: f32,
     pub outcome_keep: f32,
     pub hash_bits: u8,
+    pub char_min: u8,
+    pub char_max: u8,
 }
 
 pub fn train_command(args: TrainArgs) -> Result<(), Failed> {
@@ -130,11 +132,21 @@ pub fn train_command(args: TrainArgs) -> Result<(), Failed> {
         l2: args.l2,
         spec: crate::classify::linear::FeatureSpec {
             hash_bits: args.hash_bits,
+            char_min: args.char_min,
+            char_max: args.char_max,
             ..Default::default()
         },
     };
     if !(10..=22).contains(&args.hash_bits) {
         return Err("--hash-bits must be in 10..=22".into());
+    }
+    if args.char_min > args.char_max
+        || args.char_max > 8
+        || (args.char_min == 0) != (args.char_max == 0)
+    {
+        return Err(
+            "--char-min and --char-max must satisfy 1 <= min <= max <= 8 (or both 0)".into(),
+        );
     }
     let mut bar = Progress::new("featurizing");
     let mut examples = Vec::with_capacity(rows.len());

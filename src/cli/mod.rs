@@ -108,6 +108,11 @@ enum Command {
         /// log2 of the number of hashed feature buckets.
         #[arg(long, default_value_t = 17)]
         hash_bits: u8,
+        /// Shortest and longest character n-grams (0 and 0 for none).
+        #[arg(long, default_value_t = crate::classify::linear::FeatureSpec::default().char_min)]
+        char_min: u8,
+        #[arg(long, default_value_t = crate::classify::linear::FeatureSpec::default().char_max)]
+        char_max: u8,
     },
     /// Measure a model on labelled JSONL: per-class scores, routing quality, latency;
     /// the last line is one JSON object.
@@ -170,6 +175,8 @@ pub fn main() -> ExitCode {
             l2,
             outcome_keep,
             hash_bits,
+            char_min,
+            char_max,
         } => classifier::exit(classifier::train_command(classifier::TrainArgs {
             data,
             out,
@@ -181,6 +188,8 @@ pub fn main() -> ExitCode {
             l2,
             outcome_keep,
             hash_bits,
+            char_min,
+            char_max,
         })),
         Command::Eval {
             model,

@@ -5,20 +5,25 @@
 //! magic "XROADLIN" | version u32 | hash_bits u8 | char_min u8 | char_max u8 | dense u8
 //! | last_user_weight f32 | context_weight f32 | word_weight f32 | temperatures 3 × f32
 //! | domain labels: count u16, then (length u16, UTF-8 bytes) each | task labels: same
-//! | outcomes u16 | rows u32 | stride u32 | bias stride × f32 | idf buckets × f32
-//! | weights rows × stride × f32
+//! | outcomes u16 | rows u32 | stride u32 | bias stride × f32
+//! | dense signal weights dense × stride × f32 | column scales stride × f32
+//! | per bucket: scale f32, idf f32, stride × i16 (weight = column × scale × i16)
 //! | checksum u64 of every byte before it
 //! ```
+//!
+//! Version 1 stored every bucket weight as `f32` (12 MB); version 2 quantizes them per
+//! column and row (see [`super::table`]), 7 MB.
 
 use std::fmt;
 use std::path::Path;
 
 use super::ngrams::{DENSE, FeatureSpec};
+use super::table::Table;
 use super::{LinearModel, MAX_OUTPUTS, OUTCOMES};
 
 const MAGIC: &[u8; 8] = b"XROADLIN";
 /// The format version this build reads and writes.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 /// Largest hash space a file may declare (2^22 buckets).
 const MAX_HASH_BITS: u8 = 22;
 
@@ -72,7 +77,10 @@ pub fn write(path: &Path, model: &LinearModel) -> std::io::Result<()> {
 
 /// The file bytes of `model`.
 pub fn encode(model: &LinearModel) -> Vec<u8> {
-    let mut out = Vec::with_capacity(64 + 4 * (model.weights.len() + model.bias.len()));
+    let stride = model.stride();
+    let mut out = Vec::with_capacity(
+        1024 + 4 * (model.dense.len() + model.bias.len()) + model.table.rows() * (8 + 2 * stride),
+    );
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&VERSION.to_le_bytes());
     let spec = &model.spec;
@@ -92,9 +100,23 @@ pub fn encode(model: &LinearModel) -> Vec<u8> {
     }
     out.extend_from_slice(&(OUTCOMES.len() as u16).to_le_bytes());
     out.extend_from_slice(&(spec.rows() as u32).to_le_bytes());
-    out.extend_from_slice(&(model.stride() as u32).to_le_bytes());
-    for v in model.bias.iter().chain(&model.idf).chain(&model.weights) {
+    out.extend_from_slice(&(stride as u32).to_le_bytes());
+    for v in model
+        .bias
+        .iter()
+        .chain(&model.dense)
+        .chain(model.table.columns())
+    {
         out.extend_from_slice(&v.to_le_bytes());
+    }
+    for r in 0..model.table.rows() {
+        if let Some((scale, idf, weights)) = model.table.row(r) {
+            out.extend_from_slice(&scale.to_le_bytes());
+            out.extend_from_slice(&idf.to_le_bytes());
+            for w in weights.iter().take(stride) {
+                out.extend_from_slice(&w.to_le_bytes());
+            }
+        }
     }
     let sum = checksum(&out);
     out.extend_from_slice(&sum.to_le_bytes());
@@ -174,26 +196,39 @@ pub fn decode(bytes: &[u8]) -> Result<LinearModel, LoadError> {
         )));
     }
     let bias = r.floats(stride)?;
-    let idf = r.floats(spec.buckets())?;
-    let weights = r.floats(rows * stride)?;
-    if r.at != r.bytes.len() {
-        return Err(malformed("trailing bytes after the weights"));
-    }
+    let dense = r.floats(DENSE * stride)?;
+    let columns = r.floats(stride)?;
     if bias
         .iter()
-        .chain(&idf)
-        .chain(&weights)
+        .chain(&dense)
+        .chain(&columns)
         .any(|w| !w.is_finite())
     {
         return Err(malformed("a weight is not a finite number"));
+    }
+    let mut table = Table::zeros(spec.buckets(), stride);
+    table.set_columns(&columns);
+    let mut weights = vec![0i16; stride];
+    for bucket in 0..spec.buckets() {
+        let (scale, idf) = (r.f32()?, r.f32()?);
+        if !(scale.is_finite() && idf.is_finite()) {
+            return Err(malformed("a weight is not a finite number"));
+        }
+        for (w, b) in weights.iter_mut().zip(r.take(2 * stride)?.chunks_exact(2)) {
+            *w = i16::from_le_bytes([b[0], b[1]]);
+        }
+        table.set_row(bucket, scale, idf, &weights);
+    }
+    if r.at != r.bytes.len() {
+        return Err(malformed("trailing bytes after the weights"));
     }
     Ok(LinearModel {
         spec,
         domains,
         tasks,
         temperatures,
-        idf,
-        weights,
+        table,
+        dense,
         bias,
     })
 }

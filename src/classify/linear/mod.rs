@@ -18,6 +18,7 @@ pub mod data;
 pub mod format;
 pub mod metrics;
 pub mod ngrams;
+pub mod table;
 pub mod train;
 
 #[cfg(test)]
@@ -27,6 +28,7 @@ use std::path::Path;
 
 pub use format::LoadError;
 pub use ngrams::FeatureSpec;
+pub use table::Table;
 
 use super::{Classification, Classifier, Features, Label, LabelSet, Prompt};
 
@@ -68,26 +70,37 @@ pub struct LinearModel {
     pub tasks: Vec<String>,
     /// Softmax temperature of each head, fitted on held-back rows (calibration).
     pub temperatures: [f32; 3],
-    /// Inverse document frequency of each hashed bucket: common n-grams weigh less.
-    pub idf: Vec<f32>,
-    /// `spec.rows()` rows of `stride()` weights, row-major.
-    pub weights: Vec<f32>,
+    /// One quantized row per hashed bucket, with the bucket's inverse document
+    /// frequency (common n-grams weigh less).
+    pub table: Table,
+    /// `DENSE` rows of `stride()` weights for the structural signals, row-major.
+    pub dense: Vec<f32>,
     /// One bias per output.
     pub bias: Vec<f32>,
 }
 
 impl LinearModel {
-    /// A model with every weight zero.
-    pub fn zeros(spec: FeatureSpec, domains: Vec<String>, tasks: Vec<String>) -> Self {
+    /// The model of full-precision `weights` (`spec.rows()` rows of `stride`: the
+    /// buckets, then the dense signals) and per-bucket `idf`.
+    pub fn from_weights(
+        spec: FeatureSpec,
+        domains: Vec<String>,
+        tasks: Vec<String>,
+        temperatures: [f32; 3],
+        weights: &[f32],
+        idf: &[f32],
+        bias: Vec<f32>,
+    ) -> Self {
         let stride = domains.len() + tasks.len() + OUTCOMES.len();
+        let split = (spec.buckets() * stride).min(weights.len());
         LinearModel {
-            idf: vec![1.0; spec.buckets()],
-            weights: vec![0.0; spec.rows() * stride],
-            bias: vec![0.0; stride],
+            table: Table::quantize(&weights[..split], idf, stride),
+            dense: weights[split..].to_vec(),
+            bias,
             spec,
             domains,
             tasks,
-            temperatures: [1.0; 3],
+            temperatures,
         }
     }
 
@@ -98,12 +111,7 @@ impl LinearModel {
 
     /// The output range of `head` in a row.
     pub fn range(&self, head: Head) -> std::ops::Range<usize> {
-        let (d, t) = (self.domains.len(), self.tasks.len());
-        match head {
-            Head::Domain => 0..d,
-            Head::Task => d..d + t,
-            Head::Frontier => d + t..d + t + OUTCOMES.len(),
-        }
+        head_range(self.domains.len(), self.tasks.len(), head)
     }
 
     /// Raw scores (before the per-head softmax) of a prompt whose features are known,
@@ -111,28 +119,41 @@ impl LinearModel {
     pub fn logits(&self, prompt: &Prompt<'_>, features: &Features, out: &mut [f32]) {
         let stride = self.stride();
         let out = &mut out[..stride];
-        out.fill(0.0);
-        let mut norm = 0.0;
-        ngrams::for_each_feature(&self.spec, prompt, |bucket, weight| {
-            let x = weight * self.idf[bucket];
-            norm += x * x;
-            let row = &self.weights[bucket * stride..(bucket + 1) * stride];
-            for (o, w) in out.iter_mut().zip(row) {
-                *o += w * x;
-            }
-        });
+        // The accumulator is as wide as a table row; rows are 1 to 3 chunks wide.
+        let norm = match self.table.width() {
+            1 => self.ngram_scores::<1, 28>(prompt, out),
+            2 => self.ngram_scores::<2, 60>(prompt, out),
+            _ => self.ngram_scores::<3, 92>(prompt, out),
+        };
         // The n-gram vector has unit length; the dense signals are already scaled.
         let scale = if norm > 0.0 { norm.sqrt().recip() } else { 0.0 };
         for (o, b) in out.iter_mut().zip(&self.bias) {
             *o = *o * scale + b;
         }
-        let buckets = self.spec.buckets();
-        for (j, value) in ngrams::dense(features).into_iter().enumerate() {
-            let row = &self.weights[(buckets + j) * stride..(buckets + j + 1) * stride];
+        for (row, value) in self.dense.chunks_exact(stride).zip(ngrams::dense(features)) {
             for (o, w) in out.iter_mut().zip(row) {
                 *o += w * value;
             }
         }
+    }
+
+    /// Adds the n-gram rows of `prompt` into `out` (unnormalized) and returns the
+    /// squared length of the tf-idf vector.
+    fn ngram_scores<const W: usize, const L: usize>(
+        &self,
+        prompt: &Prompt<'_>,
+        out: &mut [f32],
+    ) -> f32 {
+        let mut acc = [0.0f32; L];
+        let mut norm = 0.0;
+        ngrams::for_each_feature(&self.spec, prompt, |bucket, weight| {
+            let x = self.table.add_row::<W, L>(bucket, weight, &mut acc);
+            norm += x * x;
+        });
+        for ((o, a), c) in out.iter_mut().zip(acc).zip(self.table.columns()) {
+            *o = a * c;
+        }
+        norm
     }
 
     /// Turns logits into calibrated probabilities, head by head, in place.
@@ -148,6 +169,15 @@ impl LinearModel {
         self.logits(prompt, features, &mut out);
         self.probabilities(&mut out);
         out
+    }
+}
+
+/// The output range of `head` in a row of a model with `domains` and `tasks` labels.
+pub fn head_range(domains: usize, tasks: usize, head: Head) -> std::ops::Range<usize> {
+    match head {
+        Head::Domain => 0..domains,
+        Head::Task => domains..domains + tasks,
+        Head::Frontier => domains + tasks..domains + tasks + OUTCOMES.len(),
     }
 }
 

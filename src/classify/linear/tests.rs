@@ -189,12 +189,22 @@ fn damaged_files_are_refused_with_a_reason() {
     assert!(matches!(format::decode(b""), Err(LoadError::NotAModel)));
 
     let mut future = bytes.clone();
-    future[8..12].copy_from_slice(&2u32.to_le_bytes());
+    let next = format::VERSION + 1;
+    future[8..12].copy_from_slice(&next.to_le_bytes());
     assert!(matches!(
         format::decode(&future),
-        Err(LoadError::Version { found: 2 })
+        Err(LoadError::Version { found }) if found == next
     ));
-    assert!(err(&future).contains("version 2"));
+    assert!(err(&future).contains(&format!("version {next}")));
+    // A file of the previous format (f32 rows) names both versions.
+    let mut old = bytes.clone();
+    old[8..12].copy_from_slice(&1u32.to_le_bytes());
+    let message = err(&old);
+    assert!(
+        message.contains("version 1")
+            && message.contains(&format!("reads version {}", format::VERSION)),
+        "{message}"
+    );
 
     let missing = LinearClassifier::load(Path::new("/nonexistent/model.bin"));
     assert!(matches!(missing, Err(LoadError::Io(_))));
@@ -203,7 +213,7 @@ fn damaged_files_are_refused_with_a_reason() {
 #[test]
 fn mismatched_dimensions_are_refused() {
     let mut model = trained().model().clone();
-    model.weights.truncate(model.weights.len() - model.stride());
+    model.dense.truncate(model.dense.len() - model.stride());
     // Re-encoding writes a valid checksum over sizes that disagree.
     let bytes = format::encode(&model);
     let e = format::decode(&bytes)

@@ -5,7 +5,7 @@
 
 use super::data::Targets;
 use super::ngrams::{self, DENSE, FeatureSpec};
-use super::{Head, LinearModel, softmax};
+use super::{Head, LinearModel, OUTCOMES, head_range, softmax};
 use crate::classify::{Features, Prompt};
 
 /// Settings of one training run.
@@ -147,7 +147,7 @@ impl Rng {
 /// (the frontier head keeps its natural outcome rates: its probabilities are used as
 /// they are).
 fn class_weights(
-    model: &LinearModel,
+    model: &Weights,
     examples: &[Example],
     head: Head,
     used: &dyn Fn(&Example) -> bool,
@@ -176,6 +176,43 @@ fn class_weights(
         .collect()
 }
 
+/// The parameters while training: full precision, quantized into a [`LinearModel`]
+/// at the end.
+#[derive(Clone, Debug)]
+struct Weights {
+    domains: usize,
+    tasks: usize,
+    buckets: usize,
+    temperatures: [f32; 3],
+    idf: Vec<f32>,
+    /// `buckets + DENSE` rows of `stride()` weights, row-major.
+    rows: Vec<f32>,
+    bias: Vec<f32>,
+}
+
+impl Weights {
+    fn zeros(spec: &FeatureSpec, domains: usize, tasks: usize) -> Self {
+        let stride = domains + tasks + OUTCOMES.len();
+        Weights {
+            domains,
+            tasks,
+            buckets: spec.buckets(),
+            temperatures: [1.0; 3],
+            idf: vec![1.0; spec.buckets()],
+            rows: vec![0.0; spec.rows() * stride],
+            bias: vec![0.0; stride],
+        }
+    }
+
+    fn stride(&self) -> usize {
+        self.domains + self.tasks + OUTCOMES.len()
+    }
+
+    fn range(&self, head: Head) -> std::ops::Range<usize> {
+        head_range(self.domains, self.tasks, head)
+    }
+}
+
 /// Trains a model; `progress(done, total)` is called now and then with the steps done.
 ///
 /// With calibration rows present, a first run learns without them and fits the
@@ -188,8 +225,8 @@ pub fn train(
     options: &TrainOptions,
     progress: &mut dyn FnMut(usize, usize),
 ) -> LinearModel {
-    let mut model = LinearModel::zeros(options.spec, domains, tasks);
-    model.idf = inverse_document_frequency(examples, model.spec.buckets());
+    let mut model = Weights::zeros(&options.spec, domains.len(), tasks.len());
+    model.idf = inverse_document_frequency(examples, model.buckets);
     let values: Vec<Vec<f32>> = examples.iter().map(|e| e.values(&model.idf)).collect();
     let calibrating = examples.iter().any(|e| e.calibration);
     let held_back = examples.iter().filter(|e| e.calibration).count();
@@ -210,13 +247,21 @@ pub fn train(
             progress(done, all_steps)
         });
     }
-    model
+    LinearModel::from_weights(
+        options.spec,
+        domains,
+        tasks,
+        model.temperatures,
+        &model.rows,
+        &model.idf,
+        model.bias,
+    )
 }
 
 /// Epochs of stochastic gradient descent over the examples (the calibration rows only
 /// when `with_calibration`), with the learning rate decaying linearly to zero.
 fn sgd(
-    model: &mut LinearModel,
+    model: &mut Weights,
     examples: &[Example],
     values: &[Vec<f32>],
     with_calibration: bool,
@@ -224,7 +269,7 @@ fn sgd(
     progress: &mut dyn FnMut(usize),
 ) {
     let stride = model.stride();
-    let buckets = model.spec.buckets();
+    let buckets = model.buckets;
     let used = |e: &Example| with_calibration || !e.calibration;
     let weights: Vec<(Head, Vec<f32>)> = Head::ALL
         .into_iter()
@@ -279,7 +324,7 @@ fn sgd(
             }
             let decay = 1.0 - lr * options.l2;
             let mut update = |row: usize, x: f32| {
-                let w = &mut model.weights[row * stride..(row + 1) * stride];
+                let w = &mut model.rows[row * stride..(row + 1) * stride];
                 for (w, g) in w.iter_mut().zip(&grad) {
                     *w = *w * decay - g * x;
                 }
@@ -347,18 +392,18 @@ fn inverse_document_frequency(examples: &[Example], buckets: usize) -> Vec<f32> 
 }
 
 /// Logits of one example under the current weights.
-fn scores(model: &LinearModel, e: &Example, values: &[f32], z: &mut [f32]) {
+fn scores(model: &Weights, e: &Example, values: &[f32], z: &mut [f32]) {
     let stride = model.stride();
     z.copy_from_slice(&model.bias);
     for (&b, &v) in e.buckets.iter().zip(values) {
-        let row = &model.weights[b as usize * stride..(b as usize + 1) * stride];
+        let row = &model.rows[b as usize * stride..(b as usize + 1) * stride];
         for (z, w) in z.iter_mut().zip(row) {
             *z += w * v;
         }
     }
-    let buckets = model.spec.buckets();
+    let buckets = model.buckets;
     for (j, &d) in e.dense.iter().enumerate() {
-        let row = &model.weights[(buckets + j) * stride..(buckets + j + 1) * stride];
+        let row = &model.rows[(buckets + j) * stride..(buckets + j + 1) * stride];
         for (z, w) in z.iter_mut().zip(row) {
             *z += w * d;
         }
@@ -367,7 +412,7 @@ fn scores(model: &LinearModel, e: &Example, values: &[f32], z: &mut [f32]) {
 
 /// For each head, the temperature minimizing the negative log-likelihood of the
 /// calibration rows (1 when there are none).
-fn fit_temperatures(model: &LinearModel, examples: &[Example], values: &[Vec<f32>]) -> [f32; 3] {
+fn fit_temperatures(model: &Weights, examples: &[Example], values: &[Vec<f32>]) -> [f32; 3] {
     let mut z = vec![0.0f32; model.stride()];
     let mut per_head: [Vec<(Vec<f32>, usize)>; 3] = Default::default();
     for (e, values) in examples.iter().zip(values).filter(|(e, _)| e.calibration) {
