@@ -99,6 +99,11 @@ pub struct Features {
     pub signals: Signals,
 }
 
+/// At most this many bytes of text (about 2,000 tokens), newest message first, are
+/// scanned for cue words: enough to see what a prompt is about, and an 8k-token prompt
+/// costs no more to scan than a 2k-token one. The PII scan still reads everything.
+pub const MAX_CUE_BYTES: usize = 8 * 1024;
+
 /// Prompts longer than this many estimated tokens fire [`Signal::LongPrompt`].
 const LONG_PROMPT_TOKENS: u64 = 2_000;
 
@@ -127,12 +132,24 @@ impl Features {
             last_message = Some(segment.message);
             f.chars += segment.text.len();
             f.pii = f.pii.union(pii::detect(segment.text));
+        }
+        // Cues come from the newest MAX_CUE_BYTES of text; PII from all of it.
+        let mut budget = MAX_CUE_BYTES;
+        for segment in prompt.segments.iter().rev() {
+            if budget == 0 {
+                break;
+            }
+            let mut end = budget.min(segment.text.len());
+            while !segment.text.is_char_boundary(end) {
+                end -= 1;
+            }
+            budget -= end;
             let weight = if Some(segment.message) == last_user && segment.role == Role::User {
                 2.0
             } else {
                 1.0
             };
-            cues.scan(segment.text, weight);
+            cues.scan(&segment.text[..end], weight);
         }
         f.prompt_tokens =
             estimate_tokens(f.chars) + u64::from(prompt.messages) * TOKENS_PER_MESSAGE;
@@ -298,6 +315,14 @@ impl Cues {
 mod tests {
     use super::*;
 
+    fn segment(role: Role, message: u32, text: &str) -> super::super::Segment<'_> {
+        super::super::Segment {
+            role,
+            message,
+            text,
+        }
+    }
+
     #[test]
     fn code_prompt_fires_code_signals() {
         let f = Features::extract(&Prompt::user(
@@ -322,16 +347,8 @@ mod tests {
     fn counts_tokens_and_turns() {
         let prompt = Prompt {
             segments: vec![
-                super::super::Segment {
-                    role: Role::System,
-                    message: 0,
-                    text: "You are terse.",
-                },
-                super::super::Segment {
-                    role: Role::User,
-                    message: 1,
-                    text: "Hello there",
-                },
+                segment(Role::System, 0, "You are terse."),
+                segment(Role::User, 1, "Hello there"),
             ],
             messages: 2,
             ..Prompt::default()
@@ -340,6 +357,30 @@ mod tests {
         assert_eq!(f.chars, 25);
         assert_eq!(f.prompt_tokens, 7 + 8);
         assert_eq!(f.user_turns, 1);
+    }
+
+    #[test]
+    fn cues_come_from_the_newest_text_and_pii_from_all_of_it() {
+        let old = format!(
+            "{} Write a poem about the sea. Mail me at ada@example.com.",
+            "é".repeat(MAX_CUE_BYTES / 2)
+        );
+        let prompt = Prompt {
+            segments: vec![
+                segment(Role::User, 0, &old),
+                segment(Role::User, 1, "Now solve the equation 3x + 5 = 20."),
+            ],
+            messages: 2,
+            ..Prompt::default()
+        };
+        let f = Features::extract(&prompt);
+        assert!(
+            f.signals.contains(Signal::MathWords),
+            "the newest turn is read"
+        );
+        assert_eq!(f.writing, 0.0, "the poem lies past the cue budget");
+        assert!(f.signals.contains(Signal::Pii), "PII is found anywhere");
+        assert_eq!(f.chars, old.len() + 35, "every byte still counts as length");
     }
 
     #[test]
