@@ -25,6 +25,19 @@ fn keyed_config(local: &Upstream, fa: &Upstream, key_extra: &str, team_extra: &s
     )
 }
 
+/// A gateway whose frontier upstream answers `frontier`, with budget settings on the
+/// key and the team; the upstreams live as long as the returned handles.
+async fn budgeted(
+    frontier: Scripted,
+    key_extra: &str,
+    team_extra: &str,
+) -> (Gateway, [Upstream; 2]) {
+    let local = Upstream::start(Scripted::json(completion("l", "ok", 1, 1))).await;
+    let fa = Upstream::start(frontier).await;
+    let gw = Gateway::start(&keyed_config(&local, &fa, key_extra, team_extra)).await;
+    (gw, [local, fa])
+}
+
 async fn chat_as(gw: &Gateway, key: Option<&str>, body: serde_json::Value) -> reqwest::Response {
     let mut req = gw.client.post(gw.url("/v1/chat/completions")).json(&body);
     if let Some(key) = key {
@@ -111,19 +124,15 @@ async fn cli_keys_work_at_once_and_stop_when_revoked() {
 
 #[tokio::test]
 async fn concurrent_requests_never_overshoot_a_budget() {
-    let local = Upstream::start(Scripted::json(completion("l", "ok", 1, 1))).await;
     // Every answer costs 10 × $2/M + 50 × $8/M = $0.00042 at gpt-4.1 prices.
-    let fa = Upstream::start(Scripted::delayed(
-        Duration::from_millis(50),
-        completion("gpt-4.1", "ok", 10, 50),
-    ))
-    .await;
-    let gw = Gateway::start(&keyed_config(
-        &local,
-        &fa,
+    let (gw, _upstreams) = budgeted(
+        Scripted::delayed(
+            Duration::from_millis(50),
+            completion("gpt-4.1", "ok", 10, 50),
+        ),
         "budget = { usd = 0.001, period = \"day\" }",
         "",
-    ))
+    )
     .await;
     let mut body = user("frontier", "hi");
     body["max_tokens"] = json!(50);
@@ -153,15 +162,39 @@ async fn concurrent_requests_never_overshoot_a_budget() {
 }
 
 #[tokio::test]
+async fn reservations_bound_every_choice_and_every_tool_schema() {
+    let (gw, _upstreams) = budgeted(
+        Scripted::json(completion("gpt-4.1", "ok", 10, 50)),
+        "budget = { usd = 0.001, period = \"day\" }",
+        "",
+    )
+    .await;
+    // At gpt-4.1 prices 50 output tokens bound $0.0004 a choice; the prompt is bounded
+    // by the body's bytes at $2/M.
+    let mut body = user("frontier", "hi");
+    body["max_tokens"] = json!(50);
+    let mut three = body.clone();
+    three["n"] = json!(3);
+    let (status, error) = error_of(chat_as(&gw, Some(KEY), three).await).await;
+    assert_eq!(status, 429, "three choices can cost $0.0012: {error}");
+    let mut tools = body.clone();
+    tools["tools"] = json!([{"type": "function", "function": {
+        "name": "lookup",
+        "description": "x".repeat(300),
+        "parameters": {"type": "object", "properties": {}},
+    }}]);
+    let (status, error) = error_of(chat_as(&gw, Some(KEY), tools).await).await;
+    assert_eq!(status, 429, "a tool schema is billed prompt: {error}");
+    assert_eq!(chat_as(&gw, Some(KEY), body).await.status(), 200);
+}
+
+#[tokio::test]
 async fn team_budgets_apply_and_free_local_traffic_passes() {
-    let local = Upstream::start(Scripted::json(completion("l", "ok", 1, 1))).await;
-    let fa = Upstream::start(Scripted::json(completion("gpt-4.1", "ok", 100, 100))).await;
-    let gw = Gateway::start(&keyed_config(
-        &local,
-        &fa,
+    let (gw, _upstreams) = budgeted(
+        Scripted::json(completion("gpt-4.1", "ok", 100, 100)),
         "",
         "budget = { usd = 0.0001, period = \"month\" }",
-    ))
+    )
     .await;
     // The first frontier request cannot fit: its upper bound is above the budget.
     let (status, error) = error_of(chat_as(&gw, Some(KEY), user("frontier", "hi")).await).await;

@@ -20,15 +20,20 @@ use tiktoken_rs::CoreBPE;
 use super::usage::estimate_tokens;
 use crate::classify::Prompt;
 
-/// The most prompt tokens a conversation of `text_bytes` bytes of text in `messages`
-/// messages can be, in any byte-level BPE vocabulary (tiktoken's, Llama 3's, Qwen's):
-/// every token stands for at least one byte, so text never takes more tokens than
-/// bytes; the framing is OpenAI's, with one token a message to spare. A true bound at no
-/// cost, for budget reservations before a request is sent (roughly 4× the usual count
-/// for English, which the settled cost corrects). Images and tool schemas are outside it.
-pub fn prompt_upper_bound(text_bytes: usize, messages: u32) -> u64 {
-    text_bytes as u64 + u64::from(messages) * (TOKENS_PER_MESSAGE + 1) + TOKENS_PER_REPLY
+/// The most prompt tokens a request whose body is `body_bytes` long, with `images`
+/// images, can be billed, in any byte-level BPE vocabulary (tiktoken's, Llama 3's,
+/// Qwen's): every token stands for at least one byte, and the body holds every billed
+/// byte (messages, names, tool schemas and arguments, each escaped no shorter than it
+/// is); the message framing is well under the JSON around each message; an image
+/// counts [`IMAGE_TOKENS_BOUND`]. A bound at no cost, for budget reservations before a
+/// request is sent (several times the usual count, which the settled cost corrects).
+pub fn prompt_upper_bound(body_bytes: usize, images: u32) -> u64 {
+    body_bytes as u64 + u64::from(images) * IMAGE_TOKENS_BOUND + TOKENS_PER_REPLY
 }
+
+/// More tokens than any frontier model bills one image at its largest detail
+/// (OpenAI's tiles and patches, Anthropic's pixels over 750, both under 2,000 today).
+pub const IMAGE_TOKENS_BOUND: u64 = 3_000;
 
 /// A tokenizer encoding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -172,7 +177,12 @@ mod tests {
         ] {
             for encoding in [Encoding::Cl100kBase, Encoding::O200kBase] {
                 let counted = encoding.count(text) + TOKENS_PER_MESSAGE + TOKENS_PER_REPLY;
-                assert!(counted <= prompt_upper_bound(text.len(), 1), "{text}");
+                let body = serde_json::json!({
+                    "model": "m",
+                    "messages": [{"role": "user", "content": text}],
+                })
+                .to_string();
+                assert!(counted <= prompt_upper_bound(body.len(), 0), "{text}");
             }
         }
         assert!(Encoding::Cl100kBase.count("1,2,3,4,5,6,7,8,9") > estimate_tokens(17));

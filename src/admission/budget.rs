@@ -45,15 +45,25 @@ pub async fn read_history(
     wanted: Vec<(Scope, i64)>,
 ) -> Result<Vec<Usd>, String> {
     let history = history.clone();
-    tokio::task::spawn_blocking(move || {
+    let read = tokio::task::spawn_blocking(move || {
         wanted
             .iter()
             .map(|(scope, start)| history.spent_since(scope, *start))
             .collect()
-    })
-    .await
-    .map_err(|e| format!("the ledger read stopped: {e}"))?
+    });
+    // A stalled database must not hold budgeted requests forever.
+    match tokio::time::timeout(HISTORY_TIMEOUT, read).await {
+        Ok(Ok(spent)) => spent,
+        Ok(Err(e)) => Err(format!("the ledger read stopped: {e}")),
+        Err(_) => Err(format!(
+            "the ledger did not answer within {} s",
+            HISTORY_TIMEOUT.as_secs()
+        )),
+    }
 }
+
+/// How long a request waits for a budget's past spend before it is refused.
+const HISTORY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 fn unreadable(scope: &Scope, e: &str) -> ApiError {
     ApiError::Unavailable {
@@ -223,20 +233,10 @@ impl Budgets {
         })?;
         for (scope, budget) in limits {
             let start = period_start_ms(budget.period, now_ms);
-            let account = match accounts.entry((scope.clone(), start)) {
-                std::collections::hash_map::Entry::Occupied(known) => known.into_mut(),
-                std::collections::hash_map::Entry::Vacant(new) => {
-                    // Normally read by `load_history` already; a period that began
-                    // since then is read here.
-                    let spent = self
-                        .history
-                        .spent_since(scope, start)
-                        .map_err(|e| unreadable(scope, &e))?;
-                    new.insert(Account {
-                        spent,
-                        ..Account::default()
-                    })
-                }
+            // `load_history` reads every account first, off the runtime: never a
+            // blocking read here, under the lock.
+            let Some(account) = accounts.get_mut(&(scope.clone(), start)) else {
+                return Err(unreadable(scope, "its spend has not been read yet"));
             };
             let committed = account.spent + account.reserved;
             let over = if amount == Usd::ZERO {
@@ -320,10 +320,11 @@ mod tests {
         }
     }
 
-    #[test]
-    fn reservations_cannot_overshoot_and_settle_to_actual() {
+    #[tokio::test]
+    async fn reservations_cannot_overshoot_and_settle_to_actual() {
         let b = budgets();
         let scope = [(Scope::Key("k".into()), limit(1.0))];
+        assert!(b.load_history(&scope, 0).await.is_ok());
         let cost = Usd::from_dollars(0.4).unwrap_or_default();
         let a = b.reserve(&scope, cost, false, 0).ok();
         let c = b.reserve(&scope, cost, false, 0).ok();
@@ -336,10 +337,11 @@ mod tests {
         assert!(b.reserve(&scope, cost, false, 0).is_ok());
     }
 
-    #[test]
-    fn dropped_reservations_release_and_free_traffic_passes() {
+    #[tokio::test]
+    async fn dropped_reservations_release_and_free_traffic_passes() {
         let b = budgets();
         let scope = [(Scope::Team("t".into()), limit(1.0))];
+        assert!(b.load_history(&scope, 0).await.is_ok());
         drop(b.reserve(&scope, Usd::from_dollars(1.0).unwrap_or_default(), false, 0));
         let full = b.reserve(&scope, Usd::from_dollars(1.0).unwrap_or_default(), false, 0);
         assert!(full.is_ok());
@@ -400,8 +402,8 @@ mod tests {
         ));
     }
 
-    #[test]
-    fn an_unreadable_ledger_refuses_rather_than_forgets_past_spend() {
+    #[tokio::test]
+    async fn an_unreadable_ledger_refuses_rather_than_forgets_past_spend() {
         let history = Arc::new(Flaky(std::sync::atomic::AtomicBool::new(false)));
         let warnings = prometheus::IntCounterVec::new(prometheus::Opts::new("w", "w"), &["scope"])
             .unwrap_or_else(|_| unreachable!());
@@ -409,11 +411,17 @@ mod tests {
         let scope = [(Scope::Key("k".into()), limit(1.0))];
         let cost = Usd::from_dollars(0.2).unwrap_or_default();
         assert!(matches!(
+            b.load_history(&scope, 0).await,
+            Err(ApiError::Unavailable { .. })
+        ));
+        // Nothing was counted from zero: the budget stays unusable until a read works.
+        assert!(matches!(
             b.reserve(&scope, cost, false, 0),
             Err(ApiError::Unavailable { .. })
         ));
         // Read again on the next request, once the ledger answers: $0.90 + $0.20 > $1.
         history.0.store(true, std::sync::atomic::Ordering::Relaxed);
+        assert!(b.load_history(&scope, 0).await.is_ok());
         assert!(matches!(
             b.reserve(&scope, cost, false, 0),
             Err(ApiError::QuotaExceeded { .. })

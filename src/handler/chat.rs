@@ -207,15 +207,17 @@ async fn admit(
     let prompt = classification.features.prompt_tokens;
     // A true upper bound for the reservation, not the classifier's estimate: an
     // estimate below the real count would let concurrent requests settle past the budget.
-    let features = &classification.features;
-    let prompt_bound =
-        crate::accounting::tokens::prompt_upper_bound(features.chars, features.messages);
+    let prompt_bound = crate::accounting::tokens::prompt_upper_bound(
+        request.body_bytes,
+        classification.features.images,
+    );
     let bounds: Vec<Usd> = if limits.is_empty() {
         Vec::new()
     } else {
         let max_output = request
             .max_tokens
-            .unwrap_or(config.budgets.default_max_tokens);
+            .unwrap_or(config.budgets.default_max_tokens)
+            .saturating_mul(request.choices);
         pool.and_then(|p| config.routes.pools.get(p))
             .map(|p| p.candidates.as_slice())
             .unwrap_or_default()

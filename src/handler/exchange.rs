@@ -40,8 +40,10 @@ pub struct Exchange {
     rate_key: Option<String>,
     /// The matching rule's reference price, when it has its own.
     reference: Option<crate::accounting::Price>,
-    /// The most output tokens the upstream may generate.
+    /// The most output tokens the upstream may generate for one choice.
     max_tokens: Option<u64>,
+    /// Choices asked for (`n`).
+    choices: u64,
     /// What the response cache did, for `x-crossroads-cache`.
     cache: Lookup,
     /// Room in the ledger's queue for this request's record.
@@ -72,6 +74,7 @@ impl Exchange {
             rate_key: None,
             reference: None,
             max_tokens: None,
+            choices: 1,
             cache: Lookup::Bypass,
             slot: None,
             finished: false,
@@ -131,6 +134,7 @@ impl Exchange {
         self.record.requested_model.clone_from(&request.model);
         self.record.stream = request.stream;
         self.max_tokens = request.max_tokens;
+        self.choices = request.choices;
         self.record.end_user = request
             .body
             .get("user")
@@ -227,18 +231,23 @@ impl Exchange {
             encoding: Encoding::for_model(model),
             request,
             output,
-            max_tokens: self.max_tokens,
+            max_output: self.max_output(),
             prompt_estimate: self.prompt_tokens,
         }
     }
 
+    /// The most output tokens the whole reply may hold: `max_tokens` for each choice.
+    fn max_output(&self) -> Option<u64> {
+        self.max_tokens.map(|m| m.saturating_mul(self.choices))
+    }
+
     /// Usage for a reply that reported none, without a tokenizer: the prompt estimate
-    /// plus `output` tokens, which cannot exceed the request's `max_tokens`. Only for a
+    /// plus `output` tokens, which cannot exceed what the request allows. Only for a
     /// request that ended before any reply arrived.
     pub fn estimated_usage(&self, output: u64) -> Usage {
         Usage {
             input: self.prompt_tokens,
-            output: self.max_tokens.map_or(output, |m| output.min(m)),
+            output: self.max_output().map_or(output, |m| output.min(m)),
             estimated: true,
             ..Usage::default()
         }
@@ -397,12 +406,13 @@ pub struct Counting {
     /// The request, for its prompt; without it the prompt estimate stands.
     request: Option<ChatRequest>,
     output: String,
-    max_tokens: Option<u64>,
+    /// The most output tokens the reply may hold (every choice).
+    max_output: Option<u64>,
     prompt_estimate: u64,
 }
 
 impl Counting {
-    /// The usage, marked estimated; output never above the request's `max_tokens`.
+    /// The usage, marked estimated; output never above what the request allows.
     pub fn count(self) -> Usage {
         let input = match &self.request {
             Some(request) => self.encoding.count_prompt(&request.prompt()),
@@ -411,7 +421,7 @@ impl Counting {
         let output = self.encoding.count(&self.output);
         Usage {
             input,
-            output: self.max_tokens.map_or(output, |m| output.min(m)),
+            output: self.max_output.map_or(output, |m| output.min(m)),
             estimated: true,
             ..Usage::default()
         }

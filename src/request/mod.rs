@@ -20,6 +20,11 @@ pub struct ChatRequest {
     pub include_usage: bool,
     /// `max_completion_tokens`, else `max_tokens`.
     pub max_tokens: Option<u64>,
+    /// Choices asked for (`n`, default 1): each may generate up to `max_tokens`.
+    pub choices: u64,
+    /// Size of the body as received: a bound on every billed byte of the prompt, tool
+    /// schemas and arguments included.
+    pub body_bytes: usize,
 }
 
 fn bad(message: impl Into<String>, param: &'static str) -> ApiError {
@@ -74,9 +79,8 @@ impl ChatRequest {
             Some(n) => Some(n),
             None => optional_count(&body, "max_tokens")?,
         };
-        if let Some(n) = optional_count(&body, "n")?
-            && n == 0
-        {
+        let choices = optional_count(&body, "n")?.unwrap_or(1);
+        if choices == 0 {
             return Err(bad("`n` must be at least 1", "n"));
         }
         match body.get("tools") {
@@ -99,6 +103,8 @@ impl ChatRequest {
             stream,
             include_usage,
             max_tokens,
+            choices,
+            body_bytes: bytes.len(),
         })
     }
 
