@@ -141,6 +141,7 @@ pub async fn chat_completions(
                 // answering: the cost header needs it. Only replies without usage wait.
                 None => {
                     let text = crate::accounting::usage::completion_text(&body);
+                    ex.generated(&text);
                     ex.counting(Some(request.clone()), text)
                         .count_off_runtime()
                         .await

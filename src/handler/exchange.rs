@@ -44,6 +44,9 @@ pub struct Exchange {
     max_tokens: Option<u64>,
     /// Choices asked for (`n`).
     choices: u64,
+    /// Output tokens the upstream is known to have generated (a cheap estimate), for a
+    /// request dropped while they are being counted.
+    generated: u64,
     /// What the response cache did, for `x-crossroads-cache`.
     cache: Lookup,
     /// Room in the ledger's queue for this request's record.
@@ -75,6 +78,7 @@ impl Exchange {
             reference: None,
             max_tokens: None,
             choices: 1,
+            generated: 0,
             cache: Lookup::Bypass,
             slot: None,
             finished: false,
@@ -236,6 +240,12 @@ impl Exchange {
         }
     }
 
+    /// Notes that the upstream generated `text`, before its tokens are counted: a
+    /// request dropped meanwhile is still charged for it (four bytes a token).
+    pub fn generated(&mut self, text: &str) {
+        self.generated = crate::accounting::usage::estimate_tokens(text.len());
+    }
+
     /// The most output tokens the whole reply may hold: `max_tokens` for each choice.
     fn max_output(&self) -> Option<u64> {
         self.max_tokens.map(|m| m.saturating_mul(self.choices))
@@ -390,7 +400,7 @@ impl Drop for Exchange {
     fn drop(&mut self) {
         if !self.finished {
             let usage = if self.deployment.is_some() {
-                self.estimated_usage(0)
+                self.estimated_usage(self.generated)
             } else {
                 Usage::default()
             };

@@ -217,9 +217,15 @@ impl MeteredStream {
         {
             self.ttft = Some(ex.started().elapsed());
         }
-        let counting = match self.meter.usage {
+        // A count `close` started (the client asked for usage) and did not see
+        // finish: the record takes it over, rather than counting an emptied text.
+        let in_flight = match self.meter.usage {
             Some(_) => None,
-            None => self.counting(),
+            None => self.counting.take(),
+        };
+        let counting = match (self.meter.usage, &in_flight) {
+            (None, None) => self.counting(),
+            _ => None,
         };
         let Some(mut ex) = self.exchange.take() else {
             return;
@@ -239,15 +245,17 @@ impl MeteredStream {
             ex.finish(status, error, usage, ttft);
             drop(pending);
         };
-        match counting {
-            None => finish(self.meter.usage.unwrap_or_default()),
-            Some(counting) => match tokio::runtime::Handle::try_current() {
-                Ok(runtime) => {
-                    runtime.spawn(async move { finish(counting.count_off_runtime().await) });
-                }
-                // Dropped outside the runtime (at exit): count here.
-                Err(_) => finish(counting.count()),
-            },
+        let runtime = tokio::runtime::Handle::try_current();
+        match (counting, in_flight, runtime) {
+            (Some(counting), _, Ok(runtime)) => {
+                runtime.spawn(async move { finish(counting.count_off_runtime().await) });
+            }
+            // Dropped outside the runtime (at exit): count here.
+            (Some(counting), _, Err(_)) => finish(counting.count()),
+            (None, Some(in_flight), Ok(runtime)) => {
+                runtime.spawn(async move { finish(in_flight.await) });
+            }
+            (None, _, _) => finish(self.meter.usage.unwrap_or_default()),
         }
     }
 
