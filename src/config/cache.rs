@@ -128,26 +128,8 @@ pub fn validate_cache(raw: Option<RawCache>) -> Result<Option<CacheConfig>, Inva
             CacheBackend::Memory { max_bytes }
         }
         CacheBackendKind::Redis => {
-            let url = url::Url::parse(&redis_url)
-                .map_err(|e| invalid("redis_url", format!("not a URL: {e}")))?;
-            if !matches!(url.scheme(), "redis" | "redis+unix" | "unix") {
-                return Err(invalid(
-                    "redis_url",
-                    format!(
-                        "`{}://` is not supported; use redis://host:port",
-                        url.scheme()
-                    ),
-                ));
-            }
-            if key_prefix.is_empty() {
-                return Err(invalid(
-                    "key_prefix",
-                    "must not be empty: the cache must not overwrite other keys".into(),
-                ));
-            }
-            if redis_timeout_ms == 0 {
-                return Err(invalid("redis_timeout_ms", "must be greater than 0".into()));
-            }
+            check_redis(&redis_url, &key_prefix, redis_timeout_ms, "the cache")
+                .map_err(|(field, message)| invalid(field, message))?;
             CacheBackend::Redis {
                 url: Secret::new(redis_url),
                 key_prefix,
@@ -161,4 +143,35 @@ pub fn validate_cache(raw: Option<RawCache>) -> Result<Option<CacheConfig>, Inva
         scope,
         max_entry_bytes: usize::try_from(max_entry_bytes).unwrap_or(usize::MAX),
     }))
+}
+
+/// Checks the Redis settings shared by the cache and the limits; an error names the
+/// field (`redis_url`, `key_prefix` or `redis_timeout_ms`). `user` says whose keys the
+/// prefix keeps apart.
+pub(super) fn check_redis(
+    redis_url: &str,
+    key_prefix: &str,
+    redis_timeout_ms: u64,
+    user: &str,
+) -> Result<(), (&'static str, String)> {
+    let url = url::Url::parse(redis_url).map_err(|e| ("redis_url", format!("not a URL: {e}")))?;
+    if !matches!(url.scheme(), "redis" | "redis+unix" | "unix") {
+        return Err((
+            "redis_url",
+            format!(
+                "`{}://` is not supported; use redis://host:port",
+                url.scheme()
+            ),
+        ));
+    }
+    if key_prefix.is_empty() {
+        return Err((
+            "key_prefix",
+            format!("must not be empty: {user} must not overwrite other keys"),
+        ));
+    }
+    if redis_timeout_ms == 0 {
+        return Err(("redis_timeout_ms", "must be greater than 0".into()));
+    }
+    Ok(())
 }

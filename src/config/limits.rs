@@ -101,26 +101,8 @@ pub fn validate_limits(raw: Option<RawLimits>) -> Result<LimitsConfig, Invalid> 
     match backend {
         LimitsBackendKind::Memory => Ok(LimitsConfig::Memory),
         LimitsBackendKind::Redis => {
-            let url = url::Url::parse(&redis_url)
-                .map_err(|e| invalid("redis_url", format!("not a URL: {e}")))?;
-            if !matches!(url.scheme(), "redis" | "redis+unix" | "unix") {
-                return Err(invalid(
-                    "redis_url",
-                    format!(
-                        "`{}://` is not supported; use redis://host:port",
-                        url.scheme()
-                    ),
-                ));
-            }
-            if key_prefix.is_empty() {
-                return Err(invalid(
-                    "key_prefix",
-                    "must not be empty: the limits must not overwrite other keys".into(),
-                ));
-            }
-            if redis_timeout_ms == 0 {
-                return Err(invalid("redis_timeout_ms", "must be greater than 0".into()));
-            }
+            super::cache::check_redis(&redis_url, &key_prefix, redis_timeout_ms, "the limits")
+                .map_err(|(field, message)| invalid(field, message))?;
             if reservation_ttl_ms < 1_000 {
                 return Err(invalid(
                     "reservation_ttl_ms",
