@@ -16,6 +16,7 @@
 //! - [`cache`]: the response cache: a pure key, memory and Redis stores, stream replay.
 //! - [`admission`]: rate limits and budget reservations, in process or shared in Redis.
 //! - [`redis_conn`]: the Redis connection both share: deadlines and a cool-down.
+//! - [`inflight`]: background work that shutdown waits for.
 //! - [`provider`], [`dispatch`]: upstream HTTP and fallback.
 //! - [`ledger`]: the spend ledger and its writer thread; spend queries and the
 //!   database connection ([`ledger::db`]) shared with the key store ([`auth`]), on SQLite
@@ -34,6 +35,7 @@ pub mod config;
 pub mod dispatch;
 pub mod error;
 pub mod handler;
+pub mod inflight;
 pub mod ledger;
 pub mod metrics;
 pub mod provider;

@@ -368,6 +368,29 @@ fn daily(usd: f64) -> BudgetConfig {
 }
 
 #[tokio::test]
+async fn settled_waits_until_every_settlement_reached_redis() {
+    let prefix = unique_prefix();
+    let _ = redis().await;
+    let budgets = [(Scope::Key("search-prod".into()), daily(0.001))];
+    let replica = limits(&prefix, Duration::from_secs(60), Usd::ZERO);
+    let small = Usd::from_dollars(0.0001).unwrap();
+    for _ in 0..5 {
+        match replica.admit(&ask(&budgets, small)).await.unwrap() {
+            SharedVerdict::Admitted(hold) => hold.settle(small),
+            _ => panic!("each reservation fits"),
+        }
+    }
+    // What shutdown waits for: afterwards Redis holds every settlement, no polling.
+    tokio::time::timeout(Duration::from_secs(5), replica.settled())
+        .await
+        .unwrap();
+    assert_eq!(
+        account(&prefix, "search-prod").await,
+        (Some(5 * small.pico()), Some(0))
+    );
+}
+
+#[tokio::test]
 async fn a_dead_replicas_reservations_expire_with_their_lease() {
     let prefix = unique_prefix();
     let _ = redis().await;

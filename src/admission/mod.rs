@@ -115,6 +115,14 @@ impl Admission {
         }
     }
 
+    /// Waits until what finished requests owe the shared limits (settlements, token
+    /// counts) has reached Redis: the runtime would cancel it at exit.
+    pub async fn flush(&self) {
+        if let Some((shared, _)) = &self.shared {
+            shared.settled().await;
+        }
+    }
+
     /// Counts the request against its key's rate limits and reserves its upper-bound
     /// cost against its budgets: one Redis round trip with the shared backend.
     pub async fn admit(&self, ask: &Ask<'_>) -> Result<Admitted, Refused> {

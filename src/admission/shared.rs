@@ -43,6 +43,7 @@ use super::budget::{Scope, SpendSource, period_end_ms, period_start_ms, read_his
 use super::rate::MINUTE_MS;
 use crate::accounting::Usd;
 use crate::config::BudgetConfig;
+use crate::inflight::InFlight;
 use crate::redis_conn::{COOL_DOWN, RedisConn, RedisError};
 
 const MONEY: &str = include_str!("lua/money.lua");
@@ -101,6 +102,8 @@ pub struct SharedLimits {
     warnings: IntCounterVec,
     /// Redis operations that failed, by operation.
     errors: IntCounterVec,
+    /// Settlements and token counts still on their way to Redis.
+    background: Arc<InFlight>,
 }
 
 /// One budget a reservation holds.
@@ -154,7 +157,27 @@ impl SharedLimits {
             warn_at,
             warnings,
             errors,
+            background: Arc::default(),
         })
+    }
+
+    /// Runs `task` on the current runtime, counted until done so that shutdown can
+    /// wait for it; without a runtime (a test dropping a hold outside it) the lease
+    /// frees the reservation.
+    fn spawn(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            let running = self.background.start();
+            handle.spawn(async move {
+                task.await;
+                drop(running);
+            });
+        }
+    }
+
+    /// Waits until every settlement and token count started so far reached Redis (or
+    /// gave up).
+    pub async fn settled(&self) {
+        self.background.idle().await;
     }
 
     /// The key of `scope`'s account for the period starting at `start_ms`.
@@ -327,7 +350,7 @@ impl SharedLimits {
         let window = now_ms - now_ms.rem_euclid(MINUTE_MS);
         let rate_key = self.rate_key(key, window);
         let limits = self.clone();
-        spawn(async move {
+        self.spawn(async move {
             let mut pipe = redis::pipe();
             pipe.atomic()
                 .hincr(&rate_key, "t", tokens)
@@ -395,11 +418,16 @@ impl SharedLimits {
 impl SharedHold {
     /// Settles the actual cost and releases the reservation, off the request path.
     pub fn settle(mut self, actual: Usd) {
+        self.release(actual);
+    }
+
+    fn release(&mut self, actual: Usd) {
         let held = std::mem::take(&mut self.held);
         let limits = self.limits.clone();
         let member = std::mem::take(&mut self.member);
         let amount = self.amount;
-        spawn(async move { limits.settle(held, member, amount, actual).await });
+        self.limits
+            .spawn(async move { limits.settle(held, member, amount, actual).await });
     }
 }
 
@@ -407,20 +435,8 @@ impl Drop for SharedHold {
     /// Not settled: nothing was spent; release the room now rather than at lease expiry.
     fn drop(&mut self) {
         if !self.held.is_empty() {
-            let held = std::mem::take(&mut self.held);
-            let limits = self.limits.clone();
-            let member = std::mem::take(&mut self.member);
-            let amount = self.amount;
-            spawn(async move { limits.settle(held, member, amount, Usd::ZERO).await });
+            self.release(Usd::ZERO);
         }
-    }
-}
-
-/// Runs `task` on the current runtime; without one (a test dropping a hold outside
-/// it) the lease frees the reservation.
-fn spawn(task: impl std::future::Future<Output = ()> + Send + 'static) {
-    if let Ok(handle) = tokio::runtime::Handle::try_current() {
-        handle.spawn(task);
     }
 }
 

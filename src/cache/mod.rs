@@ -19,14 +19,12 @@ pub mod redis;
 
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use prometheus::{IntCounter, IntCounterVec, Opts, Registry};
 use serde::Deserialize;
 use serde::de::IgnoredAny;
-use tokio::sync::Notify;
 
 pub use completion::{Assembler, replay};
 pub use entry::Entry;
@@ -34,6 +32,7 @@ pub use key::CacheKey;
 
 use crate::accounting::Usage;
 use crate::config::{CacheBackend, CacheConfig, CacheScope};
+use crate::inflight::{InFlight, InFlightGuard};
 
 /// Where entries live. Implementations bound their own size and expire entries after
 /// the configured TTL.
@@ -182,8 +181,7 @@ struct Inner {
     max_entry_bytes: usize,
     metrics: CacheMetrics,
     /// Writes in flight, so [`Cache::flush`] can wait for them.
-    pending: AtomicUsize,
-    idle: Notify,
+    writes: Arc<InFlight>,
 }
 
 impl Cache {
@@ -227,8 +225,7 @@ impl Cache {
                 scope,
                 max_entry_bytes,
                 metrics,
-                pending: AtomicUsize::new(0),
-                idle: Notify::new(),
+                writes: Arc::default(),
             }),
         }
     }
@@ -281,11 +278,12 @@ impl Cache {
         if Entry::stored_len_of(body.len()) > self.inner.max_entry_bytes {
             return;
         }
-        let write = self.begin_write();
+        let (write, cache) = (self.begin_write(), self.clone());
         tokio::spawn(async move {
             if is_completion(&body) {
-                write.cache.write(key, Entry { usage, body }).await;
+                cache.write(key, Entry { usage, body }).await;
             }
+            drop(write);
         });
     }
 
@@ -308,40 +306,15 @@ impl Cache {
         }
     }
 
-    fn begin_write(&self) -> PendingWrite {
-        self.inner.pending.fetch_add(1, Ordering::AcqRel);
-        PendingWrite {
-            cache: self.clone(),
-        }
+    fn begin_write(&self) -> InFlightGuard {
+        self.inner.writes.start()
     }
 
     /// Waits until every write started so far is done and the backend's housekeeping
     /// has run: what was stored can be read, and the size bound holds.
     pub async fn flush(&self) {
-        loop {
-            let idle = self.inner.idle.notified();
-            let mut idle = std::pin::pin!(idle);
-            idle.as_mut().enable();
-            if self.inner.pending.load(Ordering::Acquire) == 0 {
-                break;
-            }
-            idle.await;
-        }
+        self.inner.writes.idle().await;
         self.inner.store.settle().await;
-    }
-}
-
-/// A write in flight; dropping it marks it done.
-struct PendingWrite {
-    cache: Cache,
-}
-
-impl Drop for PendingWrite {
-    fn drop(&mut self) {
-        let inner = &self.cache.inner;
-        if inner.pending.fetch_sub(1, Ordering::AcqRel) == 1 {
-            inner.idle.notify_waiters();
-        }
     }
 }
 
@@ -384,14 +357,15 @@ impl StreamRecorder {
         let Ok(body) = self.assembler.finish(&usage) else {
             return;
         };
-        let write = self.cache.begin_write();
+        let (write, cache) = (self.cache.begin_write(), self.cache.clone());
         let key = self.key;
         tokio::spawn(async move {
             let entry = Entry {
                 usage,
                 body: Bytes::from(body),
             };
-            write.cache.write(key, entry).await;
+            cache.write(key, entry).await;
+            drop(write);
         });
     }
 }

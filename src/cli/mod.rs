@@ -291,6 +291,17 @@ async fn serve_async(config: Config) -> Result<(), String> {
             );
         }
     }
+    // Finished requests still owe the shared limits their settlements; unsent, their
+    // reservations would hold room until their leases run out.
+    if tokio::time::timeout(grace, app.state.admission.flush())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            grace_ms = grace.as_millis() as u64,
+            "shared-limit settlements did not finish in time"
+        );
+    }
     drop(app.state);
     app.ledger_writer.shutdown().await;
     tracing::info!("ledger flushed; bye");

@@ -9,7 +9,7 @@ mod sqlite;
 use std::borrow::Cow;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 
 use serde::{Deserialize, Serialize};
@@ -25,6 +25,7 @@ pub use sqlite::SqliteStore;
 
 use crate::accounting::{Usage, Usd};
 use crate::config::{LedgerBackend, LedgerConfig};
+use crate::inflight::{InFlight, InFlightGuard};
 
 /// Everything finance and platform teams need to know about one request.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -127,7 +128,7 @@ impl LedgerMetrics {
 pub struct Ledger {
     tx: mpsc::Sender<Msg>,
     metrics: LedgerMetrics,
-    pending: Arc<Pending>,
+    pending: Arc<InFlight>,
 }
 
 /// Owns the writer thread; [`LedgerWriter::shutdown`] drains and joins it.
@@ -136,44 +137,12 @@ pub struct LedgerWriter {
     thread: JoinHandle<()>,
     /// Set at shutdown: a failing store stops retrying and spills instead.
     stopping: Arc<AtomicBool>,
-    pending: Arc<Pending>,
-}
-
-/// Records still being completed off the request path (tokens being counted).
-#[derive(Default)]
-struct Pending {
-    count: AtomicUsize,
-    done: tokio::sync::Notify,
-}
-
-impl Pending {
-    /// Waits until no record is pending.
-    async fn settled(&self) {
-        loop {
-            let done = self.done.notified();
-            tokio::pin!(done);
-            done.as_mut().enable();
-            if self.count.load(Ordering::Acquire) == 0 {
-                return;
-            }
-            done.await;
-        }
-    }
+    pending: Arc<InFlight>,
 }
 
 /// A promise of one more record: [`Ledger::flush`] and [`LedgerWriter::shutdown`] wait
 /// for it to be recorded or dropped.
-pub struct PendingRecord {
-    pending: Arc<Pending>,
-}
-
-impl Drop for PendingRecord {
-    fn drop(&mut self) {
-        if self.pending.count.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.pending.done.notify_waiters();
-        }
-    }
-}
+pub type PendingRecord = InFlightGuard;
 
 /// Opens the configured store and starts the writer thread.
 pub fn start(
@@ -296,7 +265,7 @@ pub fn start_with(
     opened
         .recv()
         .map_err(|_| "the ledger writer stopped while opening the store".to_owned())??;
-    let pending = Arc::new(Pending::default());
+    let pending = Arc::new(InFlight::default());
     Ok((
         Ledger {
             tx: tx.clone(),
@@ -409,15 +378,12 @@ impl Ledger {
 
     /// Announces a record that will be recorded later, off the request path.
     pub fn pending(&self) -> PendingRecord {
-        self.pending.count.fetch_add(1, Ordering::AcqRel);
-        PendingRecord {
-            pending: self.pending.clone(),
-        }
+        self.pending.start()
     }
 
     /// Waits until every record queued (or announced) before this call is written.
     pub async fn flush(&self) {
-        self.pending.settled().await;
+        self.pending.idle().await;
         let (done, wait) = oneshot::channel();
         if self.tx.send(Msg::Flush(done)).await.is_ok() {
             let _ = wait.await;
@@ -436,7 +402,7 @@ impl LedgerWriter {
             pending,
         } = self;
         // Requests that finished are still being counted: their records come first.
-        if tokio::time::timeout(Duration::from_secs(10), pending.settled())
+        if tokio::time::timeout(Duration::from_secs(10), pending.idle())
             .await
             .is_err()
         {
