@@ -101,18 +101,41 @@ impl Progress {
 }
 
 /// Options of `crossroads train`.
+#[derive(clap::Args, Debug)]
 pub struct TrainArgs {
+    /// A JSONL file; repeat for more.
+    #[arg(long, required = true)]
     pub data: Vec<PathBuf>,
+    /// Where to write the model file.
+    #[arg(long)]
     pub out: PathBuf,
+    #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Rows to learn from: `train` (all but the held-out 20%, chosen by a hash of
+    /// the text) or `all`.
+    #[arg(long, default_value = "train")]
     pub split: String,
+    #[arg(long, default_value_t = 30)]
     pub epochs: usize,
+    #[arg(long, default_value_t = 2.0)]
     pub learning_rate: f32,
+    /// The frontier head's learning rate, relative to --learning-rate.
+    #[arg(long, default_value_t = 0.5)]
     pub frontier_rate: f32,
+    /// L2 penalty (weight decay per step on the rows a step touches).
+    #[arg(long, default_value_t = 0.0)]
     pub l2: f32,
+    /// How much a row's own outcome counts against the outcome rates of its MMLU
+    /// subject or label (1: only its own, 0: only the group's).
+    #[arg(long, default_value_t = 0.0)]
     pub outcome_keep: f32,
+    /// log2 of the number of hashed feature buckets.
+    #[arg(long, default_value_t = 17)]
     pub hash_bits: u8,
+    /// Shortest and longest character n-grams (0 and 0 for none).
+    #[arg(long, default_value_t = crate::classify::linear::FeatureSpec::default().char_min)]
     pub char_min: u8,
+    #[arg(long, default_value_t = crate::classify::linear::FeatureSpec::default().char_max)]
     pub char_max: u8,
 }
 

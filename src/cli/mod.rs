@@ -78,42 +78,7 @@ enum Command {
     },
     /// Train a classifier model from labelled JSONL (`text`, and `label` and/or
     /// `weak_correct` + `strong_correct`).
-    Train {
-        /// A JSONL file; repeat for more.
-        #[arg(long, required = true)]
-        data: Vec<PathBuf>,
-        /// Where to write the model file.
-        #[arg(long)]
-        out: PathBuf,
-        #[arg(long, default_value_t = 1)]
-        seed: u64,
-        /// Rows to learn from: `train` (all but the held-out 20%, chosen by a hash of
-        /// the text) or `all`.
-        #[arg(long, default_value = "train")]
-        split: String,
-        #[arg(long, default_value_t = 30)]
-        epochs: usize,
-        #[arg(long, default_value_t = 2.0)]
-        learning_rate: f32,
-        /// The frontier head's learning rate, relative to --learning-rate.
-        #[arg(long, default_value_t = 0.5)]
-        frontier_rate: f32,
-        /// L2 penalty (weight decay per step on the rows a step touches).
-        #[arg(long, default_value_t = 0.0)]
-        l2: f32,
-        /// How much a row's own outcome counts against the outcome rates of its MMLU
-        /// subject or label (1: only its own, 0: only the group's).
-        #[arg(long, default_value_t = 0.0)]
-        outcome_keep: f32,
-        /// log2 of the number of hashed feature buckets.
-        #[arg(long, default_value_t = 17)]
-        hash_bits: u8,
-        /// Shortest and longest character n-grams (0 and 0 for none).
-        #[arg(long, default_value_t = crate::classify::linear::FeatureSpec::default().char_min)]
-        char_min: u8,
-        #[arg(long, default_value_t = crate::classify::linear::FeatureSpec::default().char_max)]
-        char_max: u8,
-    },
+    Train(classifier::TrainArgs),
     /// Measure a model on labelled JSONL: per-class scores, routing quality, latency;
     /// the last line is one JSON object.
     Eval {
@@ -164,33 +129,7 @@ pub fn main() -> ExitCode {
             request,
             model,
         } => explain(&config, prompt, request, &model),
-        Command::Train {
-            data,
-            out,
-            seed,
-            split,
-            epochs,
-            learning_rate,
-            frontier_rate,
-            l2,
-            outcome_keep,
-            hash_bits,
-            char_min,
-            char_max,
-        } => classifier::exit(classifier::train_command(classifier::TrainArgs {
-            data,
-            out,
-            seed,
-            split,
-            epochs,
-            learning_rate,
-            frontier_rate,
-            l2,
-            outcome_keep,
-            hash_bits,
-            char_min,
-            char_max,
-        })),
+        Command::Train(args) => classifier::exit(classifier::train_command(args)),
         Command::Eval {
             model,
             data,
