@@ -144,12 +144,33 @@ impl LinearModel {
         prompt: &Prompt<'_>,
         out: &mut [f32],
     ) -> f32 {
+        // The time goes to loading rows from the 8 MB table more than to adding
+        // them. So each row is touched (one byte read) when its feature is hashed and
+        // added AHEAD features later, its load overlapping the work in between: 28%
+        // off a 500-token prompt (see BENCHMARKS.md). The features are added in the
+        // same order, so the sums do not change.
+        const AHEAD: usize = 16;
         let mut acc = [0.0f32; L];
         let mut norm = 0.0;
+        let mut pending = [(0usize, 0.0f32); AHEAD];
+        let mut at = 0;
+        let mut touched = 0u8;
         ngrams::for_each_feature(&self.spec, prompt, |bucket, weight| {
-            let x = self.table.add_row::<W, L>(bucket, weight, &mut acc);
-            norm += x * x;
+            touched ^= self.table.touch::<W>(bucket);
+            if let Some(slot) = pending.get_mut(at % AHEAD) {
+                let (due, w) = std::mem::replace(slot, (bucket, weight));
+                let x = self.table.add_row::<W, L>(due, w, &mut acc);
+                norm += x * x;
+            }
+            at += 1;
         });
+        // The rest, oldest first.
+        for i in 0..AHEAD {
+            let (due, w) = pending[(at + i) % AHEAD];
+            let x = self.table.add_row::<W, L>(due, w, &mut acc);
+            norm += x * x;
+        }
+        std::hint::black_box(touched);
         for ((o, a), c) in out.iter_mut().zip(acc).zip(self.table.columns()) {
             *o = a * c;
         }

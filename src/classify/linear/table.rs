@@ -173,6 +173,12 @@ impl Table {
         Some((f32_at(&bytes, 0), f32_at(&bytes, 4), weights))
     }
 
+    /// Reads one byte of `bucket`'s row (0 past the end), to bring it into cache.
+    #[inline(always)]
+    pub fn touch<const W: usize>(&self, bucket: usize) -> u8 {
+        self.chunks.get(bucket * W).map_or(0, |c| c.0[0])
+    }
+
     /// Adds `weight × idf × row` of `bucket` into `acc` (whose length is the row's
     /// `W × 32 − 4` lanes) and returns `weight × idf`, the feature's tf-idf value.
     /// A bucket past the end adds nothing.
@@ -190,27 +196,35 @@ impl Table {
         else {
             return 0.0;
         };
-        // Local copies: the compiler cannot tell that `acc` and the table never
-        // overlap, and without that it adds one lane at a time.
         let first = &row[0].0;
-        let mut lanes = [0u16; L];
-        let (head, tail) = lanes.split_at_mut(FIRST);
-        for (lane, b) in head.iter_mut().zip(first[HEADER..].chunks_exact(2)) {
-            *lane = u16::from_le_bytes([b[0], b[1]]);
-        }
-        for (lanes, chunk) in tail.chunks_exact_mut(LANES).zip(&row[1..]) {
-            for (lane, b) in lanes.iter_mut().zip(chunk.0.chunks_exact(2)) {
-                *lane = u16::from_le_bytes([b[0], b[1]]);
-            }
-        }
         let x = weight * f32_at(first, 4);
         let m = x * f32_at(first, 0);
+        // A local copy: the compiler cannot tell that `acc` and the table never
+        // overlap, and without that it adds one lane at a time.
         let mut sum = *acc;
-        for (a, &q) in sum.iter_mut().zip(&lanes) {
-            *a += m * dequantize(q);
+        let (head, tail) = sum.split_at_mut(FIRST);
+        if let (Some(acc), Some(lanes)) = (
+            head.first_chunk_mut::<FIRST>(),
+            first[HEADER..].first_chunk::<{ 2 * FIRST }>(),
+        ) {
+            add_lanes(acc, lanes, m);
+        }
+        for (acc, chunk) in tail.chunks_exact_mut(LANES).zip(&row[1..]) {
+            if let Some(acc) = acc.first_chunk_mut::<LANES>() {
+                add_lanes(acc, &chunk.0, m);
+            }
         }
         *acc = sum;
         x
+    }
+}
+
+/// `acc[i] += m × lane i` for the `N` little-endian `i16` lanes of `bytes`; fixed sizes
+/// so that the compiler turns it into whole-vector instructions.
+#[inline(always)]
+fn add_lanes<const N: usize, const B: usize>(acc: &mut [f32; N], bytes: &[u8; B], m: f32) {
+    for (a, b) in acc.iter_mut().zip(bytes.chunks_exact(2)) {
+        *a += m * dequantize(u16::from_le_bytes([b[0], b[1]]));
     }
 }
 

@@ -147,6 +147,40 @@ fn training_is_deterministic_for_a_seed() {
 }
 
 #[test]
+fn rows_added_ahead_of_their_loads_sum_as_in_order() {
+    let model = trained().model().clone();
+    for text in ["", "a", "the court", &"planet orbit comet ".repeat(40)] {
+        let prompt = Prompt::user(text);
+        let features = crate::classify::Features::extract(&prompt);
+        let mut fast = [0.0; MAX_OUTPUTS];
+        model.logits(&prompt, &features, &mut fast);
+        // The plain sum, feature by feature.
+        let mut acc = [0.0f32; 28];
+        let mut norm = 0.0;
+        ngrams::for_each_feature(&model.spec, &prompt, |bucket, weight| {
+            let x = model.table.add_row::<1, 28>(bucket, weight, &mut acc);
+            norm += x * x;
+        });
+        let scale = if norm > 0.0 { norm.sqrt().recip() } else { 0.0 };
+        let stride = model.stride();
+        let mut plain = vec![0.0; stride];
+        for (i, p) in plain.iter_mut().enumerate() {
+            *p = acc[i] * model.table.columns()[i] * scale + model.bias[i];
+        }
+        for (row, value) in model
+            .dense
+            .chunks_exact(stride)
+            .zip(ngrams::dense(&features))
+        {
+            for (p, w) in plain.iter_mut().zip(row) {
+                *p += w * value;
+            }
+        }
+        assert_eq!(&fast[..stride], &plain[..], "{text:?}");
+    }
+}
+
+#[test]
 fn file_round_trips() {
     let classifier = trained();
     let dir = tempfile::tempdir().unwrap();
