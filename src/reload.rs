@@ -95,10 +95,13 @@ impl Reloader {
     }
 }
 
-/// The listen address and the ledger are bound at startup.
+/// The listen address, the workers and the ledger are bound at startup.
 fn warn_about_restart_only_changes(old: &Runtime, new: &Runtime) {
     if old.config.server.listen != new.config.server.listen {
         tracing::warn!("server.listen changed: it applies at the next restart");
+    }
+    if old.config.server.workers != new.config.server.workers {
+        tracing::warn!("server.workers changed: it applies at the next restart");
     }
     if old.config.ledger != new.config.ledger {
         tracing::warn!("[ledger] changed: it applies at the next restart");

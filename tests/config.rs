@@ -116,6 +116,27 @@ fn wrong_types_and_ranges() {
     assert_eq!(e.path, "rules[1].when.min_confidence");
     let e = error_for(&base().replace("pii = true", "pii_kinds = [\"dna\"]"));
     assert_eq!(e.path, "rules[0].when.pii_kinds");
+    let e = error_for(&base().replace("[server]", "[server]\nworkers = 100000"));
+    assert_eq!(e.path, "server.workers");
+}
+
+#[test]
+fn workers_default_to_one_per_core() {
+    let parse = |toml: &str| {
+        from_toml_str(toml, Path::new("routes.toml"), &|_| None)
+            .expect("valid")
+            .server
+            .workers
+    };
+    assert_eq!(parse(&base()), None);
+    assert_eq!(
+        parse(&base().replace("[server]", "[server]\nworkers = 0")),
+        None
+    );
+    assert_eq!(
+        parse(&base().replace("[server]", "[server]\nworkers = 1")),
+        Some(1)
+    );
 }
 
 #[test]

@@ -136,6 +136,8 @@ impl fmt::Debug for Config {
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     pub listen: SocketAddr,
+    /// Async worker threads; `None` is one per core. Applies at start-up.
+    pub workers: Option<usize>,
     pub body_limit: usize,
     pub request_timeout: Duration,
     pub shutdown_grace: Duration,

@@ -144,6 +144,8 @@ pub struct RawServer {
     /// upstream's Retry-After, when longer, is honoured up to `max_retry_wait_ms`.
     pub retry_backoff_ms: u64,
     pub max_retry_wait_ms: u64,
+    /// Async worker threads; 0 is one per core.
+    pub workers: usize,
 }
 
 impl Default for RawServer {
@@ -158,6 +160,7 @@ impl Default for RawServer {
             retries: 1,
             retry_backoff_ms: 100,
             max_retry_wait_ms: 10_000,
+            workers: 0,
         }
     }
 }

@@ -226,6 +226,9 @@ fn validate_health(raw: RawHealth) -> Result<HealthConfig, Invalid> {
     })
 }
 
+/// More async workers than this is a typo, not a tuning.
+const MAX_WORKERS: usize = 1024;
+
 fn validate_server(
     raw: RawServer,
     env: &dyn Fn(&str) -> Option<String>,
@@ -240,6 +243,7 @@ fn validate_server(
         retries,
         retry_backoff_ms,
         max_retry_wait_ms,
+        workers,
     } = raw;
     let admin_key = match admin_key_env {
         Some(name) if name.is_empty() => {
@@ -260,8 +264,15 @@ fn validate_server(
             "must be at least 1024 bytes",
         ));
     }
+    if workers > MAX_WORKERS {
+        return Err(invalid(
+            "server.workers",
+            format!("must be at most {MAX_WORKERS} (0: one per core)"),
+        ));
+    }
     Ok(ServerConfig {
         listen,
+        workers: (workers > 0).then_some(workers),
         body_limit: body_limit_bytes,
         request_timeout: positive_ms("server.request_timeout_ms", request_timeout_ms)?,
         shutdown_grace: Duration::from_millis(shutdown_grace_ms),
