@@ -38,7 +38,8 @@ pub struct Metrics {
     /// Admissions decided without the shared limits because Redis failed, by policy
     /// (`local`: enforced in this process; `reject`: refused with a 503).
     pub admission_fallbacks: IntCounterVec,
-    /// Shared-limits Redis operations that failed, by operation (admit, settle, output).
+    /// Shared-limits Redis operations that failed, by operation (admit, settle, output,
+    /// owe).
     pub admission_redis_errors: IntCounterVec,
     /// Routing decisions by the rule that made them (`alias` for a named alias's pool).
     pub rule_hits: IntCounterVec,

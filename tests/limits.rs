@@ -80,6 +80,14 @@ fn shared(prefix: &str) -> String {
     )
 }
 
+/// The `[limits]` of a gateway reaching Redis through `proxy`, with a 200 ms timeout.
+fn shared_via(proxy: &Proxy, prefix: &str) -> String {
+    format!(
+        "backend = \"redis\"\nredis_url = \"{}\"\nkey_prefix = \"{prefix}\"\nredis_timeout_ms = 200\n",
+        proxy.url()
+    )
+}
+
 async fn chat_as(gw: &Gateway, body: serde_json::Value) -> reqwest::Response {
     gw.client
         .post(gw.url("/v1/chat/completions"))
@@ -364,6 +372,24 @@ fn limits(prefix: &str, lease: Duration, history: Usd) -> Arc<SharedLimits> {
     )
 }
 
+/// Shared limits reaching Redis through `proxy` (200 ms timeout), and their error
+/// counter.
+fn limits_behind(proxy: &Proxy, prefix: &str) -> (Arc<SharedLimits>, prometheus::IntCounterVec) {
+    let (warnings, errors) = counters();
+    let limits = SharedLimits::new(
+        &proxy.url(),
+        prefix.to_owned(),
+        Duration::from_millis(200),
+        Duration::from_secs(60),
+        Arc::new(Ledger(Usd::ZERO)),
+        0.8,
+        warnings,
+        errors.clone(),
+    )
+    .unwrap();
+    (Arc::new(limits), errors)
+}
+
 fn ask<'a>(budgets: &'a [(Scope, BudgetConfig)], amount: Usd) -> SharedAsk<'a> {
     SharedAsk {
         key: "search-prod",
@@ -559,20 +585,7 @@ async fn a_settlement_that_fails_in_an_outage_is_retried() {
     let prefix = unique_prefix();
     let _ = redis().await;
     let proxy = Proxy::start().await;
-    let (warnings, errors) = counters();
-    let limits = Arc::new(
-        SharedLimits::new(
-            &proxy.url(),
-            prefix.clone(),
-            Duration::from_millis(200),
-            Duration::from_secs(60),
-            Arc::new(Ledger(Usd::ZERO)),
-            0.8,
-            warnings,
-            errors.clone(),
-        )
-        .unwrap(),
-    );
+    let (limits, errors) = limits_behind(&proxy, &prefix);
     let budgets = [(Scope::Key("search-prod".into()), daily(1.0))];
     let reserved = Usd::from_dollars(0.5).unwrap();
     let cost = Usd::from_dollars(0.3).unwrap();
@@ -610,10 +623,7 @@ async fn an_outage_falls_back_to_local_limits_and_redis_takes_over_again() {
         &local,
         &fa,
         "rpm = 100",
-        &format!(
-            "backend = \"redis\"\nredis_url = \"{}\"\nkey_prefix = \"{prefix}\"\nredis_timeout_ms = 200\n",
-            proxy.url()
-        ),
+        &shared_via(&proxy, &prefix),
     ))
     .await;
     let fallbacks = "crossroads_admission_fallbacks_total{policy=\"local\"}";
@@ -886,4 +896,136 @@ async fn added_latency_of_shared_limits() {
     for line in stats.lines().filter(|l| l.contains("evalsha")) {
         println!("redis {line}");
     }
+}
+
+#[tokio::test]
+async fn what_the_fallback_spent_reaches_redis_once_it_is_back() {
+    let prefix = unique_prefix();
+    let _ = redis().await;
+    let proxy = Proxy::start().await;
+    let (limits, errors) = limits_behind(&proxy, &prefix);
+    let budgets = [(Scope::Key("search-prod".into()), daily(1.0))];
+    let dollars = |d: f64| Usd::from_dollars(d).unwrap();
+    let SharedVerdict::Admitted(hold) = limits.admit(&ask(&budgets, dollars(0.5))).await.unwrap()
+    else {
+        panic!("$0.5 fits $1");
+    };
+    hold.settle(dollars(0.1));
+    tokio::time::timeout(Duration::from_secs(5), limits.settled())
+        .await
+        .unwrap();
+    proxy.down();
+    assert!(limits.admit(&ask(&budgets, dollars(0.5))).await.is_err());
+    // Two requests the fallback admitted settle while Redis is away.
+    limits.owing(&budgets, now_ms()).settle(dollars(0.2));
+    limits.owing(&budgets, now_ms()).settle(dollars(0.05));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(errors.with_label_values(&["owe"]).get() >= 1);
+    assert_eq!(
+        account(&prefix, "search-prod").await,
+        (Some(dollars(0.1).pico()), Some(0))
+    );
+    proxy.up();
+    // Shutdown waits for this too: once settled, Redis has the outage's spend, once.
+    tokio::time::timeout(Duration::from_secs(10), limits.settled())
+        .await
+        .unwrap();
+    assert_eq!(
+        account(&prefix, "search-prod").await,
+        (Some(dollars(0.35).pico()), Some(0))
+    );
+}
+
+#[tokio::test]
+async fn a_gateway_pays_the_shared_budget_what_it_spent_in_an_outage() {
+    let prefix = unique_prefix();
+    let _ = redis().await;
+    let proxy = Proxy::start().await;
+    let local = Upstream::start(Scripted::json(completion("l", "ok", 1, 1))).await;
+    // Every answer costs 10 × $2/M + 50 × $8/M = $0.00042.
+    let fa = Upstream::start(Scripted::json(completion("gpt-4.1", "ok", 10, 50))).await;
+    let gw = Gateway::start(&config(
+        &local,
+        &fa,
+        "budget = { usd = 1.0, period = \"day\" }",
+        &shared_via(&proxy, &prefix),
+    ))
+    .await;
+    let cost = 420_000_000;
+    assert_eq!(chat_as(&gw, user("frontier", "hi")).await.status(), 200);
+    await_account(&prefix, "search-prod", (cost, 0), "through Redis").await;
+    proxy.down();
+    for _ in 0..2 {
+        assert_eq!(chat_as(&gw, user("frontier", "hi")).await.status(), 200);
+    }
+    let fallbacks = "crossroads_admission_fallbacks_total{policy=\"local\"}";
+    assert_eq!(metric(&gw.metrics().await, fallbacks), 2.0);
+    assert_eq!(account(&prefix, "search-prod").await, (Some(cost), Some(0)));
+    proxy.up();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while account(&prefix, "search-prod").await != (Some(3 * cost), Some(0)) {
+        assert!(
+            Instant::now() < deadline,
+            "the outage's spend never reached Redis: {:?}",
+            account(&prefix, "search-prod").await
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Once only, however many times it was offered.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert_eq!(
+        account(&prefix, "search-prod").await,
+        (Some(3 * cost), Some(0))
+    );
+}
+
+#[tokio::test]
+async fn a_batch_of_owed_spend_is_counted_once_however_often_it_is_offered() {
+    let prefix = unique_prefix();
+    let mut r = redis().await;
+    let account = format!("{prefix}budget:key:k:0");
+    let owed = format!("{account}:owed");
+    let unseeded = format!("{prefix}budget:key:new:0");
+    let expiry = now_ms() + 60_000;
+    let _: () = redis::cmd("HSET")
+        .arg(&account)
+        .arg("spent")
+        .arg(100)
+        .query_async(&mut r)
+        .await
+        .unwrap();
+    let script = redis::Script::new(include_str!("../src/admission/lua/owe.lua"));
+    for member in ["replica-owed-1", "replica-owed-1", "replica-owed-2"] {
+        let _: i64 = script
+            .key(&account)
+            .key(&owed)
+            .key(&unseeded)
+            .key(format!("{unseeded}:owed"))
+            .arg(member)
+            .arg(25)
+            .arg(expiry)
+            .arg(25)
+            .arg(expiry)
+            .invoke_async(&mut r)
+            .await
+            .unwrap();
+    }
+    let spent: i64 = redis::cmd("HGET")
+        .arg(&account)
+        .arg("spent")
+        .query_async(&mut r)
+        .await
+        .unwrap();
+    assert_eq!(
+        spent, 150,
+        "two batches of 25, the repeated one counted once"
+    );
+    // An account not seeded yet is left to the ledger's seed.
+    let seeded: bool = redis::cmd("HEXISTS")
+        .arg(&unseeded)
+        .arg("spent")
+        .query_async(&mut r)
+        .await
+        .unwrap();
+    assert!(!seeded);
 }

@@ -18,7 +18,7 @@ use prometheus::IntCounterVec;
 
 pub use budget::{Budgets, LocalHold, Scope, SpendSource, period_end_ms, period_start_ms};
 pub use rate::RateLimiter;
-pub use shared::{SharedHold, SharedLimits};
+pub use shared::{Owing, SharedHold, SharedLimits};
 
 use crate::accounting::Usd;
 use crate::config::{BudgetConfig, OnRedisError};
@@ -74,6 +74,9 @@ enum Hold {
     Nothing,
     Local(LocalHold),
     Shared(SharedHold),
+    /// Admitted by this process's limits because Redis failed: settled here, and owed
+    /// to the shared accounts.
+    Fallback(LocalHold, Owing),
 }
 
 impl Reservation {
@@ -88,6 +91,10 @@ impl Reservation {
             Hold::Nothing => {}
             Hold::Local(h) => h.settle(actual),
             Hold::Shared(h) => h.settle(actual),
+            Hold::Fallback(h, owing) => {
+                h.settle(actual);
+                owing.settle(actual);
+            }
         }
     }
 }
@@ -140,6 +147,17 @@ impl Admission {
                             code: "limits_unavailable",
                         }));
                     }
+                    let mut admitted = self.admit_locally(ask).await?;
+                    if let Ok((Reservation(hold), _)) = &mut admitted.budget {
+                        let taken = std::mem::replace(hold, Hold::Nothing);
+                        *hold = match taken {
+                            Hold::Local(h) => {
+                                Hold::Fallback(h, shared.owing(ask.budgets, ask.now_ms))
+                            }
+                            other => other,
+                        };
+                    }
+                    return Ok(admitted);
                 }
             }
         }

@@ -28,13 +28,21 @@
 //! the next admission on any replica frees their room. A request still running past its
 //! lease still adds its actual cost when it settles.
 //!
+//! Outages: when Redis cannot be reached and the policy is to fall back, this replica
+//! admits by its own limits, and what those requests cost is owed to the shared
+//! accounts. [`SharedLimits::owe`] adds it up per account, and one task keeps offering
+//! the sums to Redis ([`owe.lua`](lua/owe.lua)) until it is back, as one batch with one
+//! id: the script records the id before it adds, so a batch whose answer was lost is
+//! never counted twice.
+//!
 //! A period's spend starts from the ledger: when an account has no `spent` yet, the
 //! script answers so without counting anything, the replica reads the ledger and calls
 //! again with the seed, and the script sets it only if still unset, so replicas that
 //! start together never count the ledger twice.
 
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use prometheus::IntCounterVec;
@@ -49,6 +57,13 @@ use crate::redis_conn::{COOL_DOWN, RedisConn, RedisError};
 const MONEY: &str = include_str!("lua/money.lua");
 const ADMIT: &str = include_str!("lua/admit.lua");
 const SETTLE: &str = include_str!("lua/settle.lua");
+const OWE: &str = include_str!("lua/owe.lua");
+
+/// The longest wait between two offers of what an outage left owing.
+const MAX_OWED_WAIT: Duration = Duration::from_secs(30);
+
+/// Accounts per script call when paying what is owed.
+const OWED_PER_CALL: usize = 100;
 
 /// Tries to settle a reservation before leaving it to its lease.
 const SETTLE_ATTEMPTS: u32 = 3;
@@ -94,6 +109,9 @@ pub struct SharedLimits {
     lease: Duration,
     admit: redis::Script,
     settle: redis::Script,
+    owe_script: redis::Script,
+    /// What requests admitted without Redis spent, per account, not yet in Redis.
+    owed: Mutex<Owed>,
     /// This process's part of reservation ids; the counter makes the rest.
     replica: String,
     next: AtomicU64,
@@ -104,6 +122,15 @@ pub struct SharedLimits {
     errors: IntCounterVec,
     /// Settlements and token counts still on their way to Redis.
     background: Arc<InFlight>,
+}
+
+/// Costs settled without Redis, on their way to it.
+#[derive(Default)]
+struct Owed {
+    /// Account key → (amount, key expiry in ms since the epoch).
+    pending: HashMap<String, (Usd, i64)>,
+    /// A task is offering them to Redis.
+    paying: bool,
 }
 
 /// One budget a reservation holds.
@@ -151,6 +178,8 @@ impl SharedLimits {
             lease,
             admit: redis::Script::new(&format!("{MONEY}\n{ADMIT}")),
             settle: redis::Script::new(&format!("{MONEY}\n{SETTLE}")),
+            owe_script: redis::Script::new(OWE),
+            owed: Mutex::default(),
             replica: format!("{:x}{:x}", std::process::id(), nanos & 0xffff_ffff),
             next: AtomicU64::new(0),
             history,
@@ -205,11 +234,7 @@ impl SharedLimits {
 
     async fn try_admit(self: &Arc<Self>, ask: &SharedAsk<'_>) -> Result<SharedVerdict, RedisError> {
         let window = ask.now_ms - ask.now_ms.rem_euclid(MINUTE_MS);
-        let starts: Vec<i64> = ask
-            .budgets
-            .iter()
-            .map(|(_, b)| period_start_ms(b.period, ask.now_ms))
-            .collect();
+        let starts = starts(ask.budgets, ask.now_ms);
         let member = format!(
             "{}-{}:{}",
             self.replica,
@@ -330,16 +355,108 @@ impl SharedLimits {
         budgets: &[(Scope, BudgetConfig)],
         now_ms: i64,
     ) -> SharedHold {
-        let starts: Vec<i64> = budgets
-            .iter()
-            .map(|(_, b)| period_start_ms(b.period, now_ms))
-            .collect();
+        let starts = starts(budgets, now_ms);
         SharedHold {
             limits: self.clone(),
             held: self.held(budgets, &starts),
             member: format!("{}-free:0", self.replica),
             amount: Usd::ZERO,
         }
+    }
+
+    /// What a request admitted without Redis (the fallback) will owe `budgets`' shared
+    /// accounts when it settles.
+    pub fn owing(self: &Arc<Self>, budgets: &[(Scope, BudgetConfig)], now_ms: i64) -> Owing {
+        let starts = starts(budgets, now_ms);
+        Owing {
+            limits: self.clone(),
+            held: self.held(budgets, &starts),
+        }
+    }
+
+    /// Adds `actual` to what `held`'s accounts are owed, and starts paying it.
+    fn owe(self: &Arc<Self>, held: &[Held], actual: Usd) {
+        // Without a runtime (a test settling outside one) nothing could pay it.
+        if actual == Usd::ZERO || held.is_empty() || tokio::runtime::Handle::try_current().is_err()
+        {
+            return;
+        }
+        let start = {
+            let Ok(mut owed) = self.owed.lock() else {
+                return;
+            };
+            for h in held {
+                let entry = owed
+                    .pending
+                    .entry(h.key.clone())
+                    .or_insert((Usd::ZERO, h.expiry_ms));
+                entry.0 += actual;
+                entry.1 = entry.1.max(h.expiry_ms);
+            }
+            !std::mem::replace(&mut owed.paying, true)
+        };
+        if start {
+            let limits = self.clone();
+            self.spawn(async move { limits.pay_owed().await });
+        }
+    }
+
+    /// Offers what is owed to Redis until it is taken (or its accounts expired), batch
+    /// by batch, then stops until something is owed again.
+    async fn pay_owed(&self) {
+        loop {
+            let batch: Vec<(String, Usd, i64)> = {
+                let Ok(mut owed) = self.owed.lock() else {
+                    return;
+                };
+                if owed.pending.is_empty() {
+                    owed.paying = false;
+                    return;
+                }
+                owed.pending
+                    .drain()
+                    .map(|(key, (amount, expiry))| (key, amount, expiry))
+                    .collect()
+            };
+            let member = format!(
+                "{}-owed-{}",
+                self.replica,
+                self.next.fetch_add(1, Ordering::Relaxed)
+            );
+            let expires = batch.iter().map(|b| b.2).max().unwrap_or(0);
+            let mut wait = COOL_DOWN + Duration::from_millis(100);
+            while let Err(e) = self.pay_batch(&batch, &member).await {
+                self.errors.with_label_values(&["owe"]).inc();
+                if super::now_ms() > expires {
+                    tracing::warn!(error = %e, accounts = batch.len(), "shared budget accounts expired before what an outage left owing reached them");
+                    break;
+                }
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(MAX_OWED_WAIT);
+            }
+        }
+    }
+
+    async fn pay_batch(
+        &self,
+        batch: &[(String, Usd, i64)],
+        member: &str,
+    ) -> Result<(), RedisError> {
+        for part in batch.chunks(OWED_PER_CALL) {
+            let mut invocation = self.owe_script.prepare_invoke();
+            for (key, _, _) in part {
+                invocation.key(key).key(format!("{key}:owed"));
+            }
+            invocation.arg(member);
+            for (_, amount, expiry) in part {
+                invocation.arg(amount.pico()).arg(*expiry);
+            }
+            let _: i64 = self
+                .conn
+                .run(|mut c| async move { invocation.invoke_async(&mut c).await })
+                .await?;
+        }
+        Ok(())
     }
 
     /// Adds generated tokens to `key`'s current window (off the request path).
@@ -438,6 +555,28 @@ impl Drop for SharedHold {
             self.release(Usd::ZERO);
         }
     }
+}
+
+/// What a request admitted by the fallback owes the shared accounts; see
+/// [`SharedLimits::owing`].
+pub struct Owing {
+    limits: Arc<SharedLimits>,
+    held: Vec<Held>,
+}
+
+impl Owing {
+    /// Owes the request's actual cost to the shared accounts (off the request path).
+    pub fn settle(self, actual: Usd) {
+        self.limits.owe(&self.held, actual);
+    }
+}
+
+/// When each budget's current period started.
+fn starts(budgets: &[(Scope, BudgetConfig)], now_ms: i64) -> Vec<i64> {
+    budgets
+        .iter()
+        .map(|(_, b)| period_start_ms(b.period, now_ms))
+        .collect()
 }
 
 fn number(s: Option<&String>) -> f64 {
