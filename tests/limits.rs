@@ -88,6 +88,21 @@ fn shared_via(proxy: &Proxy, prefix: &str) -> String {
     )
 }
 
+/// A gateway whose `[limits]` reach Redis through `proxy`, its frontier deployment
+/// answering with `tokens` (prompt, completion); the upstreams live as long as it.
+async fn gateway_behind(
+    proxy: &Proxy,
+    prefix: &str,
+    key_extra: &str,
+    tokens: (u64, u64),
+) -> (Gateway, [Upstream; 2]) {
+    let local = Upstream::start(Scripted::json(completion("l", "ok", 1, 1))).await;
+    let answer = completion("gpt-4.1", "ok", tokens.0, tokens.1);
+    let fa = Upstream::start(Scripted::json(answer)).await;
+    let gw = Gateway::start(&config(&local, &fa, key_extra, &shared_via(proxy, prefix))).await;
+    (gw, [local, fa])
+}
+
 async fn chat_as(gw: &Gateway, body: serde_json::Value) -> reqwest::Response {
     gw.client
         .post(gw.url("/v1/chat/completions"))
@@ -617,15 +632,7 @@ async fn an_outage_falls_back_to_local_limits_and_redis_takes_over_again() {
     let prefix = unique_prefix();
     let _ = redis().await;
     let proxy = Proxy::start().await;
-    let local = Upstream::start(Scripted::json(completion("l", "ok", 1, 1))).await;
-    let fa = Upstream::start(Scripted::json(completion("gpt-4.1", "ok", 1, 1))).await;
-    let gw = Gateway::start(&config(
-        &local,
-        &fa,
-        "rpm = 100",
-        &shared_via(&proxy, &prefix),
-    ))
-    .await;
+    let (gw, _upstreams) = gateway_behind(&proxy, &prefix, "rpm = 100", (1, 1)).await;
     let fallbacks = "crossroads_admission_fallbacks_total{policy=\"local\"}";
     assert_eq!(chat_as(&gw, user("frontier", "hi")).await.status(), 200);
     proxy.down();
@@ -941,16 +948,9 @@ async fn a_gateway_pays_the_shared_budget_what_it_spent_in_an_outage() {
     let prefix = unique_prefix();
     let _ = redis().await;
     let proxy = Proxy::start().await;
-    let local = Upstream::start(Scripted::json(completion("l", "ok", 1, 1))).await;
     // Every answer costs 10 × $2/M + 50 × $8/M = $0.00042.
-    let fa = Upstream::start(Scripted::json(completion("gpt-4.1", "ok", 10, 50))).await;
-    let gw = Gateway::start(&config(
-        &local,
-        &fa,
-        "budget = { usd = 1.0, period = \"day\" }",
-        &shared_via(&proxy, &prefix),
-    ))
-    .await;
+    let budget = "budget = { usd = 1.0, period = \"day\" }";
+    let (gw, _upstreams) = gateway_behind(&proxy, &prefix, budget, (10, 50)).await;
     let cost = 420_000_000;
     assert_eq!(chat_as(&gw, user("frontier", "hi")).await.status(), 200);
     await_account(&prefix, "search-prod", (cost, 0), "through Redis").await;
@@ -1028,4 +1028,35 @@ async fn a_batch_of_owed_spend_is_counted_once_however_often_it_is_offered() {
         .await
         .unwrap();
     assert!(!seeded);
+}
+
+#[tokio::test]
+async fn a_second_outage_starts_from_the_ledger_not_from_the_first() {
+    let prefix = unique_prefix();
+    let _ = redis().await;
+    let proxy = Proxy::start().await;
+    // $0.00042 an answer; with max_tokens 50 a request reserves a little under $0.0005.
+    let budget = "budget = { usd = 0.0015, period = \"day\" }";
+    let (gw, _upstreams) = gateway_behind(&proxy, &prefix, budget, (10, 50)).await;
+    let mut body = user("frontier", "hi");
+    body["max_tokens"] = json!(50);
+    let cost = 420_000_000;
+    // One request through Redis, one in a first outage, one through Redis again.
+    assert_eq!(chat_as(&gw, body.clone()).await.status(), 200);
+    assert_eq!(gw.ledger_rows().await.len(), 1);
+    proxy.down();
+    assert_eq!(chat_as(&gw, body.clone()).await.status(), 200);
+    proxy.up();
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    assert_eq!(chat_as(&gw, body.clone()).await.status(), 200);
+    await_account(&prefix, "search-prod", (3 * cost, 0), "all three in Redis").await;
+    assert_eq!(gw.ledger_rows().await.len(), 3);
+    // A second outage: the ledger says $0.00126 is spent, so another reservation of
+    // nearly $0.0005 does not fit $0.0015. (Counting on from the first outage, this
+    // process would know of $0.00084 only, and let it through.)
+    proxy.down();
+    let r = chat_as(&gw, body.clone()).await;
+    assert_eq!(r.status(), 429);
+    let (_, error) = error_of(r).await;
+    assert_eq!(error["code"], "insufficient_quota");
 }

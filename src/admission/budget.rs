@@ -174,6 +174,14 @@ impl Budgets {
         }
     }
 
+    /// Drops every account, so that each is read from the ledger again when next
+    /// needed. Reservations still held settle into nothing here.
+    pub fn forget(&self) {
+        if let Ok(mut accounts) = self.accounts.lock() {
+            accounts.clear();
+        }
+    }
+
     /// Reads the ledger spend of every budget in `limits` whose current period this
     /// process has not counted yet, off the runtime and outside the lock, so that
     /// [`Budgets::reserve`] finds it.

@@ -13,6 +13,7 @@ mod rate;
 pub mod shared;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use prometheus::IntCounterVec;
 
@@ -106,6 +107,8 @@ pub struct Admission {
     shared: Option<(Arc<SharedLimits>, OnRedisError)>,
     /// Admissions decided without Redis because it failed, by policy.
     fallbacks: IntCounterVec,
+    /// The last admission with limits fell back to this process's own.
+    fell_back: AtomicBool,
 }
 
 impl Admission {
@@ -119,6 +122,7 @@ impl Admission {
             budgets,
             shared,
             fallbacks,
+            fell_back: AtomicBool::new(false),
         }
     }
 
@@ -136,9 +140,18 @@ impl Admission {
         let limited = ask.rpm.is_some() || ask.tpm.is_some() || !ask.budgets.is_empty();
         if let (Some((shared, policy)), true) = (&self.shared, limited) {
             match shared.admit(&ask.shared()).await {
-                Ok(verdict) => return self.shared_verdict(shared, ask, verdict),
+                Ok(verdict) => {
+                    if self.fell_back.swap(false, Ordering::Relaxed) {
+                        // Redis is back and holds what was spent meanwhile (see
+                        // `Owing`): the next outage starts from the ledger again, not
+                        // from what this process counted in the last one.
+                        self.budgets.forget();
+                    }
+                    return self.shared_verdict(shared, ask, verdict);
+                }
                 Err(e) => {
                     self.fallbacks.with_label_values(&[policy.as_str()]).inc();
+                    self.fell_back.store(true, Ordering::Relaxed);
                     if *policy == OnRedisError::Reject {
                         return Err(Refused::Unavailable(ApiError::Unavailable {
                             message: format!(
