@@ -389,14 +389,18 @@ fn limits(prefix: &str, lease: Duration, history: Usd) -> Arc<SharedLimits> {
 
 /// Shared limits reaching Redis through `proxy` (200 ms timeout), and their error
 /// counter.
-fn limits_behind(proxy: &Proxy, prefix: &str) -> (Arc<SharedLimits>, prometheus::IntCounterVec) {
+fn limits_behind(
+    proxy: &Proxy,
+    prefix: &str,
+    history: Usd,
+) -> (Arc<SharedLimits>, prometheus::IntCounterVec) {
     let (warnings, errors) = counters();
     let limits = SharedLimits::new(
         &proxy.url(),
         prefix.to_owned(),
         Duration::from_millis(200),
         Duration::from_secs(60),
-        Arc::new(Ledger(Usd::ZERO)),
+        Arc::new(Ledger(history)),
         0.8,
         warnings,
         errors.clone(),
@@ -600,7 +604,7 @@ async fn a_settlement_that_fails_in_an_outage_is_retried() {
     let prefix = unique_prefix();
     let _ = redis().await;
     let proxy = Proxy::start().await;
-    let (limits, errors) = limits_behind(&proxy, &prefix);
+    let (limits, errors) = limits_behind(&proxy, &prefix, Usd::ZERO);
     let budgets = [(Scope::Key("search-prod".into()), daily(1.0))];
     let reserved = Usd::from_dollars(0.5).unwrap();
     let cost = Usd::from_dollars(0.3).unwrap();
@@ -910,7 +914,7 @@ async fn what_the_fallback_spent_reaches_redis_once_it_is_back() {
     let prefix = unique_prefix();
     let _ = redis().await;
     let proxy = Proxy::start().await;
-    let (limits, errors) = limits_behind(&proxy, &prefix);
+    let (limits, errors) = limits_behind(&proxy, &prefix, Usd::ZERO);
     let budgets = [(Scope::Key("search-prod".into()), daily(1.0))];
     let dollars = |d: f64| Usd::from_dollars(d).unwrap();
     let SharedVerdict::Admitted(hold) = limits.admit(&ask(&budgets, dollars(0.5))).await.unwrap()
@@ -921,6 +925,15 @@ async fn what_the_fallback_spent_reaches_redis_once_it_is_back() {
     tokio::time::timeout(Duration::from_secs(5), limits.settled())
         .await
         .unwrap();
+    // The seed records when it was read (owe.lua compares it with the outage's spend).
+    let start = period_start_ms(BudgetPeriod::Day, now_ms());
+    let seeded: Option<i64> = redis::cmd("HGET")
+        .arg(format!("{prefix}budget:key:search-prod:{start}"))
+        .arg("seeded")
+        .query_async(&mut redis().await)
+        .await
+        .unwrap();
+    assert!(seeded.is_some_and(|t| t <= now_ms()));
     proxy.down();
     assert!(limits.admit(&ask(&budgets, dollars(0.5))).await.is_err());
     // Two requests the fallback admitted settle while Redis is away.
@@ -983,51 +996,52 @@ async fn a_gateway_pays_the_shared_budget_what_it_spent_in_an_outage() {
 async fn a_batch_of_owed_spend_is_counted_once_however_often_it_is_offered() {
     let prefix = unique_prefix();
     let mut r = redis().await;
-    let account = format!("{prefix}budget:key:k:0");
-    let owed = format!("{account}:owed");
-    let unseeded = format!("{prefix}budget:key:new:0");
-    let expiry = now_ms() + 60_000;
-    let _: () = redis::cmd("HSET")
-        .arg(&account)
-        .arg("spent")
-        .arg(100)
-        .query_async(&mut r)
-        .await
-        .unwrap();
+    // Seeded before the outage (no `seeded` field: as older versions wrote it), never
+    // seeded, and seeded from the ledger after the outage's requests were settled.
+    let [old, unseeded, later] =
+        ["old", "new", "later"].map(|id| format!("{prefix}budget:key:{id}:0"));
+    let settled_at = now_ms();
+    let expiry = settled_at + 60_000;
+    for (account, fields) in [(&old, vec![100]), (&later, vec![100, settled_at + 1])] {
+        let mut cmd = redis::cmd("HSET");
+        cmd.arg(account).arg("spent").arg(fields[0]);
+        if let Some(seeded) = fields.get(1) {
+            cmd.arg("seeded").arg(*seeded);
+        }
+        let _: () = cmd.query_async(&mut r).await.unwrap();
+    }
     let script = redis::Script::new(include_str!("../src/admission/lua/owe.lua"));
     for member in ["replica-owed-1", "replica-owed-1", "replica-owed-2"] {
-        let _: i64 = script
-            .key(&account)
-            .key(&owed)
-            .key(&unseeded)
-            .key(format!("{unseeded}:owed"))
-            .arg(member)
-            .arg(25)
-            .arg(expiry)
-            .arg(25)
-            .arg(expiry)
-            .invoke_async(&mut r)
-            .await
-            .unwrap();
+        let mut invocation = script.prepare_invoke();
+        for account in [&old, &unseeded, &later] {
+            invocation.key(account).key(format!("{account}:owed"));
+        }
+        invocation.arg(member);
+        for _ in 0..3 {
+            invocation.arg(25).arg(expiry).arg(settled_at);
+        }
+        let _: i64 = invocation.invoke_async(&mut r).await.unwrap();
     }
-    let spent: i64 = redis::cmd("HGET")
-        .arg(&account)
-        .arg("spent")
-        .query_async(&mut r)
-        .await
-        .unwrap();
+    let spent = |account: String| {
+        let mut r = r.clone();
+        async move {
+            let v: Option<i64> = redis::cmd("HGET")
+                .arg(account)
+                .arg("spent")
+                .query_async(&mut r)
+                .await
+                .unwrap();
+            v
+        }
+    };
     assert_eq!(
-        spent, 150,
+        spent(old.clone()).await,
+        Some(150),
         "two batches of 25, the repeated one counted once"
     );
-    // An account not seeded yet is left to the ledger's seed.
-    let seeded: bool = redis::cmd("HEXISTS")
-        .arg(&unseeded)
-        .arg("spent")
-        .query_async(&mut r)
-        .await
-        .unwrap();
-    assert!(!seeded);
+    // Left to the ledger's seed, which holds these requests.
+    assert_eq!(spent(unseeded.clone()).await, None);
+    assert_eq!(spent(later.clone()).await, Some(100));
 }
 
 #[tokio::test]
@@ -1059,4 +1073,39 @@ async fn a_second_outage_starts_from_the_ledger_not_from_the_first() {
     assert_eq!(r.status(), 429);
     let (_, error) = error_of(r).await;
     assert_eq!(error["code"], "insufficient_quota");
+}
+
+#[tokio::test]
+async fn an_account_seeded_after_an_outage_does_not_count_it_twice() {
+    let prefix = unique_prefix();
+    let mut r = redis().await;
+    let proxy = Proxy::start().await;
+    let dollars = |d: f64| Usd::from_dollars(d).unwrap();
+    let (limits, _) = limits_behind(&proxy, &prefix, Usd::ZERO);
+    let budgets = [(Scope::Key("search-prod".into()), daily(1.0))];
+    proxy.down();
+    assert!(limits.admit(&ask(&budgets, dollars(0.1))).await.is_err());
+    limits.owing(&budgets, now_ms()).settle(dollars(0.2));
+    proxy.up();
+    // Redis never saw this period. Another replica seeds it from the ledger, which
+    // holds the $0.2, before the owed $0.2 is offered again (a second after the first
+    // offer failed), as admit.lua does.
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let start = period_start_ms(BudgetPeriod::Day, now_ms());
+    let _: () = redis::cmd("HSET")
+        .arg(format!("{prefix}budget:key:search-prod:{start}"))
+        .arg("spent")
+        .arg(dollars(0.2).pico())
+        .arg("seeded")
+        .arg(now_ms())
+        .query_async(&mut r)
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(10), limits.settled())
+        .await
+        .unwrap();
+    assert_eq!(
+        account(&prefix, "search-prod").await.0,
+        Some(dollars(0.2).pico())
+    );
 }

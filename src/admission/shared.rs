@@ -127,8 +127,9 @@ pub struct SharedLimits {
 /// Costs settled without Redis, on their way to it.
 #[derive(Default)]
 struct Owed {
-    /// Account key → (amount, key expiry in ms since the epoch).
-    pending: HashMap<String, (Usd, i64)>,
+    /// Account key → (amount, key expiry, when the first of the amount was settled;
+    /// both ms since the epoch).
+    pending: HashMap<String, (Usd, i64, i64)>,
     /// A task is offering them to Redis.
     paying: bool,
 }
@@ -385,11 +386,12 @@ impl SharedLimits {
             let Ok(mut owed) = self.owed.lock() else {
                 return;
             };
+            let now = super::now_ms();
             for h in held {
-                let entry = owed
-                    .pending
-                    .entry(h.key.clone())
-                    .or_insert((Usd::ZERO, h.expiry_ms));
+                let entry =
+                    owed.pending
+                        .entry(h.key.clone())
+                        .or_insert((Usd::ZERO, h.expiry_ms, now));
                 entry.0 += actual;
                 entry.1 = entry.1.max(h.expiry_ms);
             }
@@ -405,7 +407,7 @@ impl SharedLimits {
     /// by batch, then stops until something is owed again.
     async fn pay_owed(&self) {
         loop {
-            let batch: Vec<(String, Usd, i64)> = {
+            let batch: Vec<(String, (Usd, i64, i64))> = {
                 let Ok(mut owed) = self.owed.lock() else {
                     return;
                 };
@@ -413,17 +415,14 @@ impl SharedLimits {
                     owed.paying = false;
                     return;
                 }
-                owed.pending
-                    .drain()
-                    .map(|(key, (amount, expiry))| (key, amount, expiry))
-                    .collect()
+                owed.pending.drain().collect()
             };
             let member = format!(
                 "{}-owed-{}",
                 self.replica,
                 self.next.fetch_add(1, Ordering::Relaxed)
             );
-            let expires = batch.iter().map(|b| b.2).max().unwrap_or(0);
+            let expires = batch.iter().map(|(_, b)| b.1).max().unwrap_or(0);
             let mut wait = COOL_DOWN + Duration::from_millis(100);
             while let Err(e) = self.pay_batch(&batch, &member).await {
                 self.errors.with_label_values(&["owe"]).inc();
@@ -439,17 +438,17 @@ impl SharedLimits {
 
     async fn pay_batch(
         &self,
-        batch: &[(String, Usd, i64)],
+        batch: &[(String, (Usd, i64, i64))],
         member: &str,
     ) -> Result<(), RedisError> {
         for part in batch.chunks(OWED_PER_CALL) {
             let mut invocation = self.owe_script.prepare_invoke();
-            for (key, _, _) in part {
+            for (key, _) in part {
                 invocation.key(key).key(format!("{key}:owed"));
             }
             invocation.arg(member);
-            for (_, amount, expiry) in part {
-                invocation.arg(amount.pico()).arg(*expiry);
+            for (_, (amount, expiry, since)) in part {
+                invocation.arg(amount.pico()).arg(*expiry).arg(*since);
             }
             let _: i64 = self
                 .conn

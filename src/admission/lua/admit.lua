@@ -20,7 +20,8 @@ local function arg(i, n) return ARGV[10 + 3 * (i - 1) + n] end
 
 -- 1. Reservations whose lease ran out belonged to a replica that died: their room is
 -- free again. A period's spend starts from the ledger, set once (the first replica's
--- seed wins; later seeds are ignored, so nothing is counted twice).
+-- seed wins; later seeds are ignored, so nothing is counted twice), with when it was
+-- seeded (owe.lua needs it).
 for i = 1, budgets do
   local b, l = KEYS[2 * i + 1], KEYS[2 * i + 2]
   local expired = redis.call('ZRANGEBYSCORE', l, '-inf', now)
@@ -34,7 +35,7 @@ for i = 1, budgets do
   if redis.call('HEXISTS', b, 'spent') == 0 then
     local seed = arg(i, 2)
     if seed == '-' then return {3} end
-    redis.call('HSET', b, 'spent', seed)
+    redis.call('HSET', b, 'spent', seed, 'seeded', now)
     redis.call('PEXPIREAT', b, arg(i, 3))
   end
 end
