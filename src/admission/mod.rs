@@ -141,7 +141,10 @@ impl Admission {
         if let (Some((shared, policy)), true) = (&self.shared, limited) {
             match shared.admit(&ask.shared()).await {
                 Ok(verdict) => {
-                    if self.fell_back.swap(false, Ordering::Relaxed) {
+                    // A load first: the swap writes, and most requests need not.
+                    if self.fell_back.load(Ordering::Relaxed)
+                        && self.fell_back.swap(false, Ordering::Relaxed)
+                    {
                         // Redis is back and holds what was spent meanwhile (see
                         // `Owing`): the next outage starts from the ledger again, not
                         // from what this process counted in the last one.
@@ -160,24 +163,20 @@ impl Admission {
                             code: "limits_unavailable",
                         }));
                     }
-                    let mut admitted = self.admit_locally(ask).await?;
-                    if let Ok((Reservation(hold), _)) = &mut admitted.budget {
-                        let taken = std::mem::replace(hold, Hold::Nothing);
-                        *hold = match taken {
-                            Hold::Local(h) => {
-                                Hold::Fallback(h, shared.owing(ask.budgets, ask.now_ms))
-                            }
-                            other => other,
-                        };
-                    }
-                    return Ok(admitted);
+                    return self.admit_locally(ask, Some(shared)).await;
                 }
             }
         }
-        self.admit_locally(ask).await
+        self.admit_locally(ask, None).await
     }
 
-    async fn admit_locally(&self, ask: &Ask<'_>) -> Result<Admitted, Refused> {
+    /// Admits by this process's own limits; with `owed_to`, because the shared limits
+    /// failed, so the requests' costs are owed to them too.
+    async fn admit_locally(
+        &self,
+        ask: &Ask<'_>,
+        owed_to: Option<&Arc<SharedLimits>>,
+    ) -> Result<Admitted, Refused> {
         self.limiter
             .admit(ask.key, ask.rpm, ask.tpm, ask.tokens, ask.now_ms)
             .map_err(|(e, which)| Refused::Rate(e, which))?;
@@ -192,7 +191,12 @@ impl Admission {
         let reserve = |amount, block_free| {
             self.budgets
                 .reserve(ask.budgets, amount, block_free, ask.now_ms)
-                .map(|h| Reservation(Hold::Local(h)))
+                .map(|h| {
+                    Reservation(match owed_to {
+                        Some(shared) => Hold::Fallback(h, shared.owing(ask.budgets, ask.now_ms)),
+                        None => Hold::Local(h),
+                    })
+                })
         };
         let budget = match reserve(ask.amount, ask.block_free) {
             Ok(r) => Ok((r, false)),
