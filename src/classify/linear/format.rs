@@ -7,12 +7,14 @@
 //! | domain labels: count u16, then (length u16, UTF-8 bytes) each | task labels: same
 //! | outcomes u16 | rows u32 | stride u32 | bias stride × f32
 //! | dense signal weights dense × stride × f32 | column scales stride × f32
-//! | per bucket: scale f32, idf f32, stride × i16 (weight = column × scale × i16)
+//! | per bucket: idf f32, stride × i16 (weight × idf = column × i16)
 //! | checksum u64 of every byte before it
 //! ```
 //!
-//! Version 1 stored every bucket weight as `f32` (12 MB); version 2 quantizes them per
-//! column and row (see [`super::table`]), 7 MB.
+//! Version 1 stored every bucket weight as `f32` (12 MB). Version 2 quantized them per
+//! column and row (a scale `f32` before each bucket's idf, weight = column × scale ×
+//! i16); it is still read, and requantized as version 3 (see [`super::table`]) stores
+//! them, 6.3 MB.
 
 use std::fmt;
 use std::path::Path;
@@ -23,7 +25,9 @@ use super::{LinearModel, MAX_OUTPUTS, OUTCOMES};
 
 const MAGIC: &[u8; 8] = b"XROADLIN";
 /// The format version this build reads and writes.
-pub const VERSION: u32 = 2;
+pub const VERSION: u32 = 3;
+/// The older format version this build still reads.
+const VERSION_ROW_SCALED: u32 = 2;
 /// Largest hash space a file may declare (2^22 buckets).
 const MAX_HASH_BITS: u8 = 22;
 
@@ -52,7 +56,7 @@ impl fmt::Display for LoadError {
             ),
             LoadError::Version { found } => write!(
                 f,
-                "model file format version {found} is not supported (this build reads version {VERSION}); retrain it with `crossroads train`"
+                "model file format version {found} is not supported (this build reads versions {VERSION_ROW_SCALED} and {VERSION}); retrain it with `crossroads train`"
             ),
             LoadError::Checksum => f.write_str("the model file is corrupt (checksum mismatch)"),
             LoadError::Malformed(why) => write!(f, "the model file is malformed: {why}"),
@@ -79,7 +83,7 @@ pub fn write(path: &Path, model: &LinearModel) -> std::io::Result<()> {
 pub fn encode(model: &LinearModel) -> Vec<u8> {
     let stride = model.stride();
     let mut out = Vec::with_capacity(
-        1024 + 4 * (model.dense.len() + model.bias.len()) + model.table.rows() * (8 + 2 * stride),
+        1024 + 4 * (model.dense.len() + model.bias.len()) + model.table.rows() * (4 + 2 * stride),
     );
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&VERSION.to_le_bytes());
@@ -110,8 +114,7 @@ pub fn encode(model: &LinearModel) -> Vec<u8> {
         out.extend_from_slice(&v.to_le_bytes());
     }
     for r in 0..model.table.rows() {
-        if let Some((scale, idf, weights)) = model.table.row(r) {
-            out.extend_from_slice(&scale.to_le_bytes());
+        if let Some((idf, weights)) = model.table.row(r) {
             out.extend_from_slice(&idf.to_le_bytes());
             for w in weights.iter().take(stride) {
                 out.extend_from_slice(&w.to_le_bytes());
@@ -133,7 +136,7 @@ pub fn decode(bytes: &[u8]) -> Result<LinearModel, LoadError> {
         at: MAGIC.len(),
     };
     let version = r.u32()?;
-    if version != VERSION {
+    if version != VERSION && version != VERSION_ROW_SCALED {
         return Err(LoadError::Version { found: version });
     }
     let Some(body_len) = bytes.len().checked_sub(8) else {
@@ -165,6 +168,11 @@ pub fn decode(bytes: &[u8]) -> Result<LinearModel, LoadError> {
         context_weight: r.f32()?,
         word_weight: r.f32()?,
     };
+    if !spec.weights_are_exact() {
+        return Err(malformed(
+            "feature weights must be whole sixteenths from 0 to 8",
+        ));
+    }
     let temperatures = [r.f32()?, r.f32()?, r.f32()?];
     if temperatures.iter().any(|t| !(t.is_finite() && *t > 0.0)) {
         return Err(malformed("temperatures must be positive"));
@@ -206,19 +214,11 @@ pub fn decode(bytes: &[u8]) -> Result<LinearModel, LoadError> {
     {
         return Err(malformed("a weight is not a finite number"));
     }
-    let mut table = Table::zeros(spec.buckets(), stride);
-    table.set_columns(&columns);
-    let mut weights = vec![0i16; stride];
-    for bucket in 0..spec.buckets() {
-        let (scale, idf) = (r.f32()?, r.f32()?);
-        if !(scale.is_finite() && idf.is_finite()) {
-            return Err(malformed("a weight is not a finite number"));
-        }
-        for (w, b) in weights.iter_mut().zip(r.take(2 * stride)?.chunks_exact(2)) {
-            *w = i16::from_le_bytes([b[0], b[1]]);
-        }
-        table.set_row(bucket, scale, idf, &weights);
-    }
+    let table = if version == VERSION {
+        read_rows(r, spec.buckets(), &columns)?
+    } else {
+        read_row_scaled(r, spec.buckets(), &columns)?
+    };
     if r.at != r.bytes.len() {
         return Err(malformed("trailing bytes after the weights"));
     }
@@ -233,12 +233,56 @@ pub fn decode(bytes: &[u8]) -> Result<LinearModel, LoadError> {
     })
 }
 
+/// The bucket rows of a current file.
+fn read_rows(r: &mut Reader<'_>, buckets: usize, columns: &[f32]) -> Result<Table, LoadError> {
+    let stride = columns.len();
+    let mut table = Table::zeros(buckets, stride);
+    table.set_columns(columns);
+    let mut weights = vec![0i16; stride];
+    for bucket in 0..buckets {
+        let idf = finite(r.f32()?)?;
+        for (w, b) in weights.iter_mut().zip(r.take(2 * stride)?.chunks_exact(2)) {
+            *w = i16::from_le_bytes([b[0], b[1]]);
+        }
+        table.set_row(bucket, idf, &weights);
+    }
+    Ok(table)
+}
+
+/// The bucket rows of a version 2 file, whose weights each row scales, quantized again
+/// on the current columns' scales.
+fn read_row_scaled(
+    r: &mut Reader<'_>,
+    buckets: usize,
+    columns: &[f32],
+) -> Result<Table, LoadError> {
+    let stride = columns.len();
+    let mut weights = Vec::with_capacity(buckets * stride);
+    let mut idf = Vec::with_capacity(buckets);
+    for _ in 0..buckets {
+        let scale = finite(r.f32()?)?;
+        idf.push(finite(r.f32()?)?);
+        for (b, c) in r.take(2 * stride)?.chunks_exact(2).zip(columns) {
+            weights.push(c * scale * f32::from(i16::from_le_bytes([b[0], b[1]])));
+        }
+    }
+    Ok(Table::quantize(&weights, &idf, stride))
+}
+
+fn finite(v: f32) -> Result<f32, LoadError> {
+    if v.is_finite() {
+        Ok(v)
+    } else {
+        Err(malformed("a weight is not a finite number"))
+    }
+}
+
 fn malformed(why: &str) -> LoadError {
     LoadError::Malformed(why.to_owned())
 }
 
 /// A 64-bit FNV-1a style hash over 8-byte words: a damaged byte changes it.
-fn checksum(bytes: &[u8]) -> u64 {
+pub(super) fn checksum(bytes: &[u8]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ bytes.len() as u64;
     let mut chunks = bytes.chunks_exact(8);
     for chunk in &mut chunks {

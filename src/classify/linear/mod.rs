@@ -28,6 +28,7 @@ use std::path::Path;
 
 pub use format::LoadError;
 pub use ngrams::FeatureSpec;
+use table::RowSums;
 pub use table::Table;
 
 use super::{Classification, Classifier, Features, Label, LabelSet, Prompt};
@@ -121,9 +122,9 @@ impl LinearModel {
         let out = &mut out[..stride];
         // The accumulator is as wide as a table row; rows are 1 to 3 chunks wide.
         let norm = match self.table.width() {
-            1 => self.ngram_scores::<1, 28>(prompt, out),
-            2 => self.ngram_scores::<2, 60>(prompt, out),
-            _ => self.ngram_scores::<3, 92>(prompt, out),
+            1 => self.ngram_scores::<1, { table::groups(1) }>(prompt, out),
+            2 => self.ngram_scores::<2, { table::groups(2) }>(prompt, out),
+            _ => self.ngram_scores::<3, { table::groups(3) }>(prompt, out),
         };
         // The n-gram vector has unit length; the dense signals are already scaled.
         let scale = if norm > 0.0 { norm.sqrt().recip() } else { 0.0 };
@@ -139,42 +140,37 @@ impl LinearModel {
 
     /// Adds the n-gram rows of `prompt` into `out` (unnormalized) and returns the
     /// squared length of the tf-idf vector.
-    fn ngram_scores<const W: usize, const L: usize>(
+    ///
+    /// The time goes to loading rows from the 8 MB table as much as to adding them. So
+    /// each row is prefetched when its feature is hashed, and added once [`BLOCK`]
+    /// features are waiting: its load overlaps the hashing and the other loads in
+    /// between (see BENCHMARKS.md).
+    fn ngram_scores<const W: usize, const G: usize>(
         &self,
         prompt: &Prompt<'_>,
         out: &mut [f32],
     ) -> f32 {
-        // The time goes to loading rows from the 8 MB table more than to adding
-        // them. So each row is touched (one byte read) when its feature is hashed and
-        // added AHEAD features later, its load overlapping the work in between: 28%
-        // off a 500-token prompt (see BENCHMARKS.md). The features are added in the
-        // same order, so the sums do not change.
-        const AHEAD: usize = 16;
-        let mut acc = [0.0f32; L];
-        let mut norm = 0.0;
-        let mut pending = [(0usize, 0.0f32); AHEAD];
-        let mut at = 0;
-        let mut touched = 0u8;
-        ngrams::for_each_feature(&self.spec, prompt, |bucket, weight| {
-            touched ^= self.table.touch::<W>(bucket);
-            if let Some(slot) = pending.get_mut(at % AHEAD) {
-                let (due, w) = std::mem::replace(slot, (bucket, weight));
-                let x = self.table.add_row::<W, L>(due, w, &mut acc);
-                norm += x * x;
+        let table = &self.table;
+        let mut sums = Weighted::default();
+        let mut waiting = [0u32; BLOCK];
+        let mut len = 0;
+        ngrams::for_each_feature(&self.spec, prompt, |bucket, units| {
+            table.prefetch::<W>(bucket);
+            if let Some(slot) = waiting.get_mut(len) {
+                *slot = (bucket as u32 & BUCKET) | units << 24;
+                len += 1;
             }
-            at += 1;
+            if len == BLOCK {
+                sums.add::<W, G>(table, &waiting);
+                len = 0;
+            }
         });
-        // The rest, oldest first.
-        for i in 0..AHEAD {
-            let (due, w) = pending[(at + i) % AHEAD];
-            let x = self.table.add_row::<W, L>(due, w, &mut acc);
-            norm += x * x;
+        sums.add::<W, G>(table, waiting.get(..len).unwrap_or_default());
+        let unit = ngrams::WEIGHT_UNITS.recip();
+        for ((o, &s), c) in out.iter_mut().zip(&sums.sums).zip(table.columns()) {
+            *o = s as f32 * c * unit;
         }
-        std::hint::black_box(touched);
-        for ((o, a), c) in out.iter_mut().zip(acc).zip(self.table.columns()) {
-            *o = a * c;
-        }
-        norm
+        sums.norm * unit * unit
     }
 
     /// Turns logits into calibrated probabilities, head by head, in place.
@@ -190,6 +186,54 @@ impl LinearModel {
         self.logits(prompt, features, &mut out);
         self.probabilities(&mut out);
         out
+    }
+}
+
+/// Features whose rows are waiting to be added.
+const BLOCK: usize = 128;
+/// A row's weights times a feature's weight, summed over a block, stay within `i32`.
+const _: () = assert!(
+    BLOCK as f64 * (ngrams::MAX_WEIGHT * ngrams::WEIGHT_UNITS) as f64 * 32767.0 < i32::MAX as f64
+);
+
+/// Bits of a waiting feature that hold its bucket (the other 8 hold its weight).
+const BUCKET: u32 = 0x00FF_FFFF;
+
+/// The weighted sum of the rows of a prompt's features. The rows are integers and so is
+/// each feature's weight (in [`ngrams::WEIGHT_UNITS`]), so the sums are exact whatever
+/// the order.
+#[derive(Debug)]
+struct Weighted {
+    sums: [i64; MAX_OUTPUTS],
+    /// Squared length of the tf-idf vector, in units squared.
+    norm: f32,
+}
+
+impl Default for Weighted {
+    fn default() -> Self {
+        Weighted {
+            sums: [0; MAX_OUTPUTS],
+            norm: 0.0,
+        }
+    }
+}
+
+impl Weighted {
+    /// Adds the rows of `features` (bucket and weight, see [`BUCKET`]), at most
+    /// [`BLOCK`] of them. (Out of line: it runs once per block, and the per-feature
+    /// loop that calls it stays small.)
+    #[inline(never)]
+    fn add<const W: usize, const G: usize>(&mut self, table: &Table, features: &[u32]) {
+        let mut block = RowSums::<G>::new();
+        let mut norm = 0.0;
+        for &feature in features.iter().take(BLOCK) {
+            let units = (feature >> 24) as i16;
+            let idf = table.add_row::<W, G>((feature & BUCKET) as usize, units, &mut block);
+            let x = f32::from(units) * idf;
+            norm += x * x;
+        }
+        block.add_to(&mut self.sums);
+        self.norm += norm;
     }
 }
 

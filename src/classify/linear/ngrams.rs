@@ -47,7 +47,26 @@ impl FeatureSpec {
     pub fn rows(&self) -> usize {
         self.buckets() + DENSE
     }
+
+    /// Whether every weight a feature can have (the last user turn's or the context's,
+    /// times the word weight or 1) is a whole number of [`WEIGHT_UNITS`] from 0 to
+    /// [`MAX_WEIGHT`]: classification multiplies rows by whole units, exact only then.
+    pub fn weights_are_exact(&self) -> bool {
+        [self.last_user_weight, self.context_weight]
+            .into_iter()
+            .flat_map(|turn| [turn, turn * self.word_weight])
+            .all(|w| {
+                let units = w * WEIGHT_UNITS;
+                units.fract() == 0.0 && (0.0..=MAX_WEIGHT * WEIGHT_UNITS).contains(&units)
+            })
+    }
 }
+
+/// Feature weights are counted in sixteenths when rows are added (see
+/// [`FeatureSpec::weights_are_exact`]).
+pub const WEIGHT_UNITS: f32 = 16.0;
+/// The largest feature weight.
+pub const MAX_WEIGHT: f32 = 8.0;
 
 /// Number of dense structural signals, see [`dense`].
 pub const DENSE: usize = 10;
@@ -75,12 +94,22 @@ pub fn dense(f: &Features) -> [f32; DENSE] {
     ]
 }
 
-/// Calls `emit(bucket, weight)` for every hashed feature of `prompt` (once per
-/// occurrence), and returns how many it emitted.
+/// A weight in whole [`WEIGHT_UNITS`], from 0 to [`MAX_WEIGHT`] (rounded: exact for
+/// the weights a model file may hold).
+pub fn units(weight: f32) -> u32 {
+    (weight * WEIGHT_UNITS)
+        .round()
+        .clamp(0.0, MAX_WEIGHT * WEIGHT_UNITS) as u32
+}
+
+/// Calls `emit(bucket, units)` for every hashed feature of `prompt` (once per
+/// occurrence), with the feature's weight in [`WEIGHT_UNITS`], and returns how many it
+/// emitted.
+#[inline(always)]
 pub fn for_each_feature(
     spec: &FeatureSpec,
     prompt: &Prompt<'_>,
-    mut emit: impl FnMut(usize, f32),
+    mut emit: impl FnMut(usize, u32),
 ) -> u32 {
     let last_user = prompt
         .segments
@@ -102,7 +131,8 @@ pub fn for_each_feature(
         };
         let text = prefix(segment.text, budget);
         budget -= text.len();
-        count += text_features(spec, text, |bucket, w| emit(bucket, w * weight));
+        let weights = [units(weight), units(weight * spec.word_weight)];
+        count += text_features(spec, text, weights, &mut emit);
     }
     count
 }
@@ -120,8 +150,15 @@ const WORD: u64 = 0x5bd1_e995_0000_0001;
 const BIGRAM: u64 = 0xc2b2_ae35_0000_0002;
 
 /// Hashes the words, word bigrams and character n-grams of one text, emitting each
-/// bucket with its kind's weight; returns how many features it emitted.
-fn text_features(spec: &FeatureSpec, text: &[u8], mut emit: impl FnMut(usize, f32)) -> u32 {
+/// bucket with its kind's weight (`[characters, words]`, in units); returns how many
+/// features it emitted.
+#[inline(always)]
+fn text_features(
+    spec: &FeatureSpec,
+    text: &[u8],
+    [chars, words]: [u32; 2],
+    mut emit: impl FnMut(usize, u32),
+) -> u32 {
     let shift = 64 - u32::from(spec.hash_bits);
     let bucket = |h: u64| (h.wrapping_mul(MIX) >> shift) as usize;
     let (cmin, cmax) = (u32::from(spec.char_min), u32::from(spec.char_max.min(8)));
@@ -138,10 +175,10 @@ fn text_features(spec: &FeatureSpec, text: &[u8], mut emit: impl FnMut(usize, f3
         let c = normalize(raw);
         if c == b' ' {
             if word_len > 0 {
-                emit(bucket(word), spec.word_weight);
+                emit(bucket(word), words);
                 emitted += 1;
                 if let Some(p) = previous_word {
-                    emit(bucket(p.rotate_left(17) ^ word ^ BIGRAM), spec.word_weight);
+                    emit(bucket(p.rotate_left(17) ^ word ^ BIGRAM), words);
                     emitted += 1;
                 }
                 previous_word = Some(word);
@@ -159,10 +196,10 @@ fn text_features(spec: &FeatureSpec, text: &[u8], mut emit: impl FnMut(usize, f3
                 word_len += 1;
             } else if word_len > 0 {
                 // Punctuation ends a word but not the bigram chain.
-                emit(bucket(word), spec.word_weight);
+                emit(bucket(word), words);
                 emitted += 1;
                 if let Some(p) = previous_word {
-                    emit(bucket(p.rotate_left(17) ^ word ^ BIGRAM), spec.word_weight);
+                    emit(bucket(p.rotate_left(17) ^ word ^ BIGRAM), words);
                     emitted += 1;
                 }
                 previous_word = Some(word);
@@ -175,16 +212,16 @@ fn text_features(spec: &FeatureSpec, text: &[u8], mut emit: impl FnMut(usize, f3
         if cmin > 0 {
             for n in cmin..=cmax.min(filled) {
                 let gram = window & (u64::MAX >> (64 - 8 * n));
-                emit(bucket(gram ^ (u64::from(n) << 59)), 1.0);
+                emit(bucket(gram ^ (u64::from(n) << 59)), chars);
                 emitted += 1;
             }
         }
     }
     if word_len > 0 {
-        emit(bucket(word), spec.word_weight);
+        emit(bucket(word), words);
         emitted += 1;
         if let Some(p) = previous_word {
-            emit(bucket(p.rotate_left(17) ^ word ^ BIGRAM), spec.word_weight);
+            emit(bucket(p.rotate_left(17) ^ word ^ BIGRAM), words);
             emitted += 1;
         }
     }
@@ -283,7 +320,7 @@ mod tests {
         };
         let mut weights = Vec::new();
         for_each_feature(&spec, &prompt, |_, w| weights.push(w));
-        assert!(weights.contains(&1.0) && weights.contains(&0.5));
+        assert!(weights.contains(&16) && weights.contains(&8));
     }
 
     #[test]

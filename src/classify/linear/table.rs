@@ -1,38 +1,66 @@
 //! The hashed-feature weights as classification reads them: one row per bucket, each
 //! row a whole number of 64-byte aligned chunks (cache lines) holding the bucket's
-//! quantization scale, its inverse document frequency, and its output weights as `i16`.
+//! output weights as `i16` and, in its last four bytes, the bucket's inverse document
+//! frequency (`f32`).
 //!
-//! Classification looks up a few thousand rows in random order, so the cost is memory
-//! traffic: with 22 outputs a row is one cache line instead of 88 bytes of `f32`
-//! (which straddle two), and the 2^17-bucket table is 8 MB instead of 12 MB. (`i8`
-//! weights, a 4 MB table, cost the shipped model up to 0.01 of its routing and domain
-//! scores, which sit right at their bars.) Each output column first gets a scale (the root mean square of its weights),
-//! so that the heads, whose weights differ in size, use the `i16` range alike; then
-//! each row gets its own scale (its largest column-scaled weight maps to ±32767). The column
-//! scales are applied once, to the sums, so they cost nothing per feature.
+//! Classification adds a few thousand rows picked at random, so both the memory traffic
+//! and the arithmetic per row count:
+//!
+//! - with 22 outputs a row is one cache line instead of 88 bytes of `f32` (which
+//!   straddle two), and the 2^17-bucket table is 8 MB instead of 12 MB;
+//! - the weights are integers on one scale per output column, with the bucket's idf
+//!   folded in, and a feature's weight is a whole number of sixteenths (see
+//!   [`FeatureSpec::weights_are_exact`](super::FeatureSpec::weights_are_exact)). So a
+//!   row is added with integer multiply-adds (no conversion to `f32` per weight), and
+//!   the sums are exact: the same in any order. The column scales are applied once, to
+//!   the sums.
+//!
+//! Each column's scale maps its largest weight (times idf) to ±32767, so no weight is
+//! clipped. (`i8` weights, a 4 MB table, cost the shipped model up to 0.01 of its
+//! routing and domain scores, which sit right at their bars.)
 
-/// The most weights a row holds (three chunks).
-pub const MAX_LANES: usize = FIRST + 2 * LANES;
+use wide::{i16x8, i32x4};
 
-/// Bytes of a row before its weights: scale `f32`, idf `f32`.
-const HEADER: usize = 8;
 /// Bytes of one aligned chunk.
 const CHUNK: usize = 64;
-/// Weights in the first chunk of a row (after the header), and in each further one.
-const FIRST: usize = (CHUNK - HEADER) / 2;
-const LANES: usize = CHUNK / 2;
+/// Weights in every chunk of a row but the last, which gives up 16 bytes to the idf
+/// (so that the weights stay in whole groups of eight).
+const FULL: usize = CHUNK / 2;
+const LAST: usize = (CHUNK - 16) / 2;
 /// The largest quantized weight.
 const MAX_Q: f32 = 32767.0;
 
+/// Weights a row `width` chunks wide holds.
+pub const fn lanes(width: usize) -> usize {
+    FULL * (width - 1) + LAST
+}
+
+/// The most weights a row holds (three chunks).
+pub const MAX_LANES: usize = lanes(3);
+
+/// One cache line: 32 weights in groups of eight, or 24 weights and the idf's bits in
+/// the last two lanes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(C, align(64))]
-struct Chunk([u8; CHUNK]);
+struct Chunk([i16x8; 4]);
+
+impl Chunk {
+    const ZERO: Chunk = Chunk([i16x8::ZERO; 4]);
+
+    fn lanes(&self) -> [i16; FULL] {
+        bytemuck::cast(self.0)
+    }
+
+    fn set_lanes(&mut self, lanes: [i16; FULL]) {
+        self.0 = bytemuck::cast(lanes);
+    }
+}
 
 /// Quantized weight rows, one per hashed bucket.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Table {
     chunks: Vec<Chunk>,
-    /// Chunks per row: 1 for up to 28 outputs, 2 for up to 60, 3 for up to 92.
+    /// Chunks per row: 1 for up to 24 outputs, 2 for up to 56, 3 for up to 88.
     width: usize,
     /// Outputs per row (the rest of the row is zero padding).
     stride: usize,
@@ -40,73 +68,51 @@ pub struct Table {
     columns: Vec<f32>,
 }
 
-/// One row as the file stores it.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct RowRef<'a> {
-    pub scale: f32,
-    pub idf: f32,
-    pub weights: &'a [i16],
-}
-
 impl Table {
     /// Chunks per row for `stride` outputs.
     pub fn width_for(stride: usize) -> usize {
-        (HEADER + 2 * stride).div_ceil(CHUNK).max(1)
+        (1..=3).find(|&w| lanes(w) >= stride).unwrap_or(3)
     }
 
     /// `rows` rows of zeros (idf 1).
     pub fn zeros(rows: usize, stride: usize) -> Table {
         let width = Self::width_for(stride);
         let mut table = Table {
-            chunks: vec![Chunk([0; CHUNK]); rows * width],
+            chunks: vec![Chunk::ZERO; rows * width],
             width,
             stride,
             columns: vec![1.0; stride],
         };
         for r in 0..rows {
-            table.set_row(r, 0.0, 1.0, &[]);
+            table.set_row(r, 1.0, &[]);
         }
         table
     }
 
-    /// Quantizes row-major `weights` (`idf.len()` rows of `stride`) row by row.
+    /// Quantizes row-major `weights` (`idf.len()` rows of `stride`): the stored weight
+    /// of row `r`, column `c` is `idf[r] × weights[r][c] / columns[c]`, rounded.
     pub fn quantize(weights: &[f32], idf: &[f32], stride: usize) -> Table {
         let mut table = Table::zeros(idf.len(), stride);
-        let mut squares = vec![0.0f64; stride];
-        let mut rows = 0usize;
-        for row in weights.chunks_exact(stride) {
-            if row.iter().any(|&w| w != 0.0) {
-                rows += 1;
-                for (s, &w) in squares.iter_mut().zip(row) {
-                    *s += f64::from(w) * f64::from(w);
-                }
+        let mut largest = vec![0.0f32; stride];
+        for (row, &idf) in weights.chunks_exact(stride).zip(idf) {
+            for (m, w) in largest.iter_mut().zip(row) {
+                *m = m.max((w * idf).abs());
             }
         }
-        for (c, s) in table.columns.iter_mut().zip(&squares) {
-            let rms = (s / rows.max(1) as f64).sqrt() as f32;
-            *c = if rms > 0.0 && rms.is_finite() {
-                rms
+        for (c, m) in table.columns.iter_mut().zip(&largest) {
+            let scale = m / MAX_Q;
+            *c = if scale > 0.0 && scale.is_finite() {
+                scale
             } else {
                 1.0
             };
         }
         let mut q = vec![0i16; stride];
-        let mut scaled = vec![0.0f32; stride];
         for (r, (row, &idf)) in weights.chunks_exact(stride).zip(idf).enumerate() {
-            for ((s, w), c) in scaled.iter_mut().zip(row).zip(&table.columns) {
-                *s = w / c;
+            for ((q, w), c) in q.iter_mut().zip(row).zip(&table.columns) {
+                *q = (w * idf / c).round().clamp(-MAX_Q, MAX_Q) as i16;
             }
-            let row = &scaled;
-            let max = row.iter().fold(0.0f32, |m, w| m.max(w.abs()));
-            let scale = if max > 0.0 { max / MAX_Q } else { 0.0 };
-            for (q, w) in q.iter_mut().zip(row) {
-                *q = if scale > 0.0 {
-                    (w / scale).round().clamp(-MAX_Q, MAX_Q) as i16
-                } else {
-                    0
-                };
-            }
-            table.set_row(r, scale, idf, &q);
+            table.set_row(r, idf, &q);
         }
         table
     }
@@ -141,53 +147,65 @@ impl Table {
     }
 
     /// Writes row `r`; weights beyond `weights.len()` are zero.
-    pub fn set_row(&mut self, r: usize, scale: f32, idf: f32, weights: &[i16]) {
-        let mut bytes = [0u8; 3 * CHUNK];
-        bytes[..4].copy_from_slice(&scale.to_le_bytes());
-        bytes[4..8].copy_from_slice(&idf.to_le_bytes());
-        for (b, &w) in bytes[HEADER..]
-            .chunks_exact_mut(2)
-            .zip(weights.iter().take(self.stride))
-        {
-            b.copy_from_slice(&w.to_le_bytes());
-        }
-        let Some(chunks) = self.chunks.get_mut(r * self.width..(r + 1) * self.width) else {
+    pub fn set_row(&mut self, r: usize, idf: f32, weights: &[i16]) {
+        let width = self.width;
+        let Some(chunks) = self.chunks.get_mut(r * width..(r + 1) * width) else {
             return;
         };
-        for (chunk, bytes) in chunks.iter_mut().zip(bytes.chunks_exact(CHUNK)) {
-            chunk.0.copy_from_slice(bytes);
+        let mut weights = weights.iter().take(self.stride);
+        for (i, chunk) in chunks.iter_mut().enumerate() {
+            let n = if i + 1 == width { LAST } else { FULL };
+            let mut lanes = [0; FULL];
+            for (lane, &w) in lanes[..n].iter_mut().zip(&mut weights) {
+                *lane = w;
+            }
+            if i + 1 == width {
+                let bits = idf.to_bits();
+                lanes[FULL - 2] = bits as u16 as i16;
+                lanes[FULL - 1] = (bits >> 16) as u16 as i16;
+            }
+            chunk.set_lanes(lanes);
         }
     }
 
-    /// Row `r` as the file stores it (`None` past the end).
-    pub fn row(&self, r: usize) -> Option<(f32, f32, [i16; MAX_LANES])> {
+    /// Row `r`'s idf and weights (`None` past the end).
+    pub fn row(&self, r: usize) -> Option<(f32, [i16; MAX_LANES])> {
         let chunks = self.chunks.get(r * self.width..(r + 1) * self.width)?;
-        let mut bytes = [0u8; 3 * CHUNK];
-        for (bytes, chunk) in bytes.chunks_exact_mut(CHUNK).zip(chunks) {
-            bytes.copy_from_slice(&chunk.0);
-        }
         let mut weights = [0i16; MAX_LANES];
-        for (w, b) in weights.iter_mut().zip(bytes[HEADER..].chunks_exact(2)) {
-            *w = i16::from_le_bytes([b[0], b[1]]);
+        let mut out = weights.iter_mut();
+        for (i, chunk) in chunks.iter().enumerate() {
+            let n = if i + 1 == self.width { LAST } else { FULL };
+            // The chunk's lanes first: `zip` stops on them without taking a weight.
+            for (&lane, w) in chunk.lanes()[..n].iter().zip(&mut out) {
+                *w = lane;
+            }
         }
-        Some((f32_at(&bytes, 0), f32_at(&bytes, 4), weights))
+        Some((idf(chunks.last()?), weights))
     }
 
-    /// Reads one byte of `bucket`'s row (0 past the end), to bring it into cache.
+    /// Starts loading `bucket`'s row into the cache. A prefetch does not hold up the
+    /// instructions after it, where a plain read that misses the cache would (see
+    /// BENCHMARKS.md); other targets read one weight.
     #[inline(always)]
-    pub fn touch<const W: usize>(&self, bucket: usize) -> u8 {
-        self.chunks.get(bucket * W).map_or(0, |c| c.0[0])
+    pub fn prefetch<const W: usize>(&self, bucket: usize) {
+        if let Some(chunk) = self.chunks.get(bucket * W) {
+            #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+            safe_arch::prefetch_t0(chunk);
+            #[cfg(not(any(target_arch = "x86", target_arch = "x86_64")))]
+            std::hint::black_box(chunk.0[0].to_array()[0]);
+        }
     }
 
-    /// Adds `weight × idf × row` of `bucket` into `acc` (whose length is the row's
-    /// `W × 32 − 4` lanes) and returns `weight × idf`, the feature's tf-idf value.
-    /// A bucket past the end adds nothing.
+    /// Adds `k × row` of `bucket` into `sums` and returns the row's idf. A bucket past
+    /// the end adds nothing.
+    ///
+    /// The caller keeps `|k| × 32767 × rows added` within `i32`.
     #[inline(always)]
-    pub fn add_row<const W: usize, const L: usize>(
+    pub fn add_row<const W: usize, const G: usize>(
         &self,
         bucket: usize,
-        weight: f32,
-        acc: &mut [f32; L],
+        k: i16,
+        sums: &mut RowSums<G>,
     ) -> f32 {
         let Some(row) = self
             .chunks
@@ -196,65 +214,96 @@ impl Table {
         else {
             return 0.0;
         };
-        let first = &row[0].0;
-        let x = weight * f32_at(first, 4);
-        let m = x * f32_at(first, 0);
-        // A local copy: the compiler cannot tell that `acc` and the table never
-        // overlap, and without that it adds one lane at a time.
-        let mut sum = *acc;
-        let (head, tail) = sum.split_at_mut(FIRST);
-        if let (Some(acc), Some(lanes)) = (
-            head.first_chunk_mut::<FIRST>(),
-            first[HEADER..].first_chunk::<{ 2 * FIRST }>(),
-        ) {
-            add_lanes(acc, lanes, m);
+        // `dot` multiplies lane pairs and adds each pair: with `k` in every other lane
+        // it gives k × the even lanes, or k × the odd ones, as `i32`.
+        let k = i32::from(k);
+        let even: i16x8 = bytemuck::cast(i32x4::splat(k & 0xFFFF));
+        let odd: i16x8 = bytemuck::cast(i32x4::splat(k << 16));
+        for g in 0..G.min(4 * W - 1) {
+            let q = row[g / 4].0[g % 4];
+            sums.even[g] += q.dot(even);
+            sums.odd[g] += q.dot(odd);
         }
-        for (acc, chunk) in tail.chunks_exact_mut(LANES).zip(&row[1..]) {
-            if let Some(acc) = acc.first_chunk_mut::<LANES>() {
-                add_lanes(acc, &chunk.0, m);
-            }
-        }
-        *acc = sum;
-        x
+        idf(&row[W - 1])
     }
 }
 
-/// `acc[i] += m × lane i` for the `N` little-endian `i16` lanes of `bytes`; fixed sizes
-/// so that the compiler turns it into whole-vector instructions.
-#[inline(always)]
-fn add_lanes<const N: usize, const B: usize>(acc: &mut [f32; N], bytes: &[u8; B], m: f32) {
-    for (a, b) in acc.iter_mut().zip(bytes.chunks_exact(2)) {
-        *a += m * dequantize(u16::from_le_bytes([b[0], b[1]]));
+/// Sums of weighted rows `8 × G` weights wide, in vector registers: for each group of
+/// eight weights, the sum of its even lanes and of its odd lanes.
+#[derive(Clone, Copy, Debug)]
+pub struct RowSums<const G: usize> {
+    even: [i32x4; G],
+    odd: [i32x4; G],
+}
+
+impl<const G: usize> RowSums<G> {
+    pub fn new() -> Self {
+        RowSums {
+            even: [i32x4::ZERO; G],
+            odd: [i32x4::ZERO; G],
+        }
+    }
+
+    /// Adds the sums, in weight order, into `total`. (Kept out of line: inlined, the
+    /// compiler interleaves it with the adding loop's registers.)
+    #[inline(never)]
+    pub fn add_to(self, total: &mut [i64]) {
+        let lanes = self.even.iter().zip(&self.odd).flat_map(|(e, o)| {
+            let (e, o) = (e.to_array(), o.to_array());
+            [e[0], o[0], e[1], o[1], e[2], o[2], e[3], o[3]]
+        });
+        for (t, s) in total.iter_mut().zip(lanes) {
+            *t += i64::from(s);
+        }
     }
 }
 
-/// The `i16` weight stored in the bits `q`, as `f32`.
-///
-/// Written with integer bit operations (`2^23 + (q ^ 0x8000)` is exact as an `f32`
-/// bit pattern) rather than `f32::from(q as i16)`: on baseline x86-64 (SSE2) the
-/// compiler then converts 4 lanes per instruction instead of one lane at a time.
-#[inline(always)]
-fn dequantize(q: u16) -> f32 {
-    const BIAS: f32 = 8_388_608.0 + 32_768.0;
-    f32::from_bits(0x4B00_0000 | u32::from(q ^ 0x8000)) - BIAS
+impl<const G: usize> Default for RowSums<G> {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
+/// Groups of eight weights in a row `width` chunks wide.
+pub const fn groups(width: usize) -> usize {
+    lanes(width) / 8
+}
+
+/// The idf in the last two lanes of a row's last chunk.
 #[inline(always)]
-fn f32_at(bytes: &[u8], at: usize) -> f32 {
-    let mut b = [0u8; 4];
-    b.copy_from_slice(&bytes[at..at + 4]);
-    f32::from_le_bytes(b)
+fn idf(last: &Chunk) -> f32 {
+    let lanes = last.0[3].to_array();
+    let bits = |lane: i16| u32::from(lane as u16);
+    f32::from_bits(bits(lanes[6]) | bits(lanes[7]) << 16)
 }
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
-    #[test]
-    fn dequantize_is_exact() {
-        for q in i16::MIN..=i16::MAX {
-            assert_eq!(dequantize(q as u16), f32::from(q));
+    /// `k × row r` as the table adds it, scaled back by the columns.
+    fn added(table: &Table, r: usize, k: i16) -> (Vec<f32>, f32) {
+        fn add<const W: usize, const G: usize>(table: &Table, r: usize, k: i16) -> (Vec<i32>, f32) {
+            let mut sums = RowSums::<G>::new();
+            let idf = table.add_row::<W, G>(r, k, &mut sums);
+            let mut total = vec![0; 8 * G];
+            sums.add_to(&mut total);
+            (total.into_iter().map(|t| t as i32).collect(), idf)
         }
+        let (sums, idf) = match table.width() {
+            1 => add::<1, { groups(1) }>(table, r, k),
+            2 => add::<2, { groups(2) }>(table, r, k),
+            _ => add::<3, { groups(3) }>(table, r, k),
+        };
+        let columns = table.columns().iter().chain(std::iter::repeat(&0.0));
+        let mut sums: Vec<f32> = sums
+            .iter()
+            .zip(columns)
+            .map(|(&a, c)| a as f32 * c)
+            .collect();
+        sums.resize(MAX_LANES, 0.0);
+        (sums, idf)
     }
 
     #[test]
@@ -267,38 +316,51 @@ mod tests {
         let table = Table::quantize(&weights, &idf, stride);
         assert_eq!(table.width(), 1);
         for (r, row) in weights.chunks_exact(stride).enumerate() {
-            let mut acc = [0.0f32; 28];
-            let x = table.add_row::<1, 28>(r, 1.0, &mut acc);
+            let (sums, x) = added(&table, r, 3);
             assert_eq!(x, idf[r]);
-            let c = table.columns();
-            let max = row
-                .iter()
-                .zip(c)
-                .fold(0.0f32, |m, (w, c)| m.max((w / c).abs()));
-            for ((a, w), c) in acc.iter().zip(row).zip(c) {
-                assert!((a * c - w * idf[r]).abs() <= c * max * idf[r] / 65534.0 + 1e-5);
+            for ((s, w), c) in sums.iter().zip(row).zip(table.columns()) {
+                // Within half a step of the column's scale, three times.
+                assert!((s - 3.0 * w * idf[r]).abs() <= 1.5 * c + 1e-5, "{s} vs {w}");
             }
-            assert!(acc[stride..].iter().all(|&a| a == 0.0));
+            assert!(sums[stride..].iter().all(|&s| s == 0.0));
         }
-        let mut acc = [0.0f32; 28];
-        assert_eq!(table.add_row::<1, 28>(99, 1.0, &mut acc), 0.0);
+        // Each column's largest weight × idf is the largest quantized value.
+        let (_, q) = table.row(1).unwrap();
+        assert!(q[..stride].iter().any(|w| w.abs() == 32767));
+        assert_eq!(added(&table, 99, 1), (vec![0.0; MAX_LANES], 0.0));
     }
 
     #[test]
     fn wide_rows_span_chunks() {
+        assert_eq!(Table::width_for(22), 1);
+        assert_eq!(Table::width_for(24), 1);
+        assert_eq!(Table::width_for(25), 2);
         let stride = 70;
         assert_eq!(Table::width_for(stride), 3);
-        assert_eq!(Table::width_for(22), 1);
         let weights: Vec<f32> = (0..stride).map(|i| i as f32 - 35.0).collect();
         let table = Table::quantize(&weights, &[1.0], stride);
-        let mut acc = [0.0f32; 92];
-        table.add_row::<3, 92>(0, 1.0, &mut acc);
+        let (sums, idf) = added(&table, 0, 1);
+        assert_eq!(idf, 1.0);
         // One row: every column's scale is its own weight's size.
-        for ((a, w), c) in acc.iter().zip(&weights).zip(table.columns()) {
-            assert!((a * c - w).abs() <= c / 65534.0 + 1e-4, "{a} vs {w}");
+        for (s, w) in sums.iter().zip(&weights) {
+            assert!((s - w).abs() <= 1e-4 * w.abs().max(1.0), "{s} vs {w}");
         }
-        let (scale, idf, q) = table.row(0).unwrap_or((0.0, 0.0, [0; MAX_LANES]));
-        assert_eq!((scale, idf), (1.0 / MAX_Q, 1.0));
-        assert_eq!(q[0], -32767);
+        let (idf, q) = table.row(0).unwrap();
+        assert_eq!((idf, q[0], q[69], q[70]), (1.0, -32767, 32767, 0));
+    }
+
+    #[test]
+    fn rows_read_back_as_written() {
+        for stride in [4, 24, 40, 88] {
+            let mut table = Table::zeros(3, stride);
+            let weights: Vec<i16> = (0..stride as i16).map(|i| i * 301 - 9000).collect();
+            table.set_row(1, 2.5, &weights);
+            let (idf, q) = table.row(1).unwrap();
+            assert_eq!(idf, 2.5);
+            assert_eq!(&q[..stride], &weights[..]);
+            assert!(q[stride..].iter().all(|&w| w == 0));
+            assert_eq!(table.row(0).unwrap().0, 1.0);
+            assert!(table.row(3).is_none());
+        }
     }
 }

@@ -147,37 +147,81 @@ fn training_is_deterministic_for_a_seed() {
 }
 
 #[test]
-fn rows_added_ahead_of_their_loads_sum_as_in_order() {
+fn rows_added_in_blocks_sum_as_one_by_one() {
     let model = trained().model().clone();
-    for text in ["", "a", "the court", &"planet orbit comet ".repeat(40)] {
+    assert_eq!(model.table.width(), 1);
+    let long = "planet orbit comet ".repeat(40);
+    for text in ["", "a", "the court", &long] {
         let prompt = Prompt::user(text);
-        let features = crate::classify::Features::extract(&prompt);
-        let mut fast = [0.0; MAX_OUTPUTS];
-        model.logits(&prompt, &features, &mut fast);
+        let mut blocks = Weighted::default();
+        let mut all = Vec::new();
         // The plain sum, feature by feature.
-        let mut acc = [0.0f32; 28];
-        let mut norm = 0.0;
-        ngrams::for_each_feature(&model.spec, &prompt, |bucket, weight| {
-            let x = model.table.add_row::<1, 28>(bucket, weight, &mut acc);
-            norm += x * x;
-        });
-        let scale = if norm > 0.0 { norm.sqrt().recip() } else { 0.0 };
-        let stride = model.stride();
-        let mut plain = vec![0.0; stride];
-        for (i, p) in plain.iter_mut().enumerate() {
-            *p = acc[i] * model.table.columns()[i] * scale + model.bias[i];
-        }
-        for (row, value) in model
-            .dense
-            .chunks_exact(stride)
-            .zip(ngrams::dense(&features))
-        {
-            for (p, w) in plain.iter_mut().zip(row) {
-                *p += w * value;
+        let mut plain = [0i64; MAX_OUTPUTS];
+        let mut norm = 0.0f64;
+        let count = ngrams::for_each_feature(&model.spec, &prompt, |bucket, units| {
+            all.push(bucket as u32 | units << 24);
+            let (idf, weights) = model.table.row(bucket).unwrap();
+            for (p, &w) in plain.iter_mut().zip(&weights) {
+                *p += i64::from(units) * i64::from(w);
             }
+            norm += (f64::from(units) * f64::from(idf)).powi(2);
+        });
+        for block in all.chunks(BLOCK) {
+            blocks.add::<1, { table::groups(1) }>(&model.table, block);
         }
-        assert_eq!(&fast[..stride], &plain[..], "{text:?}");
+        assert_eq!(blocks.sums, plain, "{text:?}");
+        // And as the classifier adds them.
+        let mut scores = [0.0; MAX_OUTPUTS];
+        let norm_units = model.ngram_scores::<1, { table::groups(1) }>(&prompt, &mut scores);
+        assert_eq!(norm_units, blocks.norm / 256.0);
+        let c = model.table.columns();
+        for i in 0..model.stride() {
+            assert_eq!(scores[i], plain[i] as f32 * c[i] / 16.0, "{text:?} {i}");
+        }
+        let relative = (f64::from(blocks.norm) - norm).abs() / norm.max(1.0);
+        assert!(relative < 1e-6, "{text:?}: {} vs {norm}", blocks.norm);
+        if text == long {
+            assert!(count as usize > 4 * BLOCK, "{count} features");
+        }
     }
+}
+
+/// `model` in the version 2 format, whose rows each carry a scale: here `1 / idf`, so
+/// that the weights are the same as the current format's.
+fn encode_row_scaled(model: &LinearModel) -> Vec<u8> {
+    let current = format::encode(model);
+    let rows = 4 + 2 * model.stride();
+    let head = current.len() - 8 - model.table.rows() * rows;
+    let mut bytes = current[..head].to_vec();
+    bytes[8..12].copy_from_slice(&2u32.to_le_bytes());
+    for r in 0..model.table.rows() {
+        let (idf, weights) = model.table.row(r).unwrap();
+        bytes.extend_from_slice(&idf.recip().to_le_bytes());
+        bytes.extend_from_slice(&idf.to_le_bytes());
+        for w in &weights[..model.stride()] {
+            bytes.extend_from_slice(&w.to_le_bytes());
+        }
+    }
+    let sum = format::checksum(&bytes);
+    bytes.extend_from_slice(&sum.to_le_bytes());
+    bytes
+}
+
+#[test]
+fn version_2_files_are_read_on_the_current_scales() {
+    let model = trained().model().clone();
+    let old = format::decode(&encode_row_scaled(&model)).unwrap();
+    for r in 0..model.table.rows() {
+        assert_eq!(old.table.row(r), model.table.row(r), "row {r}");
+    }
+    for (a, b) in old.table.columns().iter().zip(model.table.columns()) {
+        assert!((a - b).abs() <= 1e-6 * b.abs(), "{a} vs {b}");
+    }
+    let classifier = LinearClassifier::new(old);
+    let prompt = Prompt::user("which court hears the appeal of a tort case?");
+    let (a, b) = (classifier.classify(&prompt), trained().classify(&prompt));
+    assert_eq!((a.label, a.task), (b.label, b.task));
+    assert!((a.confidence - b.confidence).abs() < 1e-5);
 }
 
 #[test]
@@ -230,15 +274,22 @@ fn damaged_files_are_refused_with_a_reason() {
         Err(LoadError::Version { found }) if found == next
     ));
     assert!(err(&future).contains(&format!("version {next}")));
-    // A file of the previous format (f32 rows) names both versions.
+    // A file of the first format (f32 rows) names the versions this build reads.
     let mut old = bytes.clone();
     old[8..12].copy_from_slice(&1u32.to_le_bytes());
     let message = err(&old);
     assert!(
         message.contains("version 1")
-            && message.contains(&format!("reads version {}", format::VERSION)),
+            && message.contains(&format!("reads versions 2 and {}", format::VERSION)),
         "{message}"
     );
+
+    // A feature weight classification cannot add exactly (it counts sixteenths).
+    let mut odd = bytes[..bytes.len() - 8].to_vec();
+    odd[16..20].copy_from_slice(&0.3f32.to_le_bytes());
+    let sum = format::checksum(&odd);
+    odd.extend_from_slice(&sum.to_le_bytes());
+    assert!(err(&odd).contains("whole sixteenths"), "{}", err(&odd));
 
     let missing = LinearClassifier::load(Path::new("/nonexistent/model.bin"));
     assert!(matches!(missing, Err(LoadError::Io(_))));

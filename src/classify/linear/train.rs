@@ -60,7 +60,9 @@ impl Example {
         let prompt = Prompt::user(text);
         let features = Features::extract(&prompt);
         let mut pairs: Vec<(u32, f32)> = Vec::new();
-        ngrams::for_each_feature(spec, &prompt, |b, w| pairs.push((b as u32, w)));
+        ngrams::for_each_feature(spec, &prompt, |b, units| {
+            pairs.push((b as u32, units as f32 / ngrams::WEIGHT_UNITS))
+        });
         pairs.sort_unstable_by_key(|p| p.0);
         let mut buckets: Vec<u32> = Vec::with_capacity(pairs.len());
         let mut counts: Vec<f32> = Vec::with_capacity(pairs.len());
