@@ -161,18 +161,28 @@ fn text_features(
 ) -> u32 {
     let shift = 64 - u32::from(spec.hash_bits);
     let bucket = |h: u64| (h.wrapping_mul(MIX) >> shift) as usize;
-    let (cmin, cmax) = (u32::from(spec.char_min), u32::from(spec.char_max.min(8)));
+    let (cmin, cmax) = (
+        usize::from(spec.char_min),
+        usize::from(spec.char_max.min(8)),
+    );
+    // Mask and kind tag of each character n-gram length, shortest first.
+    let grams: [(u64, u64); 8] =
+        std::array::from_fn(|i| (u64::MAX >> (56 - 8 * i), (i as u64 + 1) << 59));
+    let grams = match cmin {
+        0 => &[][..],
+        _ => grams.get(cmin - 1..cmax).unwrap_or_default(),
+    };
     let mut emitted = 0u32;
     // Character window: the last 8 normalized bytes, newest in the low byte. It starts
     // with a space so the first word's n-grams see a word boundary.
     let mut window: u64 = u64::from(b' ');
-    let mut filled: u32 = 1;
+    let mut filled: usize = 1;
     let mut last_space = true;
     let mut word: u64 = WORD;
     let mut word_len = 0u32;
     let mut previous_word: Option<u64> = None;
     for &raw in text {
-        let c = normalize(raw);
+        let c = NORMALIZED[usize::from(raw)];
         if c == b' ' {
             if word_len > 0 {
                 emit(bucket(word), words);
@@ -191,7 +201,7 @@ fn text_features(
             last_space = true;
         } else {
             last_space = false;
-            if is_word_byte(c) {
+            if WORD_BYTE[usize::from(c)] {
                 word = (word ^ u64::from(c)).wrapping_mul(0x100_0000_01b3);
                 word_len += 1;
             } else if word_len > 0 {
@@ -209,12 +219,9 @@ fn text_features(
         }
         window = (window << 8) | u64::from(c);
         filled = (filled + 1).min(8);
-        if cmin > 0 {
-            for n in cmin..=cmax.min(filled) {
-                let gram = window & (u64::MAX >> (64 - 8 * n));
-                emit(bucket(gram ^ (u64::from(n) << 59)), chars);
-                emitted += 1;
-            }
+        for &(mask, tag) in grams.iter().take((filled + 1).saturating_sub(cmin)) {
+            emit(bucket((window & mask) ^ tag), chars);
+            emitted += 1;
         }
     }
     if word_len > 0 {
@@ -228,10 +235,31 @@ fn text_features(
     emitted
 }
 
+/// [`normalize`] of every byte, looked up rather than computed in the walk.
+static NORMALIZED: [u8; 256] = {
+    let mut table = [0; 256];
+    let mut b = 0;
+    while b < 256 {
+        table[b] = normalize(b as u8);
+        b += 1;
+    }
+    table
+};
+
+/// [`is_word_byte`] of every byte.
+static WORD_BYTE: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        table[b] = is_word_byte(b as u8);
+        b += 1;
+    }
+    table
+};
+
 /// Lower-cases ASCII, folds digits to `0` and whitespace to a space; other bytes
 /// (punctuation, UTF-8) pass as they are.
-#[inline]
-fn normalize(b: u8) -> u8 {
+const fn normalize(b: u8) -> u8 {
     match b {
         b'A'..=b'Z' => b + 32,
         b'0'..=b'9' => b'0',
@@ -241,8 +269,7 @@ fn normalize(b: u8) -> u8 {
 }
 
 /// Letters, digits, `_` and every byte of a multi-byte UTF-8 character.
-#[inline]
-fn is_word_byte(c: u8) -> bool {
+const fn is_word_byte(c: u8) -> bool {
     c.is_ascii_alphanumeric() || c == b'_' || c >= 0x80
 }
 
