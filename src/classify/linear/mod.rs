@@ -144,7 +144,8 @@ impl LinearModel {
     /// The time goes to loading rows from the 8 MB table as much as to adding them. So
     /// each row is prefetched when its feature is hashed, and added once [`BLOCK`]
     /// features are waiting: its load overlaps the hashing and the other loads in
-    /// between (see BENCHMARKS.md).
+    /// between (see BENCHMARKS.md). Character n-grams and words wait apart, so that a
+    /// block's features share one weight.
     fn ngram_scores<const W: usize, const G: usize>(
         &self,
         prompt: &Prompt<'_>,
@@ -152,20 +153,30 @@ impl LinearModel {
     ) -> f32 {
         let table = &self.table;
         let mut sums = Weighted::default();
-        let mut waiting = [0u32; BLOCK];
-        let mut len = 0;
-        ngrams::for_each_feature(&self.spec, prompt, |bucket, units| {
+        let mut queues = [Queue::default(), Queue::default()];
+        ngrams::for_each_feature(&self.spec, prompt, |bucket, units, kind| {
             table.prefetch::<W>(bucket);
-            if let Some(slot) = waiting.get_mut(len) {
-                *slot = (bucket as u32 & BUCKET) | units << 24;
-                len += 1;
+            let queue = &mut queues[kind as usize];
+            if units != queue.units {
+                // A new message, with its own weight: add what waits at the old one.
+                sums.add::<W, G>(table, queue.waiting(), queue.units);
+                *queue = Queue {
+                    units,
+                    ..Queue::default()
+                };
             }
-            if len == BLOCK {
-                sums.add::<W, G>(table, &waiting);
-                len = 0;
+            if let Some(slot) = queue.buckets.get_mut(queue.len) {
+                *slot = bucket as u32;
+                queue.len += 1;
+            }
+            if queue.len == BLOCK {
+                sums.add::<W, G>(table, &queue.buckets, queue.units);
+                queue.len = 0;
             }
         });
-        sums.add::<W, G>(table, waiting.get(..len).unwrap_or_default());
+        for queue in &queues {
+            sums.add::<W, G>(table, queue.waiting(), queue.units);
+        }
         let unit = ngrams::WEIGHT_UNITS.recip();
         for ((o, &s), c) in out.iter_mut().zip(&sums.sums).zip(table.columns()) {
             *o = s as f32 * c * unit;
@@ -196,8 +207,29 @@ const _: () = assert!(
     BLOCK as f64 * (ngrams::MAX_WEIGHT * ngrams::WEIGHT_UNITS) as f64 * 32767.0 < i32::MAX as f64
 );
 
-/// Bits of a waiting feature that hold its bucket (the other 8 hold its weight).
-const BUCKET: u32 = 0x00FF_FFFF;
+/// Features of one kind and weight waiting for their rows to be added.
+struct Queue {
+    /// The features' weight, in units.
+    units: u32,
+    buckets: [u32; BLOCK],
+    len: usize,
+}
+
+impl Default for Queue {
+    fn default() -> Self {
+        Queue {
+            units: 0,
+            buckets: [0; BLOCK],
+            len: 0,
+        }
+    }
+}
+
+impl Queue {
+    fn waiting(&self) -> &[u32] {
+        self.buckets.get(..self.len).unwrap_or_default()
+    }
+}
 
 /// The weighted sum of the rows of a prompt's features. The rows are integers and so is
 /// each feature's weight (in [`ngrams::WEIGHT_UNITS`]), so the sums are exact whatever
@@ -219,21 +251,20 @@ impl Default for Weighted {
 }
 
 impl Weighted {
-    /// Adds the rows of `features` (bucket and weight, see [`BUCKET`]), at most
-    /// [`BLOCK`] of them. (Out of line: it runs once per block, and the per-feature
-    /// loop that calls it stays small.)
+    /// Adds the rows of `buckets`, at most [`BLOCK`] of them, each times `units`.
+    /// (Out of line: it runs once per block, and the per-feature loop that calls it
+    /// stays small.)
     #[inline(never)]
-    fn add<const W: usize, const G: usize>(&mut self, table: &Table, features: &[u32]) {
+    fn add<const W: usize, const G: usize>(&mut self, table: &Table, buckets: &[u32], units: u32) {
         let mut block = RowSums::<G>::new();
-        let mut norm = 0.0;
-        for &feature in features.iter().take(BLOCK) {
-            let units = (feature >> 24) as i16;
-            let idf = table.add_row::<W, G>((feature & BUCKET) as usize, units, &mut block);
-            let x = f32::from(units) * idf;
-            norm += x * x;
+        let mut idf_squares = 0.0;
+        let k = units.min(u32::from(u16::MAX >> 1)) as i16;
+        for &bucket in buckets.iter().take(BLOCK) {
+            let idf = table.add_row::<W, G>(bucket as usize, k, &mut block);
+            idf_squares += idf * idf;
         }
         block.add_to(&mut self.sums);
-        self.norm += norm;
+        self.norm += f32::from(k) * f32::from(k) * idf_squares;
     }
 }
 

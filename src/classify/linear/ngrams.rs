@@ -102,14 +102,21 @@ pub fn units(weight: f32) -> u32 {
         .clamp(0.0, MAX_WEIGHT * WEIGHT_UNITS) as u32
 }
 
-/// Calls `emit(bucket, units)` for every hashed feature of `prompt` (once per
+/// The two kinds of hashed feature: within a message, each kind has one weight.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Chars = 0,
+    Words = 1,
+}
+
+/// Calls `emit(bucket, units, kind)` for every hashed feature of `prompt` (once per
 /// occurrence), with the feature's weight in [`WEIGHT_UNITS`], and returns how many it
 /// emitted.
 #[inline(always)]
 pub fn for_each_feature(
     spec: &FeatureSpec,
     prompt: &Prompt<'_>,
-    mut emit: impl FnMut(usize, u32),
+    mut emit: impl FnMut(usize, u32, Kind),
 ) -> u32 {
     let last_user = prompt
         .segments
@@ -157,7 +164,7 @@ fn text_features(
     spec: &FeatureSpec,
     text: &[u8],
     [chars, words]: [u32; 2],
-    mut emit: impl FnMut(usize, u32),
+    mut emit: impl FnMut(usize, u32, Kind),
 ) -> u32 {
     let shift = 64 - u32::from(spec.hash_bits);
     let bucket = |h: u64| (h.wrapping_mul(MIX) >> shift) as usize;
@@ -185,10 +192,14 @@ fn text_features(
         let c = NORMALIZED[usize::from(raw)];
         if c == b' ' {
             if word_len > 0 {
-                emit(bucket(word), words);
+                emit(bucket(word), words, Kind::Words);
                 emitted += 1;
                 if let Some(p) = previous_word {
-                    emit(bucket(p.rotate_left(17) ^ word ^ BIGRAM), words);
+                    emit(
+                        bucket(p.rotate_left(17) ^ word ^ BIGRAM),
+                        words,
+                        Kind::Words,
+                    );
                     emitted += 1;
                 }
                 previous_word = Some(word);
@@ -206,10 +217,14 @@ fn text_features(
                 word_len += 1;
             } else if word_len > 0 {
                 // Punctuation ends a word but not the bigram chain.
-                emit(bucket(word), words);
+                emit(bucket(word), words, Kind::Words);
                 emitted += 1;
                 if let Some(p) = previous_word {
-                    emit(bucket(p.rotate_left(17) ^ word ^ BIGRAM), words);
+                    emit(
+                        bucket(p.rotate_left(17) ^ word ^ BIGRAM),
+                        words,
+                        Kind::Words,
+                    );
                     emitted += 1;
                 }
                 previous_word = Some(word);
@@ -220,15 +235,19 @@ fn text_features(
         window = (window << 8) | u64::from(c);
         filled = (filled + 1).min(8);
         for &(mask, tag) in grams.iter().take((filled + 1).saturating_sub(cmin)) {
-            emit(bucket((window & mask) ^ tag), chars);
+            emit(bucket((window & mask) ^ tag), chars, Kind::Chars);
             emitted += 1;
         }
     }
     if word_len > 0 {
-        emit(bucket(word), words);
+        emit(bucket(word), words, Kind::Words);
         emitted += 1;
         if let Some(p) = previous_word {
-            emit(bucket(p.rotate_left(17) ^ word ^ BIGRAM), words);
+            emit(
+                bucket(p.rotate_left(17) ^ word ^ BIGRAM),
+                words,
+                Kind::Words,
+            );
             emitted += 1;
         }
     }
@@ -279,7 +298,7 @@ mod tests {
 
     fn collect(spec: &FeatureSpec, text: &str) -> (Vec<usize>, u32) {
         let mut out = Vec::new();
-        let norm = for_each_feature(spec, &Prompt::user(text), |b, _| out.push(b));
+        let norm = for_each_feature(spec, &Prompt::user(text), |b, _, _| out.push(b));
         (out, norm)
     }
 
@@ -346,7 +365,7 @@ mod tests {
             ..Prompt::default()
         };
         let mut weights = Vec::new();
-        for_each_feature(&spec, &prompt, |_, w| weights.push(w));
+        for_each_feature(&spec, &prompt, |_, w, _| weights.push(w));
         assert!(weights.contains(&16) && weights.contains(&8));
     }
 

@@ -151,36 +151,59 @@ fn rows_added_in_blocks_sum_as_one_by_one() {
     let model = trained().model().clone();
     assert_eq!(model.table.width(), 1);
     let long = "planet orbit comet ".repeat(40);
-    for text in ["", "a", "the court", &long] {
-        let prompt = Prompt::user(text);
-        let mut blocks = Weighted::default();
-        let mut all = Vec::new();
+    let conversation = Prompt {
+        segments: vec![
+            Segment {
+                role: Role::System,
+                message: 0,
+                text: "be brief",
+            },
+            Segment {
+                role: Role::User,
+                message: 1,
+                text: &long,
+            },
+            Segment {
+                role: Role::Assistant,
+                message: 2,
+                text: "the court hears it",
+            },
+            Segment {
+                role: Role::User,
+                message: 3,
+                text: "and the appeal of a tort case?",
+            },
+        ],
+        messages: 4,
+        ..Prompt::default()
+    };
+    for prompt in [
+        Prompt::user(""),
+        Prompt::user("a"),
+        Prompt::user("the court"),
+        Prompt::user(&long),
+        conversation,
+    ] {
         // The plain sum, feature by feature.
         let mut plain = [0i64; MAX_OUTPUTS];
         let mut norm = 0.0f64;
-        let count = ngrams::for_each_feature(&model.spec, &prompt, |bucket, units| {
-            all.push(bucket as u32 | units << 24);
+        let count = ngrams::for_each_feature(&model.spec, &prompt, |bucket, units, _| {
             let (idf, weights) = model.table.row(bucket).unwrap();
             for (p, &w) in plain.iter_mut().zip(&weights) {
                 *p += i64::from(units) * i64::from(w);
             }
             norm += (f64::from(units) * f64::from(idf)).powi(2);
         });
-        for block in all.chunks(BLOCK) {
-            blocks.add::<1, { table::groups(1) }>(&model.table, block);
-        }
-        assert_eq!(blocks.sums, plain, "{text:?}");
-        // And as the classifier adds them.
+        // As the classifier adds them: in blocks, by kind and weight.
         let mut scores = [0.0; MAX_OUTPUTS];
-        let norm_units = model.ngram_scores::<1, { table::groups(1) }>(&prompt, &mut scores);
-        assert_eq!(norm_units, blocks.norm / 256.0);
+        let squared = model.ngram_scores::<1, { table::groups(1) }>(&prompt, &mut scores);
         let c = model.table.columns();
         for i in 0..model.stride() {
-            assert_eq!(scores[i], plain[i] as f32 * c[i] / 16.0, "{text:?} {i}");
+            assert_eq!(scores[i], plain[i] as f32 * c[i] / 16.0, "{prompt:?} {i}");
         }
-        let relative = (f64::from(blocks.norm) - norm).abs() / norm.max(1.0);
-        assert!(relative < 1e-6, "{text:?}: {} vs {norm}", blocks.norm);
-        if text == long {
+        let relative = (f64::from(squared) * 256.0 - norm).abs() / norm.max(1.0);
+        assert!(relative < 1e-6, "{prompt:?}: {squared} vs {norm}");
+        if prompt.segments.len() > 1 {
             assert!(count as usize > 4 * BLOCK, "{count} features");
         }
     }

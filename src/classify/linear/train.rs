@@ -60,7 +60,7 @@ impl Example {
         let prompt = Prompt::user(text);
         let features = Features::extract(&prompt);
         let mut pairs: Vec<(u32, f32)> = Vec::new();
-        ngrams::for_each_feature(spec, &prompt, |b, units| {
+        ngrams::for_each_feature(spec, &prompt, |b, units, _| {
             pairs.push((b as u32, units as f32 / ngrams::WEIGHT_UNITS))
         });
         pairs.sort_unstable_by_key(|p| p.0);
