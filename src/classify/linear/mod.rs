@@ -9,8 +9,9 @@
 //!    model (neither right, weak only, strong only, both); the difficulty is the
 //!    probability that only the strong model gets it right.
 //!
-//! Classification walks the text once for n-grams (see [`ngrams`]), adding each
-//! feature's weight row into a stack accumulator: no allocation, no lock. Training
+//! Classification walks the text once for n-grams (see [`ngrams`]), queueing each
+//! feature and adding the queued weight rows in blocks into integer sums on the stack:
+//! no allocation, no lock. Training
 //! ([`train`]) and the file format ([`format`]) live beside it; [`metrics`] holds the
 //! evaluation arithmetic (F1, APGR, CPT) used by `crossroads eval`.
 
@@ -159,11 +160,11 @@ impl LinearModel {
             let queue = &mut queues[kind as usize];
             if units != queue.units {
                 // A new message, with its own weight: add what waits at the old one.
-                sums.add::<W, G>(table, queue.waiting(), queue.units);
-                *queue = Queue {
-                    units,
-                    ..Queue::default()
-                };
+                if queue.len > 0 {
+                    sums.add::<W, G>(table, queue.waiting(), queue.units);
+                }
+                queue.units = units;
+                queue.len = 0;
             }
             if let Some(slot) = queue.buckets.get_mut(queue.len) {
                 *slot = bucket as u32;
@@ -202,10 +203,9 @@ impl LinearModel {
 
 /// Features whose rows are waiting to be added.
 const BLOCK: usize = 128;
-/// A row's weights times a feature's weight, summed over a block, stay within `i32`.
-const _: () = assert!(
-    BLOCK as f64 * (ngrams::MAX_WEIGHT * ngrams::WEIGHT_UNITS) as f64 * 32767.0 < i32::MAX as f64
-);
+/// A row's weights (at most 2^15 in size) times a feature's weight, summed over a
+/// block, stay within `i32`.
+const _: () = assert!(BLOCK as u64 * ngrams::MAX_UNITS as u64 * 32768 <= i32::MAX as u64);
 
 /// Features of one kind and weight waiting for their rows to be added.
 struct Queue {
@@ -233,7 +233,7 @@ impl Queue {
 
 /// The weighted sum of the rows of a prompt's features. The rows are integers and so is
 /// each feature's weight (in [`ngrams::WEIGHT_UNITS`]), so the sums are exact whatever
-/// the order.
+/// the order (the norm, an `f32`, is not bit for bit).
 #[derive(Debug)]
 struct Weighted {
     sums: [i64; MAX_OUTPUTS],
@@ -258,7 +258,7 @@ impl Weighted {
     fn add<const W: usize, const G: usize>(&mut self, table: &Table, buckets: &[u32], units: u32) {
         let mut block = RowSums::<G>::new();
         let mut idf_squares = 0.0;
-        let k = units.min(u32::from(u16::MAX >> 1)) as i16;
+        let k = units.min(ngrams::MAX_UNITS) as i16;
         for &bucket in buckets.iter().take(BLOCK) {
             let idf = table.add_row::<W, G>(bucket as usize, k, &mut block);
             idf_squares += idf * idf;

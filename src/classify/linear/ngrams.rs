@@ -2,8 +2,8 @@
 //! n-grams of the conversation, fastText-style, plus a few dense structural signals.
 //!
 //! One walker, [`for_each_feature`], serves both training (which collects the features)
-//! and classification (which adds weight rows as they come), so the two cannot drift
-//! apart. It allocates nothing.
+//! and classification (which queues them and adds their weight rows in blocks), so the
+//! two cannot drift apart. It allocates nothing.
 
 use crate::classify::{Features, Prompt, Role, Signal};
 
@@ -67,6 +67,8 @@ impl FeatureSpec {
 pub const WEIGHT_UNITS: f32 = 16.0;
 /// The largest feature weight.
 pub const MAX_WEIGHT: f32 = 8.0;
+/// The largest feature weight in units.
+pub const MAX_UNITS: u32 = (MAX_WEIGHT * WEIGHT_UNITS) as u32;
 
 /// Number of dense structural signals, see [`dense`].
 pub const DENSE: usize = 10;
@@ -97,13 +99,11 @@ pub fn dense(f: &Features) -> [f32; DENSE] {
 /// A weight in whole [`WEIGHT_UNITS`], from 0 to [`MAX_WEIGHT`] (rounded: exact for
 /// the weights a model file may hold).
 pub fn units(weight: f32) -> u32 {
-    (weight * WEIGHT_UNITS)
-        .round()
-        .clamp(0.0, MAX_WEIGHT * WEIGHT_UNITS) as u32
+    (weight * WEIGHT_UNITS).round().clamp(0.0, MAX_UNITS as f32) as u32
 }
 
 /// The two kinds of hashed feature: within a message, each kind has one weight.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy)]
 pub enum Kind {
     Chars = 0,
     Words = 1,
@@ -321,6 +321,23 @@ mod tests {
         // " ab" and "ab " style windows: 4 normalized bytes after the leading space.
         let (features, _) = collect(&spec, "abcd");
         assert_eq!(features.len(), 1 + 3);
+    }
+
+    #[test]
+    fn only_whole_sixteenths_up_to_8_are_exact_weights() {
+        let with = |last_user_weight, word_weight| FeatureSpec {
+            last_user_weight,
+            word_weight,
+            ..FeatureSpec::default()
+        };
+        assert!(FeatureSpec::default().weights_are_exact());
+        assert!(with(0.0625, 4.0).weights_are_exact());
+        for (user, word) in [(0.3, 2.0), (1.0, 9.0), (-1.0, 1.0), (f32::NAN, 1.0)] {
+            assert!(!with(user, word).weights_are_exact(), "{user} × {word}");
+        }
+        assert_eq!(units(0.5), 8);
+        assert_eq!(units(100.0), MAX_UNITS);
+        assert_eq!(units(-1.0), 0);
     }
 
     #[test]

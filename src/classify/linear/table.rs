@@ -23,9 +23,10 @@ use wide::{i16x8, i32x4};
 
 /// Bytes of one aligned chunk.
 const CHUNK: usize = 64;
-/// Weights in every chunk of a row but the last, which gives up 16 bytes to the idf
-/// (so that the weights stay in whole groups of eight).
+/// Weights in every chunk of a row but the last.
 const FULL: usize = CHUNK / 2;
+/// Weights in a row's last chunk: it ends with the idf (4 bytes), and the weights stay
+/// in whole groups of eight, so 12 bytes of padding sit between.
 const LAST: usize = (CHUNK - 16) / 2;
 /// The largest quantized weight.
 const MAX_Q: f32 = 32767.0;
@@ -185,14 +186,16 @@ impl Table {
 
     /// Starts loading `bucket`'s row into the cache. A prefetch does not hold up the
     /// instructions after it, where a plain read that misses the cache would (see
-    /// BENCHMARKS.md); other targets read one weight.
+    /// BENCHMARKS.md); other targets read one weight of each chunk.
     #[inline(always)]
     pub fn prefetch<const W: usize>(&self, bucket: usize) {
-        if let Some(chunk) = self.chunks.get(bucket * W) {
-            #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
-            safe_arch::prefetch_t0(chunk);
-            #[cfg(not(any(target_arch = "x86", target_arch = "x86_64")))]
-            std::hint::black_box(chunk.0[0].to_array()[0]);
+        for i in 0..W {
+            if let Some(chunk) = self.chunks.get(bucket * W + i) {
+                #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+                safe_arch::prefetch_t0(chunk);
+                #[cfg(not(any(target_arch = "x86", target_arch = "x86_64")))]
+                std::hint::black_box(chunk.0[0].to_array()[0]);
+            }
         }
     }
 
@@ -201,7 +204,7 @@ impl Table {
     ///
     /// The caller keeps `|k| × 32767 × rows added` within `i32`.
     #[inline(always)]
-    pub fn add_row<const W: usize, const G: usize>(
+    pub(super) fn add_row<const W: usize, const G: usize>(
         &self,
         bucket: usize,
         k: i16,
@@ -215,10 +218,10 @@ impl Table {
             return 0.0;
         };
         // `dot` multiplies lane pairs and adds each pair: with `k` in every other lane
-        // it gives k × the even lanes, or k × the odd ones, as `i32`.
-        let k = i32::from(k);
-        let even: i16x8 = bytemuck::cast(i32x4::splat(k & 0xFFFF));
-        let odd: i16x8 = bytemuck::cast(i32x4::splat(k << 16));
+        // it gives k × the even lanes, or k × the odd ones, as `i32`. (Built once per
+        // block: `k` is the block's.)
+        let even = i16x8::new([k, 0, k, 0, k, 0, k, 0]);
+        let odd = i16x8::new([0, k, 0, k, 0, k, 0, k]);
         for g in 0..G.min(4 * W - 1) {
             let q = row[g / 4].0[g % 4];
             sums.even[g] += q.dot(even);
@@ -231,13 +234,13 @@ impl Table {
 /// Sums of weighted rows `8 × G` weights wide, in vector registers: for each group of
 /// eight weights, the sum of its even lanes and of its odd lanes.
 #[derive(Clone, Copy, Debug)]
-pub struct RowSums<const G: usize> {
+pub(super) struct RowSums<const G: usize> {
     even: [i32x4; G],
     odd: [i32x4; G],
 }
 
 impl<const G: usize> RowSums<G> {
-    pub fn new() -> Self {
+    pub(super) fn new() -> Self {
         RowSums {
             even: [i32x4::ZERO; G],
             odd: [i32x4::ZERO; G],
@@ -247,7 +250,7 @@ impl<const G: usize> RowSums<G> {
     /// Adds the sums, in weight order, into `total`. (Kept out of line: inlined, the
     /// compiler interleaves it with the adding loop's registers.)
     #[inline(never)]
-    pub fn add_to(self, total: &mut [i64]) {
+    pub(super) fn add_to(self, total: &mut [i64]) {
         let lanes = self.even.iter().zip(&self.odd).flat_map(|(e, o)| {
             let (e, o) = (e.to_array(), o.to_array());
             [e[0], o[0], e[1], o[1], e[2], o[2], e[3], o[3]]
@@ -255,12 +258,6 @@ impl<const G: usize> RowSums<G> {
         for (t, s) in total.iter_mut().zip(lanes) {
             *t += i64::from(s);
         }
-    }
-}
-
-impl<const G: usize> Default for RowSums<G> {
-    fn default() -> Self {
-        Self::new()
     }
 }
 
@@ -325,8 +322,10 @@ mod tests {
             assert!(sums[stride..].iter().all(|&s| s == 0.0));
         }
         // Each column's largest weight × idf is the largest quantized value.
-        let (_, q) = table.row(1).unwrap();
-        assert!(q[..stride].iter().any(|w| w.abs() == 32767));
+        for c in 0..stride {
+            let largest = (0..3).map(|r| table.row(r).unwrap().1[c].abs()).max();
+            assert_eq!(largest, Some(32767), "column {c}");
+        }
         assert_eq!(added(&table, 99, 1), (vec![0.0; MAX_LANES], 0.0));
     }
 

@@ -184,29 +184,60 @@ fn rows_added_in_blocks_sum_as_one_by_one() {
         Prompt::user(&long),
         conversation,
     ] {
-        // The plain sum, feature by feature.
-        let mut plain = [0i64; MAX_OUTPUTS];
-        let mut norm = 0.0f64;
-        let count = ngrams::for_each_feature(&model.spec, &prompt, |bucket, units, _| {
-            let (idf, weights) = model.table.row(bucket).unwrap();
-            for (p, &w) in plain.iter_mut().zip(&weights) {
-                *p += i64::from(units) * i64::from(w);
-            }
-            norm += (f64::from(units) * f64::from(idf)).powi(2);
-        });
-        // As the classifier adds them: in blocks, by kind and weight.
-        let mut scores = [0.0; MAX_OUTPUTS];
-        let squared = model.ngram_scores::<1, { table::groups(1) }>(&prompt, &mut scores);
-        let c = model.table.columns();
-        for i in 0..model.stride() {
-            assert_eq!(scores[i], plain[i] as f32 * c[i] / 16.0, "{prompt:?} {i}");
-        }
-        let relative = (f64::from(squared) * 256.0 - norm).abs() / norm.max(1.0);
-        assert!(relative < 1e-6, "{prompt:?}: {squared} vs {norm}");
+        let count = assert_sums_as_one_by_one::<1, { table::groups(1) }>(&model, &prompt);
         if prompt.segments.len() > 1 {
             assert!(count as usize > 4 * BLOCK, "{count} features");
         }
     }
+    // Rows two cache lines wide: 30 outputs.
+    let spec = FeatureSpec {
+        hash_bits: 10,
+        ..FeatureSpec::default()
+    };
+    let names = |n: usize, prefix: &str| (0..n).map(|i| format!("{prefix}{i}")).collect();
+    let stride = 20 + 6 + OUTCOMES.len();
+    let mut rng = Rng::new(3);
+    let mut random = |scale: f32| (rng.below(2001) as f32 - 1000.0) / 1000.0 * scale;
+    let weights: Vec<f32> = (0..spec.rows() * stride).map(|_| random(2.0)).collect();
+    let idf: Vec<f32> = (0..spec.buckets()).map(|_| 2.0 + random(1.5)).collect();
+    let wide = LinearModel::from_weights(
+        spec,
+        names(20, "d"),
+        names(6, "t"),
+        [1.0; 3],
+        &weights,
+        &idf,
+        vec![0.0; stride],
+    );
+    assert_eq!(wide.table.width(), 2);
+    assert_sums_as_one_by_one::<2, { table::groups(2) }>(&wide, &Prompt::user(&long));
+}
+
+/// Checks that `model` adds the rows of `prompt`'s features (in blocks, by kind and
+/// weight) to the same integer sums as adding them one by one; returns how many
+/// features there were.
+fn assert_sums_as_one_by_one<const W: usize, const G: usize>(
+    model: &LinearModel,
+    prompt: &Prompt<'_>,
+) -> u32 {
+    let mut plain = [0i64; MAX_OUTPUTS];
+    let mut norm = 0.0f64;
+    let count = ngrams::for_each_feature(&model.spec, prompt, |bucket, units, _| {
+        let (idf, weights) = model.table.row(bucket).unwrap();
+        for (p, &w) in plain.iter_mut().zip(&weights) {
+            *p += i64::from(units) * i64::from(w);
+        }
+        norm += (f64::from(units) * f64::from(idf)).powi(2);
+    });
+    let mut scores = [0.0; MAX_OUTPUTS];
+    let squared = model.ngram_scores::<W, G>(prompt, &mut scores);
+    let c = model.table.columns();
+    for i in 0..model.stride() {
+        assert_eq!(scores[i], plain[i] as f32 * c[i] / 16.0, "{prompt:?} {i}");
+    }
+    let relative = (f64::from(squared) * 256.0 - norm).abs() / norm.max(1.0);
+    assert!(relative < 1e-6, "{prompt:?}: {squared} vs {norm}");
+    count
 }
 
 /// `model` in the version 2 format, whose rows each carry a scale: here `1 / idf`, so
