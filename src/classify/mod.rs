@@ -59,6 +59,23 @@ impl<'a> Prompt<'a> {
             ..Prompt::default()
         }
     }
+
+    /// One segment per message, in order (for tests).
+    #[cfg(test)]
+    pub fn conversation(turns: &[(Role, &'a str)]) -> Self {
+        Prompt {
+            segments: (0u32..)
+                .zip(turns)
+                .map(|(message, &(role, text))| Segment {
+                    role,
+                    message,
+                    text,
+                })
+                .collect(),
+            messages: turns.len() as u32,
+            ..Prompt::default()
+        }
+    }
 }
 
 /// Index of a label in the classifier's [`LabelSet`].

@@ -363,24 +363,8 @@ mod tests {
 
     #[test]
     fn last_user_turn_outweighs_context() {
-        use crate::classify::Segment;
         let spec = FeatureSpec::default();
-        let prompt = Prompt {
-            segments: vec![
-                Segment {
-                    role: Role::System,
-                    message: 0,
-                    text: "be brief",
-                },
-                Segment {
-                    role: Role::User,
-                    message: 1,
-                    text: "hello",
-                },
-            ],
-            messages: 2,
-            ..Prompt::default()
-        };
+        let prompt = Prompt::conversation(&[(Role::System, "be brief"), (Role::User, "hello")]);
         let mut weights = Vec::new();
         for_each_feature(&spec, &prompt, |_, w, _| weights.push(w));
         assert!(weights.contains(&16) && weights.contains(&8));

@@ -7,7 +7,7 @@ use super::format::{self, LoadError};
 use super::metrics::{self, Confusion};
 use super::train::{self, Example, Rng, TrainOptions};
 use super::*;
-use crate::classify::{Role, Segment};
+use crate::classify::Role;
 use std::path::Path;
 
 const DOMAINS: [&str; 3] = ["astronomy", "cooking", "law"];
@@ -151,32 +151,12 @@ fn rows_added_in_blocks_sum_as_one_by_one() {
     let model = trained().model().clone();
     assert_eq!(model.table.width(), 1);
     let long = "planet orbit comet ".repeat(40);
-    let conversation = Prompt {
-        segments: vec![
-            Segment {
-                role: Role::System,
-                message: 0,
-                text: "be brief",
-            },
-            Segment {
-                role: Role::User,
-                message: 1,
-                text: &long,
-            },
-            Segment {
-                role: Role::Assistant,
-                message: 2,
-                text: "the court hears it",
-            },
-            Segment {
-                role: Role::User,
-                message: 3,
-                text: "and the appeal of a tort case?",
-            },
-        ],
-        messages: 4,
-        ..Prompt::default()
-    };
+    let conversation = Prompt::conversation(&[
+        (Role::System, "be brief"),
+        (Role::User, &long),
+        (Role::Assistant, "the court hears it"),
+        (Role::User, "and the appeal of a tort case?"),
+    ]);
     for prompt in [
         Prompt::user(""),
         Prompt::user("a"),
@@ -365,22 +345,16 @@ fn mismatched_dimensions_are_refused() {
 #[test]
 fn conversation_context_counts_less_than_the_last_user_turn() {
     let classifier = trained();
-    let prompt = Prompt {
-        segments: vec![
-            Segment {
-                role: Role::System,
-                message: 0,
-                text: "You are a court clerk: contract statute plaintiff judge appeal.",
-            },
-            Segment {
-                role: Role::User,
-                message: 1,
-                text: "what telescope shows the galaxy and the comet orbit?",
-            },
-        ],
-        messages: 2,
-        ..Prompt::default()
-    };
+    let prompt = Prompt::conversation(&[
+        (
+            Role::System,
+            "You are a court clerk: contract statute plaintiff judge appeal.",
+        ),
+        (
+            Role::User,
+            "what telescope shows the galaxy and the comet orbit?",
+        ),
+    ]);
     let c = classifier.classify(&prompt);
     assert_eq!(classifier.labels().name(c.label), "astronomy");
 }
