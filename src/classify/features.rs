@@ -195,6 +195,17 @@ struct Cues {
     writing: f32,
 }
 
+/// ASCII letters, digits and `_`: the bytes of a word the cue scan reads.
+static CUE_WORD_BYTE: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        table[b] = (b as u8).is_ascii_alphanumeric() || b == b'_' as usize;
+        b += 1;
+    }
+    table
+};
+
 /// Words longer than this are never cue words, so they are not lower-cased.
 const MAX_CUE_WORD: usize = 14;
 
@@ -208,9 +219,10 @@ impl Cues {
             let b = bytes[i];
             if b.is_ascii_alphabetic() || b == b'_' {
                 let start = i;
-                while i < bytes.len() && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'_') {
-                    i += 1;
-                }
+                i += bytes[i..]
+                    .iter()
+                    .position(|&c| !CUE_WORD_BYTE[usize::from(c)])
+                    .unwrap_or(bytes.len() - i);
                 // A preceding '#' or '\' changes the meaning: `#include`, `\frac`.
                 let prefix = if start > 0 { bytes[start - 1] } else { b' ' };
                 self.word(&bytes[start..i], prefix, weight);
