@@ -241,8 +241,8 @@ fn read_rows(r: &mut Reader<'_>, buckets: usize, columns: &[f32]) -> Result<Tabl
     let mut weights = vec![0i16; stride];
     for bucket in 0..buckets {
         let idf = finite(r.f32()?)?;
-        for (w, b) in weights.iter_mut().zip(r.take(2 * stride)?.chunks_exact(2)) {
-            *w = i16::from_le_bytes([b[0], b[1]]);
+        for (w, q) in weights.iter_mut().zip(r.i16s(stride)?) {
+            *w = q;
         }
         table.set_row(bucket, idf, &weights);
     }
@@ -262,8 +262,8 @@ fn read_row_scaled(
     for _ in 0..buckets {
         let scale = finite(r.f32()?)?;
         idf.push(finite(r.f32()?)?);
-        for (b, c) in r.take(2 * stride)?.chunks_exact(2).zip(columns) {
-            weights.push(c * scale * f32::from(i16::from_le_bytes([b[0], b[1]])));
+        for (q, c) in r.i16s(stride)?.zip(columns) {
+            weights.push(c * scale * f32::from(q));
         }
     }
     Ok(Table::quantize(&weights, &idf, stride))
@@ -331,6 +331,14 @@ impl Reader<'_> {
 
     fn f32(&mut self) -> Result<f32, LoadError> {
         self.array().map(f32::from_le_bytes)
+    }
+
+    /// The next `n` little-endian `i16`s.
+    fn i16s(&mut self, n: usize) -> Result<impl Iterator<Item = i16> + '_, LoadError> {
+        let bytes = self.take(n.checked_mul(2).ok_or_else(|| malformed("too large"))?)?;
+        Ok(bytes
+            .chunks_exact(2)
+            .map(|b| i16::from_le_bytes([b[0], b[1]])))
     }
 
     fn floats(&mut self, n: usize) -> Result<Vec<f32>, LoadError> {

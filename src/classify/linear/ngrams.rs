@@ -57,7 +57,7 @@ impl FeatureSpec {
             .flat_map(|turn| [turn, turn * self.word_weight])
             .all(|w| {
                 let units = w * WEIGHT_UNITS;
-                units.fract() == 0.0 && (0.0..=MAX_WEIGHT * WEIGHT_UNITS).contains(&units)
+                units.fract() == 0.0 && (0.0..=MAX_UNITS as f32).contains(&units)
             })
     }
 }
