@@ -6,28 +6,32 @@
 //! | last_user_weight f32 | context_weight f32 | word_weight f32 | temperatures 3 × f32
 //! | domain labels: count u16, then (length u16, UTF-8 bytes) each | task labels: same
 //! | outcomes u16 | rows u32 | stride u32 | bias stride × f32
-//! | dense signal weights dense × stride × f32 | column scales stride × f32
-//! | per bucket: idf f32, stride × i16 (weight × idf = column × i16)
+//! | dense signal weights dense × stride × f32 | column scales (stride + 1) × f32
+//! | per bucket: (stride + 1) × i16, each at most 4095 in size
+//! |   (weight × idf = column × i16, then idf² = column × i16)
 //! | checksum u64 of every byte before it
 //! ```
 //!
-//! Version 1 stored every bucket weight as `f32` (12 MB). Version 2 quantized them per
-//! column and row (a scale `f32` before each bucket's idf, weight = column × scale ×
-//! i16); it is still read, and requantized as version 3 (see [`super::table`]) stores
-//! them, 6.3 MB.
+//! The rows are stored as classification reads them (see [`super::table`]), 6.0 MB.
+//! Version 1 stored every bucket weight as `f32` (12 MB); it is refused. Versions 2
+//! and 3 are still read and quantized again: version 3 stored each bucket's idf as
+//! `f32`, then its weights × idf on 16-bit column scales (|i16| up to 32767); version 2
+//! also put a row scale before the idf (weight = column × scale × i16).
 
 use std::fmt;
 use std::path::Path;
 
 use super::ngrams::{DENSE, FeatureSpec};
-use super::table::Table;
+use super::table::{self, Table};
 use super::{LinearModel, MAX_OUTPUTS, OUTCOMES};
 
 const MAGIC: &[u8; 8] = b"XROADLIN";
 /// The format version this build reads and writes.
-pub const VERSION: u32 = 3;
-/// The older format version this build still reads.
+pub const VERSION: u32 = 4;
+/// The format version that put a scale before each row.
 const VERSION_ROW_SCALED: u32 = 2;
+/// The format version that stored each row's idf and 16-bit weights.
+const VERSION_IDF: u32 = 3;
 /// Largest hash space a file may declare (2^22 buckets).
 const MAX_HASH_BITS: u8 = 22;
 
@@ -56,7 +60,7 @@ impl fmt::Display for LoadError {
             ),
             LoadError::Version { found } => write!(
                 f,
-                "model file format version {found} is not supported (this build reads versions {VERSION_ROW_SCALED} and {VERSION}); retrain it with `crossroads train`"
+                "model file format version {found} is not supported (this build reads versions {VERSION_ROW_SCALED} to {VERSION}); retrain it with `crossroads train`"
             ),
             LoadError::Checksum => f.write_str("the model file is corrupt (checksum mismatch)"),
             LoadError::Malformed(why) => write!(f, "the model file is malformed: {why}"),
@@ -83,7 +87,7 @@ pub fn write(path: &Path, model: &LinearModel) -> std::io::Result<()> {
 pub fn encode(model: &LinearModel) -> Vec<u8> {
     let stride = model.stride();
     let mut out = Vec::with_capacity(
-        1024 + 4 * (model.dense.len() + model.bias.len()) + model.table.rows() * (4 + 2 * stride),
+        1024 + 4 * (model.dense.len() + model.bias.len()) + model.table.rows() * 2 * (stride + 1),
     );
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&VERSION.to_le_bytes());
@@ -114,10 +118,9 @@ pub fn encode(model: &LinearModel) -> Vec<u8> {
         out.extend_from_slice(&v.to_le_bytes());
     }
     for r in 0..model.table.rows() {
-        if let Some((idf, weights)) = model.table.row(r) {
-            out.extend_from_slice(&idf.to_le_bytes());
-            for w in weights.iter().take(stride) {
-                out.extend_from_slice(&w.to_le_bytes());
+        if let Some(values) = model.table.row(r) {
+            for v in values.iter().take(stride + 1) {
+                out.extend_from_slice(&v.to_le_bytes());
             }
         }
     }
@@ -136,7 +139,7 @@ pub fn decode(bytes: &[u8]) -> Result<LinearModel, LoadError> {
         at: MAGIC.len(),
     };
     let version = r.u32()?;
-    if version != VERSION && version != VERSION_ROW_SCALED {
+    if !(VERSION_ROW_SCALED..=VERSION).contains(&version) {
         return Err(LoadError::Version { found: version });
     }
     let Some(body_len) = bytes.len().checked_sub(8) else {
@@ -205,7 +208,12 @@ pub fn decode(bytes: &[u8]) -> Result<LinearModel, LoadError> {
     }
     let bias = r.floats(stride)?;
     let dense = r.floats(DENSE * stride)?;
-    let columns = r.floats(stride)?;
+    // The current format scales the idf² column too.
+    let columns = r.floats(if version == VERSION {
+        stride + 1
+    } else {
+        stride
+    })?;
     if bias
         .iter()
         .chain(&dense)
@@ -217,7 +225,7 @@ pub fn decode(bytes: &[u8]) -> Result<LinearModel, LoadError> {
     let table = if version == VERSION {
         read_rows(r, spec.buckets(), &columns)?
     } else {
-        read_row_scaled(r, spec.buckets(), &columns)?
+        read_older_rows(r, version, spec.buckets(), &columns)?
     };
     if r.at != r.bytes.len() {
         return Err(malformed("trailing bytes after the weights"));
@@ -233,26 +241,34 @@ pub fn decode(bytes: &[u8]) -> Result<LinearModel, LoadError> {
     })
 }
 
-/// The bucket rows of a current file.
+/// The bucket rows of a current file; `columns` has the idf²'s scale last.
 fn read_rows(r: &mut Reader<'_>, buckets: usize, columns: &[f32]) -> Result<Table, LoadError> {
-    let stride = columns.len();
+    let Some(stride) = columns.len().checked_sub(1) else {
+        return Err(malformed("no column scales"));
+    };
     let mut table = Table::zeros(buckets, stride);
     table.set_columns(columns);
-    let mut weights = vec![0i16; stride];
+    let mut values = vec![0i16; stride + 1];
     for bucket in 0..buckets {
-        let idf = finite(r.f32()?)?;
-        for (w, q) in weights.iter_mut().zip(r.i16s(stride)?) {
-            *w = q;
+        for (v, q) in values.iter_mut().zip(r.i16s(stride + 1)?) {
+            if q.unsigned_abs() > table::MAX_Q.unsigned_abs() {
+                return Err(malformed(&format!(
+                    "bucket {bucket} holds {q}, beyond ±{}",
+                    table::MAX_Q
+                )));
+            }
+            *v = q;
         }
-        table.set_row(bucket, idf, &weights);
+        table.set_row(bucket, &values);
     }
     Ok(table)
 }
 
-/// The bucket rows of a version 2 file, whose weights each row scales, quantized again
-/// on the current columns' scales.
-fn read_row_scaled(
+/// The bucket rows of a version 2 or 3 file, quantized again on the current scales.
+/// Both stored `weight × idf = column × i16` (times a row scale in version 2).
+fn read_older_rows(
     r: &mut Reader<'_>,
+    version: u32,
     buckets: usize,
     columns: &[f32],
 ) -> Result<Table, LoadError> {
@@ -260,8 +276,19 @@ fn read_row_scaled(
     let mut weights = Vec::with_capacity(buckets * stride);
     let mut idf = Vec::with_capacity(buckets);
     for _ in 0..buckets {
-        let scale = finite(r.f32()?)?;
-        idf.push(finite(r.f32()?)?);
+        let scale = if version == VERSION_ROW_SCALED {
+            finite(r.f32()?)?
+        } else {
+            1.0
+        };
+        let row_idf = finite(r.f32()?)?;
+        idf.push(row_idf);
+        // Version 3 stored the weights times the idf.
+        let scale = match version {
+            VERSION_IDF if row_idf != 0.0 => scale / row_idf,
+            VERSION_IDF => 0.0,
+            _ => scale,
+        };
         for (q, c) in r.i16s(stride)?.zip(columns) {
             weights.push(c * scale * f32::from(q));
         }

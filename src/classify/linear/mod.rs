@@ -121,12 +121,7 @@ impl LinearModel {
     pub fn logits(&self, prompt: &Prompt<'_>, features: &Features, out: &mut [f32]) {
         let stride = self.stride();
         let out = &mut out[..stride];
-        // The accumulator is as wide as a table row; rows are 1 to 3 chunks wide.
-        let norm = match self.table.width() {
-            1 => self.ngram_scores::<1, { table::groups(1) }>(prompt, out),
-            2 => self.ngram_scores::<2, { table::groups(2) }>(prompt, out),
-            _ => self.ngram_scores::<3, { table::groups(3) }>(prompt, out),
-        };
+        let norm = self.ngram_scores(prompt, out);
         // The n-gram vector has unit length; the dense signals are already scaled.
         let scale = if norm > 0.0 { norm.sqrt().recip() } else { 0.0 };
         for (o, b) in out.iter_mut().zip(&self.bias) {
@@ -141,13 +136,24 @@ impl LinearModel {
 
     /// Adds the n-gram rows of `prompt` into `out` (unnormalized) and returns the
     /// squared length of the tf-idf vector.
+    fn ngram_scores(&self, prompt: &Prompt<'_>, out: &mut [f32]) -> f32 {
+        // The sums are as wide as the row's groups in use; rows are 1 to 3 chunks wide.
+        match (self.table.width(), self.table.groups()) {
+            (1, ..=3) => self.ngram_scores_in::<1, 3>(prompt, out),
+            (1, _) => self.ngram_scores_in::<1, 4>(prompt, out),
+            (2, _) => self.ngram_scores_in::<2, 8>(prompt, out),
+            _ => self.ngram_scores_in::<3, 12>(prompt, out),
+        }
+    }
+
+    /// [`Self::ngram_scores`] for rows `W` chunks wide, `G` groups of eight in use.
     ///
     /// The time goes to loading rows from the 8 MB table as much as to adding them. So
     /// each row is prefetched when its feature is hashed, and added once [`BLOCK`]
     /// features are waiting: its load overlaps the hashing and the other loads in
     /// between (see BENCHMARKS.md). Character n-grams and words wait apart, so that a
     /// block's features share one weight.
-    fn ngram_scores<const W: usize, const G: usize>(
+    fn ngram_scores_in<const W: usize, const G: usize>(
         &self,
         prompt: &Prompt<'_>,
         out: &mut [f32],
@@ -179,10 +185,12 @@ impl LinearModel {
             sums.add::<W, G>(table, queue.waiting(), queue.units);
         }
         let unit = ngrams::WEIGHT_UNITS.recip();
-        for ((o, &s), c) in out.iter_mut().zip(&sums.sums).zip(table.columns()) {
+        let columns = table.columns();
+        for ((o, &s), c) in out.iter_mut().zip(&sums.sums).zip(columns) {
             *o = s as f32 * c * unit;
         }
-        sums.norm * unit * unit
+        let idf_squares = columns.get(table.stride()).copied().unwrap_or(0.0);
+        sums.norm as f32 * idf_squares * unit * unit
     }
 
     /// Turns logits into calibrated probabilities, head by head, in place.
@@ -203,9 +211,8 @@ impl LinearModel {
 
 /// Features whose rows are waiting to be added.
 const BLOCK: usize = 128;
-/// A row's weights (at most 2^15 in size) times a feature's weight, summed over a
-/// block, stay within `i32`.
-const _: () = assert!(BLOCK as u64 * ngrams::MAX_UNITS as u64 * 32768 <= i32::MAX as u64);
+/// A block's sums of rows (each value at most 4095 in size) stay within `i32`.
+const _: () = assert!(BLOCK as i64 * table::MAX_Q as i64 <= i32::MAX as i64);
 
 /// Features of one kind and weight waiting for their rows to be added.
 struct Queue {
@@ -233,19 +240,20 @@ impl Queue {
 
 /// The weighted sum of the rows of a prompt's features. The rows are integers and so is
 /// each feature's weight (in [`ngrams::WEIGHT_UNITS`]), so the sums are exact whatever
-/// the order (the norm, an `f32`, is not bit for bit).
+/// the order.
 #[derive(Debug)]
 struct Weighted {
     sums: [i64; MAX_OUTPUTS],
-    /// Squared length of the tf-idf vector, in units squared.
-    norm: f32,
+    /// Squared length of the tf-idf vector, in units squared times the idf² column's
+    /// scale.
+    norm: i64,
 }
 
 impl Default for Weighted {
     fn default() -> Self {
         Weighted {
             sums: [0; MAX_OUTPUTS],
-            norm: 0.0,
+            norm: 0,
         }
     }
 }
@@ -257,14 +265,17 @@ impl Weighted {
     #[inline(never)]
     fn add<const W: usize, const G: usize>(&mut self, table: &Table, buckets: &[u32], units: u32) {
         let mut block = RowSums::<G>::new();
-        let mut idf_squares = 0.0;
-        let k = units.min(ngrams::MAX_UNITS) as i16;
-        for &bucket in buckets.iter().take(BLOCK) {
-            let idf = table.add_row::<W, G>(bucket as usize, k, &mut block);
-            idf_squares += idf * idf;
-        }
-        block.add_to(&mut self.sums);
-        self.norm += f32::from(k) * f32::from(k) * idf_squares;
+        table.add_rows::<W, G>(buckets.get(..BLOCK).unwrap_or(buckets), &mut block);
+        let k = i64::from(units.min(ngrams::MAX_UNITS));
+        let stride = table.stride();
+        block.for_each_lane(|lane, sum| {
+            if let Some(s) = self.sums.get_mut(lane).filter(|_| lane < stride) {
+                *s += k * i64::from(sum);
+            } else if lane == stride {
+                // The idf² lane: the squared length counts each feature's weight twice.
+                self.norm += k * k * i64::from(sum);
+            }
+        });
     }
 }
 

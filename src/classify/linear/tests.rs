@@ -164,76 +164,97 @@ fn rows_added_in_blocks_sum_as_one_by_one() {
         Prompt::user(&long),
         conversation,
     ] {
-        let count = assert_sums_as_one_by_one::<1, { table::groups(1) }>(&model, &prompt);
+        let count = assert_sums_as_one_by_one(&model, &prompt);
         if prompt.segments.len() > 1 {
             assert!(count as usize > 4 * BLOCK, "{count} features");
         }
     }
-    // Rows two cache lines wide: 30 outputs.
+    // Rows two cache lines wide: 34 outputs.
     let spec = FeatureSpec {
         hash_bits: 10,
         ..FeatureSpec::default()
     };
+    let (_, _, wide) = random_model(spec, 24, 6, 3);
+    assert_eq!(wide.table.width(), 2);
+    assert_sums_as_one_by_one(&wide, &Prompt::user(&long));
+}
+
+/// Checks that `model` adds the rows of `prompt`'s features (in blocks, by kind and
+/// weight, in runs of `i16`) to the same integer sums as adding them one by one;
+/// returns how many features there were.
+fn assert_sums_as_one_by_one(model: &LinearModel, prompt: &Prompt<'_>) -> u32 {
+    let stride = model.stride();
+    let mut plain = [0i64; MAX_OUTPUTS];
+    let mut norm = 0i64;
+    let count = ngrams::for_each_feature(&model.spec, prompt, |bucket, units, _| {
+        let values = model.table.row(bucket).unwrap();
+        let units = i64::from(units);
+        for (p, &w) in plain.iter_mut().zip(&values[..stride]) {
+            *p += units * i64::from(w);
+        }
+        norm += units * units * i64::from(values[stride]);
+    });
+    let mut scores = [0.0; MAX_OUTPUTS];
+    let squared = model.ngram_scores(prompt, &mut scores);
+    let c = model.table.columns();
+    for i in 0..stride {
+        assert_eq!(scores[i], plain[i] as f32 * c[i] / 16.0, "{prompt:?} {i}");
+    }
+    assert_eq!(squared, norm as f32 * c[stride] / 256.0, "{prompt:?}");
+    count
+}
+
+/// Random weights and idf for a model of `spec` with `domains` and `tasks` labels.
+fn random_model(
+    spec: FeatureSpec,
+    domains: usize,
+    tasks: usize,
+    seed: u64,
+) -> (Vec<f32>, Vec<f32>, LinearModel) {
     let names = |n: usize, prefix: &str| (0..n).map(|i| format!("{prefix}{i}")).collect();
-    let stride = 20 + 6 + OUTCOMES.len();
-    let mut rng = Rng::new(3);
+    let stride = domains + tasks + OUTCOMES.len();
+    let mut rng = Rng::new(seed);
     let mut random = |scale: f32| (rng.below(2001) as f32 - 1000.0) / 1000.0 * scale;
     let weights: Vec<f32> = (0..spec.rows() * stride).map(|_| random(2.0)).collect();
     let idf: Vec<f32> = (0..spec.buckets()).map(|_| 2.0 + random(1.5)).collect();
-    let wide = LinearModel::from_weights(
+    let model = LinearModel::from_weights(
         spec,
-        names(20, "d"),
-        names(6, "t"),
+        names(domains, "d"),
+        names(tasks, "t"),
         [1.0; 3],
         &weights,
         &idf,
         vec![0.0; stride],
     );
-    assert_eq!(wide.table.width(), 2);
-    assert_sums_as_one_by_one::<2, { table::groups(2) }>(&wide, &Prompt::user(&long));
+    (weights, idf, model)
 }
 
-/// Checks that `model` adds the rows of `prompt`'s features (in blocks, by kind and
-/// weight) to the same integer sums as adding them one by one; returns how many
-/// features there were.
-fn assert_sums_as_one_by_one<const W: usize, const G: usize>(
-    model: &LinearModel,
-    prompt: &Prompt<'_>,
-) -> u32 {
-    let mut plain = [0i64; MAX_OUTPUTS];
-    let mut norm = 0.0f64;
-    let count = ngrams::for_each_feature(&model.spec, prompt, |bucket, units, _| {
-        let (idf, weights) = model.table.row(bucket).unwrap();
-        for (p, &w) in plain.iter_mut().zip(&weights) {
-            *p += i64::from(units) * i64::from(w);
-        }
-        norm += (f64::from(units) * f64::from(idf)).powi(2);
-    });
-    let mut scores = [0.0; MAX_OUTPUTS];
-    let squared = model.ngram_scores::<W, G>(prompt, &mut scores);
-    let c = model.table.columns();
-    for i in 0..model.stride() {
-        assert_eq!(scores[i], plain[i] as f32 * c[i] / 16.0, "{prompt:?} {i}");
-    }
-    let relative = (f64::from(squared) * 256.0 - norm).abs() / norm.max(1.0);
-    assert!(relative < 1e-6, "{prompt:?}: {squared} vs {norm}");
-    count
-}
-
-/// `model` in the version 2 format, whose rows each carry a scale: here `1 / idf`, so
-/// that the weights are the same as the current format's.
-fn encode_row_scaled(model: &LinearModel) -> Vec<u8> {
+/// `model` in an older format (2 or 3), whose bucket weights are `weights × idf` on
+/// 16-bit column scales; version 2 puts a row scale (here `1 / idf`) before each idf.
+fn encode_older(model: &LinearModel, version: u32, weights: &[f32], idf: &[f32]) -> Vec<u8> {
+    let stride = model.stride();
     let current = format::encode(model);
-    let rows = 4 + 2 * model.stride();
-    let head = current.len() - 8 - model.table.rows() * rows;
+    let rows = model.table.rows() * 2 * (stride + 1);
+    let head = current.len() - 8 - rows - 4 * (stride + 1);
     let mut bytes = current[..head].to_vec();
-    bytes[8..12].copy_from_slice(&2u32.to_le_bytes());
-    for r in 0..model.table.rows() {
-        let (idf, weights) = model.table.row(r).unwrap();
-        bytes.extend_from_slice(&idf.recip().to_le_bytes());
+    bytes[8..12].copy_from_slice(&version.to_le_bytes());
+    let buckets = &weights[..idf.len() * stride];
+    let mut columns = vec![0.0f32; stride];
+    for (row, idf) in buckets.chunks_exact(stride).zip(idf) {
+        for (c, w) in columns.iter_mut().zip(row) {
+            *c = c.max((w * idf).abs() / 32767.0);
+        }
+    }
+    for c in &columns {
+        bytes.extend_from_slice(&c.to_le_bytes());
+    }
+    for (row, idf) in buckets.chunks_exact(stride).zip(idf) {
+        if version == 2 {
+            bytes.extend_from_slice(&idf.recip().to_le_bytes());
+        }
         bytes.extend_from_slice(&idf.to_le_bytes());
-        for w in &weights[..model.stride()] {
-            bytes.extend_from_slice(&w.to_le_bytes());
+        for (w, c) in row.iter().zip(&columns) {
+            bytes.extend_from_slice(&((w * idf / c).round() as i16).to_le_bytes());
         }
     }
     let sum = format::checksum(&bytes);
@@ -242,20 +263,48 @@ fn encode_row_scaled(model: &LinearModel) -> Vec<u8> {
 }
 
 #[test]
-fn version_2_files_are_read_on_the_current_scales() {
-    let model = trained().model().clone();
-    let old = format::decode(&encode_row_scaled(&model)).unwrap();
-    for r in 0..model.table.rows() {
-        assert_eq!(old.table.row(r), model.table.row(r), "row {r}");
+fn older_files_are_quantized_again() {
+    let spec = FeatureSpec {
+        hash_bits: 10,
+        ..FeatureSpec::default()
+    };
+    let (weights, idf, model) = random_model(spec, 14, 4, 5);
+    for version in [2, 3] {
+        let old = format::decode(&encode_older(&model, version, &weights, &idf)).unwrap();
+        // Rounded twice (to 16 bits, then 13): at most one step apart.
+        for r in 0..model.table.rows() {
+            let (a, b) = (old.table.row(r).unwrap(), model.table.row(r).unwrap());
+            for (x, y) in a.iter().zip(&b) {
+                assert!((x - y).abs() <= 1, "version {version} row {r}: {x} vs {y}");
+            }
+        }
+        for (a, b) in old.table.columns().iter().zip(model.table.columns()) {
+            assert!((a - b).abs() <= 1e-4 * b.abs(), "{a} vs {b}");
+        }
+        let (old, new) = (
+            LinearClassifier::new(old),
+            LinearClassifier::new(model.clone()),
+        );
+        let prompt = Prompt::user("which court hears the appeal of a tort case?");
+        let (a, b) = (old.classify(&prompt), new.classify(&prompt));
+        assert_eq!((a.label, a.task), (b.label, b.task));
+        assert!((a.confidence - b.confidence).abs() < 1e-3);
     }
-    for (a, b) in old.table.columns().iter().zip(model.table.columns()) {
-        assert!((a - b).abs() <= 1e-6 * b.abs(), "{a} vs {b}");
-    }
-    let classifier = LinearClassifier::new(old);
-    let prompt = Prompt::user("which court hears the appeal of a tort case?");
-    let (a, b) = (classifier.classify(&prompt), trained().classify(&prompt));
-    assert_eq!((a.label, a.task), (b.label, b.task));
-    assert!((a.confidence - b.confidence).abs() < 1e-5);
+}
+
+#[test]
+fn values_beyond_13_bits_are_refused() {
+    let bytes = format::encode(trained().model());
+    let mut wide = bytes[..bytes.len() - 8].to_vec();
+    let last = wide.len() - 2;
+    wide[last..].copy_from_slice(&4096i16.to_le_bytes());
+    let sum = format::checksum(&wide);
+    wide.extend_from_slice(&sum.to_le_bytes());
+    let err = format::decode(&wide).err().map(|e| e.to_string());
+    assert!(
+        err.as_deref().unwrap_or_default().contains("4096"),
+        "{err:?}"
+    );
 }
 
 #[test]
@@ -314,7 +363,7 @@ fn damaged_files_are_refused_with_a_reason() {
     let message = err(&old);
     assert!(
         message.contains("version 1")
-            && message.contains(&format!("reads versions 2 and {}", format::VERSION)),
+            && message.contains(&format!("reads versions 2 to {}", format::VERSION)),
         "{message}"
     );
 
