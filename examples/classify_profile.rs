@@ -8,7 +8,8 @@
 //!
 //! Arguments: `short` (the 500-token prompt of `benches/classify.rs`) or `long` (8k
 //! tokens), then the number of classifications (0 measures loading alone; the
-//! difference between two runs divided by the count is the cost of one).
+//! difference between two runs divided by the count is the cost of one). It prints the
+//! wall time per classification.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -38,13 +39,16 @@ fn main() -> ExitCode {
         }
     };
     let mut difficulty = 0.0;
+    let started = std::time::Instant::now();
     for _ in 0..count {
         difficulty += model
             .classify(std::hint::black_box(&Prompt::user(&text)))
             .difficulty;
     }
+    let each = started.elapsed().as_secs_f64() / count.max(1) as f64;
     println!(
-        "{count} classifications, mean difficulty {:.4}",
+        "{count} classifications, {:.2} µs each, mean difficulty {:.4}",
+        each * 1e6,
         difficulty / count.max(1) as f32
     );
     ExitCode::SUCCESS

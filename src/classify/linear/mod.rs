@@ -9,11 +9,10 @@
 //!    model (neither right, weak only, strong only, both); the difficulty is the
 //!    probability that only the strong model gets it right.
 //!
-//! Classification walks the text once for n-grams (see [`ngrams`]), queueing each
-//! feature and adding the queued weight rows in blocks into integer sums on the stack:
-//! no allocation, no lock. Training
-//! ([`train`]) and the file format ([`format`]) live beside it; [`metrics`] holds the
-//! evaluation arithmetic (F1, APGR, CPT) used by `crossroads eval`.
+//! Classification walks the text for n-grams (see [`ngrams`]), adding the weight rows
+//! of each block of features into integer sums on the stack: no allocation, no lock.
+//! Training ([`train`]) and the file format ([`format`]) live beside it; [`metrics`]
+//! holds the evaluation arithmetic (F1, APGR, CPT) used by `crossroads eval`.
 
 pub mod data;
 pub mod format;
@@ -149,41 +148,21 @@ impl LinearModel {
     /// [`Self::ngram_scores`] for rows `W` chunks wide, `G` groups of eight in use.
     ///
     /// The time goes to loading rows from the 8 MB table as much as to adding them. So
-    /// each row is prefetched when its feature is hashed, and added once [`BLOCK`]
-    /// features are waiting: its load overlaps the hashing and the other loads in
-    /// between (see BENCHMARKS.md). Character n-grams and words wait apart, so that a
-    /// block's features share one weight.
+    /// each row is prefetched when its feature is hashed, and added with its block of
+    /// [`ngrams::BLOCK`] features: its load overlaps the hashing and the other loads in
+    /// between (see BENCHMARKS.md). A block's features share one kind and weight.
     fn ngram_scores_in<const W: usize, const G: usize>(
         &self,
         prompt: &Prompt<'_>,
         out: &mut [f32],
     ) -> f32 {
         let table = &self.table;
-        let mut sums = Weighted::default();
-        let mut queues = [Queue::default(), Queue::default()];
-        ngrams::for_each_feature(&self.spec, prompt, |bucket, units, kind| {
-            table.prefetch::<W>(bucket);
-            let queue = &mut queues[kind as usize];
-            if units != queue.units {
-                // A new message, with its own weight: add what waits at the old one.
-                if queue.len > 0 {
-                    sums.add::<W, G>(table, queue.waiting(), queue.units);
-                }
-                queue.units = units;
-                queue.len = 0;
-            }
-            if let Some(slot) = queue.buckets.get_mut(queue.len) {
-                *slot = bucket as u32;
-                queue.len += 1;
-            }
-            if queue.len == BLOCK {
-                sums.add::<W, G>(table, &queue.buckets, queue.units);
-                queue.len = 0;
-            }
-        });
-        for queue in &queues {
-            sums.add::<W, G>(table, queue.waiting(), queue.units);
-        }
+        let mut scores = Scores::<W, G> {
+            table,
+            sums: Weighted::default(),
+        };
+        ngrams::walk(&self.spec, prompt, &mut scores);
+        let sums = scores.sums;
         let unit = ngrams::WEIGHT_UNITS.recip();
         let columns = table.columns();
         for ((o, &s), c) in out.iter_mut().zip(&sums.sums).zip(columns) {
@@ -209,32 +188,24 @@ impl LinearModel {
     }
 }
 
-/// Features whose rows are waiting to be added.
-const BLOCK: usize = 128;
 /// A block's sums of rows (each value at most 4095 in size) stay within `i32`.
-const _: () = assert!(BLOCK as i64 * table::MAX_Q as i64 <= i32::MAX as i64);
+const _: () = assert!(ngrams::BLOCK as i64 * table::MAX_Q as i64 <= i32::MAX as i64);
 
-/// Features of one kind and weight waiting for their rows to be added.
-struct Queue {
-    /// The features' weight, in units.
-    units: u32,
-    buckets: [u32; BLOCK],
-    len: usize,
+/// The n-gram walk's sink in classification: each row is prefetched as its feature is
+/// hashed, and added with its block.
+struct Scores<'a, const W: usize, const G: usize> {
+    table: &'a Table,
+    sums: Weighted,
 }
 
-impl Default for Queue {
-    fn default() -> Self {
-        Queue {
-            units: 0,
-            buckets: [0; BLOCK],
-            len: 0,
-        }
+impl<const W: usize, const G: usize> ngrams::Sink for Scores<'_, W, G> {
+    #[inline(always)]
+    fn hashed(&mut self, buckets: &[u32]) {
+        self.table.prefetch::<W>(buckets);
     }
-}
 
-impl Queue {
-    fn waiting(&self) -> &[u32] {
-        self.buckets.get(..self.len).unwrap_or_default()
+    fn block(&mut self, _: ngrams::Kind, units: u32, buckets: &[u32]) {
+        self.sums.add::<W, G>(self.table, buckets, units);
     }
 }
 
@@ -259,13 +230,14 @@ impl Default for Weighted {
 }
 
 impl Weighted {
-    /// Adds the rows of `buckets`, at most [`BLOCK`] of them, each times `units`.
+    /// Adds the rows of `buckets`, at most [`ngrams::BLOCK`] of them, each times `units`.
     /// (Out of line: it runs once per block, and the per-feature loop that calls it
     /// stays small.)
     #[inline(never)]
     fn add<const W: usize, const G: usize>(&mut self, table: &Table, buckets: &[u32], units: u32) {
         let mut block = RowSums::<G>::new();
-        table.add_rows::<W, G>(buckets.get(..BLOCK).unwrap_or(buckets), &mut block);
+        let buckets = buckets.get(..ngrams::BLOCK).unwrap_or(buckets);
+        table.add_rows::<W, G>(buckets, &mut block);
         let k = i64::from(units.min(ngrams::MAX_UNITS));
         let stride = table.stride();
         block.for_each_lane(|lane, sum| {

@@ -1,9 +1,13 @@
 //! The hashed input features of the linear model: word uni- and bigrams and character
 //! n-grams of the conversation, fastText-style, plus a few dense structural signals.
 //!
-//! One walker, [`for_each_feature`], serves both training (which collects the features)
-//! and classification (which queues them and adds their weight rows in blocks), so the
-//! two cannot drift apart. It allocates nothing.
+//! One walker, [`walk`], serves both training (which collects the features, through
+//! [`for_each_feature`]) and classification (which adds their weight rows block by
+//! block), so the two cannot drift apart. It allocates nothing.
+//!
+//! A text is read twice: once byte by byte, to normalize it into a buffer and hash its
+//! words, then once per character n-gram length, hashing every window of the buffer in
+//! a loop without branches.
 
 use crate::classify::{Features, Prompt, Role, Signal};
 
@@ -103,29 +107,59 @@ pub fn units(weight: f32) -> u32 {
 }
 
 /// The two kinds of hashed feature: within a message, each kind has one weight.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
-    Chars = 0,
-    Words = 1,
+    Chars,
+    Words,
+}
+
+/// Features are handed over in blocks of at most this many, of one kind and weight.
+pub const BLOCK: usize = 128;
+
+/// Where [`walk`] delivers the features of a prompt.
+pub trait Sink {
+    /// Called with features as they are hashed, long before their block is delivered
+    /// (classification starts loading their weight rows here).
+    #[inline(always)]
+    fn hashed(&mut self, _buckets: &[u32]) {}
+
+    /// Takes up to [`BLOCK`] features of one kind, each with the weight `units`
+    /// (in [`WEIGHT_UNITS`]).
+    fn block(&mut self, kind: Kind, units: u32, buckets: &[u32]);
 }
 
 /// Calls `emit(bucket, units, kind)` for every hashed feature of `prompt` (once per
-/// occurrence), with the feature's weight in [`WEIGHT_UNITS`], and returns how many it
-/// emitted.
-#[inline(always)]
+/// occurrence, in no particular order), with the feature's weight in
+/// [`WEIGHT_UNITS`], and returns how many there were.
 pub fn for_each_feature(
     spec: &FeatureSpec,
     prompt: &Prompt<'_>,
-    mut emit: impl FnMut(usize, u32, Kind),
+    emit: impl FnMut(usize, u32, Kind),
 ) -> u32 {
+    struct Each<F>(F);
+    impl<F: FnMut(usize, u32, Kind)> Sink for Each<F> {
+        fn block(&mut self, kind: Kind, units: u32, buckets: &[u32]) {
+            for &b in buckets {
+                (self.0)(b as usize, units, kind);
+            }
+        }
+    }
+    walk(spec, prompt, &mut Each(emit))
+}
+
+/// Hashes the features of `prompt` (the words, word bigrams and character n-grams of
+/// each message, newest first, up to [`MAX_NGRAM_BYTES`]) into blocks for `sink`, and
+/// returns how many there were.
+#[inline(always)]
+pub fn walk(spec: &FeatureSpec, prompt: &Prompt<'_>, sink: &mut impl Sink) -> u32 {
     let last_user = prompt
         .segments
         .iter()
         .rev()
         .find(|s| s.role == Role::User)
         .map(|s| s.message);
+    let mut walker = Walker::new(spec);
     let mut budget = MAX_NGRAM_BYTES;
-    let mut count = 0;
     // The newest text first, so the budget goes to the last turn.
     for segment in prompt.segments.iter().rev() {
         if budget == 0 {
@@ -138,10 +172,15 @@ pub fn for_each_feature(
         };
         let text = prefix(segment.text, budget);
         budget -= text.len();
-        let weights = [units(weight), units(weight * spec.word_weight)];
-        count += text_features(spec, text, weights, &mut emit);
+        walker.chars.set_units(units(weight), Kind::Chars, sink);
+        walker
+            .words
+            .set_units(units(weight * spec.word_weight), Kind::Words, sink);
+        walker.text(text, sink);
     }
-    count
+    walker.chars.flush(Kind::Chars, sink);
+    walker.words.flush(Kind::Words, sink);
+    walker.count
 }
 
 /// The longest prefix of `text` of at most `max` bytes.
@@ -156,102 +195,201 @@ const MIX: u64 = 0x9E37_79B9_7F4A_7C15;
 const WORD: u64 = 0x5bd1_e995_0000_0001;
 const BIGRAM: u64 = 0xc2b2_ae35_0000_0002;
 
-/// Hashes the words, word bigrams and character n-grams of one text, emitting each
-/// bucket with its kind's weight (`[characters, words]`, in units); returns how many
-/// features it emitted.
+/// The bucket of hash `h` in a space of `2^(64 - shift)`.
 #[inline(always)]
-fn text_features(
-    spec: &FeatureSpec,
-    text: &[u8],
-    [chars, words]: [u32; 2],
-    mut emit: impl FnMut(usize, u32, Kind),
-) -> u32 {
-    let shift = 64 - u32::from(spec.hash_bits);
-    let bucket = |h: u64| (h.wrapping_mul(MIX) >> shift) as usize;
-    let (cmin, cmax) = (
-        usize::from(spec.char_min),
-        usize::from(spec.char_max.min(8)),
-    );
-    // Mask and kind tag of each character n-gram length, shortest first.
-    let grams: [(u64, u64); 8] =
-        std::array::from_fn(|i| (u64::MAX >> (56 - 8 * i), (i as u64 + 1) << 59));
-    let grams = match cmin {
-        0 => &[][..],
-        _ => grams.get(cmin - 1..cmax).unwrap_or_default(),
-    };
-    let mut emitted = 0u32;
-    // Character window: the last 8 normalized bytes, newest in the low byte. It starts
-    // with a space so the first word's n-grams see a word boundary.
-    let mut window: u64 = u64::from(b' ');
-    let mut filled: usize = 1;
-    let mut last_space = true;
-    let mut word: u64 = WORD;
-    let mut word_len = 0u32;
-    let mut previous_word: Option<u64> = None;
-    for &raw in text {
-        let c = NORMALIZED[usize::from(raw)];
-        if c == b' ' {
-            if word_len > 0 {
-                emit(bucket(word), words, Kind::Words);
-                emitted += 1;
-                if let Some(p) = previous_word {
-                    emit(
-                        bucket(p.rotate_left(17) ^ word ^ BIGRAM),
-                        words,
-                        Kind::Words,
-                    );
-                    emitted += 1;
-                }
-                previous_word = Some(word);
-                word = WORD;
-                word_len = 0;
-            }
-            if last_space {
-                continue;
-            }
-            last_space = true;
+fn bucket(h: u64, shift: u32) -> usize {
+    (h.wrapping_mul(MIX) >> shift) as usize
+}
+
+/// Zero bytes before a text's normalized bytes, so that every byte ends an 8-byte
+/// window.
+const PAD: usize = 7;
+
+/// Features of one kind waiting, at one weight, to be handed over.
+struct Pending {
+    units: u32,
+    len: usize,
+    buckets: [u32; BLOCK],
+}
+
+impl Pending {
+    fn new() -> Self {
+        Pending {
+            units: 0,
+            len: 0,
+            buckets: [0; BLOCK],
+        }
+    }
+
+    fn flush(&mut self, kind: Kind, sink: &mut impl Sink) {
+        if let Some(waiting) = self.buckets.get(..self.len).filter(|w| !w.is_empty()) {
+            sink.block(kind, self.units, waiting);
+        }
+        self.len = 0;
+    }
+
+    /// The weight of the features pushed from now on.
+    fn set_units(&mut self, units: u32, kind: Kind, sink: &mut impl Sink) {
+        if units != self.units {
+            self.flush(kind, sink);
+            self.units = units;
+        }
+    }
+}
+
+/// The walk's state: one text's normalized bytes, and the features waiting by kind.
+struct Walker {
+    shift: u32,
+    /// Mask and kind tag of each character n-gram length, from `char_min` up.
+    grams: [(u64, u64); 8],
+    char_min: usize,
+    char_lengths: usize,
+    /// [`PAD`] zeros, a space (so the first word's n-grams see a word boundary), then
+    /// the text's bytes, normalized, with runs of spaces as one.
+    bytes: [u8; PAD + 1 + MAX_NGRAM_BYTES],
+    chars: Pending,
+    words: Pending,
+    count: u32,
+}
+
+impl Walker {
+    fn new(spec: &FeatureSpec) -> Self {
+        let (cmin, cmax) = (
+            usize::from(spec.char_min),
+            usize::from(spec.char_max.min(8)),
+        );
+        let char_lengths = if cmin == 0 {
+            0
         } else {
-            last_space = false;
-            if WORD_BYTE[usize::from(c)] {
-                word = (word ^ u64::from(c)).wrapping_mul(0x100_0000_01b3);
-                word_len += 1;
-            } else if word_len > 0 {
-                // Punctuation ends a word but not the bigram chain.
-                emit(bucket(word), words, Kind::Words);
-                emitted += 1;
-                if let Some(p) = previous_word {
-                    emit(
-                        bucket(p.rotate_left(17) ^ word ^ BIGRAM),
-                        words,
-                        Kind::Words,
-                    );
-                    emitted += 1;
+            (cmax + 1).saturating_sub(cmin)
+        };
+        let mut bytes = [0; PAD + 1 + MAX_NGRAM_BYTES];
+        bytes[PAD] = b' ';
+        Walker {
+            shift: 64 - u32::from(spec.hash_bits),
+            // The n-gram of length n is the window's low n bytes.
+            grams: std::array::from_fn(|i| {
+                let n = (cmin + i).clamp(1, 8);
+                (u64::MAX >> (64 - 8 * n), (n as u64) << 59)
+            }),
+            char_min: cmin,
+            char_lengths,
+            bytes,
+            chars: Pending::new(),
+            words: Pending::new(),
+            count: 0,
+        }
+    }
+
+    #[inline(always)]
+    fn bucket(&self, h: u64) -> usize {
+        bucket(h, self.shift)
+    }
+
+    /// Pushes a word or bigram feature.
+    #[inline(always)]
+    fn word(&mut self, h: u64, sink: &mut impl Sink) {
+        let bucket = [self.bucket(h) as u32];
+        sink.hashed(&bucket);
+        let words = &mut self.words;
+        if let Some(slot) = words.buckets.get_mut(words.len) {
+            *slot = bucket[0];
+            words.len += 1;
+        }
+        if words.len == BLOCK {
+            words.flush(Kind::Words, sink);
+        }
+        self.count += 1;
+    }
+
+    /// Ends a word: pushes it, and the bigram with the word before.
+    #[inline(always)]
+    fn end_word(&mut self, word: u64, previous: &mut Option<u64>, sink: &mut impl Sink) {
+        self.word(word, sink);
+        if let Some(p) = *previous {
+            self.word(p.rotate_left(17) ^ word ^ BIGRAM, sink);
+        }
+        *previous = Some(word);
+    }
+
+    /// The features of one text: its words and bigrams as its bytes are normalized,
+    /// then its character n-grams, one length at a time.
+    #[inline(always)]
+    fn text(&mut self, text: &[u8], sink: &mut impl Sink) {
+        let mut len = 0;
+        let mut last_space = true;
+        let mut word: u64 = WORD;
+        let mut word_len = 0u32;
+        let mut previous: Option<u64> = None;
+        for &raw in text {
+            let c = NORMALIZED[usize::from(raw)];
+            if c == b' ' {
+                if word_len > 0 {
+                    self.end_word(word, &mut previous, sink);
+                    word = WORD;
+                    word_len = 0;
                 }
-                previous_word = Some(word);
-                word = WORD;
-                word_len = 0;
+                if last_space {
+                    continue;
+                }
+                last_space = true;
+            } else {
+                last_space = false;
+                if WORD_BYTE[usize::from(c)] {
+                    word = (word ^ u64::from(c)).wrapping_mul(0x100_0000_01b3);
+                    word_len += 1;
+                } else if word_len > 0 {
+                    // Punctuation ends a word but not the bigram chain.
+                    self.end_word(word, &mut previous, sink);
+                    word = WORD;
+                    word_len = 0;
+                }
+            }
+            if let Some(slot) = self.bytes.get_mut(PAD + 1 + len) {
+                *slot = c;
+                len += 1;
             }
         }
-        window = (window << 8) | u64::from(c);
-        filled = (filled + 1).min(8);
-        for &(mask, tag) in grams.iter().take((filled + 1).saturating_sub(cmin)) {
-            emit(bucket((window & mask) ^ tag), chars, Kind::Chars);
-            emitted += 1;
+        if word_len > 0 {
+            self.end_word(word, &mut previous, sink);
+        }
+        for i in 0..self.char_lengths {
+            self.char_grams(i, len, sink);
         }
     }
-    if word_len > 0 {
-        emit(bucket(word), words, Kind::Words);
-        emitted += 1;
-        if let Some(p) = previous_word {
-            emit(
-                bucket(p.rotate_left(17) ^ word ^ BIGRAM),
-                words,
-                Kind::Words,
-            );
-            emitted += 1;
+
+    /// Pushes the character n-grams of the `i`th length of the `len` normalized bytes:
+    /// one per byte from the n-th on (counting the leading space).
+    #[inline(always)]
+    fn char_grams(&mut self, i: usize, len: usize, sink: &mut impl Sink) {
+        let (mask, tag) = self.grams[i];
+        let shift = self.shift;
+        let n = self.char_min + i;
+        // Windows end at each byte; the first one of this length ends at its n-th.
+        let end = PAD + 1 + len;
+        let mut at = PAD + n - 1;
+        while at < end {
+            let chars = &mut self.chars;
+            let take = (BLOCK - chars.len).min(end - at);
+            let (Some(bytes), Some(slots)) = (
+                self.bytes.get(at - PAD..at + take),
+                chars.buckets.get_mut(chars.len..chars.len + take),
+            ) else {
+                break;
+            };
+            for (slot, window) in slots.iter_mut().zip(bytes.windows(8)) {
+                let window = <[u8; 8]>::try_from(window).map_or(0, u64::from_be_bytes);
+                *slot = bucket((window & mask) ^ tag, shift) as u32;
+            }
+            sink.hashed(slots);
+            chars.len += take;
+            self.count += take as u32;
+            at += take;
+            if chars.len == BLOCK {
+                chars.flush(Kind::Chars, sink);
+            }
         }
     }
-    emitted
 }
 
 /// [`normalize`] of every byte, looked up rather than computed in the walk.
@@ -300,6 +438,54 @@ mod tests {
         let mut out = Vec::new();
         let norm = for_each_feature(spec, &Prompt::user(text), |b, _, _| out.push(b));
         (out, norm)
+    }
+
+    /// The character n-gram buckets of `text` read the plain way: every window of each
+    /// length over a space and the normalized bytes, runs of spaces read as one.
+    fn plain_char_grams(spec: &FeatureSpec, text: &str) -> Vec<usize> {
+        let mut bytes = vec![b' '];
+        for &b in &text.as_bytes()[..text.len().min(MAX_NGRAM_BYTES)] {
+            let c = normalize(b);
+            if !(c == b' ' && bytes.last() == Some(&b' ')) {
+                bytes.push(c);
+            }
+        }
+        let mut out = Vec::new();
+        for n in spec.char_min..=spec.char_max {
+            for window in bytes.windows(usize::from(n)) {
+                let h = window.iter().fold(0u64, |h, &b| h << 8 | u64::from(b));
+                out.push(bucket(
+                    h ^ u64::from(n) << 59,
+                    64 - u32::from(spec.hash_bits),
+                ));
+            }
+        }
+        out.sort_unstable();
+        out
+    }
+
+    #[test]
+    fn char_grams_are_every_window_of_the_normalized_text() {
+        let long = "Zwölf Boxkämpfer jagen Viktor quer über den großen Sylter Deich. ".repeat(40);
+        for spec in [
+            FeatureSpec::default(),
+            FeatureSpec {
+                char_min: 1,
+                char_max: 8,
+                ..FeatureSpec::default()
+            },
+        ] {
+            for text in ["", "a", "ab", "abc", "  Hello,\t  World!\n\n 12 ", &long] {
+                let mut chars = Vec::new();
+                for_each_feature(&spec, &Prompt::user(text), |b, _, kind| {
+                    if kind == Kind::Chars {
+                        chars.push(b);
+                    }
+                });
+                chars.sort_unstable();
+                assert_eq!(chars, plain_char_grams(&spec, text), "{text:?}");
+            }
+        }
     }
 
     #[test]

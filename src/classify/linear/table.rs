@@ -177,17 +177,20 @@ impl Table {
         Some(lanes)
     }
 
-    /// Starts loading `bucket`'s row into the cache. A prefetch does not hold up the
-    /// instructions after it, where a plain read that misses the cache would (see
+    /// Starts loading the rows of `buckets` into the cache. A prefetch does not hold up
+    /// the instructions after it, where a plain read that misses the cache would (see
     /// BENCHMARKS.md); other targets read one weight of each chunk.
     #[inline(always)]
-    pub fn prefetch<const W: usize>(&self, bucket: usize) {
-        for i in 0..W {
-            if let Some(chunk) = self.chunks.get(bucket * W + i) {
-                #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
-                safe_arch::prefetch_t0(chunk);
-                #[cfg(not(any(target_arch = "x86", target_arch = "x86_64")))]
-                std::hint::black_box(chunk.0[0].to_array()[0]);
+    pub fn prefetch<const W: usize>(&self, buckets: &[u32]) {
+        let chunks = self.chunks.as_slice();
+        for &bucket in buckets {
+            for i in 0..W {
+                if let Some(chunk) = chunks.get(bucket as usize * W + i) {
+                    #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+                    safe_arch::prefetch_t0(chunk);
+                    #[cfg(not(any(target_arch = "x86", target_arch = "x86_64")))]
+                    std::hint::black_box(chunk.0[0].to_array()[0]);
+                }
             }
         }
     }

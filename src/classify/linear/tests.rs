@@ -166,7 +166,7 @@ fn rows_added_in_blocks_sum_as_one_by_one() {
     ] {
         let count = assert_sums_as_one_by_one(&model, &prompt);
         if prompt.segments.len() > 1 {
-            assert!(count as usize > 4 * BLOCK, "{count} features");
+            assert!(count as usize > 4 * ngrams::BLOCK, "{count} features");
         }
     }
     // Rows two cache lines wide: 34 outputs.
