@@ -6,6 +6,7 @@
 //! learned [`linear`] model serves by default, the hand-weighted [`heuristic`] one needs
 //! no model file.
 
+mod cues;
 pub mod features;
 pub mod heuristic;
 pub mod linear;
