@@ -6,8 +6,9 @@
 //! valgrind --tool=callgrind target/release/examples/classify_profile short 200
 //! ```
 //!
-//! Arguments: `short` (the 500-token prompt of `benches/classify.rs`) or `long` (8k
-//! tokens), then the number of classifications (0 measures loading alone; the
+//! Arguments: `short` (the 500-token prompt of `benches/classify.rs`), `long` (8k
+//! tokens) or the path of a JSONL file (its rows' `text`s joined into different
+//! prompts of about 2,000 bytes, classified in turn), then the number of classifications (0 measures loading alone; the
 //! difference between two runs divided by the count is the cost of one). It prints the
 //! wall time per classification.
 
@@ -18,17 +19,44 @@ use crossroads::classify::{Classifier, LinearClassifier, Prompt};
 
 include!("../benches/common/prompts.rs");
 
+/// Prompts of about 2,000 bytes, each made of consecutive `text`s of a JSONL file: a
+/// stream of different prompts, whose weight rows are mostly not in the cache yet.
+fn corpus(path: &Path) -> std::io::Result<Vec<String>> {
+    let mut prompts = vec![String::new()];
+    for line in std::fs::read_to_string(path)?.lines() {
+        let row: serde_json::Value = serde_json::from_str(line).map_err(std::io::Error::other)?;
+        let Some(text) = row.get("text").and_then(|t| t.as_str()) else {
+            continue;
+        };
+        if prompts.last().is_some_and(|p| p.len() >= 2_000) {
+            prompts.push(String::new());
+        }
+        if let Some(prompt) = prompts.last_mut() {
+            prompt.push_str(text);
+            prompt.push('\n');
+        }
+    }
+    Ok(prompts)
+}
+
 fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
     let which = args.next().unwrap_or_else(|| "short".into());
     let count: usize = args.next().and_then(|n| n.parse().ok()).unwrap_or(100);
-    let text = match which.as_str() {
-        "short" => prompt_500_tokens(),
-        "long" => prompt_8k_tokens(),
-        other => {
-            eprintln!("unknown prompt `{other}`: use short or long");
-            return ExitCode::from(2);
-        }
+    let texts = match which.as_str() {
+        "short" => vec![prompt_500_tokens()],
+        "long" => vec![prompt_8k_tokens()],
+        path => match corpus(Path::new(path)) {
+            Ok(texts) if !texts.is_empty() => texts,
+            Ok(_) => {
+                eprintln!("{path}: no rows with a `text`");
+                return ExitCode::from(2);
+            }
+            Err(e) => {
+                eprintln!("{path}: {e} (use short, long or a JSONL file)");
+                return ExitCode::from(2);
+            }
+        },
     };
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/crossroads-linear.bin");
     let model = match LinearClassifier::load(&path) {
@@ -40,9 +68,9 @@ fn main() -> ExitCode {
     };
     let mut difficulty = 0.0;
     let started = std::time::Instant::now();
-    for _ in 0..count {
+    for text in texts.iter().cycle().take(count) {
         difficulty += model
-            .classify(std::hint::black_box(&Prompt::user(&text)))
+            .classify(std::hint::black_box(&Prompt::user(text)))
             .difficulty;
     }
     let each = started.elapsed().as_secs_f64() / count.max(1) as f64;

@@ -198,10 +198,11 @@ struct Scores<'a, const W: usize, const G: usize> {
     sums: Weighted,
 }
 
-impl<const W: usize, const G: usize> ngrams::Sink for Scores<'_, W, G> {
-    #[inline(always)]
-    fn hashed(&mut self, buckets: &[u32]) {
-        self.table.prefetch::<W>(buckets);
+impl<'a, const W: usize, const G: usize> ngrams::Sink for Scores<'a, W, G> {
+    type Prefetch = table::Prefetcher<'a, W>;
+
+    fn prefetch(&self) -> Self::Prefetch {
+        self.table.prefetcher()
     }
 
     fn block(&mut self, _: ngrams::Kind, units: u32, buckets: &[u32]) {

@@ -118,14 +118,27 @@ pub const BLOCK: usize = 128;
 
 /// Where [`walk`] delivers the features of a prompt.
 pub trait Sink {
-    /// Called with features as they are hashed, long before their block is delivered
-    /// (classification starts loading their weight rows here).
-    #[inline(always)]
-    fn hashed(&mut self, _buckets: &[u32]) {}
+    /// Called with each feature as it is hashed, long before its block is delivered
+    /// (classification starts loading the feature's weight row).
+    type Prefetch: Prefetch;
+
+    /// The walk takes this once and keeps it in registers while it hashes.
+    fn prefetch(&self) -> Self::Prefetch;
 
     /// Takes up to [`BLOCK`] features of one kind, each with the weight `units`
     /// (in [`WEIGHT_UNITS`]).
     fn block(&mut self, kind: Kind, units: u32, buckets: &[u32]);
+}
+
+/// See [`Sink::Prefetch`].
+pub trait Prefetch: Copy {
+    fn bucket(self, bucket: usize);
+}
+
+/// No prefetching.
+impl Prefetch for () {
+    #[inline(always)]
+    fn bucket(self, _: usize) {}
 }
 
 /// Calls `emit(bucket, units, kind)` for every hashed feature of `prompt` (once per
@@ -138,6 +151,10 @@ pub fn for_each_feature(
 ) -> u32 {
     struct Each<F>(F);
     impl<F: FnMut(usize, u32, Kind)> Sink for Each<F> {
+        type Prefetch = ();
+
+        fn prefetch(&self) {}
+
         fn block(&mut self, kind: Kind, units: u32, buckets: &[u32]) {
             for &b in buckets {
                 (self.0)(b as usize, units, kind);
@@ -288,12 +305,12 @@ impl Walker {
 
     /// Pushes a word or bigram feature.
     #[inline(always)]
-    fn word(&mut self, h: u64, sink: &mut impl Sink) {
-        let bucket = [self.bucket(h) as u32];
-        sink.hashed(&bucket);
+    fn word<S: Sink>(&mut self, h: u64, sink: &mut S, prefetch: S::Prefetch) {
+        let bucket = self.bucket(h);
+        prefetch.bucket(bucket);
         let words = &mut self.words;
         if let Some(slot) = words.buckets.get_mut(words.len) {
-            *slot = bucket[0];
+            *slot = bucket as u32;
             words.len += 1;
         }
         if words.len == BLOCK {
@@ -304,10 +321,16 @@ impl Walker {
 
     /// Ends a word: pushes it, and the bigram with the word before.
     #[inline(always)]
-    fn end_word(&mut self, word: u64, previous: &mut Option<u64>, sink: &mut impl Sink) {
-        self.word(word, sink);
+    fn end_word<S: Sink>(
+        &mut self,
+        word: u64,
+        previous: &mut Option<u64>,
+        sink: &mut S,
+        prefetch: S::Prefetch,
+    ) {
+        self.word(word, sink, prefetch);
         if let Some(p) = *previous {
-            self.word(p.rotate_left(17) ^ word ^ BIGRAM, sink);
+            self.word(p.rotate_left(17) ^ word ^ BIGRAM, sink, prefetch);
         }
         *previous = Some(word);
     }
@@ -316,6 +339,7 @@ impl Walker {
     /// then its character n-grams, one length at a time.
     #[inline(always)]
     fn text(&mut self, text: &[u8], sink: &mut impl Sink) {
+        let prefetch = sink.prefetch();
         let mut len = 0;
         let mut last_space = true;
         let mut word: u64 = WORD;
@@ -325,7 +349,7 @@ impl Walker {
             let c = NORMALIZED[usize::from(raw)];
             if c == b' ' {
                 if word_len > 0 {
-                    self.end_word(word, &mut previous, sink);
+                    self.end_word(word, &mut previous, sink, prefetch);
                     word = WORD;
                     word_len = 0;
                 }
@@ -340,7 +364,7 @@ impl Walker {
                     word_len += 1;
                 } else if word_len > 0 {
                     // Punctuation ends a word but not the bigram chain.
-                    self.end_word(word, &mut previous, sink);
+                    self.end_word(word, &mut previous, sink, prefetch);
                     word = WORD;
                     word_len = 0;
                 }
@@ -351,17 +375,17 @@ impl Walker {
             }
         }
         if word_len > 0 {
-            self.end_word(word, &mut previous, sink);
+            self.end_word(word, &mut previous, sink, prefetch);
         }
         for i in 0..self.char_lengths {
-            self.char_grams(i, len, sink);
+            self.char_grams(i, len, sink, prefetch);
         }
     }
 
     /// Pushes the character n-grams of the `i`th length of the `len` normalized bytes:
     /// one per byte from the n-th on (counting the leading space).
     #[inline(always)]
-    fn char_grams(&mut self, i: usize, len: usize, sink: &mut impl Sink) {
+    fn char_grams<S: Sink>(&mut self, i: usize, len: usize, sink: &mut S, prefetch: S::Prefetch) {
         let (mask, tag) = self.grams[i];
         let shift = self.shift;
         let n = self.char_min + i;
@@ -379,9 +403,10 @@ impl Walker {
             };
             for (slot, window) in slots.iter_mut().zip(bytes.windows(8)) {
                 let window = <[u8; 8]>::try_from(window).map_or(0, u64::from_be_bytes);
-                *slot = bucket((window & mask) ^ tag, shift) as u32;
+                let b = bucket((window & mask) ^ tag, shift);
+                prefetch.bucket(b);
+                *slot = b as u32;
             }
-            sink.hashed(slots);
             chars.len += take;
             self.count += take as u32;
             at += take;

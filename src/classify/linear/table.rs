@@ -177,22 +177,9 @@ impl Table {
         Some(lanes)
     }
 
-    /// Starts loading the rows of `buckets` into the cache. A prefetch does not hold up
-    /// the instructions after it, where a plain read that misses the cache would (see
-    /// BENCHMARKS.md); other targets read one weight of each chunk.
-    #[inline(always)]
-    pub fn prefetch<const W: usize>(&self, buckets: &[u32]) {
-        let chunks = self.chunks.as_slice();
-        for &bucket in buckets {
-            for i in 0..W {
-                if let Some(chunk) = chunks.get(bucket as usize * W + i) {
-                    #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
-                    safe_arch::prefetch_t0(chunk);
-                    #[cfg(not(any(target_arch = "x86", target_arch = "x86_64")))]
-                    std::hint::black_box(chunk.0[0].to_array()[0]);
-                }
-            }
-        }
+    /// What starts loading rows into the cache.
+    pub fn prefetcher<const W: usize>(&self) -> Prefetcher<'_, W> {
+        Prefetcher(&self.chunks)
     }
 
     /// Adds the rows of `buckets` into `sums`, the first `G` groups of each row
@@ -231,6 +218,29 @@ impl Table {
 fn values(row: &[f32], idf: f32) -> impl Iterator<Item = f32> + '_ {
     let weights = row.iter().map(move |w| w * idf);
     weights.chain(std::iter::once(idf * idf))
+}
+
+/// Starts loading the rows of a table `W` chunks wide into the cache. It is two words
+/// (the chunks' address and length), so a loop keeps it in registers.
+///
+/// A prefetch does not hold up the instructions after it, where a plain read that
+/// misses the cache would (see BENCHMARKS.md); other targets read one weight of each
+/// chunk.
+#[derive(Clone, Copy)]
+pub struct Prefetcher<'a, const W: usize>(&'a [Chunk]);
+
+impl<const W: usize> super::ngrams::Prefetch for Prefetcher<'_, W> {
+    #[inline(always)]
+    fn bucket(self, bucket: usize) {
+        for i in 0..W {
+            if let Some(chunk) = self.0.get(bucket * W + i) {
+                #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+                safe_arch::prefetch_t0(chunk);
+                #[cfg(not(any(target_arch = "x86", target_arch = "x86_64")))]
+                std::hint::black_box(chunk.0[0].to_array()[0]);
+            }
+        }
+    }
 }
 
 /// Sums of rows `8 × G` lanes wide, in vector registers: for each group of eight lanes,
