@@ -162,7 +162,8 @@ impl LinearModel {
             sums: Weighted::default(),
         };
         ngrams::walk(&self.spec, prompt, &mut scores);
-        let sums = scores.sums;
+        let mut sums = scores.sums;
+        sums.finish(table);
         let unit = ngrams::WEIGHT_UNITS.recip();
         let columns = table.columns();
         for ((o, &s), c) in out.iter_mut().zip(&sums.sums).zip(columns) {
@@ -188,14 +189,11 @@ impl LinearModel {
     }
 }
 
-/// A block's sums of rows (each value at most 4095 in size) stay within `i32`.
-const _: () = assert!(ngrams::BLOCK as i64 * table::MAX_Q as i64 <= i32::MAX as i64);
-
 /// The n-gram walk's sink in classification: each row is prefetched as its feature is
 /// hashed, and added with its block.
 struct Scores<'a, const W: usize, const G: usize> {
     table: &'a Table,
-    sums: Weighted,
+    sums: Weighted<G>,
 }
 
 impl<'a, const W: usize, const G: usize> ngrams::Sink for Scores<'a, W, G> {
@@ -205,50 +203,85 @@ impl<'a, const W: usize, const G: usize> ngrams::Sink for Scores<'a, W, G> {
         self.table.prefetcher()
     }
 
-    fn block(&mut self, _: ngrams::Kind, units: u32, buckets: &[u32]) {
-        self.sums.add::<W, G>(self.table, buckets, units);
+    fn block(&mut self, kind: ngrams::Kind, units: u32, buckets: &[u32]) {
+        self.sums.add::<W>(self.table, kind, buckets, units);
     }
 }
 
 /// The weighted sum of the rows of a prompt's features. The rows are integers and so is
 /// each feature's weight (in [`ngrams::WEIGHT_UNITS`]), so the sums are exact whatever
 /// the order.
+///
+/// Rows of one kind and weight are summed as they come, unweighted, in `i32` lanes;
+/// only when the weight changes (a new message) or the walk ends are those sums
+/// multiplied by their weight and folded into the `i64` totals.
 #[derive(Debug)]
-struct Weighted {
+struct Weighted<const G: usize> {
     sums: [i64; MAX_OUTPUTS],
     /// Squared length of the tf-idf vector, in units squared times the idf² column's
     /// scale.
     norm: i64,
+    /// For each [`ngrams::Kind`]: the weight (in units) of the rows summed in `open`.
+    units: [u32; 2],
+    open: [RowSums<G>; 2],
 }
 
-impl Default for Weighted {
+/// A prompt's rows summed in one `i32` lane (each value at most 4095 in size) stay
+/// within it: a prompt has at most ten features per byte it reads (eight character
+/// n-gram lengths, a word and a bigram).
+const _: () =
+    assert!((ngrams::MAX_NGRAM_BYTES * 10) as i64 * table::MAX_Q as i64 <= i32::MAX as i64);
+
+impl<const G: usize> Default for Weighted<G> {
     fn default() -> Self {
         Weighted {
             sums: [0; MAX_OUTPUTS],
             norm: 0,
+            units: [0; 2],
+            open: [RowSums::new(); 2],
         }
     }
 }
 
-impl Weighted {
-    /// Adds the rows of `buckets`, at most [`ngrams::BLOCK`] of them, each times `units`.
-    /// (Out of line: it runs once per block, and the per-feature loop that calls it
-    /// stays small.)
+impl<const G: usize> Weighted<G> {
+    /// Adds the rows of `buckets`, features of `kind`, each times `units`. (Out of
+    /// line: it runs once per block, and the per-feature loop that calls it stays
+    /// small.)
     #[inline(never)]
-    fn add<const W: usize, const G: usize>(&mut self, table: &Table, buckets: &[u32], units: u32) {
-        let mut block = RowSums::<G>::new();
-        let buckets = buckets.get(..ngrams::BLOCK).unwrap_or(buckets);
-        table.add_rows::<W, G>(buckets, &mut block);
-        let k = i64::from(units.min(ngrams::MAX_UNITS));
+    fn add<const W: usize>(
+        &mut self,
+        table: &Table,
+        kind: ngrams::Kind,
+        buckets: &[u32],
+        units: u32,
+    ) {
+        let k = kind as usize % 2;
+        if self.units[k] != units {
+            self.fold(table, k);
+            self.units[k] = units;
+        }
+        table.add_rows::<W, G>(buckets, &mut self.open[k]);
+    }
+
+    /// Multiplies the open sums of kind `k` by their weight into the totals.
+    fn fold(&mut self, table: &Table, k: usize) {
+        let units = i64::from(self.units[k].min(ngrams::MAX_UNITS));
         let stride = table.stride();
-        block.for_each_lane(|lane, sum| {
+        let open = std::mem::replace(&mut self.open[k], RowSums::new());
+        open.for_each_lane(|lane, sum| {
             if let Some(s) = self.sums.get_mut(lane).filter(|_| lane < stride) {
-                *s += k * i64::from(sum);
+                *s += units * i64::from(sum);
             } else if lane == stride {
                 // The idf² lane: the squared length counts each feature's weight twice.
-                self.norm += k * k * i64::from(sum);
+                self.norm += units * units * i64::from(sum);
             }
         });
+    }
+
+    /// Folds what is still open; the totals are then complete.
+    fn finish(&mut self, table: &Table) {
+        self.fold(table, 0);
+        self.fold(table, 1);
     }
 }
 

@@ -186,7 +186,8 @@ impl Table {
     /// (`W` chunks wide). Buckets past the end add nothing.
     ///
     /// Runs of [`RUN`] rows are added in `i16` lanes (they cannot overflow), then
-    /// widened; the caller keeps `buckets.len() × 4095` within `i32`.
+    /// widened; the caller keeps the number of rows it adds into `sums`, times 4095,
+    /// within `i32`.
     #[inline(always)]
     pub(super) fn add_rows<const W: usize, const G: usize>(
         &self,
