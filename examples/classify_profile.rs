@@ -8,9 +8,9 @@
 //!
 //! Arguments: `short` (the 500-token prompt of `benches/classify.rs`), `long` (8k
 //! tokens) or the path of a JSONL file (its rows' `text`s joined into different
-//! prompts of about 2,000 bytes, classified in turn), then the number of classifications (0 measures loading alone; the
-//! difference between two runs divided by the count is the cost of one). It prints the
-//! wall time per classification.
+//! prompts of about 2,000 bytes, classified in turn), then the number of
+//! classifications (0 measures loading alone; the difference between two runs divided
+//! by the count is the cost of one). It prints the wall time per classification.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -22,17 +22,20 @@ include!("../benches/common/prompts.rs");
 /// Prompts of about 2,000 bytes, each made of consecutive `text`s of a JSONL file: a
 /// stream of different prompts, whose weight rows are mostly not in the cache yet.
 fn corpus(path: &Path) -> std::io::Result<Vec<String>> {
-    let mut prompts = vec![String::new()];
+    let mut prompts: Vec<String> = Vec::new();
     for line in std::fs::read_to_string(path)?.lines() {
+        if line.trim().is_empty() {
+            continue;
+        }
         let row: serde_json::Value = serde_json::from_str(line).map_err(std::io::Error::other)?;
         let Some(text) = row.get("text").and_then(|t| t.as_str()) else {
             continue;
         };
-        if prompts.last().is_some_and(|p| p.len() >= 2_000) {
-            prompts.push(String::new());
+        match prompts.last_mut() {
+            Some(prompt) if prompt.len() < 2_000 => prompt.push_str(text),
+            _ => prompts.push(text.to_owned()),
         }
         if let Some(prompt) = prompts.last_mut() {
-            prompt.push_str(text);
             prompt.push('\n');
         }
     }

@@ -222,6 +222,22 @@ pub fn decode(bytes: &[u8]) -> Result<LinearModel, LoadError> {
     {
         return Err(malformed("a weight is not a finite number"));
     }
+    if version == VERSION && columns.last().is_none_or(|&c| c <= 0.0) {
+        return Err(malformed("the idf² column's scale must be positive"));
+    }
+    // The rows' size is known: check it before allocating the table.
+    let row_bytes = match version {
+        VERSION => 2 * (stride + 1),
+        VERSION_IDF => 4 + 2 * stride,
+        _ => 8 + 2 * stride,
+    };
+    let expected = spec.buckets() * row_bytes;
+    if r.remaining() != expected {
+        return Err(malformed(&format!(
+            "{} bytes of weight rows, the sizes need {expected}",
+            r.remaining()
+        )));
+    }
     let table = if version == VERSION {
         read_rows(r, spec.buckets(), &columns)?
     } else {
@@ -259,13 +275,17 @@ fn read_rows(r: &mut Reader<'_>, buckets: usize, columns: &[f32]) -> Result<Tabl
             }
             *v = q;
         }
+        if values.last().is_some_and(|&idf_square| idf_square < 0) {
+            return Err(malformed(&format!("bucket {bucket} has a negative idf²")));
+        }
         table.set_row(bucket, &values);
     }
     Ok(table)
 }
 
 /// The bucket rows of a version 2 or 3 file, quantized again on the current scales.
-/// Both stored `weight × idf = column × i16` (times a row scale in version 2).
+/// Version 3 stored `weight × idf = column × i16`, version 2 `weight = column × row
+/// scale × i16` (each row's scale before its idf).
 fn read_older_rows(
     r: &mut Reader<'_>,
     version: u32,
@@ -331,6 +351,10 @@ struct Reader<'a> {
 }
 
 impl Reader<'_> {
+    fn remaining(&self) -> usize {
+        self.bytes.len().saturating_sub(self.at)
+    }
+
     fn take(&mut self, n: usize) -> Result<&[u8], LoadError> {
         let end = self
             .at

@@ -213,24 +213,23 @@ impl<'a, const W: usize, const G: usize> ngrams::Sink for Scores<'a, W, G> {
 /// the order.
 ///
 /// Rows of one kind and weight are summed as they come, unweighted, in `i32` lanes;
-/// only when the weight changes (a new message) or the walk ends are those sums
-/// multiplied by their weight and folded into the `i64` totals.
+/// only when the weight changes (a new message), the lanes could overflow, or the walk
+/// ends are those sums multiplied by their weight and folded into the `i64` totals.
 #[derive(Debug)]
 struct Weighted<const G: usize> {
     sums: [i64; MAX_OUTPUTS],
     /// Squared length of the tf-idf vector, in units squared times the idf² column's
     /// scale.
     norm: i64,
-    /// For each [`ngrams::Kind`]: the weight (in units) of the rows summed in `open`.
+    /// For each [`ngrams::Kind`]: the weight (in units) of the rows summed in `open`,
+    /// and how many rows that is.
     units: [u32; 2],
+    rows: [usize; 2],
     open: [RowSums<G>; 2],
 }
 
-/// A prompt's rows summed in one `i32` lane (each value at most 4095 in size) stay
-/// within it: a prompt has at most ten features per byte it reads (eight character
-/// n-gram lengths, a word and a bigram).
-const _: () =
-    assert!((ngrams::MAX_NGRAM_BYTES * 10) as i64 * table::MAX_Q as i64 <= i32::MAX as i64);
+/// Rows (each value at most 4095 in size) an `i32` lane holds without overflow.
+const MAX_OPEN_ROWS: usize = (i32::MAX / table::MAX_Q as i32) as usize;
 
 impl<const G: usize> Default for Weighted<G> {
     fn default() -> Self {
@@ -238,6 +237,7 @@ impl<const G: usize> Default for Weighted<G> {
             sums: [0; MAX_OUTPUTS],
             norm: 0,
             units: [0; 2],
+            rows: [0; 2],
             open: [RowSums::new(); 2],
         }
     }
@@ -260,7 +260,15 @@ impl<const G: usize> Weighted<G> {
             self.fold(table, k);
             self.units[k] = units;
         }
-        table.add_rows::<W, G>(buckets, &mut self.open[k]);
+        // The walk hands over blocks of at most BLOCK, and a prompt has at most ten
+        // features a byte of its first 2 KB, so the lanes never fill in practice.
+        for block in buckets.chunks(ngrams::BLOCK) {
+            if self.rows[k] + block.len() > MAX_OPEN_ROWS {
+                self.fold(table, k);
+            }
+            self.rows[k] += block.len();
+            table.add_rows::<W, G>(block, &mut self.open[k]);
+        }
     }
 
     /// Multiplies the open sums of kind `k` by their weight into the totals.
@@ -268,6 +276,7 @@ impl<const G: usize> Weighted<G> {
         let units = i64::from(self.units[k].min(ngrams::MAX_UNITS));
         let stride = table.stride();
         let open = std::mem::replace(&mut self.open[k], RowSums::new());
+        self.rows[k] = 0;
         open.for_each_lane(|lane, sum| {
             if let Some(s) = self.sums.get_mut(lane).filter(|_| lane < stride) {
                 *s += units * i64::from(sum);

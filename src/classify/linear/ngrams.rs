@@ -118,11 +118,10 @@ pub const BLOCK: usize = 128;
 
 /// Where [`walk`] delivers the features of a prompt.
 pub trait Sink {
-    /// Called with each feature as it is hashed, long before its block is delivered
-    /// (classification starts loading the feature's weight row).
+    /// What the walk calls with each feature as it is hashed.
     type Prefetch: Prefetch;
 
-    /// The walk takes this once and keeps it in registers while it hashes.
+    /// The walk takes this once per text and keeps it in registers while it hashes.
     fn prefetch(&self) -> Self::Prefetch;
 
     /// Takes up to [`BLOCK`] features of one kind, each with the weight `units`
@@ -130,7 +129,8 @@ pub trait Sink {
     fn block(&mut self, kind: Kind, units: u32, buckets: &[u32]);
 }
 
-/// See [`Sink::Prefetch`].
+/// Called with each feature as it is hashed, long before its block is delivered
+/// (classification starts loading the feature's weight row into the cache).
 pub trait Prefetch: Copy {
     fn bucket(self, bucket: usize);
 }
@@ -383,15 +383,17 @@ impl Walker {
     }
 
     /// Pushes the character n-grams of the `i`th length of the `len` normalized bytes:
-    /// one per byte from the n-th on (counting the leading space).
+    /// one ending at each byte of the text from the n-th on (counting the leading
+    /// space, which itself ends none).
     #[inline(always)]
     fn char_grams<S: Sink>(&mut self, i: usize, len: usize, sink: &mut S, prefetch: S::Prefetch) {
         let (mask, tag) = self.grams[i];
         let shift = self.shift;
         let n = self.char_min + i;
-        // Windows end at each byte; the first one of this length ends at its n-th.
+        // Windows end at each byte; the first one of this length ends at its n-th, and
+        // never at the leading space.
         let end = PAD + 1 + len;
-        let mut at = PAD + n - 1;
+        let mut at = PAD + n.max(2) - 1;
         while at < end {
             let chars = &mut self.chars;
             let take = (BLOCK - chars.len).min(end - at);
@@ -465,24 +467,33 @@ mod tests {
         (out, norm)
     }
 
-    /// The character n-gram buckets of `text` read the plain way: every window of each
-    /// length over a space and the normalized bytes, runs of spaces read as one.
-    fn plain_char_grams(spec: &FeatureSpec, text: &str) -> Vec<usize> {
-        let mut bytes = vec![b' '];
-        for &b in &text.as_bytes()[..text.len().min(MAX_NGRAM_BYTES)] {
-            let c = normalize(b);
-            if !(c == b' ' && bytes.last() == Some(&b' ')) {
-                bytes.push(c);
-            }
-        }
+    /// The character n-gram buckets of a prompt's `texts` (newest first) read the plain
+    /// way: for each text within the byte budget, every window of each length over a
+    /// space and its normalized bytes (runs of spaces read as one) that ends on a byte
+    /// of the text.
+    fn plain_char_grams(spec: &FeatureSpec, texts: &[&str]) -> Vec<usize> {
         let mut out = Vec::new();
-        for n in spec.char_min..=spec.char_max {
-            for window in bytes.windows(usize::from(n)) {
-                let h = window.iter().fold(0u64, |h, &b| h << 8 | u64::from(b));
-                out.push(bucket(
-                    h ^ u64::from(n) << 59,
-                    64 - u32::from(spec.hash_bits),
-                ));
+        let mut budget = MAX_NGRAM_BYTES;
+        for text in texts {
+            let read = &text.as_bytes()[..text.len().min(budget)];
+            budget -= read.len();
+            let mut bytes = vec![b' '];
+            for &b in read {
+                let c = normalize(b);
+                if !(c == b' ' && bytes.last() == Some(&b' ')) {
+                    bytes.push(c);
+                }
+            }
+            for n in spec.char_min..=spec.char_max {
+                let windows = bytes.windows(usize::from(n));
+                // A 1-gram window on the leading space ends on no byte of the text.
+                for window in windows.skip(usize::from(n == 1)) {
+                    let h = window.iter().fold(0u64, |h, &b| h << 8 | u64::from(b));
+                    out.push(bucket(
+                        h ^ u64::from(n) << 59,
+                        64 - u32::from(spec.hash_bits),
+                    ));
+                }
             }
         }
         out.sort_unstable();
@@ -492,23 +503,51 @@ mod tests {
     #[test]
     fn char_grams_are_every_window_of_the_normalized_text() {
         let long = "Zwölf Boxkämpfer jagen Viktor quer über den großen Sylter Deich. ".repeat(40);
-        for spec in [
-            FeatureSpec::default(),
-            FeatureSpec {
-                char_min: 1,
-                char_max: 8,
+        fn one(text: &str) -> Prompt<'_> {
+            Prompt::user(text)
+        }
+        let prompts = [
+            (one(""), vec![""]),
+            (one("a"), vec!["a"]),
+            (one("ab"), vec!["ab"]),
+            (one("abc"), vec!["abc"]),
+            (
+                one("  Hello,\t  World!\n\n 12 "),
+                vec!["  Hello,\t  World!\n\n 12 "],
+            ),
+            (one(&long), vec![&long]),
+            // Empty and blank messages add nothing; the budget runs out in the oldest.
+            (
+                Prompt::conversation(&[
+                    (Role::System, &long),
+                    (Role::User, ""),
+                    (Role::Assistant, " \n "),
+                    (Role::User, "the last question"),
+                ]),
+                vec!["the last question", " \n ", "", &long],
+            ),
+        ];
+        for spec in (1..=8).flat_map(|min| {
+            (min..=8).map(move |max| FeatureSpec {
+                char_min: min,
+                char_max: max,
                 ..FeatureSpec::default()
-            },
-        ] {
-            for text in ["", "a", "ab", "abc", "  Hello,\t  World!\n\n 12 ", &long] {
+            })
+        }) {
+            for (prompt, texts) in &prompts {
                 let mut chars = Vec::new();
-                for_each_feature(&spec, &Prompt::user(text), |b, _, kind| {
+                for_each_feature(&spec, prompt, |b, _, kind| {
                     if kind == Kind::Chars {
                         chars.push(b);
                     }
                 });
                 chars.sort_unstable();
-                assert_eq!(chars, plain_char_grams(&spec, text), "{text:?}");
+                let (min, max) = (spec.char_min, spec.char_max);
+                assert_eq!(
+                    chars,
+                    plain_char_grams(&spec, texts),
+                    "{min}-{max} {texts:?}"
+                );
             }
         }
     }

@@ -235,9 +235,15 @@ impl<const W: usize> super::ngrams::Prefetch for Prefetcher<'_, W> {
     fn bucket(self, bucket: usize) {
         for i in 0..W {
             if let Some(chunk) = self.0.get(bucket * W + i) {
-                #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+                #[cfg(all(
+                    any(target_arch = "x86", target_arch = "x86_64"),
+                    target_feature = "sse"
+                ))]
                 safe_arch::prefetch_t0(chunk);
-                #[cfg(not(any(target_arch = "x86", target_arch = "x86_64")))]
+                #[cfg(not(all(
+                    any(target_arch = "x86", target_arch = "x86_64"),
+                    target_feature = "sse"
+                )))]
                 std::hint::black_box(chunk.0[0].to_array()[0]);
             }
         }
@@ -367,6 +373,8 @@ mod tests {
         assert_eq!(Table::width_for(22), 1);
         assert_eq!(Table::width_for(31), 1);
         assert_eq!(Table::width_for(32), 2);
+        assert_eq!(Table::width_for(63), 2);
+        assert_eq!(Table::width_for(64), 3);
         let stride = 70;
         assert_eq!(Table::width_for(stride), 3);
         let weights: Vec<f32> = (0..stride).map(|i| i as f32 - 35.0).collect();

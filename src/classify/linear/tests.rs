@@ -169,14 +169,25 @@ fn rows_added_in_blocks_sum_as_one_by_one() {
             assert!(count as usize > 4 * ngrams::BLOCK, "{count} features");
         }
     }
-    // Rows two cache lines wide: 34 outputs.
+    // Every way of summing: one cache line with three or four groups of eight in use
+    // (24 and 31 outputs, the idf² last), two lines (34), three (64, the most).
     let spec = FeatureSpec {
         hash_bits: 10,
         ..FeatureSpec::default()
     };
-    let (_, _, wide) = random_model(spec, 24, 6, 3);
-    assert_eq!(wide.table.width(), 2);
-    assert_sums_as_one_by_one(&wide, &Prompt::user(&long));
+    for (domains, tasks, width, groups) in
+        [(16, 4, 1, 4), (23, 4, 1, 4), (24, 6, 2, 5), (56, 4, 3, 9)]
+    {
+        let (_, _, model) = random_model(spec, domains, tasks, 3);
+        let table = &model.table;
+        assert_eq!(
+            (table.width(), table.groups()),
+            (width, groups),
+            "{}",
+            model.stride()
+        );
+        assert_sums_as_one_by_one(&model, &Prompt::user(&long));
+    }
 }
 
 /// Checks that `model` adds the rows of `prompt`'s features (in blocks, by kind and
@@ -293,18 +304,38 @@ fn older_files_are_quantized_again() {
 }
 
 #[test]
-fn values_beyond_13_bits_are_refused() {
-    let bytes = format::encode(trained().model());
-    let mut wide = bytes[..bytes.len() - 8].to_vec();
-    let last = wide.len() - 2;
-    wide[last..].copy_from_slice(&4096i16.to_le_bytes());
-    let sum = format::checksum(&wide);
-    wide.extend_from_slice(&sum.to_le_bytes());
-    let err = format::decode(&wide).err().map(|e| e.to_string());
-    assert!(
-        err.as_deref().unwrap_or_default().contains("4096"),
-        "{err:?}"
-    );
+fn row_values_and_sizes_are_checked() {
+    let model = trained().model().clone();
+    let bytes = format::encode(&model);
+    let body = &bytes[..bytes.len() - 8];
+    let rows = model.table.rows() * 2 * (model.stride() + 1);
+    // `body` changed by `edit`, with a valid checksum: the error message.
+    let refused = |edit: &dyn Fn(&mut Vec<u8>)| {
+        let mut b = body.to_vec();
+        edit(&mut b);
+        let sum = format::checksum(&b);
+        b.extend_from_slice(&sum.to_le_bytes());
+        format::decode(&b)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default()
+    };
+    let last = body.len() - 2;
+    let beyond = refused(&|b| b[last..].copy_from_slice(&4096i16.to_le_bytes()));
+    assert!(beyond.contains("4096"), "{beyond}");
+    let negative = refused(&|b| b[last..].copy_from_slice(&(-1i16).to_le_bytes()));
+    assert!(negative.contains("negative idf²"), "{negative}");
+    let scale = body.len() - rows - 4;
+    let zero = refused(&|b| b[scale..scale + 4].copy_from_slice(&0f32.to_le_bytes()));
+    assert!(zero.contains("must be positive"), "{zero}");
+    // A larger hash space than the rows that follow: refused before allocating.
+    let declared = (model.spec.rows() as u32).to_le_bytes();
+    let at = 40 + body[40..].windows(4).position(|w| w == declared).unwrap();
+    let larger = refused(&|b| {
+        b[12] = 20;
+        b[at..at + 4].copy_from_slice(&((1u32 << 20) + ngrams::DENSE as u32).to_le_bytes());
+    });
+    assert!(larger.contains("sizes need"), "{larger}");
 }
 
 #[test]
@@ -527,4 +558,26 @@ fn calibrate_threshold_picks_the_share() {
     let t = threshold_for_share(&mut scores, 1.0).unwrap();
     assert_eq!(scores.iter().filter(|&&s| s >= t).count(), 100);
     assert!(threshold_for_share(&mut [], 0.5).is_none());
+}
+
+#[test]
+fn open_sums_fold_before_their_lanes_overflow() {
+    // One row at the largest value, added far more often than an i32 lane holds.
+    let stride = 5;
+    let table = Table::quantize(&[1.0; 5], &[1.0], stride);
+    let blocks = 5_000;
+    let rows = (blocks * ngrams::BLOCK) as i64;
+    assert!(rows as usize > MAX_OPEN_ROWS);
+    // In blocks, as the walk hands them over, and all in one call.
+    let mut in_blocks = Weighted::<3>::default();
+    for _ in 0..blocks {
+        in_blocks.add::<1>(&table, ngrams::Kind::Chars, &[0; ngrams::BLOCK], 16);
+    }
+    let mut at_once = Weighted::<3>::default();
+    at_once.add::<1>(&table, ngrams::Kind::Chars, &vec![0; rows as usize], 16);
+    for mut weighted in [in_blocks, at_once] {
+        weighted.finish(&table);
+        assert_eq!(weighted.sums[0], rows * i64::from(table::MAX_Q) * 16);
+        assert_eq!(weighted.norm, rows * i64::from(table::MAX_Q) * 16 * 16);
+    }
 }
