@@ -147,6 +147,7 @@ pub fn train_command(args: TrainArgs) -> Result<(), Failed> {
     }
     let rows = read_rows(&args.data, split)?;
     let map = LabelMap::from_rows(rows.iter());
+    map.check_size()?;
     let options = TrainOptions {
         seed: args.seed,
         epochs: args.epochs,

@@ -6,6 +6,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde::Deserialize;
 
+use super::{MAX_OUTPUTS, OUTCOMES};
+
 /// The task labels every model has, in this order.
 pub const TASKS: [&str; 4] = ["coding", "math", "creative_writing", "other"];
 
@@ -146,6 +148,26 @@ pub struct LabelMap {
 }
 
 impl LabelMap {
+    /// Whether a model can have these labels: at least one domain, and no more outputs
+    /// (domains, tasks and the frontier outcomes) than a weight row holds. Otherwise the
+    /// reason, before hours of training produce a file that would not load.
+    pub fn check_size(&self) -> Result<(), String> {
+        let fixed = self.tasks.len() + OUTCOMES.len();
+        if self.domains.is_empty() {
+            return Err("no row has a domain `label`: the domain head would be empty".into());
+        }
+        if self.domains.len() + fixed > MAX_OUTPUTS {
+            return Err(format!(
+                "{} domain labels: a model holds at most {} (beside its {} tasks and {} frontier outcomes)",
+                self.domains.len(),
+                MAX_OUTPUTS.saturating_sub(fixed),
+                self.tasks.len(),
+                OUTCOMES.len()
+            ));
+        }
+        Ok(())
+    }
+
     /// Domains are the labels of rows that are not [`Row::task_only`], sorted; tasks
     /// are [`TASKS`]. A subject maps to the domain most rows of that subject carry.
     pub fn from_rows<'a>(rows: impl Iterator<Item = &'a Row> + Clone) -> LabelMap {
@@ -253,6 +275,25 @@ mod tests {
             label: label.map(Into::into),
             ..Row::default()
         }
+    }
+
+    #[test]
+    fn label_sets_a_model_cannot_hold_are_refused() {
+        let labels = |n: usize| -> Vec<Row> {
+            (0..n)
+                .map(|i| row(&format!("q{i}"), Some(&format!("d{i}"))))
+                .collect()
+        };
+        let most = MAX_OUTPUTS - TASKS.len() - OUTCOMES.len();
+        assert!(
+            LabelMap::from_rows(labels(most).iter())
+                .check_size()
+                .is_ok()
+        );
+        let error = LabelMap::from_rows(labels(most + 1).iter()).check_size();
+        assert!(error.is_err_and(|e| e.contains(&format!("at most {most}"))));
+        let error = LabelMap::from_rows(labels(0).iter()).check_size();
+        assert!(error.is_err_and(|e| e.contains("no row has a domain")));
     }
 
     #[test]
