@@ -28,10 +28,48 @@ use super::{LinearModel, MAX_OUTPUTS, OUTCOMES};
 const MAGIC: &[u8; 8] = b"XROADLIN";
 /// The format version this build reads and writes.
 pub const VERSION: u32 = 4;
-/// The format version that put a scale before each row.
-const VERSION_ROW_SCALED: u32 = 2;
-/// The format version that stored each row's idf and 16-bit weights.
-const VERSION_IDF: u32 = 3;
+/// The oldest format version this build reads.
+const OLDEST: u32 = 2;
+
+/// How the bucket rows of a file are laid out, by format version.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Rows {
+    /// Version 2: per bucket a row scale, the idf, then `weight = column × scale × i16`.
+    RowScaled,
+    /// Version 3: per bucket the idf, then `weight × idf = column × i16` (16 bits).
+    Idf,
+    /// Version 4, the current one: `stride + 1` values per bucket, as the table holds
+    /// them (13 bits; the last is the idf²).
+    Current,
+}
+
+impl Rows {
+    fn of(version: u32) -> Option<Rows> {
+        match version {
+            2 => Some(Rows::RowScaled),
+            3 => Some(Rows::Idf),
+            VERSION => Some(Rows::Current),
+            _ => None,
+        }
+    }
+
+    /// Column scales the file stores: the current format scales the idf² too.
+    fn columns(self, stride: usize) -> usize {
+        match self {
+            Rows::Current => stride + 1,
+            Rows::RowScaled | Rows::Idf => stride,
+        }
+    }
+
+    /// Bytes of one bucket's row.
+    fn bytes(self, stride: usize) -> usize {
+        match self {
+            Rows::RowScaled => 8 + 2 * stride,
+            Rows::Idf => 4 + 2 * stride,
+            Rows::Current => 2 * (stride + 1),
+        }
+    }
+}
 /// Largest hash space a file may declare (2^22 buckets).
 const MAX_HASH_BITS: u8 = 22;
 
@@ -60,7 +98,7 @@ impl fmt::Display for LoadError {
             ),
             LoadError::Version { found } => write!(
                 f,
-                "model file format version {found} is not supported (this build reads versions {VERSION_ROW_SCALED} to {VERSION}); retrain it with `crossroads train`"
+                "model file format version {found} is not supported (this build reads versions {OLDEST} to {VERSION}); retrain it with `crossroads train`"
             ),
             LoadError::Checksum => f.write_str("the model file is corrupt (checksum mismatch)"),
             LoadError::Malformed(why) => write!(f, "the model file is malformed: {why}"),
@@ -139,9 +177,9 @@ pub fn decode(bytes: &[u8]) -> Result<LinearModel, LoadError> {
         at: MAGIC.len(),
     };
     let version = r.u32()?;
-    if !(VERSION_ROW_SCALED..=VERSION).contains(&version) {
+    let Some(layout) = Rows::of(version) else {
         return Err(LoadError::Version { found: version });
-    }
+    };
     let Some(body_len) = bytes.len().checked_sub(8) else {
         return Err(malformed("shorter than its checksum"));
     };
@@ -208,12 +246,7 @@ pub fn decode(bytes: &[u8]) -> Result<LinearModel, LoadError> {
     }
     let bias = r.floats(stride)?;
     let dense = r.floats(DENSE * stride)?;
-    // The current format scales the idf² column too.
-    let columns = r.floats(if version == VERSION {
-        stride + 1
-    } else {
-        stride
-    })?;
+    let columns = r.floats(layout.columns(stride))?;
     if bias
         .iter()
         .chain(&dense)
@@ -222,30 +255,22 @@ pub fn decode(bytes: &[u8]) -> Result<LinearModel, LoadError> {
     {
         return Err(malformed("a weight is not a finite number"));
     }
-    if version == VERSION && columns.last().is_none_or(|&c| c <= 0.0) {
+    if layout == Rows::Current && columns.last().is_none_or(|&c| c <= 0.0) {
         return Err(malformed("the idf² column's scale must be positive"));
     }
-    // The rows' size is known: check it before allocating the table.
-    let row_bytes = match version {
-        VERSION => 2 * (stride + 1),
-        VERSION_IDF => 4 + 2 * stride,
-        _ => 8 + 2 * stride,
-    };
-    let expected = spec.buckets() * row_bytes;
+    // The rows' size is known: check it before allocating the table (then the rows
+    // end the file).
+    let expected = spec.buckets() * layout.bytes(stride);
     if r.remaining() != expected {
         return Err(malformed(&format!(
             "{} bytes of weight rows, the sizes need {expected}",
             r.remaining()
         )));
     }
-    let table = if version == VERSION {
-        read_rows(r, spec.buckets(), &columns)?
-    } else {
-        read_older_rows(r, version, spec.buckets(), &columns)?
+    let table = match layout {
+        Rows::Current => read_rows(r, spec.buckets(), stride, &columns)?,
+        Rows::RowScaled | Rows::Idf => read_older_rows(r, layout, spec.buckets(), &columns)?,
     };
-    if r.at != r.bytes.len() {
-        return Err(malformed("trailing bytes after the weights"));
-    }
     Ok(LinearModel {
         spec,
         domains,
@@ -258,10 +283,12 @@ pub fn decode(bytes: &[u8]) -> Result<LinearModel, LoadError> {
 }
 
 /// The bucket rows of a current file; `columns` has the idf²'s scale last.
-fn read_rows(r: &mut Reader<'_>, buckets: usize, columns: &[f32]) -> Result<Table, LoadError> {
-    let Some(stride) = columns.len().checked_sub(1) else {
-        return Err(malformed("no column scales"));
-    };
+fn read_rows(
+    r: &mut Reader<'_>,
+    buckets: usize,
+    stride: usize,
+    columns: &[f32],
+) -> Result<Table, LoadError> {
     let mut table = Table::zeros(buckets, stride);
     table.set_columns(columns);
     let mut values = vec![0i16; stride + 1];
@@ -283,12 +310,11 @@ fn read_rows(r: &mut Reader<'_>, buckets: usize, columns: &[f32]) -> Result<Tabl
     Ok(table)
 }
 
-/// The bucket rows of a version 2 or 3 file, quantized again on the current scales.
-/// Version 3 stored `weight × idf = column × i16`, version 2 `weight = column × row
-/// scale × i16` (each row's scale before its idf).
+/// The bucket rows of a version 2 or 3 file (see [`Rows`]), quantized again on the
+/// current scales.
 fn read_older_rows(
     r: &mut Reader<'_>,
-    version: u32,
+    layout: Rows,
     buckets: usize,
     columns: &[f32],
 ) -> Result<Table, LoadError> {
@@ -296,18 +322,17 @@ fn read_older_rows(
     let mut weights = Vec::with_capacity(buckets * stride);
     let mut idf = Vec::with_capacity(buckets);
     for _ in 0..buckets {
-        let scale = if version == VERSION_ROW_SCALED {
-            finite(r.f32()?)?
-        } else {
-            1.0
+        let row_scale = match layout {
+            Rows::RowScaled => Some(finite(r.f32()?)?),
+            Rows::Idf | Rows::Current => None,
         };
         let row_idf = finite(r.f32()?)?;
         idf.push(row_idf);
         // Version 3 stored the weights times the idf.
-        let scale = match version {
-            VERSION_IDF if row_idf != 0.0 => scale / row_idf,
-            VERSION_IDF => 0.0,
-            _ => scale,
+        let scale = match row_scale {
+            Some(scale) => scale,
+            None if row_idf != 0.0 => row_idf.recip(),
+            None => 0.0,
         };
         for (q, c) in r.i16s(stride)?.zip(columns) {
             weights.push(c * scale * f32::from(q));

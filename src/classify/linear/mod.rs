@@ -255,7 +255,7 @@ impl<const G: usize> Weighted<G> {
         buckets: &[u32],
         units: u32,
     ) {
-        let k = kind as usize % 2;
+        let k = kind as usize;
         if self.units[k] != units {
             self.fold(table, k);
             self.units[k] = units;

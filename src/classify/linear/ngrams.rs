@@ -257,10 +257,8 @@ impl Pending {
 /// The walk's state: one text's normalized bytes, and the features waiting by kind.
 struct Walker {
     shift: u32,
-    /// Mask and kind tag of each character n-gram length, from `char_min` up.
-    grams: [(u64, u64); 8],
-    char_min: usize,
-    char_lengths: usize,
+    /// The character n-gram lengths.
+    char_lengths: std::ops::Range<usize>,
     /// [`PAD`] zeros, a space (so the first word's n-grams see a word boundary), then
     /// the text's bytes, normalized, with runs of spaces as one.
     bytes: [u8; PAD + 1 + MAX_NGRAM_BYTES],
@@ -269,27 +267,23 @@ struct Walker {
     count: u32,
 }
 
+/// The word being read, and the one before it (for the bigram).
+struct Word {
+    hash: u64,
+    len: u32,
+    previous: Option<u64>,
+}
+
 impl Walker {
     fn new(spec: &FeatureSpec) -> Self {
-        let (cmin, cmax) = (
-            usize::from(spec.char_min),
-            usize::from(spec.char_max.min(8)),
-        );
-        let char_lengths = if cmin == 0 {
-            0
-        } else {
-            (cmax + 1).saturating_sub(cmin)
+        let char_lengths = match spec.char_min {
+            0 => 0..0,
+            min => usize::from(min)..usize::from(spec.char_max.min(8)) + 1,
         };
         let mut bytes = [0; PAD + 1 + MAX_NGRAM_BYTES];
         bytes[PAD] = b' ';
         Walker {
             shift: 64 - u32::from(spec.hash_bits),
-            // The n-gram of length n is the window's low n bytes.
-            grams: std::array::from_fn(|i| {
-                let n = (cmin + i).clamp(1, 8);
-                (u64::MAX >> (64 - 8 * n), (n as u64) << 59)
-            }),
-            char_min: cmin,
             char_lengths,
             bytes,
             chars: Pending::new(),
@@ -298,15 +292,10 @@ impl Walker {
         }
     }
 
-    #[inline(always)]
-    fn bucket(&self, h: u64) -> usize {
-        bucket(h, self.shift)
-    }
-
     /// Pushes a word or bigram feature.
     #[inline(always)]
-    fn word<S: Sink>(&mut self, h: u64, sink: &mut S, prefetch: S::Prefetch) {
-        let bucket = self.bucket(h);
+    fn push_word<S: Sink>(&mut self, h: u64, sink: &mut S, prefetch: S::Prefetch) {
+        let bucket = bucket(h, self.shift);
         prefetch.bucket(bucket);
         let words = &mut self.words;
         if let Some(slot) = words.buckets.get_mut(words.len) {
@@ -319,20 +308,20 @@ impl Walker {
         self.count += 1;
     }
 
-    /// Ends a word: pushes it, and the bigram with the word before.
+    /// Ends the word being read, if any: pushes it, and the bigram with the word
+    /// before.
     #[inline(always)]
-    fn end_word<S: Sink>(
-        &mut self,
-        word: u64,
-        previous: &mut Option<u64>,
-        sink: &mut S,
-        prefetch: S::Prefetch,
-    ) {
-        self.word(word, sink, prefetch);
-        if let Some(p) = *previous {
-            self.word(p.rotate_left(17) ^ word ^ BIGRAM, sink, prefetch);
+    fn end_word<S: Sink>(&mut self, word: &mut Word, sink: &mut S, prefetch: S::Prefetch) {
+        if word.len == 0 {
+            return;
         }
-        *previous = Some(word);
+        self.push_word(word.hash, sink, prefetch);
+        if let Some(p) = word.previous {
+            self.push_word(p.rotate_left(17) ^ word.hash ^ BIGRAM, sink, prefetch);
+        }
+        word.previous = Some(word.hash);
+        word.hash = WORD;
+        word.len = 0;
     }
 
     /// The features of one text: its words and bigrams as its bytes are normalized,
@@ -342,17 +331,15 @@ impl Walker {
         let prefetch = sink.prefetch();
         let mut len = 0;
         let mut last_space = true;
-        let mut word: u64 = WORD;
-        let mut word_len = 0u32;
-        let mut previous: Option<u64> = None;
+        let mut word = Word {
+            hash: WORD,
+            len: 0,
+            previous: None,
+        };
         for &raw in text {
             let c = NORMALIZED[usize::from(raw)];
             if c == b' ' {
-                if word_len > 0 {
-                    self.end_word(word, &mut previous, sink, prefetch);
-                    word = WORD;
-                    word_len = 0;
-                }
+                self.end_word(&mut word, sink, prefetch);
                 if last_space {
                     continue;
                 }
@@ -360,13 +347,11 @@ impl Walker {
             } else {
                 last_space = false;
                 if WORD_BYTE[usize::from(c)] {
-                    word = (word ^ u64::from(c)).wrapping_mul(0x100_0000_01b3);
-                    word_len += 1;
-                } else if word_len > 0 {
+                    word.hash = (word.hash ^ u64::from(c)).wrapping_mul(0x100_0000_01b3);
+                    word.len += 1;
+                } else {
                     // Punctuation ends a word but not the bigram chain.
-                    self.end_word(word, &mut previous, sink, prefetch);
-                    word = WORD;
-                    word_len = 0;
+                    self.end_word(&mut word, sink, prefetch);
                 }
             }
             if let Some(slot) = self.bytes.get_mut(PAD + 1 + len) {
@@ -374,22 +359,21 @@ impl Walker {
                 len += 1;
             }
         }
-        if word_len > 0 {
-            self.end_word(word, &mut previous, sink, prefetch);
-        }
-        for i in 0..self.char_lengths {
-            self.char_grams(i, len, sink, prefetch);
+        self.end_word(&mut word, sink, prefetch);
+        for n in self.char_lengths.clone() {
+            self.char_grams(n, len, sink, prefetch);
         }
     }
 
-    /// Pushes the character n-grams of the `i`th length of the `len` normalized bytes:
-    /// one ending at each byte of the text from the n-th on (counting the leading
-    /// space, which itself ends none).
+    /// Pushes the character n-grams of length `n` (1 to 8) of the `len` normalized
+    /// bytes: one ending at each byte of the text from the n-th on (counting the
+    /// leading space, which itself ends none).
     #[inline(always)]
-    fn char_grams<S: Sink>(&mut self, i: usize, len: usize, sink: &mut S, prefetch: S::Prefetch) {
-        let (mask, tag) = self.grams[i];
+    fn char_grams<S: Sink>(&mut self, n: usize, len: usize, sink: &mut S, prefetch: S::Prefetch) {
+        // The n-gram is the window's low n bytes, tagged with its length.
+        let mask = u64::MAX >> (64 - 8 * n.clamp(1, 8));
+        let tag = (n as u64) << 59;
         let shift = self.shift;
-        let n = self.char_min + i;
         // Windows end at each byte; the first one of this length ends at its n-th, and
         // never at the leading space.
         let end = PAD + 1 + len;

@@ -6,7 +6,7 @@
 //! Classification adds a few thousand rows picked at random, so both the memory traffic
 //! and the arithmetic per row count:
 //!
-//! - with 22 outputs a row is one cache line instead of 92 bytes of `f32` (which
+//! - with 22 outputs a row is one cache line instead of 88 bytes of `f32` (which
 //!   straddle two), and the 2^17-bucket table is 8 MB instead of 12 MB;
 //! - the weights are integers on one scale per column, with the bucket's idf folded
 //!   in, and a feature's weight is a whole number of sixteenths (see
