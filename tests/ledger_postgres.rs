@@ -650,6 +650,37 @@ async fn keys_created_and_revoked_on_one_replica_hold_on_another() {
     b.stop().await;
 }
 
+/// A key created while a replica's listener was still connecting sends it no signal;
+/// the listener must read such changes once `LISTEN` holds, or the replica would miss
+/// them until its next poll (a minute by default).
+#[tokio::test]
+async fn a_listener_reads_changes_made_while_it_connected() {
+    let schema = Schema::new("listen");
+    let backend = LedgerBackend::Postgres {
+        url: crossroads::config::Secret::new(URL.to_owned()),
+        schema: schema.0.clone(),
+    };
+    let channel = crossroads::auth::store::changes_channel(&schema.0);
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    crossroads::ledger::db::listen(&backend, channel.clone(), move |changed| {
+        tx.send(changed).is_ok()
+    })
+    .unwrap();
+    let first = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .expect("the listener never ticked");
+    assert_eq!(first, Some(true), "no refresh once LISTEN held");
+
+    // Then a NOTIFY from another connection is heard (idle ticks are `false`).
+    pg(move |c| c.batch_execute(&format!("NOTIFY {channel}")).unwrap()).await;
+    let heard = tokio::time::timeout(Duration::from_secs(10), async {
+        while rx.recv().await == Some(false) {}
+    })
+    .await;
+    assert!(heard.is_ok(), "a NOTIFY was not heard");
+    drop(rx);
+}
+
 #[tokio::test]
 async fn an_unreachable_database_fails_reads_and_budgets_closed() {
     let backend = LedgerBackend::Postgres {

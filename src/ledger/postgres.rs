@@ -275,7 +275,9 @@ impl LedgerStore for PgStore {
 
 /// Calls `tick(true)` after every `NOTIFY channel` from any connection to the database,
 /// and `tick(false)` about once a second otherwise, on a thread of its own, until
-/// `tick` returns false. Reconnects after errors; while disconnected it keeps ticking.
+/// `tick` returns false. Also calls `tick(true)` once `LISTEN` holds, since a change made
+/// while connecting sends no signal. Reconnects after errors; while disconnected it keeps
+/// ticking.
 pub fn listen(
     url: String,
     schema: String,
@@ -292,7 +294,10 @@ pub fn listen(
                         .map_err(|e| e.to_string())
                 });
                 let mut client = match listening {
-                    Ok(c) => c,
+                    // Changes committed before LISTEN took effect sent no signal here:
+                    // read them now, on the first connection as after a reconnect.
+                    Ok(c) if tick(true) => c,
+                    Ok(_) => return,
                     Err(e) => {
                         tracing::warn!(error = %e, "cannot listen for key changes; retrying");
                         std::thread::sleep(RECONNECT_AFTER);
