@@ -95,20 +95,35 @@ impl Reloader {
     }
 }
 
-/// The listen address, the workers and the ledger are bound at startup.
+/// Warns about the changes a reload does not apply.
 fn warn_about_restart_only_changes(old: &Runtime, new: &Runtime) {
-    if old.config.server.listen != new.config.server.listen {
-        tracing::warn!("server.listen changed: it applies at the next restart");
+    for what in restart_only_changes(&old.config, &new.config) {
+        tracing::warn!("{what} changed: it applies at the next restart");
     }
-    if old.config.server.workers != new.config.server.workers {
-        tracing::warn!("server.workers changed: it applies at the next restart");
-    }
-    if old.config.ledger != new.config.ledger {
-        tracing::warn!("[ledger] changed: it applies at the next restart");
-    }
-    if old.config.cache != new.config.cache {
-        tracing::warn!("[cache] changed: it applies at the next restart");
-    }
+}
+
+/// The settings that differ between `old` and `new` but are bound at startup: the
+/// listen address, the workers, the shutdown grace, the ledger, the cache, where limits
+/// are counted and the budget warning level.
+pub fn restart_only_changes(old: &config::Config, new: &config::Config) -> Vec<&'static str> {
+    [
+        ("server.listen", old.server.listen != new.server.listen),
+        ("server.workers", old.server.workers != new.server.workers),
+        (
+            "server.shutdown_grace_ms",
+            old.server.shutdown_grace != new.server.shutdown_grace,
+        ),
+        ("[ledger]", old.ledger != new.ledger),
+        ("[cache]", old.cache != new.cache),
+        ("[limits]", old.limits != new.limits),
+        (
+            "budgets.warn_at",
+            old.budgets.warn_at != new.budgets.warn_at,
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(what, changed)| changed.then_some(what))
+    .collect()
 }
 
 /// Reloads whenever the file's modification time or size changes, polling at the live

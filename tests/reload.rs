@@ -155,3 +155,40 @@ async fn in_flight_requests_finish_on_the_config_they_started_with() {
     assert_eq!(rows[0]["deployment"], "frontier-a");
     assert_eq!(rows[0]["status"], 200);
 }
+
+#[test]
+fn restart_only_settings_are_named_when_a_reload_changes_them() {
+    let base = standard_config(
+        "http://127.0.0.1:9/v1",
+        "http://127.0.0.1:9/v1",
+        "http://127.0.0.1:9/v1",
+    );
+    let parse = |toml: &str| {
+        crossroads::config::from_toml_str(toml, std::path::Path::new("routes.toml"), &|_| None)
+            .unwrap()
+    };
+    let old = parse(&base);
+    let changed = |edit: &str| {
+        let new = parse(&base.replacen("[server]\n", &format!("[server]\n{edit}"), 1));
+        crossroads::reload::restart_only_changes(&old, &new)
+    };
+    assert!(crossroads::reload::restart_only_changes(&old, &parse(&base)).is_empty());
+    // Settings a reload applies are not named.
+    assert!(changed("body_limit_bytes = 100000\n").is_empty());
+    assert_eq!(changed("workers = 1\n"), ["server.workers"]);
+    assert_eq!(
+        changed("shutdown_grace_ms = 1234\n"),
+        ["server.shutdown_grace_ms"]
+    );
+    let appended = |section: &str| {
+        crossroads::reload::restart_only_changes(&old, &parse(&format!("{base}\n{section}")))
+    };
+    assert_eq!(appended("[budgets]\nwarn_at = 0.5\n"), ["budgets.warn_at"]);
+    assert!(appended("[budgets]\ndefault_max_tokens = 100\n").is_empty());
+    assert_eq!(appended("[limits]\nbackend = \"redis\"\n"), ["[limits]"]);
+    assert_eq!(
+        appended("[ledger]\nurl = \"sqlite://x.db\"\n"),
+        ["[ledger]"]
+    );
+    assert_eq!(appended("[cache]\nttl_ms = 1000\n"), ["[cache]"]);
+}
