@@ -153,8 +153,8 @@ pub fn build(config: Config, env: EnvLookup) -> Result<App, String> {
             },
         )?;
     }
-    if let (Some(store), Ok(handle)) = (key_store, tokio::runtime::Handle::try_current()) {
-        handle.spawn(watch_keys(keyring.clone(), store, runtime_rx.clone()));
+    if let Ok(handle) = tokio::runtime::Handle::try_current() {
+        handle.spawn(watch_keys(keyring.clone(), key_store, runtime_rx.clone()));
     }
     let budgets = Arc::new(Budgets::new(
         history.clone(),
@@ -213,20 +213,36 @@ fn refresh_keys(keyring: &Keyring, store: Option<&KeyStore>, config_keys: &[KeyC
     keyring.set(crate::auth::collect(config_keys, stored));
 }
 
-/// Re-reads the key store every `auth.refresh_ms`, so keys created or revoked with
-/// `crossroads keys` (on any machine, for a PostgreSQL ledger) take effect on every
-/// replica within that time, without a restart.
+/// Keeps the keyring current: re-reads the key store every `auth.refresh_ms`, so keys
+/// created or revoked with `crossroads keys` (on any machine, for a PostgreSQL ledger)
+/// take effect on every replica within that time, without a restart; and applies a
+/// reloaded config's `[[keys]]` at once (the only source of keys without a store).
 async fn watch_keys(
     keyring: Arc<Keyring>,
-    store: Arc<KeyStore>,
-    runtime: watch::Receiver<Arc<Runtime>>,
+    store: Option<Arc<KeyStore>>,
+    mut runtime: watch::Receiver<Arc<Runtime>>,
 ) {
     loop {
-        let rt = runtime.borrow().clone();
-        tokio::time::sleep(rt.config.auth.refresh).await;
+        let refresh = runtime.borrow().config.auth.refresh;
+        let poll = async {
+            if store.is_some() {
+                tokio::time::sleep(refresh).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        };
+        tokio::select! {
+            () = poll => {}
+            reloaded = runtime.changed() => {
+                if reloaded.is_err() {
+                    return;
+                }
+            }
+        }
+        let rt = runtime.borrow_and_update().clone();
         let (keyring, store) = (keyring.clone(), store.clone());
         let _ = tokio::task::spawn_blocking(move || {
-            refresh_keys(&keyring, Some(&store), &rt.config.keys);
+            refresh_keys(&keyring, store.as_deref(), &rt.config.keys);
         })
         .await;
     }

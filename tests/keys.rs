@@ -236,3 +236,46 @@ async fn requests_per_minute_are_limited_with_retry_after() {
     assert_eq!(error["code"], "rate_limit_exceeded");
     assert_eq!(fa.hits(), 2);
 }
+
+#[tokio::test]
+async fn keys_added_to_the_config_work_after_a_reload_without_a_key_store() {
+    let local = Upstream::start(Scripted::json(completion("l", "ok", 1, 1))).await;
+    let fa = Upstream::start(Scripted::json(completion("gpt-4.1", "ok", 1, 1))).await;
+    let memory = "[ledger]\nurl = \"sqlite::memory:\"\n";
+    let config = keyed_config(&local, &fa, "", "");
+    let gw = Gateway::start_with_ledger(&config, Some(memory)).await;
+    let new_key = "ck-test-key-added";
+    assert_eq!(
+        chat_as(&gw, Some(new_key), user("auto", "hi"))
+            .await
+            .status(),
+        401
+    );
+
+    let added = format!(
+        "{config}\n[[keys]]\nid = \"added\"\nteam = \"search\"\nsha256 = \"{}\"\n\n{memory}",
+        sha(new_key)
+    );
+    std::fs::write(&gw.config_path, added).unwrap();
+    gw.state
+        .reloader
+        .reload(crossroads::reload::Trigger::Admin)
+        .await
+        .unwrap();
+    let mut status = 0;
+    for _ in 0..40 {
+        status = chat_as(&gw, Some(new_key), user("auto", "hi"))
+            .await
+            .status()
+            .as_u16();
+        if status == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(status, 200, "the reloaded key was never accepted");
+    assert_eq!(
+        chat_as(&gw, Some(KEY), user("auto", "hi")).await.status(),
+        200
+    );
+}
