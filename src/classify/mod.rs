@@ -14,7 +14,7 @@ pub mod pii;
 
 use std::sync::Arc;
 
-pub use features::{Features, Signal, Signals};
+pub use features::{Complexity, Features, Signal, Signals};
 pub use heuristic::HeuristicClassifier;
 pub use linear::LinearClassifier;
 pub use pii::{PiiKind, PiiKinds};

@@ -8,9 +8,10 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
+use crate::classify::linear::FeatureSpec;
 use crate::classify::linear::data::{LabelMap, Row, Split, TASKS, is_calibration};
 use crate::classify::linear::metrics::{self, Confusion, ROUTELLM_BINS, Routing};
-use crate::classify::linear::train::{Example, TrainOptions};
+use crate::classify::linear::train::{Example, TrainOptions, WordVectors};
 use crate::classify::linear::{Head, LinearClassifier, format, train};
 use crate::classify::{Classifier, Prompt};
 
@@ -63,7 +64,8 @@ fn read_rows(files: &[PathBuf], split: Split) -> Result<Vec<Row>, Failed> {
 }
 
 fn parse_split(s: &str) -> Result<Split, Failed> {
-    Split::parse(s).ok_or_else(|| format!("unknown split `{s}`; use train, heldout or all"))
+    Split::parse(s)
+        .ok_or_else(|| format!("unknown split `{s}`; use train, validation, test or all"))
 }
 
 /// A one-line progress bar on stderr, redrawn in place.
@@ -111,8 +113,8 @@ pub struct TrainArgs {
     pub out: PathBuf,
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// Rows to learn from: `train` (all but the held-out 20%, chosen by a hash of
-    /// the text) or `all`.
+    /// Rows to learn from: `train` (all but the validation and test splits, 10% each,
+    /// chosen by a hash of the text) or `all`.
     #[arg(long, default_value = "train")]
     pub split: String,
     #[arg(long, default_value_t = 30)]
@@ -122,6 +124,21 @@ pub struct TrainArgs {
     /// The frontier head's learning rate, relative to --learning-rate.
     #[arg(long, default_value_t = 0.5)]
     pub frontier_rate: f32,
+    /// What the frontier head keeps of its n-gram (topic) weights after the joint run.
+    #[arg(long, default_value_t = 1.0)]
+    pub topic_scale: f32,
+    /// Epochs of the residual pass that refits the frontier head's dense (complexity)
+    /// weights on each row's own outcome; 0 for none.
+    #[arg(long, default_value_t = 0)]
+    pub residual_epochs: usize,
+    #[arg(long, default_value_t = 0.1)]
+    pub residual_rate: f32,
+    /// Let each data file learn its own frontier outcome offset while training (each
+    /// file's outcomes come from its own pair of models).
+    #[arg(long)]
+    pub source_offsets: bool,
+    #[arg(long, default_value_t = 0.0)]
+    pub residual_l2: f32,
     /// L2 penalty (weight decay per step on the rows a step touches).
     #[arg(long, default_value_t = 0.0)]
     pub l2: f32,
@@ -129,6 +146,22 @@ pub struct TrainArgs {
     /// subject or label (1: only its own, 0: only the group's).
     #[arg(long, default_value_t = 0.0)]
     pub outcome_keep: f32,
+    /// A data file (also given with --data) whose outcomes are not learned from: the
+    /// difficulty head trains without it, so it can be measured on a dataset it never
+    /// saw (leave-one-dataset-out). Repeat for more.
+    #[arg(long)]
+    pub without_outcomes: Vec<PathBuf>,
+    /// A data file (also given with --data) whose outcomes teach only the complexity
+    /// weights of the residual pass, not the topic weights. Repeat for more.
+    #[arg(long)]
+    pub complexity_only: Vec<PathBuf>,
+    /// Static word vectors to distill into the word rows (`PATH.txt`: one word a line;
+    /// `PATH.f32`: their vectors, little-endian f32; see scripts/distill/).
+    #[arg(long)]
+    pub word_vectors: Option<PathBuf>,
+    /// Scale of the word vectors against the n-gram features.
+    #[arg(long, default_value_t = 0.1)]
+    pub vector_scale: f32,
     /// log2 of the number of hashed feature buckets.
     #[arg(long, default_value_t = 17)]
     pub hash_bits: u8,
@@ -142,10 +175,36 @@ pub struct TrainArgs {
 pub fn train_command(args: TrainArgs) -> Result<(), Failed> {
     let started = Instant::now();
     let split = parse_split(&args.split)?;
-    if split == Split::Heldout {
-        return Err("training on the held-out split would leave nothing to evaluate on".into());
+    if matches!(split, Split::Validation | Split::Test) {
+        return Err(
+            "train learns from `train` (or `all`); validation and test are for eval".into(),
+        );
     }
-    let rows = read_rows(&args.data, split)?;
+    let mut rows = read_rows(&args.data, split)?;
+    for path in &args.without_outcomes {
+        let Some(file) = args.data.iter().position(|d| d == path) else {
+            return Err(format!(
+                "--without-outcomes {}: not one of the --data files",
+                path.display()
+            ));
+        };
+        for row in rows.iter_mut().filter(|r| r.file == file) {
+            row.weak_correct = None;
+            row.strong_correct = None;
+        }
+    }
+    let complexity_only: Vec<usize> = args
+        .complexity_only
+        .iter()
+        .map(|path| {
+            args.data.iter().position(|d| d == path).ok_or_else(|| {
+                format!(
+                    "--complexity-only {}: not one of the --data files",
+                    path.display()
+                )
+            })
+        })
+        .collect::<Result<_, _>>()?;
     let map = LabelMap::from_rows(rows.iter());
     map.check_size()?;
     let options = TrainOptions {
@@ -154,6 +213,11 @@ pub fn train_command(args: TrainArgs) -> Result<(), Failed> {
         learning_rate: args.learning_rate,
         frontier_rate: args.frontier_rate,
         l2: args.l2,
+        topic_scale: args.topic_scale,
+        residual_epochs: args.residual_epochs,
+        source_offsets: args.source_offsets,
+        residual_rate: args.residual_rate,
+        residual_l2: args.residual_l2,
         spec: crate::classify::linear::FeatureSpec {
             hash_bits: args.hash_bits,
             char_min: args.char_min,
@@ -177,7 +241,10 @@ pub fn train_command(args: TrainArgs) -> Result<(), Failed> {
     for (i, row) in rows.iter().enumerate() {
         let targets = map.targets(row);
         let calibration = is_calibration(&row.text);
-        examples.push(Example::new(&options.spec, &row.text, targets, calibration));
+        let mut example = Example::new(&options.spec, &row.text, targets, calibration);
+        example.source = row.file;
+        example.complexity_only = complexity_only.contains(&row.file);
+        examples.push(example);
         if i % 512 == 0 {
             bar.show(i, rows.len());
         }
@@ -194,11 +261,17 @@ pub fn train_command(args: TrainArgs) -> Result<(), Failed> {
         count(&|e| e.targets.outcome.is_some()),
         count(&|e| e.calibration),
     );
+    let vectors = args
+        .word_vectors
+        .as_deref()
+        .map(|path| read_word_vectors(path, &options.spec, args.vector_scale))
+        .transpose()?;
     let mut bar = Progress::new("training");
     let model = train::train(
         &examples,
         map.domains.clone(),
         map.tasks.clone(),
+        vectors.as_ref(),
         &options,
         &mut |done, total| bar.show(done, total),
     );
@@ -217,6 +290,32 @@ pub fn train_command(args: TrainArgs) -> Result<(), Failed> {
         model.temperatures,
     );
     Ok(())
+}
+
+/// Reads `PATH.txt` (words) and `PATH.f32` (their vectors) into word vectors.
+fn read_word_vectors(path: &Path, spec: &FeatureSpec, scale: f32) -> Result<WordVectors, Failed> {
+    let words_path = path.with_extension("txt");
+    let vectors_path = path.with_extension("f32");
+    let words: Vec<String> = std::fs::read_to_string(&words_path)
+        .map_err(|e| format!("cannot read {}: {e}", words_path.display()))?
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    let bytes = std::fs::read(&vectors_path)
+        .map_err(|e| format!("cannot read {}: {e}", vectors_path.display()))?;
+    let floats: Vec<f32> = bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    let dims = floats.len().checked_div(words.len()).unwrap_or(0);
+    let vectors = WordVectors::new(spec, &words, &floats, dims, scale)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    eprintln!(
+        "{} word vectors of {dims} dimensions in {} buckets",
+        words.len(),
+        vectors.len()
+    );
+    Ok(vectors)
 }
 
 /// Loads a model file, timing it.
@@ -259,6 +358,7 @@ pub fn eval_command(args: EvalArgs) -> Result<(), Failed> {
     let mut confusion = Confusion::new(k);
     let mut calibration = Vec::new();
     let mut routed = Vec::new();
+    let mut graded = Vec::new();
     let mut micros = Vec::with_capacity(rows.len());
     for row in &rows {
         let prompt = Prompt::user(&row.text);
@@ -278,7 +378,11 @@ pub fn eval_command(args: EvalArgs) -> Result<(), Failed> {
         if let (Some(w), Some(s)) = (row.weak_correct, row.strong_correct) {
             routed.push((c.difficulty, w, s));
         }
+        if let Some(level) = row.level {
+            graded.push((c.difficulty, level));
+        }
     }
+    let level_rho = metrics::spearman(&graded);
     let routing = metrics::routing(&routed, ROUTELLM_BINS);
     let mut report = String::new();
     let _ = writeln!(
@@ -294,6 +398,13 @@ pub fn eval_command(args: EvalArgs) -> Result<(), Failed> {
     }
     if let Some(r) = &routing {
         routing_report(&mut report, r);
+    }
+    if let Some(rho) = level_rho {
+        let _ = writeln!(
+            report,
+            "\ndifficulty against the graded level of {} rows: Spearman {rho:.4}",
+            graded.len()
+        );
     }
     micros.sort_by(f64::total_cmp);
     let pct = |q: f64| metrics::quantile(&micros.iter().map(|&m| m as f32).collect::<Vec<_>>(), q);
@@ -320,6 +431,9 @@ pub fn eval_command(args: EvalArgs) -> Result<(), Failed> {
         summary["apgr"] = round4(r.apgr).into();
         summary["cpt50"] = round4(r.cpt50).into();
         summary["cpt80"] = round4(r.cpt80).into();
+    }
+    if let Some(rho) = level_rho {
+        summary["level_rho"] = round4(rho).into();
     }
     let failed: Vec<String> = args
         .require

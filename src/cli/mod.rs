@@ -86,8 +86,9 @@ enum Command {
         model: PathBuf,
         #[arg(long, required = true)]
         data: Vec<PathBuf>,
-        /// Rows to measure: `heldout` (the 20% that `train` leaves out), `train` or `all`.
-        #[arg(long, default_value = "heldout")]
+        /// Rows to measure: `validation` (where choices are made), `test` (read once per
+        /// model, for reported figures), `train` or `all`.
+        #[arg(long, default_value = "validation")]
         split: String,
         /// Draw the cost-quality curve against random routing into this SVG file.
         #[arg(long)]

@@ -1,6 +1,13 @@
 //! Labelled prompts as the `train` and `eval` commands read them (one JSON object a
-//! line), the deterministic train / held-out split, and how a row's fields become the
-//! targets of the three heads.
+//! line), the deterministic train / validation / test split, and how a row's fields
+//! become the targets of the three heads.
+//!
+//! The protocol: every row falls in one of 100 buckets by a salted hash of its question
+//! text. Buckets below [`TEST_PERCENT`] are the test split, read once per shipped model
+//! and reported; the next [`VALIDATION_PERCENT`] are the validation split, where every
+//! choice (features, epochs, rates, architecture) is made; the rest trains, and the
+//! first [`CALIBRATION_PERCENT`] of it is held back from the gradient to fit the
+//! softmax temperatures.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -11,12 +18,19 @@ use super::{MAX_OUTPUTS, OUTCOMES};
 /// The task labels every model has, in this order.
 pub const TASKS: [&str; 4] = ["coding", "math", "creative_writing", "other"];
 
-/// Percent of rows, chosen by a hash of their text, kept out of training for evaluation.
-pub const HELDOUT_PERCENT: u64 = 20;
+/// Percent of rows, chosen by a hash of their text, in the test split.
+pub const TEST_PERCENT: u64 = 10;
 
-/// Percent of the training rows (the next hash range) held back to fit the softmax
-/// temperatures.
+/// Percent of rows (the next hash range) in the validation split.
+pub const VALIDATION_PERCENT: u64 = 10;
+
+/// Percent of rows (the next hash range) that train holds back from the gradient to fit
+/// the softmax temperatures.
 pub const CALIBRATION_PERCENT: u64 = 10;
+
+/// Mixed into the split hash so that this protocol's test split is not the held-out
+/// range earlier models were tuned on.
+const SPLIT_SALT: &[u8] = b"xr-split";
 
 /// One line of a JSONL file. Unknown fields (ids, options) are ignored.
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -39,6 +53,10 @@ pub struct Row {
     pub weak_correct: Option<bool>,
     #[serde(default)]
     pub strong_correct: Option<bool>,
+    /// A graded difficulty (MATH's level 1 to 5, say): eval reports how the difficulty
+    /// score ranks it.
+    #[serde(default)]
+    pub level: Option<f32>,
     /// Set by the reader when every label of the row's file is a task label (a file of
     /// coding or math requests, say): such rows train the task head only, so prompts
     /// of another kind do not blur the subject domains.
@@ -84,11 +102,13 @@ impl Row {
 /// Which rows a command uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Split {
-    /// Rows outside the held-out range (what `train` learns from by default).
+    /// What `train` learns from by default: neither validation nor test.
     Train,
-    /// The held-out range (what `eval` measures by default).
-    Heldout,
-    /// Every row (your own traffic, a fixture).
+    /// Where choices are made (what `eval` measures by default).
+    Validation,
+    /// Read once per shipped model, for the figures it reports.
+    Test,
+    /// Every row (your own traffic, a fixture, a dataset no model trained on).
     All,
 }
 
@@ -96,29 +116,35 @@ impl Split {
     pub fn parse(s: &str) -> Option<Split> {
         match s {
             "train" => Some(Split::Train),
-            "heldout" => Some(Split::Heldout),
+            "validation" => Some(Split::Validation),
+            "test" => Some(Split::Test),
             "all" => Some(Split::All),
             _ => None,
         }
     }
 
-    pub fn contains(self, text: &str) -> bool {
-        let heldout = bucket(text) < HELDOUT_PERCENT;
-        match self {
-            Split::Train => !heldout,
-            Split::Heldout => heldout,
-            Split::All => true,
+    /// The split a text falls in (never [`Split::All`]).
+    pub fn of(text: &str) -> Split {
+        match bucket(text) {
+            b if b < TEST_PERCENT => Split::Test,
+            b if b < TEST_PERCENT + VALIDATION_PERCENT => Split::Validation,
+            _ => Split::Train,
         }
+    }
+
+    pub fn contains(self, text: &str) -> bool {
+        self == Split::All || self == Split::of(text)
     }
 }
 
 /// The row's hash bucket in [0, 100). The hash covers the question only: a trailing
 /// multiple-choice block (`\nA. ...`) is cut and only lower-cased letters and digits
-/// count, so one question asked in two files lands on the same side of the split.
+/// count, so one question asked in two files lands in the same split.
 pub fn bucket(text: &str) -> u64 {
     let stem = text.find("\nA. ").map_or(text, |i| &text[..i]);
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in stem.bytes().filter(u8::is_ascii_alphanumeric) {
+    let bytes = SPLIT_SALT.iter().copied().chain(stem.bytes());
+    for b in bytes.filter(u8::is_ascii_alphanumeric) {
         h ^= u64::from(b.to_ascii_lowercase());
         h = h.wrapping_mul(0x100_0000_01b3);
     }
@@ -127,7 +153,8 @@ pub fn bucket(text: &str) -> u64 {
 
 /// True for training rows held back to fit the temperatures.
 pub fn is_calibration(text: &str) -> bool {
-    (HELDOUT_PERCENT..HELDOUT_PERCENT + CALIBRATION_PERCENT).contains(&bucket(text))
+    let start = TEST_PERCENT + VALIDATION_PERCENT;
+    (start..start + CALIBRATION_PERCENT).contains(&bucket(text))
 }
 
 /// The targets of one row, as indices into the model's label lists.
@@ -302,14 +329,28 @@ mod tests {
         let with_options = format!("{q}\nA. 0\nB. 2\nAnswer:");
         assert_eq!(bucket(q), bucket(&with_options));
         assert_eq!(bucket(q), bucket(&q.to_uppercase()));
-        let heldout = (0..1000)
-            .filter(|i| Split::Heldout.contains(&format!("question {i}")))
-            .count();
-        assert!((150..250).contains(&heldout), "{heldout}");
+        let count = |split: Split| {
+            (0..2000)
+                .filter(|i| split.contains(&format!("question {i}")))
+                .count()
+        };
+        assert!(
+            (150..250).contains(&count(Split::Test)),
+            "{}",
+            count(Split::Test)
+        );
+        assert!((150..250).contains(&count(Split::Validation)));
+        assert_eq!(
+            count(Split::Train) + count(Split::Validation) + count(Split::Test),
+            2000
+        );
         for i in 0..100 {
             let t = format!("q{i}");
-            assert_ne!(Split::Train.contains(&t), Split::Heldout.contains(&t));
+            let inside = [Split::Train, Split::Validation, Split::Test].map(|s| s.contains(&t));
+            assert_eq!(inside.iter().filter(|&&x| x).count(), 1, "{t}");
             assert!(Split::All.contains(&t));
+            assert_eq!(is_calibration(&t), (20..30).contains(&bucket(&t)));
+            assert!(!is_calibration(&t) || Split::Train.contains(&t));
         }
     }
 

@@ -225,6 +225,42 @@ pub fn quantile(sorted: &[f32], q: f64) -> f32 {
     sorted[lo] + (sorted[hi] - sorted[lo]) * frac
 }
 
+/// Spearman's rank correlation of `(score, grade)` pairs (ties share their mean rank);
+/// `None` for fewer than two rows or a constant column.
+pub fn spearman(rows: &[(f32, f32)]) -> Option<f64> {
+    fn ranks(values: &[f32]) -> Vec<f64> {
+        let mut order: Vec<usize> = (0..values.len()).collect();
+        order.sort_by(|&a, &b| values[a].total_cmp(&values[b]));
+        let mut ranks = vec![0.0; values.len()];
+        let mut i = 0;
+        while i < order.len() {
+            let mut j = i;
+            while j + 1 < order.len() && values[order[j + 1]] == values[order[i]] {
+                j += 1;
+            }
+            let mean = (i + j) as f64 / 2.0;
+            for &k in &order[i..=j] {
+                ranks[k] = mean;
+            }
+            i = j + 1;
+        }
+        ranks
+    }
+    if rows.len() < 2 {
+        return None;
+    }
+    let a = ranks(&rows.iter().map(|r| r.0).collect::<Vec<_>>());
+    let b = ranks(&rows.iter().map(|r| r.1).collect::<Vec<_>>());
+    let mean = (rows.len() - 1) as f64 / 2.0;
+    let (mut ab, mut aa, mut bb) = (0.0, 0.0, 0.0);
+    for (x, y) in a.iter().zip(&b) {
+        ab += (x - mean) * (y - mean);
+        aa += (x - mean) * (x - mean);
+        bb += (y - mean) * (y - mean);
+    }
+    (aa > 0.0 && bb > 0.0).then(|| ab / (aa * bb).sqrt())
+}
+
 /// Strong share at which the curve first reaches `target` accuracy.
 fn calls_to_reach(curve: &[CurvePoint], target: f64) -> f64 {
     let Some(first) = curve.first() else {

@@ -75,7 +75,12 @@ pub const MAX_WEIGHT: f32 = 8.0;
 pub const MAX_UNITS: u32 = (MAX_WEIGHT * WEIGHT_UNITS) as u32;
 
 /// Number of dense structural signals, see [`dense`].
-pub const DENSE: usize = 10;
+pub const DENSE: usize = 18;
+
+/// The dense signals from this index on measure complexity (how much work a prompt
+/// asks for); only the frontier head learns from them, the domain and task heads keep
+/// to what a prompt is about.
+pub const COMPLEXITY: usize = 10;
 
 /// At most this many bytes of text (about 500 tokens) are read for n-grams, newest
 /// message first: a long prompt's topic shows in its first page, and the cost stays
@@ -97,6 +102,14 @@ pub fn dense(f: &Features) -> [f32; DENSE] {
         log(f.reasoning),
         log(f.writing),
         flag(f.signals.contains(Signal::CodeFence)),
+        log(f.complexity.numbers),
+        log(f.complexity.decimals),
+        log(f.complexity.sentences),
+        log(f.complexity.questions),
+        log(f.complexity.operators),
+        log(f.complexity.negations),
+        log(f.complexity.constraints),
+        (f.complexity.word_length / 10.0).min(2.0),
     ]
 }
 

@@ -100,6 +100,7 @@ fn train_on(rows: &[(String, Targets)], seed: u64) -> LinearModel {
         &examples,
         DOMAINS.map(str::to_owned).to_vec(),
         data::TASKS.map(str::to_owned).to_vec(),
+        None,
         &options,
         &mut |_, _| {},
     )
@@ -580,4 +581,84 @@ fn open_sums_fold_before_their_lanes_overflow() {
         assert_eq!(weighted.sums[0], rows * i64::from(table::MAX_Q) * 16);
         assert_eq!(weighted.norm, rows * i64::from(table::MAX_Q) * 16 * 16);
     }
+}
+
+/// Word vectors that place each domain's words, and one unseen synonym per domain, in
+/// their own direction.
+fn toy_vectors(spec: &FeatureSpec) -> (train::WordVectors, [&'static str; 3]) {
+    let unseen = ["asteroid", "spatula", "lawsuit"];
+    let mut words = Vec::new();
+    let mut vectors = Vec::new();
+    for (d, domain) in VOCAB.iter().enumerate() {
+        for &w in domain.iter().chain([&unseen[d]]) {
+            words.push(w.to_owned());
+            let mut v = [0.0f32; 4];
+            v[d] = 1.0;
+            vectors.extend_from_slice(&v);
+        }
+    }
+    for &w in &FILLER {
+        words.push(w.to_owned());
+        vectors.extend_from_slice(&[0.0, 0.0, 0.0, 1.0]);
+    }
+    let vectors = train::WordVectors::new(spec, &words, &vectors, 4, 1.0).unwrap();
+    (vectors, unseen)
+}
+
+#[test]
+fn word_vectors_carry_labels_to_words_never_seen_in_training() {
+    let options = TrainOptions {
+        epochs: 5,
+        learning_rate: 0.5,
+        spec: FeatureSpec {
+            char_min: 0,
+            char_max: 0,
+            ..small_spec()
+        },
+        ..TrainOptions::default()
+    };
+    let rows = synthetic(7, 300);
+    let examples: Vec<Example> = rows
+        .iter()
+        .map(|(text, t)| Example::new(&options.spec, text, *t, false))
+        .collect();
+    let (vectors, unseen) = toy_vectors(&options.spec);
+    assert_eq!(
+        vectors.len(),
+        3 * 8 + FILLER.len(),
+        "one bucket a word here"
+    );
+    let labels = || {
+        (
+            DOMAINS.map(str::to_owned).to_vec(),
+            data::TASKS.map(str::to_owned).to_vec(),
+        )
+    };
+    let train_with = |v: Option<&train::WordVectors>| {
+        let (domains, tasks) = labels();
+        LinearClassifier::new(train::train(
+            &examples,
+            domains,
+            tasks,
+            v,
+            &options,
+            &mut |_, _| {},
+        ))
+    };
+    let with = train_with(Some(&vectors));
+    let without = train_with(None);
+    for (d, word) in unseen.iter().enumerate() {
+        let c = with.classify(&Prompt::user(word));
+        assert_eq!(c.label, Label(d as u16), "{word}: {c:?}");
+        assert!(c.confidence > 0.5, "{word}: {}", c.confidence);
+        let blind = without.classify(&Prompt::user(word));
+        assert!(
+            blind.confidence < 0.5,
+            "{word} without vectors: {}",
+            blind.confidence
+        );
+    }
+    // The fold keeps what training learned on seen words.
+    let seen = with.classify(&Prompt::user("the telescope and the comet"));
+    assert_eq!(seen.label, Label(0));
 }

@@ -19,6 +19,19 @@ pub struct TrainOptions {
     /// The frontier head's learning rate relative to the others: its outcomes are
     /// noisy, and it overfits long before the domain head has converged.
     pub frontier_rate: f32,
+    /// What the frontier head keeps of its n-gram weights after the joint run: the
+    /// topic rates those weights learn vary from word to word within one kind of task,
+    /// and drown the complexity signals on a dataset of one topic.
+    pub topic_scale: f32,
+    /// Epochs of the residual pass (0: none): the frontier head's weights on the dense
+    /// signals refitted on each row's own outcome, everything else fixed.
+    pub residual_epochs: usize,
+    /// Whether each source (data file) learns its own frontier outcome offset while
+    /// training (see [`Example::source`]).
+    pub source_offsets: bool,
+    /// The residual pass's learning rate and L2 penalty.
+    pub residual_rate: f32,
+    pub residual_l2: f32,
     pub spec: FeatureSpec,
 }
 
@@ -30,6 +43,11 @@ impl Default for TrainOptions {
             learning_rate: 2.0,
             l2: 0.0,
             frontier_rate: 0.5,
+            topic_scale: 1.0,
+            residual_epochs: 0,
+            source_offsets: false,
+            residual_rate: 0.1,
+            residual_l2: 0.0,
             spec: FeatureSpec::default(),
         }
     }
@@ -49,6 +67,15 @@ pub struct Example {
     pub targets: Targets,
     /// Held back from the gradient to fit the temperatures.
     pub calibration: bool,
+    /// Which source (data file) the row's outcome comes from: each pair of models has
+    /// its own outcome rates, learned as an offset of the source while training and
+    /// left out of the model, so words learn contrasts within a source rather than
+    /// which source they come from.
+    pub source: usize,
+    /// The row's outcome teaches only the complexity weights (the residual pass), not
+    /// the topic weights: for graded outcomes (MATH's levels) whose topic is one word
+    /// list, where topic weights would learn that a whole subject is hard.
+    pub complexity_only: bool,
     /// The frontier head's target distribution, when it is softer than the row's own
     /// outcome (see [`smooth_outcomes`]).
     pub soft_outcome: Option<[f32; 4]>,
@@ -86,6 +113,8 @@ impl Example {
             dense: ngrams::dense(&features),
             targets,
             calibration,
+            source: 0,
+            complexity_only: false,
             soft_outcome: None,
         }
     }
@@ -111,9 +140,117 @@ impl Example {
         match head {
             Head::Domain => self.targets.domain,
             Head::Task => self.targets.task,
-            Head::Frontier => self.targets.outcome,
+            Head::Frontier => self.targets.outcome.filter(|_| !self.complexity_only),
         }
     }
+}
+
+/// Static word vectors (distilled from a sentence encoder, see `scripts/distill/`) by
+/// hashed word bucket. Training learns a projection from the tf-idf-weighted sum of a
+/// prompt's word vectors to the outputs; since that sum is linear in the features, the
+/// projection is folded into each word's own weight row at the end, and classification
+/// costs nothing more. Words never seen in a labelled row still get a row from their
+/// vector: that is what carries the encoder's knowledge to unseen phrasing.
+#[derive(Clone, Debug, Default)]
+pub struct WordVectors {
+    dims: usize,
+    /// Bucket → index of its vector (the mean of the words hashed into it).
+    index: std::collections::HashMap<u32, usize>,
+    vectors: Vec<f32>,
+}
+
+impl WordVectors {
+    /// Hashes each word as the walker hashes a lone word, averaging the vectors of
+    /// words that share a bucket; `vectors` holds `dims` floats per word, and every
+    /// vector is centred on the mean and scaled by `scale`.
+    pub fn new(
+        spec: &FeatureSpec,
+        words: &[String],
+        vectors: &[f32],
+        dims: usize,
+        scale: f32,
+    ) -> Result<Self, String> {
+        if dims == 0 || vectors.len() != words.len() * dims {
+            return Err(format!(
+                "{} words but {} floats: not {dims} per word",
+                words.len(),
+                vectors.len()
+            ));
+        }
+        // Centred: the encoder's token vectors share one large common direction, which
+        // says nothing about a prompt and would swamp the step size.
+        let mut mean = vec![0.0f32; dims];
+        for vector in vectors.chunks_exact(dims) {
+            mean.iter_mut().zip(vector).for_each(|(m, v)| *m += v);
+        }
+        mean.iter_mut()
+            .for_each(|m| *m /= words.len().max(1) as f32);
+        let mut index = std::collections::HashMap::new();
+        let mut sums: Vec<f32> = Vec::new();
+        let mut counts: Vec<f32> = Vec::new();
+        for (word, vector) in words.iter().zip(vectors.chunks_exact(dims)) {
+            let mut unigram = None;
+            ngrams::for_each_feature(spec, &Prompt::user(word), |b, _, kind| {
+                if kind == ngrams::Kind::Words {
+                    unigram.get_or_insert(b as u32);
+                }
+            });
+            let Some(bucket) = unigram else { continue };
+            let at = *index.entry(bucket).or_insert_with(|| {
+                sums.resize(sums.len() + dims, 0.0);
+                counts.push(0.0);
+                counts.len() - 1
+            });
+            for ((s, v), m) in sums[at * dims..(at + 1) * dims]
+                .iter_mut()
+                .zip(vector)
+                .zip(&mean)
+            {
+                *s += (v - m) * scale;
+            }
+            counts[at] += 1.0;
+        }
+        for (sum, n) in sums.chunks_exact_mut(dims).zip(&counts) {
+            sum.iter_mut().for_each(|s| *s /= n);
+        }
+        Ok(WordVectors {
+            dims,
+            index,
+            vectors: sums,
+        })
+    }
+
+    /// Buckets that have a vector.
+    pub fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.index.is_empty()
+    }
+
+    fn vector(&self, bucket: u32) -> Option<&[f32]> {
+        let at = *self.index.get(&bucket)?;
+        self.vectors.get(at * self.dims..(at + 1) * self.dims)
+    }
+
+    /// The sum of the vectors of `buckets`, each times its tf-idf value.
+    fn embed(&self, buckets: &[u32], values: &[f32]) -> Vec<f32> {
+        let mut sum = vec![0.0; self.dims];
+        for (&b, &v) in buckets.iter().zip(values) {
+            if let Some(vector) = self.vector(b) {
+                sum.iter_mut().zip(vector).for_each(|(s, x)| *s += v * x);
+            }
+        }
+        sum
+    }
+}
+
+/// What one example feeds the weights: its unit-length tf-idf values (one per bucket)
+/// and the tf-idf-weighted sum of its word vectors (empty without word vectors).
+struct Inputs {
+    values: Vec<f32>,
+    embedded: Vec<f32>,
 }
 
 /// A small, seeded generator (SplitMix64) for the shuffles.
@@ -190,6 +327,12 @@ struct Weights {
     /// `buckets + DENSE` rows of `stride()` weights, row-major.
     rows: Vec<f32>,
     bias: Vec<f32>,
+    /// One row of `stride()` weights per word-vector dimension, row-major (empty
+    /// without word vectors); folded into `rows` when training ends.
+    projection: Vec<f32>,
+    /// The frontier outcomes' offset of each source (see [`Example::source`]), used
+    /// only while training.
+    source_bias: Vec<[f32; 4]>,
 }
 
 impl Weights {
@@ -203,6 +346,8 @@ impl Weights {
             idf: vec![1.0; spec.buckets()],
             rows: vec![0.0; spec.rows() * stride],
             bias: vec![0.0; stride],
+            projection: Vec::new(),
+            source_bias: Vec::new(),
         }
     }
 
@@ -224,12 +369,27 @@ pub fn train(
     examples: &[Example],
     domains: Vec<String>,
     tasks: Vec<String>,
+    vectors: Option<&WordVectors>,
     options: &TrainOptions,
     progress: &mut dyn FnMut(usize, usize),
 ) -> LinearModel {
     let mut model = Weights::zeros(&options.spec, domains.len(), tasks.len());
     model.idf = inverse_document_frequency(examples, model.buckets);
-    let values: Vec<Vec<f32>> = examples.iter().map(|e| e.values(&model.idf)).collect();
+    if let Some(v) = vectors {
+        model.projection = vec![0.0; v.dims * model.stride()];
+    }
+    if options.source_offsets {
+        let sources = examples.iter().map(|e| e.source + 1).max().unwrap_or(0);
+        model.source_bias = vec![[0.0; 4]; sources];
+    }
+    let values: Vec<Inputs> = examples
+        .iter()
+        .map(|e| {
+            let values = e.values(&model.idf);
+            let embedded = vectors.map_or_else(Vec::new, |v| v.embed(&e.buckets, &values));
+            Inputs { values, embedded }
+        })
+        .collect();
     let calibrating = examples.iter().any(|e| e.calibration);
     let held_back = examples.iter().filter(|e| e.calibration).count();
     let first_steps = (examples.len() - held_back) * options.epochs;
@@ -240,6 +400,7 @@ pub fn train(
         sgd(&mut first, examples, &values, false, options, &mut |done| {
             progress(done, total)
         });
+        fit_complexity(&mut first, examples, &values, false, options);
         model.temperatures = fit_temperatures(&first, examples, &values);
         sgd(&mut model, examples, &values, true, options, &mut |done| {
             progress(first_steps + done, total)
@@ -248,6 +409,10 @@ pub fn train(
         sgd(&mut model, examples, &values, true, options, &mut |done| {
             progress(done, all_steps)
         });
+    }
+    fit_complexity(&mut model, examples, &values, true, options);
+    if let Some(v) = vectors {
+        fold_projection(&mut model, v);
     }
     LinearModel::from_weights(
         options.spec,
@@ -260,12 +425,26 @@ pub fn train(
     )
 }
 
+/// Adds each word vector's projection into its bucket's row: afterwards the rows alone
+/// give the same scores as rows plus projected vectors did in training.
+fn fold_projection(model: &mut Weights, vectors: &WordVectors) {
+    let stride = model.stride();
+    for (&bucket, &at) in &vectors.index {
+        let vector = &vectors.vectors[at * vectors.dims..(at + 1) * vectors.dims];
+        let row = &mut model.rows[bucket as usize * stride..(bucket as usize + 1) * stride];
+        for (&x, p) in vector.iter().zip(model.projection.chunks_exact(stride)) {
+            row.iter_mut().zip(p).for_each(|(w, p)| *w += x * p);
+        }
+    }
+    model.projection.clear();
+}
+
 /// Epochs of stochastic gradient descent over the examples (the calibration rows only
 /// when `with_calibration`), with the learning rate decaying linearly to zero.
 fn sgd(
     model: &mut Weights,
     examples: &[Example],
-    values: &[Vec<f32>],
+    inputs: &[Inputs],
     with_calibration: bool,
     options: &TrainOptions,
     progress: &mut dyn FnMut(usize),
@@ -295,7 +474,7 @@ fn sgd(
             if step % 4096 == 0 {
                 progress(step);
             }
-            scores(model, e, &values[i], &mut z);
+            scores(model, e, &inputs[i], &mut z);
             grad.fill(0.0);
             let mut any = false;
             for (h, (head, class_weight)) in weights.iter().enumerate() {
@@ -331,20 +510,115 @@ fn sgd(
                     *w = *w * decay - g * x;
                 }
             };
-            for (&b, &v) in e.buckets.iter().zip(&values[i]) {
+            for (&b, &v) in e.buckets.iter().zip(&inputs[i].values) {
                 update(b as usize, v);
             }
-            for (j, &d) in e.dense.iter().enumerate() {
+            for (&x, p) in inputs[i]
+                .embedded
+                .iter()
+                .zip(model.projection.chunks_exact_mut(stride))
+            {
+                for (p, g) in p.iter_mut().zip(&grad) {
+                    *p = *p * decay - g * x;
+                }
+            }
+            for (j, &d) in e.dense.iter().enumerate().take(ngrams::COMPLEXITY) {
                 if d != 0.0 {
                     update(buckets + j, d);
+                }
+            }
+            // The complexity signals feed the frontier head only.
+            let frontier = model.range(Head::Frontier);
+            for (j, &d) in e.dense.iter().enumerate().skip(ngrams::COMPLEXITY) {
+                if d != 0.0 {
+                    let row = buckets + j;
+                    let w = &mut model.rows[row * stride..(row + 1) * stride];
+                    for (w, g) in w[frontier.clone()].iter_mut().zip(&grad[frontier.clone()]) {
+                        *w = *w * decay - g * d;
+                    }
                 }
             }
             for (b, g) in model.bias.iter_mut().zip(&grad) {
                 *b -= g;
             }
+            if let Some(offset) = model.source_bias.get_mut(e.source) {
+                offset
+                    .iter_mut()
+                    .zip(&grad[frontier])
+                    .for_each(|(o, g)| *o -= g);
+            }
         }
     }
     progress(total);
+}
+
+/// Splits the frontier head into topic and complexity: scales its n-gram weights by
+/// [`TrainOptions::topic_scale`], then refits its weights on the dense signals (and its
+/// bias) to each row's own outcome, with the scaled topic part as a fixed offset. The
+/// joint run learns from outcomes smoothed over a subject; this pass learns what the
+/// question itself adds, from signals that mean the same on any dataset.
+fn fit_complexity(
+    model: &mut Weights,
+    examples: &[Example],
+    inputs: &[Inputs],
+    with_calibration: bool,
+    options: &TrainOptions,
+) {
+    let stride = model.stride();
+    let frontier = model.range(Head::Frontier);
+    if options.topic_scale != 1.0 {
+        for row in model.rows[..model.buckets * stride].chunks_exact_mut(stride) {
+            row[frontier.clone()]
+                .iter_mut()
+                .for_each(|w| *w *= options.topic_scale);
+        }
+    }
+    if options.residual_epochs == 0 {
+        return;
+    }
+    let mut order: Vec<usize> = (0..examples.len())
+        .filter(|&i| examples[i].targets.outcome.is_some())
+        .filter(|&i| with_calibration || !examples[i].calibration)
+        .collect();
+    let total = order.len() * options.residual_epochs;
+    let mut rng = Rng::new(options.seed ^ 0x5eed);
+    let mut z = vec![0.0f32; stride];
+    let mut step = 0;
+    let buckets = model.buckets;
+    for _ in 0..options.residual_epochs {
+        rng.shuffle(&mut order);
+        for &i in &order {
+            let e = &examples[i];
+            let Some(t) = e.targets.outcome else { continue };
+            let lr = options.residual_rate * (1.0 - step as f32 / total as f32);
+            step += 1;
+            scores(model, e, &inputs[i], &mut z);
+            let g = &mut z[frontier.clone()];
+            softmax(g, 1.0);
+            if let Some(g) = g.get_mut(t) {
+                *g -= 1.0;
+            }
+            let decay = 1.0 - lr * options.residual_l2;
+            for (j, &d) in e.dense.iter().enumerate() {
+                let row = &mut model.rows[(buckets + j) * stride..(buckets + j + 1) * stride];
+                for (w, g) in row[frontier.clone()].iter_mut().zip(&z[frontier.clone()]) {
+                    *w = *w * decay - lr * g * d;
+                }
+            }
+            for (b, g) in model.bias[frontier.clone()]
+                .iter_mut()
+                .zip(&z[frontier.clone()])
+            {
+                *b -= lr * g;
+            }
+            if let Some(offset) = model.source_bias.get_mut(e.source) {
+                offset
+                    .iter_mut()
+                    .zip(&z[frontier.clone()])
+                    .for_each(|(o, g)| *o -= lr * g);
+            }
+        }
+    }
 }
 
 /// Softens the outcome targets: one question's outcome is a noisy draw, the outcome
@@ -394,10 +668,24 @@ fn inverse_document_frequency(examples: &[Example], buckets: usize) -> Vec<f32> 
 }
 
 /// Logits of one example under the current weights.
-fn scores(model: &Weights, e: &Example, values: &[f32], z: &mut [f32]) {
+fn scores(model: &Weights, e: &Example, inputs: &Inputs, z: &mut [f32]) {
     let stride = model.stride();
     z.copy_from_slice(&model.bias);
-    for (&b, &v) in e.buckets.iter().zip(values) {
+    if let Some(offset) = model.source_bias.get(e.source) {
+        let frontier = model.range(Head::Frontier);
+        z[frontier]
+            .iter_mut()
+            .zip(offset)
+            .for_each(|(z, o)| *z += o);
+    }
+    for (&x, p) in inputs
+        .embedded
+        .iter()
+        .zip(model.projection.chunks_exact(stride))
+    {
+        z.iter_mut().zip(p).for_each(|(z, p)| *z += x * p);
+    }
+    for (&b, &v) in e.buckets.iter().zip(&inputs.values) {
         let row = &model.rows[b as usize * stride..(b as usize + 1) * stride];
         for (z, w) in z.iter_mut().zip(row) {
             *z += w * v;
@@ -414,11 +702,11 @@ fn scores(model: &Weights, e: &Example, values: &[f32], z: &mut [f32]) {
 
 /// For each head, the temperature minimizing the negative log-likelihood of the
 /// calibration rows (1 when there are none).
-fn fit_temperatures(model: &Weights, examples: &[Example], values: &[Vec<f32>]) -> [f32; 3] {
+fn fit_temperatures(model: &Weights, examples: &[Example], inputs: &[Inputs]) -> [f32; 3] {
     let mut z = vec![0.0f32; model.stride()];
     let mut per_head: [Vec<(Vec<f32>, usize)>; 3] = Default::default();
-    for (e, values) in examples.iter().zip(values).filter(|(e, _)| e.calibration) {
-        scores(model, e, values, &mut z);
+    for (e, inputs) in examples.iter().zip(inputs).filter(|(e, _)| e.calibration) {
+        scores(model, e, inputs, &mut z);
         for (h, head) in Head::ALL.into_iter().enumerate() {
             if let Some(t) = e.target(head) {
                 per_head[h].push((z[model.range(head)].to_vec(), t));
