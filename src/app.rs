@@ -280,7 +280,8 @@ async fn watch_keys(
 ///
 /// Side doors: `POST /v1/route/explain` runs stages 2-5 only; `GET /v1/models`,
 /// `/healthz`, `/readyz` and `/metrics` read state; `POST /admin/reload` (admin key)
-/// reloads the config. Unknown paths and methods get OpenAI-shaped 404/405 errors.
+/// reloads the config; `POST /v1/feedback` rates a served request, by its id, in the
+/// ledger ([`crate::handler::feedback`]). Unknown paths and methods get OpenAI-shaped 404/405 errors.
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route(
@@ -295,6 +296,7 @@ pub fn router(state: AppState) -> Router {
         .route("/admin/reload", post(handler::admin::reload))
         .route("/v1/spend", get(handler::spend::spend))
         .route("/v1/spend/requests", get(handler::spend::requests))
+        .route("/v1/feedback", post(handler::feedback::feedback))
         .fallback(handler::not_found)
         .method_not_allowed_fallback(handler::method_not_allowed)
         .with_state(state)

@@ -31,6 +31,10 @@ pub enum ApiError {
     ModelNotFound {
         model: String,
     },
+    /// Feedback names a request the ledger does not hold, or one the caller may not rate.
+    RequestNotFound {
+        request_id: String,
+    },
     /// No route for this path or method.
     NotFound,
     MethodNotAllowed,
@@ -103,7 +107,9 @@ impl ApiError {
                 StatusCode::TOO_MANY_REQUESTS
             }
             ApiError::InvalidConfig { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::ModelNotFound { .. } | ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::ModelNotFound { .. }
+            | ApiError::RequestNotFound { .. }
+            | ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Rejected { status, .. } | ApiError::UpstreamRejected { status, .. } => {
                 *status
@@ -131,6 +137,7 @@ impl ApiError {
             ApiError::QuotaExceeded { .. } => "budget_exceeded",
             ApiError::InvalidConfig { .. } => "invalid_config",
             ApiError::ModelNotFound { .. } => "model_not_found",
+            ApiError::RequestNotFound { .. } => "request_not_found",
             ApiError::NotFound => "not_found",
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::Rejected { .. } => "rejected_by_rule",
@@ -154,6 +161,7 @@ impl ApiError {
             ApiError::BadRequest { .. }
             | ApiError::PayloadTooLarge { .. }
             | ApiError::ModelNotFound { .. }
+            | ApiError::RequestNotFound { .. }
             | ApiError::NotFound
             | ApiError::MethodNotAllowed
             | ApiError::Rejected { .. }
@@ -171,6 +179,7 @@ impl ApiError {
     fn code(&self) -> Option<&'static str> {
         match self {
             ApiError::ModelNotFound { .. } => Some("model_not_found"),
+            ApiError::RequestNotFound { .. } => Some("request_not_found"),
             ApiError::PayloadTooLarge { .. } => Some("request_too_large"),
             ApiError::Rejected { .. } => Some("rejected_by_policy"),
             ApiError::Upstream {
@@ -206,6 +215,11 @@ impl ApiError {
             ApiError::ModelNotFound { model } => format!(
                 "the model `{model}` does not exist; GET /v1/models lists the models this gateway serves"
             ),
+            // The same words whether the id is unknown or another team's: ids of other
+            // teams cannot be probed.
+            ApiError::RequestNotFound { request_id } => format!(
+                "no request `{request_id}` that this key may rate is in the ledger; use the x-crossroads-request-id of a response"
+            ),
             ApiError::NotFound => "no such endpoint".to_owned(),
             ApiError::MethodNotAllowed => "method not allowed on this endpoint".to_owned(),
         }
@@ -215,6 +229,7 @@ impl ApiError {
         match self {
             ApiError::BadRequest { param, .. } => *param,
             ApiError::ModelNotFound { .. } => Some("model"),
+            ApiError::RequestNotFound { .. } => Some("request_id"),
             _ => None,
         }
     }

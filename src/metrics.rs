@@ -47,6 +47,9 @@ pub struct Metrics {
     pub shadow_matches: IntCounterVec,
     /// Config reloads by result (ok, error) and trigger (file, signal, admin).
     pub config_reloads: IntCounterVec,
+    /// `POST /v1/feedback` calls by outcome (`stored`, `unknown_request`, `other_team`,
+    /// or the error kind of a refused body or key).
+    pub feedback: IntCounterVec,
     pub ledger: LedgerMetrics,
     pub cache: CacheMetrics,
 }
@@ -202,6 +205,11 @@ impl Metrics {
                 "crossroads_config_reloads_total",
                 "Config reloads by result and trigger",
                 &["result", "trigger"],
+            )?,
+            feedback: counter(
+                "crossroads_feedback_total",
+                "Feedback calls by outcome",
+                &["outcome"],
             )?,
             ledger: LedgerMetrics::new(&registry)?,
             cache: CacheMetrics::new(&registry)?,

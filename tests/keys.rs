@@ -13,10 +13,6 @@ use serde_json::json;
 
 const KEY: &str = "ck-test-key-search";
 
-fn sha(key: &str) -> String {
-    crossroads::auth::hex(&crossroads::auth::hash_key(key))
-}
-
 fn keyed_config(local: &Upstream, fa: &Upstream, key_extra: &str, team_extra: &str) -> String {
     format!(
         "{}\n[auth]\nrequired = true\nrefresh_ms = 100\n\n[[teams]]\nid = \"search\"\n{team_extra}\n\n[[keys]]\nid = \"search-prod\"\nteam = \"search\"\nsha256 = \"{}\"\n{key_extra}\n",

@@ -122,10 +122,6 @@ impl Drop for Schema {
     }
 }
 
-fn sha(key: &str) -> String {
-    crossroads::auth::hex(&crossroads::auth::hash_key(key))
-}
-
 use crossroads::accounting::{Usage, Usd};
 use crossroads::config::{LedgerBackend, LedgerConfig};
 use crossroads::ledger::query::{Cursor, Filter, GroupBy};
@@ -707,4 +703,99 @@ async fn an_unreachable_database_fails_reads_and_budgets_closed() {
     assert!(first.unwrap_err().contains("cannot connect"));
     // No spend is made up: the budget's requests are refused until the ledger answers.
     assert!(second.is_err());
+}
+
+/// A schema migrated by the previous version (no `feedback` table) gains it on the next
+/// connection; feedback is then stored, calibrated on and exported as on SQLite.
+#[tokio::test]
+async fn feedback_in_postgres_calibrates_to_the_hand_computed_threshold() {
+    use crossroads::ledger::feedback::Feedback;
+    let schema = Schema::new("feedback");
+    let backend = LedgerBackend::Postgres {
+        url: crossroads::config::Secret::new(URL.into()),
+        schema: schema.0.clone(),
+    };
+    let now = crossroads::admission::now_ms();
+    // 24 local answers at 0.01005, 0.02005, ... 0.24005; 6 frontier ones below 0.01.
+    let records: Vec<LedgerRecord> = (0..30)
+        .map(|i: usize| LedgerRecord {
+            request_id: format!("req-{i:02}"),
+            ts_ms: now,
+            team: Some("search".into()),
+            endpoint: "chat.completions".into(),
+            requested_model: "auto".into(),
+            difficulty: Some(if i < 24 {
+                0.01 * (i + 1) as f32 + 0.000_05
+            } else {
+                0.001 * (i - 23) as f32
+            }),
+            tier: Some(if i < 24 { "local" } else { "frontier" }.into()),
+            status: 200,
+            ..LedgerRecord::default()
+        })
+        .collect();
+    let reader = write_and_read(backend, records).await;
+    let s = schema.0.clone();
+    pg(move |c| {
+        c.batch_execute(&format!(
+            "DROP TABLE {s}.feedback; DELETE FROM {s}.ledger_migrations WHERE version = 3"
+        ))
+        .unwrap()
+    })
+    .await;
+    let stored = tokio::task::spawn_blocking(move || {
+        (0..30)
+            .map(|i| {
+                reader
+                    .add_feedback(Feedback {
+                        request_id: format!("req-{i:02}"),
+                        ts_ms: now,
+                        key_id: None,
+                        team: None,
+                        // The 20 easiest local answers good, the 4 hardest and the
+                        // frontier's bad.
+                        score: if i < 20 { 1.0 } else { 0.0 },
+                        thumbs: None,
+                        label: None,
+                        comment: None,
+                    })
+                    .unwrap()
+            })
+            .count()
+    })
+    .await
+    .unwrap();
+    assert_eq!(stored, 30);
+    let run = |args: &[&str]| {
+        let ledger = ["--ledger", URL, "--schema", &schema.0];
+        succeeded(&crossroads(args.iter().chain(&ledger)))
+    };
+    // By hand: the means of the 20..=24 easiest local answers are 1, 0.952, 0.909,
+    // 0.870, 0.833, so 0.9 keeps the 22 easiest (up to 0.22005) local; 0.23005 and
+    // 0.24005 go to the frontier.
+    let out = run(&["calibrate", "--target-quality", "0.9", "--since", "1d"]);
+    assert!(
+        out.starts_with(
+            "min_difficulty = 0.2201   # sends 2 of 30 requests (6.7%) to the frontier\n"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains("the mean score of the 22 rated local answers"),
+        "{out}"
+    );
+    let export = run(&["feedback", "export"]);
+    let rows: Vec<Value> = export
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 30);
+    assert_eq!(
+        rows[23]["difficulty"].as_f64().unwrap() as f32,
+        0.01 * 24.0 + 0.000_05
+    );
+    assert_eq!(
+        (&rows[23]["tier"], &rows[23]["score"]),
+        (&Value::from("local"), &Value::from(0.0))
+    );
 }

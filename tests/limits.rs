@@ -60,10 +60,6 @@ fn unique_prefix() -> String {
     )
 }
 
-fn sha(key: &str) -> String {
-    crossroads::auth::hex(&crossroads::auth::hash_key(key))
-}
-
 /// The standard config with one key (team `search`) and a `[limits]` section.
 fn config(local: &Upstream, fa: &Upstream, key_extra: &str, limits: &str) -> String {
     format!(

@@ -12,10 +12,6 @@ use serde_json::Value;
 const SEARCH: &str = "ck-spend-search";
 const ADS: &str = "ck-spend-ads";
 
-fn sha(key: &str) -> String {
-    crossroads::auth::hex(&crossroads::auth::hash_key(key))
-}
-
 async fn setup() -> Gateway {
     let local = Upstream::start(Scripted::json(completion("l", "ok", 10, 5))).await;
     // 1000 × $2/M + 100 × $8/M = $0.0028 per frontier answer.

@@ -1,5 +1,5 @@
-//! `crossroads train`, `eval` and `calibrate`: the classifier's life cycle on labelled
-//! JSONL files. They call the same code that serves requests
+//! `crossroads train` and `eval`: the classifier's life cycle on labelled JSONL files
+//! (`calibrate` is [`super::calibrate`]). They call the same code that serves requests
 //! ([`LinearClassifier::classify`]).
 
 use std::fmt::Write as _;
@@ -15,8 +15,11 @@ use crate::classify::linear::train::{Example, TrainOptions, WordVectors};
 use crate::classify::linear::{Head, LinearClassifier, format, train};
 use crate::classify::{Classifier, Prompt};
 
+/// Where it always was: `classify`'s tests use it.
+pub use super::calibrate::threshold_for_share;
+
 /// A failed command: the message for stderr.
-type Failed = String;
+pub(super) type Failed = String;
 
 /// Exit code 2 with the message, as the other commands do for bad input.
 pub fn exit(result: Result<(), Failed>) -> ExitCode {
@@ -319,7 +322,7 @@ fn read_word_vectors(path: &Path, spec: &FeatureSpec, scale: f32) -> Result<Word
 }
 
 /// Loads a model file, timing it.
-fn load_model(path: &Path) -> Result<(LinearClassifier, f64), Failed> {
+pub(super) fn load_model(path: &Path) -> Result<(LinearClassifier, f64), Failed> {
     let started = Instant::now();
     let classifier =
         LinearClassifier::load(path).map_err(|e| format!("{}: {e}", path.display()))?;
@@ -640,84 +643,4 @@ pub fn plot_svg(r: &Routing) -> String {
     );
     svg.push_str("</svg>\n");
     svg
-}
-
-/// Options of `crossroads calibrate`.
-pub struct CalibrateArgs {
-    pub model: PathBuf,
-    pub data: Vec<PathBuf>,
-    pub frontier_share: f64,
-}
-
-/// One row of traffic: its text, a chat body's messages, or a recorded difficulty.
-#[derive(serde::Deserialize)]
-struct TrafficRow {
-    text: Option<String>,
-    messages: Option<serde_json::Value>,
-    difficulty: Option<f32>,
-}
-
-pub fn calibrate_command(args: CalibrateArgs) -> Result<(), Failed> {
-    if !(0.0..=1.0).contains(&args.frontier_share) {
-        return Err("--frontier-share must be in [0, 1]".into());
-    }
-    let (classifier, _) = load_model(&args.model)?;
-    let mut scores = Vec::new();
-    for file in &args.data {
-        let text = std::fs::read_to_string(file)
-            .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
-        for (i, line) in text.lines().enumerate() {
-            if line.trim().is_empty() {
-                continue;
-            }
-            let at = || format!("{}:{}", file.display(), i + 1);
-            let row: TrafficRow =
-                serde_json::from_str(line).map_err(|e| format!("{}: {e}", at()))?;
-            let score = match (row.text, row.messages, row.difficulty) {
-                (Some(text), _, _) => classifier.classify(&Prompt::user(&text)).difficulty,
-                (None, Some(messages), _) => {
-                    let body = serde_json::json!({ "model": "auto", "messages": messages });
-                    let request = crate::request::ChatRequest::parse(body.to_string().as_bytes())
-                        .map_err(|_| {
-                        format!("{}: `messages` is not a valid chat conversation", at())
-                    })?;
-                    classifier.classify(&request.prompt()).difficulty
-                }
-                (None, None, Some(d)) => d,
-                (None, None, None) => {
-                    return Err(format!(
-                        "{}: a row needs `text`, `messages` or `difficulty`",
-                        at()
-                    ));
-                }
-            };
-            scores.push(score);
-        }
-    }
-    let threshold = threshold_for_share(&mut scores, args.frontier_share)
-        .ok_or_else(|| "no rows in the given traffic".to_owned())?;
-    let sent = scores.iter().filter(|&&s| s >= threshold).count();
-    println!(
-        "min_difficulty = {threshold:.4}   # sends {sent} of {} rows ({:.1}%) to the frontier",
-        scores.len(),
-        100.0 * sent as f64 / scores.len() as f64
-    );
-    Ok(())
-}
-
-/// The lowest threshold (rounded down to 4 decimals) such that rows scoring at least it
-/// make up no more than `share` of `scores`, plus ties at the boundary.
-pub fn threshold_for_share(scores: &mut [f32], share: f64) -> Option<f32> {
-    if scores.is_empty() {
-        return None;
-    }
-    scores.sort_by(|a, b| b.total_cmp(a));
-    let k = (share * scores.len() as f64).round() as usize;
-    if k == 0 {
-        // Above every score: nothing goes to the frontier.
-        let top = scores[0];
-        return Some(((top * 1e4).floor() + 1.0) / 1e4);
-    }
-    let kth = scores[k.min(scores.len()) - 1];
-    Some((kth * 1e4).floor() / 1e4)
 }

@@ -1,8 +1,12 @@
-//! The `crossroads` command: `serve`, `check`, `explain`, `keys`, `spend`, and the
-//! classifier's `train`, `eval` and `calibrate` ([`classifier`]).
+//! The `crossroads` command: `serve`, `check`, `explain`, `keys`, `spend`, `feedback`,
+//! and the classifier's `train`, `eval` ([`classifier`]) and `calibrate` ([`calibrate`]).
+//! The commands that read the ledger name it alike ([`ledger`]).
 
+pub mod calibrate;
 pub mod classifier;
+mod feedback;
 mod keys;
+pub mod ledger;
 mod spend;
 
 use std::path::{Path, PathBuf};
@@ -49,8 +53,8 @@ enum Command {
     },
     /// Spend totals from the ledger.
     Spend {
-        #[arg(long, short, default_value = "routes.toml")]
-        config: PathBuf,
+        #[command(flatten)]
+        ledger: ledger::LedgerArgs,
         /// How far back: 7d, 24h, 30m or a date (2026-11-01).
         #[arg(long, default_value = "7d")]
         since: String,
@@ -98,15 +102,13 @@ enum Command {
         #[arg(long)]
         require: Vec<String>,
     },
-    /// Print the `min_difficulty` that sends a given share of traffic to the frontier.
-    Calibrate {
-        #[arg(long)]
-        model: PathBuf,
-        /// JSONL traffic: rows with `text`, chat `messages`, or a recorded `difficulty`.
-        #[arg(long, required = true)]
-        data: Vec<PathBuf>,
-        #[arg(long)]
-        frontier_share: f64,
+    /// Print the `min_difficulty` that sends a given share of traffic to the frontier,
+    /// or that keeps locally answered requests at a target feedback score.
+    Calibrate(calibrate::CalibrateArgs),
+    /// Feedback given through `POST /v1/feedback`.
+    Feedback {
+        #[command(subcommand)]
+        command: feedback::FeedbackCommand,
     },
 }
 
@@ -118,12 +120,12 @@ pub fn main() -> ExitCode {
         Command::Check { config, strict } => check(&config, strict),
         Command::Keys { config, command } => keys::run(&config, command),
         Command::Spend {
-            config,
+            ledger,
             since,
             by,
             team,
             csv,
-        } => spend::run(&config, &since, &by, team, csv),
+        } => spend::run(&ledger, &since, &by, team, csv),
         Command::Explain {
             config,
             prompt,
@@ -144,15 +146,8 @@ pub fn main() -> ExitCode {
             plot,
             require,
         })),
-        Command::Calibrate {
-            model,
-            data,
-            frontier_share,
-        } => classifier::exit(classifier::calibrate_command(classifier::CalibrateArgs {
-            model,
-            data,
-            frontier_share,
-        })),
+        Command::Calibrate(args) => classifier::exit(calibrate::calibrate_command(args)),
+        Command::Feedback { command } => feedback::run(command),
     }
 }
 

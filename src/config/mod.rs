@@ -10,6 +10,7 @@ mod validate;
 pub use cache::{CacheBackend, CacheConfig, CacheScope};
 pub use limits::{LimitsConfig, OnRedisError, RedisLimits};
 pub use lint::{Lint, covers, lint};
+pub use validate::ledger_backend;
 
 use std::fmt;
 use std::net::SocketAddr;

@@ -989,7 +989,24 @@ fn validate_ledger(raw: RawLedger) -> Result<LedgerConfig, Invalid> {
         queue_capacity,
         batch_size,
     } = raw;
-    let backend = if url == "sqlite::memory:" {
+    let backend = ledger_backend(url, schema)?;
+    if queue_capacity == 0 || batch_size == 0 {
+        return Err(invalid(
+            "ledger",
+            "queue_capacity and batch_size must be greater than 0",
+        ));
+    }
+    Ok(LedgerConfig {
+        backend,
+        queue_capacity,
+        batch_size,
+    })
+}
+
+/// The ledger a `ledger.url` (and `ledger.schema`) names; also what `--ledger` of the
+/// CLI's ledger commands takes.
+pub fn ledger_backend(url: String, schema: String) -> Result<LedgerBackend, Invalid> {
+    Ok(if url == "sqlite::memory:" {
         LedgerBackend::SqliteMemory
     } else if let Some(path) = url.strip_prefix("sqlite://") {
         if path.is_empty() {
@@ -1018,16 +1035,5 @@ fn validate_ledger(raw: RawLedger) -> Result<LedgerConfig, Invalid> {
             "ledger.url",
             "use sqlite://PATH, sqlite::memory: or postgres://USER@HOST:PORT/DB",
         ));
-    };
-    if queue_capacity == 0 || batch_size == 0 {
-        return Err(invalid(
-            "ledger",
-            "queue_capacity and batch_size must be greater than 0",
-        ));
-    }
-    Ok(LedgerConfig {
-        backend,
-        queue_capacity,
-        batch_size,
     })
 }

@@ -5,7 +5,7 @@ use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use crate::app::AppState;
+use crate::app::{AppState, Runtime};
 use crate::error::ApiError;
 use crate::reload::Trigger;
 
@@ -29,6 +29,17 @@ fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
         Err(ApiError::Unauthorized {
             message: "a valid admin key is required (Authorization: Bearer ...)".into(),
         })
+    }
+}
+
+/// Whether `authorization` carries the admin key (never when there is none).
+pub(crate) fn is_admin(rt: &Runtime, authorization: Option<&str>) -> bool {
+    match (
+        &rt.config.server.admin_key,
+        authorization.and_then(|v| v.strip_prefix("Bearer ")),
+    ) {
+        (Some(admin), Some(given)) => constant_time_eq(given.as_bytes(), admin.expose().as_bytes()),
+        _ => false,
     }
 }
 

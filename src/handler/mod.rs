@@ -1,10 +1,12 @@
-//! HTTP handlers: the chat-completions pipeline and the read-only endpoints.
+//! HTTP handlers: the chat-completions pipeline, feedback on its answers, and the
+//! read-only endpoints.
 
 pub mod admin;
 pub mod cached;
 pub mod chat;
 pub mod exchange;
 pub mod explain;
+pub mod feedback;
 pub mod spend;
 mod stream;
 
@@ -71,6 +73,25 @@ pub(crate) async fn read_body(
             format!("could not read the request body: {e}"),
             None,
         )),
+    }
+}
+
+/// Runs a ledger call on a blocking thread; its failure is the gateway's (500).
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, String> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::Internal {
+            message: e.to_string(),
+        })?
+        .map_err(|message| ApiError::Internal { message })
+}
+
+/// The answer of the endpoints that read the ledger when it is in memory.
+pub(crate) fn ledger_in_memory() -> ApiError {
+    ApiError::Internal {
+        message: "the ledger is in memory: this endpoint needs ledger.url = \"sqlite://PATH\" or a postgres:// URL".into(),
     }
 }
 

@@ -9,7 +9,8 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::admin::constant_time_eq;
+use super::admin::is_admin;
+use super::{blocking, ledger_in_memory};
 use crate::app::AppState;
 use crate::error::ApiError;
 use crate::ledger::query::{Cursor, Filter, GroupBy, parse_time, to_csv};
@@ -31,12 +32,7 @@ fn reader_scope(state: &AppState, headers: &HeaderMap) -> Result<Option<String>,
     let presented = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    let rt = state.runtime();
-    if let (Some(admin), Some(given)) = (
-        &rt.config.server.admin_key,
-        presented.and_then(|p| p.strip_prefix("Bearer ")),
-    ) && constant_time_eq(given.as_bytes(), admin.expose().as_bytes())
-    {
+    if is_admin(&state.runtime(), presented) {
         return Ok(None);
     }
     match state.keyring.authenticate(presented, true)? {
@@ -80,17 +76,6 @@ fn filter(q: &SpendQuery, team_scope: Option<String>) -> Result<Filter, ApiError
 fn query(q: Result<Query<SpendQuery>, QueryRejection>) -> Result<SpendQuery, ApiError> {
     q.map(|Query(q)| q)
         .map_err(|e| ApiError::bad_request(format!("bad query string: {e}"), None))
-}
-
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, String> + Send + 'static,
-) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| ApiError::Internal {
-            message: e.to_string(),
-        })?
-        .map_err(|message| ApiError::Internal { message })
 }
 
 /// `GET /v1/spend?group_by=team&from=2026-11-01&to=2026-12-01[&format=csv]`
@@ -165,10 +150,4 @@ pub async fn requests(
     }
     .await;
     result.unwrap_or_else(IntoResponse::into_response)
-}
-
-fn ledger_in_memory() -> ApiError {
-    ApiError::Internal {
-        message: "the ledger is in memory: the spend API needs ledger.url = \"sqlite://PATH\" or a postgres:// URL".into(),
-    }
 }

@@ -25,6 +25,8 @@ pub enum Dialect {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Param {
     Int(Option<i64>),
+    /// `DOUBLE PRECISION` in PostgreSQL.
+    Real(Option<f64>),
     Text(Option<String>),
 }
 
@@ -37,6 +39,8 @@ pub enum Kind {
     /// `INTEGER` in PostgreSQL.
     Int4,
     Real,
+    /// `DOUBLE PRECISION` in PostgreSQL (SQLite's `REAL` always is).
+    Double,
     /// `BOOLEAN` in PostgreSQL, 0/1 in SQLite.
     Bool,
 }
@@ -55,6 +59,13 @@ impl Cell {
     pub fn int(&self) -> Option<i64> {
         match self {
             Cell::Int(n) => Some(*n),
+            _ => None,
+        }
+    }
+
+    pub fn real(&self) -> Option<f64> {
+        match self {
+            Cell::Real(f) => Some(*f),
             _ => None,
         }
     }
@@ -255,8 +266,9 @@ fn sqlite_param(p: &Param) -> rusqlite::types::Value {
     use rusqlite::types::Value;
     match p {
         Param::Int(Some(n)) => Value::Integer(*n),
+        Param::Real(Some(f)) => Value::Real(*f),
         Param::Text(Some(t)) => Value::Text(t.clone()),
-        Param::Int(None) | Param::Text(None) => Value::Null,
+        Param::Int(None) | Param::Real(None) | Param::Text(None) => Value::Null,
     }
 }
 
@@ -265,6 +277,7 @@ fn pg_params(params: &[Param]) -> Vec<&(dyn postgres::types::ToSql + Sync)> {
         .iter()
         .map(|p| match p {
             Param::Int(n) => n as &(dyn postgres::types::ToSql + Sync),
+            Param::Real(f) => f as &(dyn postgres::types::ToSql + Sync),
             Param::Text(t) => t as &(dyn postgres::types::ToSql + Sync),
         })
         .collect()
@@ -275,7 +288,7 @@ fn sqlite_cell(value: rusqlite::types::ValueRef<'_>, kind: Kind) -> rusqlite::Re
     Ok(match (value, kind) {
         (ValueRef::Null, _) => Cell::Null,
         (ValueRef::Integer(n), Kind::Bool) => Cell::Bool(n != 0),
-        (ValueRef::Integer(n), Kind::Real) => Cell::Real(n as f64),
+        (ValueRef::Integer(n), Kind::Real | Kind::Double) => Cell::Real(n as f64),
         (ValueRef::Integer(n), _) => Cell::Int(n),
         (ValueRef::Real(f), _) => Cell::Real(f),
         (ValueRef::Text(t), _) => Cell::Text(String::from_utf8_lossy(t).into_owned()),
@@ -293,6 +306,7 @@ fn pg_cell(row: &postgres::Row, i: usize, kind: Kind) -> Result<Cell, postgres::
         Kind::Real => row
             .try_get::<_, Option<f32>>(i)?
             .map(|f| Cell::Real(f64::from(f))),
+        Kind::Double => row.try_get::<_, Option<f64>>(i)?.map(Cell::Real),
         Kind::Bool => row.try_get::<_, Option<bool>>(i)?.map(Cell::Bool),
     }
     .unwrap_or(Cell::Null))

@@ -2,6 +2,7 @@
 //! bounded channel to a writer thread that batches inserts into the store.
 
 pub mod db;
+pub mod feedback;
 mod postgres;
 mod spill;
 mod sqlite;

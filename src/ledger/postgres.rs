@@ -69,6 +69,20 @@ CREATE TABLE keys (
     revoked_ms  BIGINT
 );
 ",
+    "
+CREATE TABLE feedback (
+    request_id TEXT NOT NULL,
+    ts_ms      BIGINT NOT NULL,
+    key_id     TEXT,
+    team       TEXT,
+    score      DOUBLE PRECISION NOT NULL,
+    thumbs     TEXT,
+    label      TEXT,
+    comment    TEXT,
+    PRIMARY KEY (request_id, ts_ms)
+);
+CREATE INDEX feedback_ts ON feedback (ts_ms);
+",
 ];
 
 const INSERT: &str = "INSERT INTO requests (

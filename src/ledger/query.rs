@@ -1,4 +1,5 @@
-//! Reading the ledger: spend totals grouped by a dimension, and pages of raw records.
+//! Reading the ledger: spend totals grouped by a dimension, and pages of raw records
+//! (feedback reads and writes are in [`super::feedback`]).
 //! Shared by `GET /v1/spend`, `crossroads spend` and budgets resuming after a restart,
 //! on either backend: the SQL is written once ([`super::db`]).
 
@@ -104,7 +105,7 @@ impl std::fmt::Display for Cursor {
 
 impl Filter {
     /// The `WHERE` clause (or nothing) and its parameters, numbered from `$1`.
-    fn sql(&self, before: Option<&Cursor>) -> (String, Vec<Param>) {
+    pub(super) fn sql(&self, before: Option<&Cursor>) -> (String, Vec<Param>) {
         let mut clauses = Vec::new();
         let mut values = Vec::new();
         let mut next = |p: Param| {
@@ -204,9 +205,10 @@ const RECORD_COLUMNS: &[(&str, Kind)] = &[
     ("upstream_us", Kind::Int),
 ];
 
-/// A read-only handle on the ledger, SQLite or PostgreSQL.
+/// A handle on the ledger, SQLite or PostgreSQL, for reads and for feedback (the only
+/// rows written outside the ledger writer).
 pub struct LedgerReader {
-    db: Db,
+    pub(super) db: Db,
 }
 
 impl LedgerReader {

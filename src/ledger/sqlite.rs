@@ -56,6 +56,22 @@ ALTER TABLE requests ADD COLUMN task TEXT;
     r#"
 ALTER TABLE requests ADD COLUMN shadow_rule TEXT;
 "#,
+    // `POST /v1/feedback`. No foreign key: a request's row may reach the ledger after
+    // the answer does, and the gateway checks the id before it stores feedback.
+    r#"
+CREATE TABLE feedback (
+    request_id TEXT NOT NULL,
+    ts_ms      INTEGER NOT NULL,
+    key_id     TEXT,
+    team       TEXT,
+    score      REAL NOT NULL,
+    thumbs     TEXT,
+    label      TEXT,
+    comment    TEXT,
+    PRIMARY KEY (request_id, ts_ms)
+);
+CREATE INDEX feedback_ts ON feedback (ts_ms);
+"#,
 ];
 
 const INSERT: &str = "INSERT OR IGNORE INTO requests (
@@ -93,16 +109,23 @@ impl SqliteStore {
         Self::init(conn).map_err(|e| e.to_string())
     }
 
-    fn init(conn: Connection) -> rusqlite::Result<Self> {
+    fn init(mut conn: Connection) -> rusqlite::Result<Self> {
         // WAL lets readers (spend queries, tests) run while the writer appends;
         // NORMAL sync is durable across process crashes, which is what WAL promises.
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        // Each step in a write transaction that reads the version again: a CLI command
+        // opening the ledger while the gateway starts never runs a migration twice.
         let version: usize = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
         for (i, migration) in MIGRATIONS.iter().enumerate().skip(version) {
-            conn.execute_batch(migration)?;
-            conn.pragma_update(None, "user_version", i + 1)?;
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let version: usize = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
+            if version <= i {
+                tx.execute_batch(migration)?;
+                tx.pragma_update(None, "user_version", i + 1)?;
+            }
+            tx.commit()?;
         }
         Ok(SqliteStore { conn })
     }
@@ -205,5 +228,43 @@ mod tests {
             })
             .unwrap();
         assert_eq!((n, cost), (1, 123));
+    }
+
+    #[test]
+    fn a_ledger_of_the_previous_version_opens_and_gains_the_feedback_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        {
+            // What the previous version left: three migrations and a record.
+            let conn = Connection::open(&path).unwrap();
+            for migration in &MIGRATIONS[..3] {
+                conn.execute_batch(migration).unwrap();
+            }
+            conn.pragma_update(None, "user_version", 3).unwrap();
+            conn.execute_batch(
+                "INSERT INTO requests (request_id, ts_ms, endpoint, requested_model, pii,
+                    pii_kinds, cache_hit, stream, status, attempts, fallbacks, input_tokens,
+                    cached_input_tokens, cache_write_tokens, output_tokens, reasoning_tokens,
+                    usage_estimated, cost_pusd, reference_cost_pusd, latency_us)
+                 VALUES ('old-1', 1, 'chat.completions', 'auto', 0, '', 0, 0, 200, 1, '',
+                    0, 0, 0, 0, 0, 0, 0, 0, 0)",
+            )
+            .unwrap();
+        }
+        let store = SqliteStore::open(&path).unwrap();
+        let version: usize = store
+            .conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, MIGRATIONS.len());
+        let (requests, feedback): (i64, i64) = store
+            .conn
+            .query_row(
+                "SELECT (SELECT COUNT(*) FROM requests), (SELECT COUNT(*) FROM feedback)",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!((requests, feedback), (1, 0));
     }
 }

@@ -474,6 +474,31 @@ pub fn read_ledger(path: &Path) -> Vec<Map<String, Value>> {
     .collect()
 }
 
+/// The hex SHA-256 of a key, as `[[keys]] sha256` takes it.
+pub fn sha(key: &str) -> String {
+    crossroads::auth::hex(&crossroads::auth::hash_key(key))
+}
+
+/// Runs the `crossroads` binary.
+pub fn crossroads<S: AsRef<std::ffi::OsStr>>(
+    args: impl IntoIterator<Item = S>,
+) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_crossroads"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// The standard output of a command that must have succeeded.
+pub fn succeeded(out: &std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout.clone()).unwrap()
+}
+
 /// A user message body for `model`.
 pub fn user(model: &str, text: &str) -> Value {
     json!({ "model": model, "messages": [{ "role": "user", "content": text }] })
