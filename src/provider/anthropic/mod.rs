@@ -13,7 +13,8 @@ use super::{ByteStream, FailureKind, Reply, UpstreamError};
 use crate::config::Deployment;
 use crate::request::ChatRequest;
 
-pub use response::{AnthropicUsage, StreamTranslator};
+pub use request::translate;
+pub use response::{AnthropicUsage, StreamTranslator, completion};
 
 /// The API version sent when the deployment names none.
 pub const DEFAULT_VERSION: &str = "2023-06-01";
