@@ -18,6 +18,8 @@ use tokio::sync::oneshot;
 use crossroads::app::{self, AppState};
 use crossroads::ledger::LedgerWriter;
 
+pub mod served;
+
 /// A canned upstream reply.
 #[derive(Clone, Debug)]
 pub enum Scripted {

@@ -4,9 +4,14 @@
 //!
 //! - [`parsers`]: property tests of every parser of outside bytes
 //!   (`CROSSROADS_PROP_CASES`, `CROSSROADS_SEED`).
+//! - [`http_fuzz`]: hostile HTTP against a real `crossroads serve`
+//!   (`CROSSROADS_FUZZ_REQUESTS`, `CROSSROADS_BIN`).
 //!
 //! Full size, by hand: `scripts/reliability.sh`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+#[path = "../common/mod.rs"]
+mod common;
 mod hostile;
+mod http_fuzz;
 mod parsers;
