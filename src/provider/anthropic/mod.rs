@@ -65,7 +65,7 @@ impl AnthropicUpstream {
             .within_first_byte_timeout(async {
                 let response = self.http.post(body).await?;
                 if request.stream {
-                    let translated = translate_stream(self.http.stream(response));
+                    let translated = translate_stream(self.http.stream(response)?);
                     let (first, rest) = first_bytes(&self.http, translated).await?;
                     return Ok(Reply::Stream { first, rest });
                 }
