@@ -6,12 +6,14 @@
 //!   (`CROSSROADS_PROP_CASES`, `CROSSROADS_SEED`).
 //! - [`http_fuzz`]: hostile HTTP against a real `crossroads serve`
 //!   (`CROSSROADS_FUZZ_REQUESTS`, `CROSSROADS_BIN`).
+//! - [`faults`]: upstreams that fail, at set rates (`CROSSROADS_FAULT_REQUESTS`).
 //!
 //! Full size, by hand: `scripts/reliability.sh`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 #[path = "../common/mod.rs"]
 mod common;
+mod faults;
 mod hostile;
 mod http_fuzz;
 mod parsers;
