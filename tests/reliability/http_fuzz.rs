@@ -110,9 +110,9 @@ fn query(g: &mut Gen) -> String {
     let mut q = String::new();
     for i in 0..g.rng.usize(..4) {
         q.push(if i == 0 { '?' } else { '&' });
-        q.push_str(*g.pick(&keys));
+        q.push_str(g.pick::<&str>(&keys));
         q.push('=');
-        q.push_str(*g.pick(&values));
+        q.push_str(g.pick::<&str>(&values));
     }
     q
 }
@@ -208,7 +208,7 @@ fn case(g: &mut Gen) -> Case {
         }
         // Announced lengths that lie, both ways.
         1 => {
-            let announced: &[u8] = *g.pick(&[
+            let announced: &[u8] = g.pick::<&[u8]>(&[
                 &b"99999999999"[..],
                 b"18446744073709551616",
                 b"-1",
