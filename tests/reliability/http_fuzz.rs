@@ -378,8 +378,18 @@ async fn hostile_http_gets_4xx_never_5xx_panic_or_hang() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(5000);
-    let local = Upstream::start(Scripted::json(completion("local-model", "l", 3, 2))).await;
-    let frontier = Upstream::start(Scripted::json(completion("gpt-4.1", "f", 3, 2))).await;
+    // Upstreams answer streams with SSE and the rest with JSON: a 5xx here is the gateway's.
+    let answer = |model: &str| {
+        Scripted::ByStream(
+            Box::new(Scripted::sse(
+                chunks(model, &["f"], Some((3, 2))),
+                StreamEnd::Done,
+            )),
+            Box::new(Scripted::json(completion(model, "f", 3, 2))),
+        )
+    };
+    let local = Upstream::start(answer("local-model")).await;
+    let frontier = Upstream::start(answer("gpt-4.1")).await;
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("routes.toml");
     let stderr_path = dir.path().join("stderr.log");
