@@ -19,6 +19,10 @@ pub enum ApiError {
     PayloadTooLarge {
         limit: usize,
     },
+    /// The body did not arrive within `server.request_timeout_ms`.
+    RequestTimeout {
+        limit_ms: u128,
+    },
     /// No or a wrong credential.
     Unauthorized {
         message: String,
@@ -102,6 +106,7 @@ impl ApiError {
         match self {
             ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::RequestTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             ApiError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
             ApiError::RateLimited { .. } | ApiError::QuotaExceeded { .. } => {
                 StatusCode::TOO_MANY_REQUESTS
@@ -132,6 +137,7 @@ impl ApiError {
         match self {
             ApiError::BadRequest { .. } => "bad_request",
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
+            ApiError::RequestTimeout { .. } => "request_timeout",
             ApiError::Unauthorized { .. } => "unauthorized",
             ApiError::RateLimited { .. } => "rate_limited",
             ApiError::QuotaExceeded { .. } => "budget_exceeded",
@@ -160,6 +166,7 @@ impl ApiError {
         match self {
             ApiError::BadRequest { .. }
             | ApiError::PayloadTooLarge { .. }
+            | ApiError::RequestTimeout { .. }
             | ApiError::ModelNotFound { .. }
             | ApiError::RequestNotFound { .. }
             | ApiError::NotFound
@@ -181,6 +188,7 @@ impl ApiError {
             ApiError::ModelNotFound { .. } => Some("model_not_found"),
             ApiError::RequestNotFound { .. } => Some("request_not_found"),
             ApiError::PayloadTooLarge { .. } => Some("request_too_large"),
+            ApiError::RequestTimeout { .. } => Some("request_timeout"),
             ApiError::Rejected { .. } => Some("rejected_by_policy"),
             ApiError::Upstream {
                 failure: UpstreamFailure::Timeout,
@@ -211,6 +219,9 @@ impl ApiError {
             | ApiError::Unavailable { message, .. } => message.clone(),
             ApiError::PayloadTooLarge { limit } => {
                 format!("request body is larger than the limit of {limit} bytes")
+            }
+            ApiError::RequestTimeout { limit_ms } => {
+                format!("the request body did not arrive within {limit_ms} ms")
             }
             ApiError::ModelNotFound { model } => format!(
                 "the model `{model}` does not exist; GET /v1/models lists the models this gateway serves"

@@ -217,5 +217,10 @@ async fn a_too_small_context_window_is_skipped() {
     assert_eq!(r.headers()["x-crossroads-deployment"], "frontier-b");
     let r = gw.chat(user("frontier", &"long text ".repeat(100))).await;
     assert_eq!(r.headers()["x-crossroads-deployment"], "frontier-b");
+    // The largest max_tokens fits no window: no overflow into a small number.
+    let mut body = user("frontier", "short");
+    body["max_tokens"] = json!(u64::MAX);
+    let r = gw.chat(body).await;
+    assert_eq!(r.headers()["x-crossroads-deployment"], "frontier-b");
     assert_eq!(fa.hits(), 1);
 }

@@ -94,6 +94,30 @@ async fn oversized_body_is_413() {
 }
 
 #[tokio::test]
+async fn a_body_that_never_arrives_is_408_within_the_request_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let up = Upstream::start(Scripted::json(completion("m", "ok", 1, 1))).await;
+    let toml = standard_config(&up.base_url(), &up.base_url(), &up.base_url())
+        .replace("request_timeout_ms = 5000", "request_timeout_ms = 300");
+    let gw = Gateway::start(&toml).await;
+    for path in ["/v1/chat/completions", "/v1/route/explain"] {
+        let mut tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+        let head = format!("POST {path} HTTP/1.1\r\nhost: x\r\ncontent-length: 1000\r\n\r\n{{");
+        tcp.write_all(head.as_bytes()).await.unwrap();
+        let mut answer = Vec::new();
+        let read = tcp.read_to_end(&mut answer);
+        tokio::time::timeout(std::time::Duration::from_secs(5), read)
+            .await
+            .expect("no answer: the stalled body holds the connection")
+            .unwrap();
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+        assert!(answer.contains("\"code\":\"request_timeout\""), "{answer}");
+    }
+    assert_eq!(up.hits(), 0);
+}
+
+#[tokio::test]
 async fn unknown_paths_and_methods_get_openai_errors() {
     let (gw, _up) = setup().await;
     let (status, _) = error_of(gw.get("/v1/nothing-here").await).await;

@@ -4,63 +4,10 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use common::served::*;
 use common::*;
-
-struct Served {
-    child: Child,
-    addr: String,
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn signal(child: &Child, name: &str) {
-    let status = Command::new("kill")
-        .args([&format!("-{name}"), &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-}
-
-async fn serve(config: &std::path::Path, port: u16) -> Served {
-    let served = Served {
-        child: Command::new(env!("CARGO_BIN_EXE_crossroads"))
-            .args(["serve", "--config"])
-            .arg(config)
-            .env("CROSSROADS__SERVER__LISTEN", format!("127.0.0.1:{port}"))
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap(),
-        addr: format!("http://127.0.0.1:{port}"),
-    };
-    let client = reqwest::Client::new();
-    for _ in 0..100 {
-        if let Ok(r) = client.get(format!("{}/readyz", served.addr)).send().await
-            && r.status() == 200
-        {
-            return served;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("crossroads serve did not become ready");
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 #[tokio::test]
 async fn serves_reloads_on_sighup_and_flushes_on_sigterm() {

@@ -21,9 +21,12 @@ pub struct Usage {
 }
 
 impl Usage {
-    /// Every input token, cached or not.
+    /// Every input token, cached or not. Saturates: the counts come from upstreams,
+    /// and a buggy or hostile one may report anything up to `u64::MAX`.
     pub fn total_input(&self) -> u64 {
-        self.input + self.cached_input + self.cache_write
+        self.input
+            .saturating_add(self.cached_input)
+            .saturating_add(self.cache_write)
     }
 }
 
@@ -191,6 +194,17 @@ pub const TOKENS_PER_MESSAGE: u64 = 4;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn huge_reported_counts_saturate() {
+        let u = Usage {
+            input: u64::MAX,
+            cached_input: 2,
+            cache_write: 3,
+            ..Usage::default()
+        };
+        assert_eq!(u.total_input(), u64::MAX);
+    }
 
     fn price(input: f64, cached: f64, write: f64, output: f64) -> Price {
         Price {

@@ -98,13 +98,14 @@ pub async fn dispatch(
     let mut attempts = 0;
     let mut fallbacks = String::new();
     let mut last: Option<(usize, UpstreamError)> = None;
-    let wanted_tokens = job.prompt_tokens
-        + job
-            .max_tokens_cap
+    // Saturating: a client may ask for `max_tokens` up to u64::MAX, which fits nowhere.
+    let wanted_tokens = job.prompt_tokens.saturating_add(
+        job.max_tokens_cap
             .map_or(job.request.max_tokens, |cap| {
                 Some(job.request.max_tokens.map_or(cap, |m| m.min(cap)))
             })
-            .unwrap_or(0);
+            .unwrap_or(0),
+    );
     for pass in 0..=config.server.retries {
         if pass > 0 {
             let backoff = config

@@ -48,7 +48,7 @@ pub async fn chat_completions(
         Err(e) => return ex.fail(e),
     };
     ex.authenticated(key.as_deref());
-    let request = match read_body(&headers, body, rt.config.server.body_limit)
+    let request = match read_body(&headers, body, &rt.config.server)
         .await
         .and_then(|bytes| ChatRequest::parse(&bytes))
     {

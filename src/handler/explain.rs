@@ -17,7 +17,7 @@ use crate::route::{Action, RouteInput};
 
 pub async fn explain(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
     let rt = state.runtime();
-    let result = read_body(&headers, body, rt.config.server.body_limit)
+    let result = read_body(&headers, body, &rt.config.server)
         .await
         .and_then(|bytes| ChatRequest::parse(&bytes))
         .and_then(|request| {

@@ -21,6 +21,7 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde_json::json;
 
 use crate::app::AppState;
+use crate::config::ServerConfig;
 use crate::error::ApiError;
 
 /// Unique request ids: a random per-process prefix and a counter.
@@ -52,13 +53,17 @@ impl Default for RequestIds {
     }
 }
 
-/// Reads the body up to `limit` bytes (the current config's, so a reload applies at
-/// once), or the OpenAI-shaped error for a body that is too large or unreadable.
+/// Reads the body up to the live config's `server.body_limit_bytes` (so a reload
+/// applies at once) and within its `request_timeout_ms`, or the OpenAI-shaped error for
+/// a body that is too large, too slow or unreadable. The deadline keeps a client that
+/// announces a body and never sends it from holding a connection (and the ledger slot
+/// its request reserved) forever.
 pub(crate) async fn read_body(
     headers: &HeaderMap,
     body: Body,
-    limit: usize,
+    server: &ServerConfig,
 ) -> Result<Bytes, ApiError> {
+    let limit = server.body_limit;
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -66,10 +71,14 @@ pub(crate) async fn read_body(
     if declared.is_some_and(|n| n > limit) {
         return Err(ApiError::PayloadTooLarge { limit });
     }
-    match Limited::new(body, limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.is::<LengthLimitError>() => Err(ApiError::PayloadTooLarge { limit }),
-        Err(e) => Err(ApiError::bad_request(
+    let read = tokio::time::timeout(server.request_timeout, Limited::new(body, limit).collect());
+    match read.await {
+        Err(_) => Err(ApiError::RequestTimeout {
+            limit_ms: server.request_timeout.as_millis(),
+        }),
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(e)) if e.is::<LengthLimitError>() => Err(ApiError::PayloadTooLarge { limit }),
+        Ok(Err(e)) => Err(ApiError::bad_request(
             format!("could not read the request body: {e}"),
             None,
         )),

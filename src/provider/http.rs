@@ -121,8 +121,26 @@ impl Http {
 
     /// The response body as a stream that ends with an error when the upstream goes
     /// silent for the idle timeout or breaks the connection.
-    pub fn stream(&self, response: reqwest::Response) -> ByteStream {
-        idle_limited(response.bytes_stream(), self.idle_timeout, self.id.clone())
+    /// The event stream of a successful response. A `Content-Type` other than
+    /// `text/event-stream` (a JSON or HTML page from the upstream or a proxy in front
+    /// of it) is a protocol error here, before any byte reaches the client, so the
+    /// request can still fall back.
+    pub fn stream(&self, response: reqwest::Response) -> Result<ByteStream, UpstreamError> {
+        let content_type = response.headers().get(header::CONTENT_TYPE);
+        if let Some(value) = content_type
+            && !value
+                .to_str()
+                .is_ok_and(|v| v.trim_start().starts_with("text/event-stream"))
+        {
+            return Err(self.protocol_error(format_args!(
+                "answered a stream request with content type {value:?}"
+            )));
+        }
+        Ok(idle_limited(
+            response.bytes_stream(),
+            self.idle_timeout,
+            self.id.clone(),
+        ))
     }
 
     /// A protocol violation by this deployment.

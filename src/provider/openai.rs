@@ -43,7 +43,8 @@ impl OpenAiUpstream {
             .within_first_byte_timeout(async {
                 let response = self.http.post(body).await?;
                 if request.stream {
-                    let (first, rest) = first_bytes(&self.http, self.http.stream(response)).await?;
+                    let (first, rest) =
+                        first_bytes(&self.http, self.http.stream(response)?).await?;
                     return Ok(Reply::Stream { first, rest });
                 }
                 let body = self.http.body(response).await?;

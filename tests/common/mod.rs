@@ -18,6 +18,8 @@ use tokio::sync::oneshot;
 use crossroads::app::{self, AppState};
 use crossroads::ledger::LedgerWriter;
 
+pub mod served;
+
 /// A canned upstream reply.
 #[derive(Clone, Debug)]
 pub enum Scripted {
@@ -36,6 +38,19 @@ pub enum Scripted {
     },
     /// Accepts the request and never answers.
     Hang,
+    /// A body sent as is (malformed JSON, say), with a status and content type.
+    Raw {
+        status: u16,
+        content_type: &'static str,
+        body: String,
+    },
+    /// Drops the connection before any byte of an answer.
+    Reset,
+    /// One of several replies, each with a weight, picked per request from a fixed
+    /// pseudo-random sequence: faults mixed at set rates, the same in every run.
+    Mix(Vec<(u32, Scripted)>),
+    /// The first reply for requests with `"stream": true`, the second for the others.
+    ByStream(Box<Scripted>, Box<Scripted>),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -83,6 +98,33 @@ impl Scripted {
             events: events.iter().map(Value::to_string).collect(),
             gap: Duration::from_millis(5),
             end,
+        }
+    }
+}
+
+impl Scripted {
+    /// The plain reply this one stands for, for the `n`-th request (streamed or not).
+    fn resolve(self, stream: bool, n: u64) -> Scripted {
+        match self {
+            Scripted::ByStream(streamed, plain) => {
+                if stream { *streamed } else { *plain }.resolve(stream, n)
+            }
+            Scripted::Mix(choices) => {
+                let total: u64 = choices.iter().map(|(w, _)| u64::from(*w)).sum();
+                // splitmix64 of the request number: a fixed, well-spread sequence.
+                let mut z = n.wrapping_add(0x9e37_79b9_7f4a_7c15);
+                z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+                z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+                let mut pick = (z ^ (z >> 31)) % total.max(1);
+                for (weight, reply) in choices {
+                    if pick < u64::from(weight) {
+                        return reply.resolve(stream, n);
+                    }
+                    pick -= u64::from(weight);
+                }
+                Scripted::Reset
+            }
+            other => other,
         }
     }
 }
@@ -205,17 +247,20 @@ async fn answer(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let reply = {
+    let (reply, stream, n) = {
         let mut s = state.lock().unwrap();
+        let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        let stream = body["stream"] == true;
         s.received.push(Received {
             method,
             path: uri.path().to_owned(),
             headers,
-            body: serde_json::from_slice(&body).unwrap_or(Value::Null),
+            body,
         });
-        s.queue.pop_front().or_else(|| s.default.clone())
+        let reply = s.queue.pop_front().or_else(|| s.default.clone());
+        (reply, stream, s.received.len() as u64)
     };
-    match reply {
+    match reply.map(|r| r.resolve(stream, n)) {
         None => StatusCode::NOT_FOUND.into_response(),
         Some(Scripted::Json {
             status,
@@ -239,6 +284,24 @@ async fn answer(
             tokio::time::sleep(Duration::from_secs(3600)).await;
             StatusCode::GATEWAY_TIMEOUT.into_response()
         }
+        Some(Scripted::Raw {
+            status,
+            content_type,
+            body,
+        }) => (
+            StatusCode::from_u16(status).unwrap(),
+            [("content-type", content_type)],
+            body,
+        )
+            .into_response(),
+        Some(Scripted::Reset) => {
+            // A body that fails at once: hyper drops the connection before the head.
+            let stream = futures_util::stream::once(async {
+                Err::<Bytes, _>(std::io::Error::other("reset"))
+            });
+            Body::from_stream(stream).into_response()
+        }
+        Some(Scripted::Mix(_) | Scripted::ByStream(..)) => unreachable!("resolved above"),
         Some(Scripted::Sse { events, gap, end }) => {
             let stream = async_stream(events, gap, end);
             (

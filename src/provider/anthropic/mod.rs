@@ -13,7 +13,8 @@ use super::{ByteStream, FailureKind, Reply, UpstreamError};
 use crate::config::Deployment;
 use crate::request::ChatRequest;
 
-pub use response::{AnthropicUsage, StreamTranslator};
+pub use request::translate;
+pub use response::{AnthropicUsage, StreamTranslator, completion};
 
 /// The API version sent when the deployment names none.
 pub const DEFAULT_VERSION: &str = "2023-06-01";
@@ -64,7 +65,7 @@ impl AnthropicUpstream {
             .within_first_byte_timeout(async {
                 let response = self.http.post(body).await?;
                 if request.stream {
-                    let translated = translate_stream(self.http.stream(response));
+                    let translated = translate_stream(self.http.stream(response)?);
                     let (first, rest) = first_bytes(&self.http, translated).await?;
                     return Ok(Reply::Stream { first, rest });
                 }

@@ -42,7 +42,7 @@ impl AnthropicUsage {
         json!({
             "prompt_tokens": prompt,
             "completion_tokens": u.output,
-            "total_tokens": prompt + u.output,
+            "total_tokens": prompt.saturating_add(u.output),
             "prompt_tokens_details": {
                 "cached_tokens": u.cached_input,
                 "cache_write_tokens": u.cache_write,

@@ -1,0 +1,19 @@
+//! The reliability suite (RELIABILITY.md has its figures and the commands that
+//! reproduce them). `cargo test` runs it in a bounded form; environment variables
+//! scale it to full size:
+//!
+//! - [`parsers`]: property tests of every parser of outside bytes
+//!   (`CROSSROADS_PROP_CASES`, `CROSSROADS_SEED`).
+//! - [`http_fuzz`]: hostile HTTP against a real `crossroads serve`
+//!   (`CROSSROADS_FUZZ_REQUESTS`, `CROSSROADS_BIN`).
+//! - [`faults`]: upstreams that fail, at set rates (`CROSSROADS_FAULT_REQUESTS`).
+//!
+//! Full size, by hand: `scripts/reliability.sh`.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+#[path = "../common/mod.rs"]
+mod common;
+mod faults;
+mod hostile;
+mod http_fuzz;
+mod parsers;
