@@ -193,7 +193,7 @@ async fn store(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Feed
             None => Caller::Anonymous,
         }
     };
-    let bytes = read_body(headers, body, rt.config.server.body_limit)
+    let bytes = read_body(headers, body, &rt.config.server)
         .await
         .map_err(refused)?;
     let input = parse(&bytes).map_err(refused)?;

@@ -65,6 +65,7 @@ const ENDPOINTS: &[(&str, &str)] = &[
     ("POST", "/admin/reload"),
     ("GET", "/v1/spend"),
     ("GET", "/v1/spend/requests"),
+    ("POST", "/v1/feedback"),
     ("DELETE", "/v1/chat/completions"),
     ("GET", "/v1/nope"),
 ];
