@@ -9,7 +9,7 @@ mod validate;
 
 pub use cache::{CacheBackend, CacheConfig, CacheScope};
 pub use limits::{LimitsConfig, OnRedisError, RedisLimits};
-pub use lint::{Lint, covers, lint};
+pub use lint::{Lint, lint};
 pub use validate::ledger_backend;
 
 use std::fmt;
