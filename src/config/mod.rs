@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use raw::{ProviderKind, Strategy, Tier};
+pub use raw::{ProviderKind, Tier};
 
 use crate::accounting::Price;
 use crate::classify::Classifier;

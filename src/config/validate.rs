@@ -10,18 +10,18 @@ use std::time::Duration;
 use super::raw::{
     ClassifierKind, RawAccounting, RawAlias, RawAuth, RawBudget, RawBudgets, RawClassifier,
     RawConfig, RawDeployment, RawHealth, RawKey, RawLedger, RawMatch, RawPool, RawPrice,
-    RawPriceValues, RawRule, RawServer, RawTeam,
+    RawPriceValues, RawRule, RawServer, RawTeam, Strategy as RawStrategy,
 };
 use super::{
     AuthConfig, BudgetConfig, BudgetPeriod, BudgetsConfig, Config, Deployment, HealthConfig,
-    KeyConfig, LedgerBackend, LedgerConfig, PriceEntry, Secret, ServerConfig, Strategy, TeamConfig,
+    KeyConfig, LedgerBackend, LedgerConfig, PriceEntry, Secret, ServerConfig, TeamConfig,
 };
 use crate::accounting::{PerMillion, Price};
 use crate::classify::{
     Classifier, HeuristicClassifier, LabelSet, LinearClassifier, PiiKind, PiiKinds,
 };
 use crate::route::{
-    Action, Alias, AliasMatch, Condition, Match, Pool, Requested, RouteTable, Rule,
+    Action, Alias, AliasMatch, Condition, Match, Pool, Requested, RouteTable, Rule, Strategy,
 };
 
 /// A field path and what is wrong with it.
@@ -610,12 +610,12 @@ fn validate_pools(raw: Vec<RawPool>, deployments: &[Deployment]) -> Result<Vec<P
             })
             .transpose()?;
         let weights = match (strategy, weights) {
-            (Strategy::Weighted, Some(w))
+            (RawStrategy::Weighted, Some(w))
                 if w.len() == members.len() && w.iter().all(|x| *x > 0) =>
             {
                 w.clone()
             }
-            (Strategy::Weighted, _) => {
+            (RawStrategy::Weighted, _) => {
                 return Err(invalid(
                     format!("{path}.weights"),
                     format!(
@@ -636,7 +636,12 @@ fn validate_pools(raw: Vec<RawPool>, deployments: &[Deployment]) -> Result<Vec<P
             id: id.clone(),
             deployments: members,
             fallback,
-            strategy: *strategy,
+            strategy: match strategy {
+                RawStrategy::Priority => Strategy::Priority,
+                RawStrategy::Weighted => Strategy::Weighted,
+                RawStrategy::LeastLatency => Strategy::LeastLatency,
+                RawStrategy::Cheapest => Strategy::Cheapest,
+            },
             weights,
             chain: Vec::new(),
             candidates: Vec::new(),

@@ -2,7 +2,8 @@
 //! of deployments (or a rejection).
 //!
 //! Pure: the decision is a function of the [`RouteTable`] and a [`RouteInput`]; explain
-//! renders the same evaluation as human-readable reasons.
+//! renders the same evaluation as human-readable reasons. Nothing here knows the config
+//! file: `config/validate.rs` parses it into these types.
 
 mod condition;
 mod explain;
@@ -53,13 +54,26 @@ pub struct Pool {
     /// Own deployments, by index into the config's deployments.
     pub deployments: Vec<usize>,
     pub fallback: Option<usize>,
-    pub strategy: crate::config::Strategy,
+    pub strategy: Strategy,
     /// Weights of `deployments` for the weighted strategy.
     pub weights: Vec<u32>,
     /// This pool and its fallbacks, in order.
     pub chain: Vec<usize>,
     /// Own deployments then the fallback chain's, without repeats: the order dispatch tries.
     pub candidates: Vec<usize>,
+}
+
+/// How a pool orders its own deployments for each request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Strategy {
+    /// In the listed order.
+    Priority,
+    /// The first pick at random by weight; the rest by weight.
+    Weighted,
+    /// Lowest moving average of time to first byte first.
+    LeastLatency,
+    /// Lowest price first.
+    Cheapest,
 }
 
 /// A model name clients may send, bound to a pool.

@@ -70,7 +70,7 @@ fn table() -> RouteTable {
         candidates: deployments.clone(),
         deployments,
         fallback: None,
-        strategy: crate::config::Strategy::Priority,
+        strategy: Strategy::Priority,
         weights: Vec::new(),
         chain: Vec::new(),
     };
