@@ -90,6 +90,7 @@ pub enum Condition {
 
 impl Condition {
     /// Whether `input` meets the condition.
+    #[inline]
     pub fn holds(&self, input: &RouteInput<'_>) -> bool {
         let c = input.classification;
         let f = &c.features;
@@ -259,6 +260,7 @@ impl Match {
     }
 
     /// The first part `input` fails, or `Ok` when all hold.
+    #[inline]
     pub fn check(&self, input: &RouteInput<'_>) -> Result<(), Mismatch<'_>> {
         if !self.alias.admits(input.requested) {
             return Err(Mismatch::Alias);
