@@ -12,7 +12,7 @@ use crossroads::cache::CacheKey;
 use crossroads::classify::Prompt;
 use crossroads::config::Config;
 use crossroads::request::ChatRequest;
-use crossroads::route::{RouteInput, RouteTable};
+use crossroads::route::{Condition, RouteInput, RouteTable};
 
 /// About 500 tokens of a realistic coding question: prose, a code block, a stack trace.
 /// About 8k tokens: the short prompt sixteen times.
@@ -79,7 +79,16 @@ fn route(c: &mut Criterion) {
         .map(|i| {
             let mut r = template.clone();
             r.id = format!("rule-{i}");
-            r.when.min_prompt_tokens = Some(1_000_000);
+            // Before the token cap, where validation puts a minimum.
+            let at = r
+                .when
+                .conditions
+                .iter()
+                .position(|c| matches!(c, Condition::MaxPromptTokens(_)))
+                .unwrap_or(r.when.conditions.len());
+            r.when
+                .conditions
+                .insert(at, Condition::MinPromptTokens(1_000_000));
             r
         })
         .chain(last)

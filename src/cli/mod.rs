@@ -16,7 +16,7 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand};
 
 use crate::config::{self, Config};
-use crate::route::{Action, describe};
+use crate::route::Action;
 
 #[derive(Parser)]
 #[command(
@@ -324,7 +324,7 @@ pub fn summary(config: &Config) -> String {
             ),
             Action::Reject { status, .. } => format!("→ reject {status}"),
         };
-        let conditions = describe(&r.when, classifier);
+        let conditions = r.when.describe(classifier);
         let when = if conditions.is_empty() {
             "always".to_owned()
         } else {

@@ -2,7 +2,6 @@
 //! check` prints them; `--strict` fails on them.
 
 use super::{Config, ProviderKind, Tier};
-use crate::route::{AliasMatch, Match, Requested};
 
 /// One finding, naming the config element it is about.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,7 +44,7 @@ fn unreachable_rules(config: &Config, out: &mut Vec<Lint>) {
         if let Some((i, earlier)) = rules[..j]
             .iter()
             .enumerate()
-            .find(|(_, r)| !r.shadow && covers(&r.when, &later.when))
+            .find(|(_, r)| !r.shadow && r.when.covers(&later.when))
         {
             out.push(Lint {
                 path: format!("rules[{j}]"),
@@ -56,50 +55,6 @@ fn unreachable_rules(config: &Config, out: &mut Vec<Lint>) {
             });
         }
     }
-}
-
-/// Whether every request `narrow` matches is also matched by `broad`.
-pub fn covers(broad: &Match, narrow: &Match) -> bool {
-    fn min_covers<T: PartialOrd + Copy>(broad: Option<T>, narrow: Option<T>) -> bool {
-        broad.is_none_or(|b| narrow.is_some_and(|n| n >= b))
-    }
-    fn max_covers<T: PartialOrd + Copy>(broad: Option<T>, narrow: Option<T>) -> bool {
-        broad.is_none_or(|b| narrow.is_some_and(|n| n <= b))
-    }
-    fn set_covers<T: PartialEq>(broad: &[T], narrow: &[T]) -> bool {
-        broad.is_empty() || (!narrow.is_empty() && narrow.iter().all(|n| broad.contains(n)))
-    }
-    fn flag_covers(broad: Option<bool>, narrow: Option<bool>) -> bool {
-        broad.is_none_or(|b| narrow == Some(b))
-    }
-    let alias = match (&broad.alias, &narrow.alias) {
-        (AliasMatch::Any, _) => true,
-        (AliasMatch::AutoOnly, AliasMatch::AutoOnly) => true,
-        (AliasMatch::AutoOnly, AliasMatch::OneOf(n)) => n.iter().all(|r| *r == Requested::Auto),
-        (AliasMatch::OneOf(b), AliasMatch::AutoOnly) => b.contains(&Requested::Auto),
-        (AliasMatch::OneOf(b), AliasMatch::OneOf(n)) => n.iter().all(|r| b.contains(r)),
-        (_, AliasMatch::Any) => false,
-    };
-    let pii_kinds = broad.pii_kinds.is_empty()
-        || (!narrow.pii_kinds.is_empty()
-            && narrow.pii_kinds.iter().all(|k| broad.pii_kinds.contains(k)));
-    alias
-        && set_covers(&broad.labels, &narrow.labels)
-        && set_covers(&broad.tasks, &narrow.tasks)
-        && min_covers(broad.min_confidence, narrow.min_confidence)
-        && max_covers(broad.max_confidence, narrow.max_confidence)
-        && min_covers(broad.min_difficulty, narrow.min_difficulty)
-        && max_covers(broad.max_difficulty, narrow.max_difficulty)
-        && min_covers(broad.min_prompt_tokens, narrow.min_prompt_tokens)
-        && max_covers(broad.max_prompt_tokens, narrow.max_prompt_tokens)
-        && flag_covers(broad.tools, narrow.tools)
-        && flag_covers(broad.images, narrow.images)
-        && flag_covers(broad.json_mode, narrow.json_mode)
-        && flag_covers(broad.pii, narrow.pii)
-        && pii_kinds
-        && broad.headers.iter().all(|h| narrow.headers.contains(h))
-        && set_covers(&broad.teams, &narrow.teams)
-        && set_covers(&broad.keys, &narrow.keys)
 }
 
 fn pools_without_frontier(config: &Config, out: &mut Vec<Lint>) {
@@ -167,26 +122,34 @@ fn unused_deployments(config: &Config, out: &mut Vec<Lint>) {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use crate::classify::Label;
+    use crate::route::{AliasMatch, Condition, Match};
+
+    fn covers(broad: &Match, narrow: &Match) -> bool {
+        broad.covers(narrow)
+    }
 
     #[test]
     fn broader_rules_cover_narrower_ones() {
         let any = Match::catch_all();
         let code = Match {
-            labels: vec![Label(0)],
-            min_confidence: Some(0.6),
-            ..Match::catch_all()
+            alias: AliasMatch::AutoOnly,
+            conditions: vec![
+                Condition::Label(vec![Label(0)]),
+                Condition::MinConfidence(0.6),
+            ],
         };
         let code_sure = Match {
-            labels: vec![Label(0)],
-            min_confidence: Some(0.9),
-            max_prompt_tokens: Some(100),
-            ..Match::catch_all()
+            alias: AliasMatch::AutoOnly,
+            conditions: vec![
+                Condition::Label(vec![Label(0)]),
+                Condition::MinConfidence(0.9),
+                Condition::MaxPromptTokens(100),
+            ],
         };
         let code_or_math = Match {
-            labels: vec![Label(0), Label(1)],
-            ..Match::catch_all()
+            alias: AliasMatch::AutoOnly,
+            conditions: vec![Condition::Label(vec![Label(0), Label(1)])],
         };
         assert!(covers(&any, &code));
         assert!(covers(&code, &code_sure));

@@ -9,7 +9,7 @@ mod validate;
 
 pub use cache::{CacheBackend, CacheConfig, CacheScope};
 pub use limits::{LimitsConfig, OnRedisError, RedisLimits};
-pub use lint::{Lint, covers, lint};
+pub use lint::{Lint, lint};
 pub use validate::ledger_backend;
 
 use std::fmt;
@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use raw::{ProviderKind, Strategy, Tier};
+pub use raw::{ProviderKind, Tier};
 
 use crate::accounting::Price;
 use crate::classify::Classifier;

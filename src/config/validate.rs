@@ -10,17 +10,19 @@ use std::time::Duration;
 use super::raw::{
     ClassifierKind, RawAccounting, RawAlias, RawAuth, RawBudget, RawBudgets, RawClassifier,
     RawConfig, RawDeployment, RawHealth, RawKey, RawLedger, RawMatch, RawPool, RawPrice,
-    RawPriceValues, RawRule, RawServer, RawTeam,
+    RawPriceValues, RawRule, RawServer, RawTeam, Strategy as RawStrategy,
 };
 use super::{
     AuthConfig, BudgetConfig, BudgetPeriod, BudgetsConfig, Config, Deployment, HealthConfig,
-    KeyConfig, LedgerBackend, LedgerConfig, PriceEntry, Secret, ServerConfig, Strategy, TeamConfig,
+    KeyConfig, LedgerBackend, LedgerConfig, PriceEntry, Secret, ServerConfig, TeamConfig,
 };
 use crate::accounting::{PerMillion, Price};
 use crate::classify::{
     Classifier, HeuristicClassifier, LabelSet, LinearClassifier, PiiKind, PiiKinds,
 };
-use crate::route::{Action, Alias, AliasMatch, Match, Pool, Requested, RouteTable, Rule};
+use crate::route::{
+    Action, Alias, AliasMatch, Condition, Match, Pool, Requested, RouteTable, Rule, Strategy,
+};
 
 /// A field path and what is wrong with it.
 pub type Invalid = (String, String);
@@ -608,12 +610,12 @@ fn validate_pools(raw: Vec<RawPool>, deployments: &[Deployment]) -> Result<Vec<P
             })
             .transpose()?;
         let weights = match (strategy, weights) {
-            (Strategy::Weighted, Some(w))
+            (RawStrategy::Weighted, Some(w))
                 if w.len() == members.len() && w.iter().all(|x| *x > 0) =>
             {
                 w.clone()
             }
-            (Strategy::Weighted, _) => {
+            (RawStrategy::Weighted, _) => {
                 return Err(invalid(
                     format!("{path}.weights"),
                     format!(
@@ -634,7 +636,12 @@ fn validate_pools(raw: Vec<RawPool>, deployments: &[Deployment]) -> Result<Vec<P
             id: id.clone(),
             deployments: members,
             fallback,
-            strategy: *strategy,
+            strategy: match strategy {
+                RawStrategy::Priority => Strategy::Priority,
+                RawStrategy::Weighted => Strategy::Weighted,
+                RawStrategy::LeastLatency => Strategy::LeastLatency,
+                RawStrategy::Cheapest => Strategy::Cheapest,
+            },
             weights,
             chain: Vec::new(),
             candidates: Vec::new(),
@@ -795,13 +802,9 @@ fn validate_rules(
     }
     unique(rules.iter().map(|r| r.id.as_str()), "rules", "id")?;
 
-    let covers_auto = |m: &Match| match &m.alias {
-        AliasMatch::AutoOnly | AliasMatch::Any => true,
-        AliasMatch::OneOf(list) => list.contains(&Requested::Auto),
-    };
     let default = rules
         .iter()
-        .position(|r| !r.shadow && r.when.is_unconditional() && covers_auto(&r.when))
+        .position(|r| !r.shadow && r.when.is_unconditional() && r.when.alias.admits(Requested::Auto))
         .ok_or_else(|| {
             invalid(
                 "rules",
@@ -895,19 +898,25 @@ fn validate_match(
         classifier.task_labels(),
         "task",
     )?;
-    for (name, value) in [
-        ("min_confidence", min_confidence),
-        ("max_confidence", max_confidence),
-        ("min_difficulty", min_difficulty),
-        ("max_difficulty", max_difficulty),
+    let mut ranges = Vec::new();
+    for (name, value, condition) in [
+        (
+            "min_confidence",
+            min_confidence,
+            Condition::MinConfidence as fn(f32) -> Condition,
+        ),
+        ("max_confidence", max_confidence, Condition::MaxConfidence),
+        ("min_difficulty", min_difficulty, Condition::MinDifficulty),
+        ("max_difficulty", max_difficulty, Condition::MaxDifficulty),
     ] {
-        if let Some(v) = value
-            && !(0.0..=1.0).contains(&v)
-        {
-            return Err(invalid(
-                format!("{path}.{name}"),
-                format!("{v} is not in [0, 1]"),
-            ));
+        if let Some(v) = value {
+            if !(0.0..=1.0).contains(&v) {
+                return Err(invalid(
+                    format!("{path}.{name}"),
+                    format!("{v} is not in [0, 1]"),
+                ));
+            }
+            ranges.push(condition(v));
         }
     }
     let mut kinds = PiiKinds::empty();
@@ -923,25 +932,32 @@ fn validate_match(
         })?;
         kinds.insert(kind);
     }
-    Ok(Match {
-        alias,
-        labels,
-        tasks,
-        min_confidence,
-        max_confidence,
-        min_difficulty,
-        max_difficulty,
-        min_prompt_tokens,
-        max_prompt_tokens,
-        tools,
-        images,
-        json_mode,
-        pii,
-        pii_kinds: kinds,
-        headers,
-        teams: team.unwrap_or_default(),
-        keys: key.unwrap_or_default(),
-    })
+    // In the order of `Condition`'s variants: explain reports the first that fails.
+    let mut conditions = Vec::new();
+    conditions.extend(any_of(labels, Condition::Label));
+    conditions.extend(any_of(tasks, Condition::Task));
+    conditions.extend(ranges);
+    conditions.extend(min_prompt_tokens.map(Condition::MinPromptTokens));
+    conditions.extend(max_prompt_tokens.map(Condition::MaxPromptTokens));
+    conditions.extend(tools.map(Condition::Tools));
+    conditions.extend(images.map(Condition::Images));
+    conditions.extend(json_mode.map(Condition::JsonMode));
+    conditions.extend(pii.map(Condition::Pii));
+    conditions.extend((!kinds.is_empty()).then_some(Condition::PiiKinds(kinds)));
+    conditions.extend(any_of(team.unwrap_or_default(), Condition::Team));
+    conditions.extend(any_of(key.unwrap_or_default(), Condition::Key));
+    conditions.extend(
+        headers
+            .into_iter()
+            .map(|(name, value)| Condition::Header { name, value }),
+    );
+    Ok(Match { alias, conditions })
+}
+
+/// An any-of condition, or none for an empty list (which would match nothing at runtime
+/// but means "any" in the config).
+fn any_of<T>(list: Vec<T>, condition: fn(Vec<T>) -> Condition) -> Option<Condition> {
+    (!list.is_empty()).then(|| condition(list))
 }
 
 /// Resolves label names against one head of the classifier.

@@ -3,8 +3,7 @@
 //! when every healthy one failed. Pure: health and randomness come in as arguments.
 
 use super::health::HealthView;
-use crate::config::Strategy;
-use crate::route::Pool;
+use crate::route::{Pool, Strategy};
 
 /// What ordering knows of a deployment.
 #[derive(Debug, Clone, Copy, PartialEq)]

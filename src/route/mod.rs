@@ -2,13 +2,16 @@
 //! of deployments (or a rejection).
 //!
 //! Pure: the decision is a function of the [`RouteTable`] and a [`RouteInput`]; explain
-//! renders the same evaluation as human-readable reasons.
+//! renders the same evaluation as human-readable reasons. Nothing here knows the config
+//! file: `config/validate.rs` parses it into these types.
 
+mod condition;
 mod explain;
 
-pub use explain::{Explanation, describe, explain};
+pub use condition::{AliasMatch, Condition, Match, Mismatch};
+pub use explain::{Explanation, explain};
 
-use crate::classify::{Classification, Label, PiiKinds};
+use crate::classify::Classification;
 
 /// What the client asked for in `model`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -17,184 +20,6 @@ pub enum Requested {
     Auto,
     /// A named alias, by index into [`RouteTable::aliases`].
     Alias(usize),
-}
-
-/// Which requested models a rule applies to.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum AliasMatch {
-    /// No `alias` condition: the rule routes `auto` traffic only.
-    AutoOnly,
-    /// `alias = ["*"]`: every request, whatever it asked for.
-    Any,
-    /// Only these.
-    OneOf(Vec<Requested>),
-}
-
-/// Conditions of a rule, combined with AND. `None`/empty means "any".
-#[derive(Clone, Debug, PartialEq)]
-pub struct Match {
-    pub alias: AliasMatch,
-    /// Domain labels, any of.
-    pub labels: Vec<Label>,
-    /// Task labels, any of.
-    pub tasks: Vec<Label>,
-    /// Confidence must be at least this.
-    pub min_confidence: Option<f32>,
-    /// Confidence must be below this.
-    pub max_confidence: Option<f32>,
-    pub min_difficulty: Option<f32>,
-    pub max_difficulty: Option<f32>,
-    pub min_prompt_tokens: Option<u64>,
-    pub max_prompt_tokens: Option<u64>,
-    pub tools: Option<bool>,
-    pub images: Option<bool>,
-    pub json_mode: Option<bool>,
-    pub pii: Option<bool>,
-    /// Any of these kinds found.
-    pub pii_kinds: PiiKinds,
-    /// Request headers that must have these values (names lower-case).
-    pub headers: Vec<(String, String)>,
-    /// Caller's team, any of.
-    pub teams: Vec<String>,
-    /// Caller's key id, any of.
-    pub keys: Vec<String>,
-}
-
-impl Match {
-    /// A condition-free match for `auto` traffic: the shape of the mandatory default rule.
-    pub fn catch_all() -> Self {
-        Match {
-            alias: AliasMatch::AutoOnly,
-            labels: Vec::new(),
-            tasks: Vec::new(),
-            min_confidence: None,
-            max_confidence: None,
-            min_difficulty: None,
-            max_difficulty: None,
-            min_prompt_tokens: None,
-            max_prompt_tokens: None,
-            tools: None,
-            images: None,
-            json_mode: None,
-            pii: None,
-            pii_kinds: PiiKinds::empty(),
-            headers: Vec::new(),
-            teams: Vec::new(),
-            keys: Vec::new(),
-        }
-    }
-
-    /// True when the rule has no condition besides its alias scope.
-    pub fn is_unconditional(&self) -> bool {
-        Match {
-            alias: self.alias.clone(),
-            ..Match::catch_all()
-        } == *self
-    }
-
-    /// The first condition `input` fails, or `Ok` when all hold.
-    pub fn check(&self, input: &RouteInput<'_>) -> Result<(), Mismatch> {
-        let c = input.classification;
-        let f = &c.features;
-        let alias_ok = match &self.alias {
-            AliasMatch::AutoOnly => input.requested == Requested::Auto,
-            AliasMatch::Any => true,
-            AliasMatch::OneOf(list) => list.contains(&input.requested),
-        };
-        check(alias_ok, Mismatch::Alias)?;
-        check(
-            self.labels.is_empty() || self.labels.contains(&c.label),
-            Mismatch::Label,
-        )?;
-        check(
-            self.tasks.is_empty() || self.tasks.contains(&c.task),
-            Mismatch::Task,
-        )?;
-        check(
-            self.min_confidence.is_none_or(|m| c.confidence >= m),
-            Mismatch::ConfidenceBelow,
-        )?;
-        check(
-            self.max_confidence.is_none_or(|m| c.confidence < m),
-            Mismatch::ConfidenceAbove,
-        )?;
-        check(
-            self.min_difficulty.is_none_or(|m| c.difficulty >= m),
-            Mismatch::DifficultyBelow,
-        )?;
-        check(
-            self.max_difficulty.is_none_or(|m| c.difficulty < m),
-            Mismatch::DifficultyAbove,
-        )?;
-        check(
-            self.min_prompt_tokens.is_none_or(|m| f.prompt_tokens >= m),
-            Mismatch::TokensBelow,
-        )?;
-        check(
-            self.max_prompt_tokens.is_none_or(|m| f.prompt_tokens <= m),
-            Mismatch::TokensAbove,
-        )?;
-        check(self.tools.is_none_or(|t| t == f.has_tools), Mismatch::Tools)?;
-        check(
-            self.images.is_none_or(|t| t == (f.images > 0)),
-            Mismatch::Images,
-        )?;
-        check(
-            self.json_mode.is_none_or(|t| t == f.json_mode),
-            Mismatch::JsonMode,
-        )?;
-        check(
-            self.pii.is_none_or(|t| t != c.pii.is_empty()),
-            Mismatch::Pii,
-        )?;
-        check(
-            self.pii_kinds.is_empty() || self.pii_kinds.intersects(c.pii),
-            Mismatch::PiiKinds,
-        )?;
-        check(
-            self.teams.is_empty()
-                || input
-                    .team
-                    .is_some_and(|t| self.teams.iter().any(|x| x == t)),
-            Mismatch::Team,
-        )?;
-        check(
-            self.keys.is_empty() || input.key.is_some_and(|k| self.keys.iter().any(|x| x == k)),
-            Mismatch::Key,
-        )?;
-        check(
-            self.headers
-                .iter()
-                .all(|(name, value)| input.headers.header(name) == Some(value.as_str())),
-            Mismatch::Header,
-        )
-    }
-}
-
-fn check(ok: bool, otherwise: Mismatch) -> Result<(), Mismatch> {
-    if ok { Ok(()) } else { Err(otherwise) }
-}
-
-/// The condition that stopped a rule from matching.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Mismatch {
-    Alias,
-    Label,
-    Task,
-    ConfidenceBelow,
-    ConfidenceAbove,
-    DifficultyBelow,
-    DifficultyAbove,
-    TokensBelow,
-    TokensAbove,
-    Tools,
-    Images,
-    JsonMode,
-    Pii,
-    PiiKinds,
-    Header,
-    Team,
-    Key,
 }
 
 /// What a matching rule does.
@@ -229,13 +54,26 @@ pub struct Pool {
     /// Own deployments, by index into the config's deployments.
     pub deployments: Vec<usize>,
     pub fallback: Option<usize>,
-    pub strategy: crate::config::Strategy,
+    pub strategy: Strategy,
     /// Weights of `deployments` for the weighted strategy.
     pub weights: Vec<u32>,
     /// This pool and its fallbacks, in order.
     pub chain: Vec<usize>,
     /// Own deployments then the fallback chain's, without repeats: the order dispatch tries.
     pub candidates: Vec<usize>,
+}
+
+/// How a pool orders its own deployments for each request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Strategy {
+    /// In the listed order.
+    Priority,
+    /// The first pick at random by weight; the rest by weight.
+    Weighted,
+    /// Lowest moving average of time to first byte first.
+    LeastLatency,
+    /// Lowest price first.
+    Cheapest,
 }
 
 /// A model name clients may send, bound to a pool.

@@ -1,5 +1,7 @@
 use super::*;
-use crate::classify::{Classification, Classifier, Features, LabelSet, PiiKind, Prompt};
+use crate::classify::{
+    Classification, Classifier, Features, Label, LabelSet, PiiKind, PiiKinds, Prompt,
+};
 
 /// A classifier whose domain and task labels are the same three.
 struct Labels(LabelSet);
@@ -44,6 +46,14 @@ fn rule(id: &str, when: Match, pool: usize) -> Rule {
     }
 }
 
+/// A match for `auto` traffic with these conditions.
+fn auto_when(conditions: Vec<Condition>) -> Match {
+    Match {
+        alias: AliasMatch::AutoOnly,
+        conditions,
+    }
+}
+
 fn input(requested: Requested, classification: &Classification) -> RouteInput<'_> {
     RouteInput {
         requested,
@@ -60,7 +70,7 @@ fn table() -> RouteTable {
         candidates: deployments.clone(),
         deployments,
         fallback: None,
-        strategy: crate::config::Strategy::Priority,
+        strategy: Strategy::Priority,
         weights: Vec::new(),
         chain: Vec::new(),
     };
@@ -70,18 +80,16 @@ fn table() -> RouteTable {
                 "pii-local",
                 Match {
                     alias: AliasMatch::Any,
-                    pii: Some(true),
-                    ..Match::catch_all()
+                    conditions: vec![Condition::Pii(true)],
                 },
                 0,
             ),
             rule(
                 "code-local",
-                Match {
-                    labels: vec![Label(0)],
-                    min_confidence: Some(0.6),
-                    ..Match::catch_all()
-                },
+                auto_when(vec![
+                    Condition::Label(vec![Label(0)]),
+                    Condition::MinConfidence(0.6),
+                ]),
                 1,
             ),
             rule("default", Match::catch_all(), 2),
@@ -170,18 +178,17 @@ fn explain_gives_a_reason_per_rule_seen() {
 #[test]
 fn unconditional_detects_catch_all() {
     assert!(Match::catch_all().is_unconditional());
-    let m = Match {
-        tools: Some(true),
-        ..Match::catch_all()
-    };
+    let m = auto_when(vec![Condition::Tools(true)]);
     assert!(!m.is_unconditional());
 }
 
 #[test]
 fn task_condition_matches_the_task_head() {
     let mut t = table();
-    t.rules[1].when.labels.clear();
-    t.rules[1].when.tasks = vec![Label(1)];
+    t.rules[1].when = auto_when(vec![
+        Condition::Task(vec![Label(1)]),
+        Condition::MinConfidence(0.6),
+    ]);
     let mut math = classification(2, 0.9, 0.1);
     math.task = Label(1);
     let d = t.decide(&input(Requested::Auto, &math));
@@ -193,10 +200,7 @@ fn shadow_rules_are_reported_but_not_applied() {
     let mut t = table();
     let mut shadow = rule(
         "try-math-local",
-        Match {
-            labels: vec![Label(1)],
-            ..Match::catch_all()
-        },
+        auto_when(vec![Condition::Label(vec![Label(1)])]),
         1,
     );
     shadow.shadow = true;
@@ -210,8 +214,13 @@ fn shadow_rules_are_reported_but_not_applied() {
 #[test]
 fn header_conditions_need_the_exact_value() {
     let mut t = table();
-    t.rules[1].when.labels.clear();
-    t.rules[1].when.headers = vec![("x-team".into(), "search".into())];
+    t.rules[1].when = auto_when(vec![
+        Condition::MinConfidence(0.6),
+        Condition::Header {
+            name: "x-team".into(),
+            value: "search".into(),
+        },
+    ]);
     let c = classification(2, 0.9, 0.1);
     let with = |headers: Vec<(&str, &str)>| {
         t.decide(&RouteInput {
@@ -231,8 +240,10 @@ fn header_conditions_need_the_exact_value() {
 #[test]
 fn team_and_key_conditions_match_the_caller() {
     let mut t = table();
-    t.rules[1].when.labels.clear();
-    t.rules[1].when.teams = vec!["search".into()];
+    t.rules[1].when = auto_when(vec![
+        Condition::MinConfidence(0.6),
+        Condition::Team(vec!["search".into()]),
+    ]);
     let c = classification(2, 0.9, 0.1);
     let via = |team: Option<&str>| {
         t.decide(&RouteInput {
