@@ -21,7 +21,7 @@ declare -A source=(
 )
 for name in mmlu_pro routellm_mmlu math_levels; do
   file=${source[$name]}
-  OUT_MODEL="$out/without_$name.bin" WITHOUT_OUTCOMES="$file" scripts/train-classifier.sh "$out/without_$name.bin" >/dev/null 2>&1
+  WITHOUT_OUTCOMES="$file" scripts/train-classifier.sh "$out/without_$name.bin" >/dev/null 2>&1
   result=$($bin eval --model "$out/without_$name.bin" --data "$file" --split test | tail -n 1)
   echo "without $name outcomes, measured on its test split: $result"
 done

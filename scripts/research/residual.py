@@ -17,6 +17,7 @@ import sys
 
 import numpy as np
 from scipy.optimize import minimize
+from scipy.sparse import vstack
 from scipy.stats import spearmanr
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
@@ -69,9 +70,6 @@ def main():
     vec = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=2)
     Xw = vec.fit_transform(texts)
     # soft targets via sample weights on duplicated rows
-    Xd = np.vstack([Xw.toarray()[:0]]) if False else None  # noqa: F841
-    from scipy.sparse import vstack
-
     topic = LogisticRegression(C=4.0, max_iter=3000).fit(
         vstack([Xw, Xw]), np.r_[np.ones(len(y)), np.zeros(len(y))], sample_weight=np.r_[soft, 1 - soft]
     )

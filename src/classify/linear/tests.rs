@@ -662,3 +662,86 @@ fn word_vectors_carry_labels_to_words_never_seen_in_training() {
     let seen = with.classify(&Prompt::user("the telescope and the comet"));
     assert_eq!(seen.label, Label(0));
 }
+
+#[test]
+fn spearman_by_hand() {
+    let up = [(0.1, 1.0), (0.2, 2.0), (0.3, 3.0), (0.4, 4.0)];
+    assert!((metrics::spearman(&up).unwrap() - 1.0).abs() < 1e-9);
+    let down: Vec<(f32, f32)> = up.iter().map(|&(s, l)| (-s, l)).collect();
+    assert!((metrics::spearman(&down).unwrap() + 1.0).abs() < 1e-9);
+    // Ties share their mean rank: ranks (0.5, 0.5, 2) against (0, 1, 2).
+    let tied = [(1.0, 1.0), (1.0, 2.0), (2.0, 3.0)];
+    assert!((metrics::spearman(&tied).unwrap() - 0.866_025_4).abs() < 1e-6);
+    assert_eq!(
+        metrics::spearman(&[(1.0, 1.0), (2.0, 1.0)]),
+        None,
+        "constant level"
+    );
+    assert_eq!(metrics::spearman(&[(1.0, 1.0)]), None);
+}
+
+/// Rows whose outcome follows only how many numbers they hold: "only the strong model"
+/// with many numbers, "both" with none; every row is complexity-only.
+fn numeric_rows(spec: &FeatureSpec) -> Vec<Example> {
+    let mut rng = Rng::new(3);
+    (0..400)
+        .map(|i| {
+            let hard = i % 2 == 0;
+            let mut text = sentence(&mut rng, i % 3, false);
+            if hard {
+                text.push_str(" with 12 and 345 and 6.7 and 89 and 10");
+            }
+            let targets = Targets {
+                domain: Some(i % 3),
+                task: Some(3),
+                outcome: Some(if hard { 2 } else { 3 }),
+            };
+            let mut e = Example::new(spec, &text, targets, false);
+            e.complexity_only = true;
+            e
+        })
+        .collect()
+}
+
+#[test]
+fn complexity_only_outcomes_teach_the_residual_pass_and_nothing_else() {
+    let base = TrainOptions {
+        epochs: 3,
+        learning_rate: 0.5,
+        spec: small_spec(),
+        ..TrainOptions::default()
+    };
+    let examples = numeric_rows(&base.spec);
+    let train_with = |options: &TrainOptions| {
+        let domains = DOMAINS.map(str::to_owned).to_vec();
+        let tasks = data::TASKS.map(str::to_owned).to_vec();
+        LinearClassifier::new(train::train(
+            &examples,
+            domains,
+            tasks,
+            None,
+            options,
+            &mut |_, _| {},
+        ))
+    };
+    let numbers = Prompt::user("the comet and 11 and 222 and 3.5 and 44 and 5");
+    let plain = Prompt::user("the comet and the orbit of the planet");
+    // Without the residual pass the frontier head learns nothing from these rows.
+    let joint = train_with(&base);
+    let (a, b) = (
+        joint.classify(&numbers).difficulty,
+        joint.classify(&plain).difficulty,
+    );
+    assert!((a - b).abs() < 1e-6, "{a} vs {b}");
+    // The residual pass learns that numbers make a prompt hard.
+    let residual = train_with(&TrainOptions {
+        residual_epochs: 5,
+        residual_rate: 0.5,
+        ..base
+    });
+    let (a, b) = (
+        residual.classify(&numbers).difficulty,
+        residual.classify(&plain).difficulty,
+    );
+    assert!(a > b + 0.2, "{a} vs {b}");
+}

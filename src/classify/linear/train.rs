@@ -457,6 +457,7 @@ fn sgd(
         .map(|h| (h, class_weights(model, examples, h, &used)))
         .collect();
     let ranges = Head::ALL.map(|h| model.range(h));
+    let frontier = model.range(Head::Frontier);
     let mut order: Vec<usize> = (0..examples.len())
         .filter(|&i| used(&examples[i]))
         .collect();
@@ -528,7 +529,6 @@ fn sgd(
                 }
             }
             // The complexity signals feed the frontier head only.
-            let frontier = model.range(Head::Frontier);
             for (j, &d) in e.dense.iter().enumerate().skip(ngrams::COMPLEXITY) {
                 if d != 0.0 {
                     let row = buckets + j;
@@ -544,7 +544,7 @@ fn sgd(
             if let Some(offset) = model.source_bias.get_mut(e.source) {
                 offset
                     .iter_mut()
-                    .zip(&grad[frontier])
+                    .zip(&grad[frontier.clone()])
                     .for_each(|(o, g)| *o -= g);
             }
         }
