@@ -1,5 +1,5 @@
-//! The application: live runtime state and the one function that assembles the
-//! request path.
+//! The application: builds the live state ([`crate::state`]) from a config and
+//! mounts the endpoints. Only the binary's entry (`crossroads serve`) uses it.
 
 use std::sync::Arc;
 
@@ -12,81 +12,12 @@ use crate::auth::Keyring;
 use crate::auth::store::KeyStore;
 use crate::cache::Cache;
 use crate::config::{Config, EnvLookup, KeyConfig, LedgerBackend, LimitsConfig};
-use crate::dispatch::Health;
 use crate::handler;
 use crate::ledger::LedgerReader;
-use crate::ledger::{self, Ledger, LedgerWriter};
+use crate::ledger::{self, LedgerWriter};
 use crate::metrics::Metrics;
-use crate::provider::Upstream;
 use crate::reload::Reloader;
-
-/// A validated config with the clients built for it. Swapped whole on reload; a request
-/// keeps the `Arc` it started with.
-pub struct Runtime {
-    pub config: Config,
-    /// One backend per deployment, same index as `config.deployments`.
-    pub backends: Vec<Arc<Backend>>,
-}
-
-/// A deployment's client and its health, kept across reloads while it is unchanged.
-pub struct Backend {
-    pub upstream: Upstream,
-    pub health: Arc<Health>,
-}
-
-impl Runtime {
-    /// Builds the backends for `config`, keeping those of `previous` whose deployment did
-    /// not change, so a reload keeps their warm connections and health.
-    pub fn new(config: Config, previous: Option<&Runtime>) -> Result<Self, String> {
-        let backends = config
-            .deployments
-            .iter()
-            .map(|d| {
-                let unchanged = previous.and_then(|p| {
-                    p.config
-                        .deployments
-                        .iter()
-                        .position(|old| old == d)
-                        .and_then(|i| p.backends.get(i).cloned())
-                });
-                match unchanged {
-                    Some(backend) => Ok(backend),
-                    None => Upstream::new(d).map(|upstream| {
-                        Arc::new(Backend {
-                            upstream,
-                            health: Arc::default(),
-                        })
-                    }),
-                }
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(Runtime { config, backends })
-    }
-}
-
-/// Shared by every handler.
-#[derive(Clone)]
-pub struct AppState {
-    runtime: watch::Receiver<Arc<Runtime>>,
-    pub reloader: Arc<Reloader>,
-    pub ledger: Ledger,
-    pub metrics: Arc<Metrics>,
-    pub ids: Arc<crate::handler::RequestIds>,
-    pub keyring: Arc<Keyring>,
-    /// Rate limits and budgets: in this process, or shared in Redis (`[limits]`).
-    pub admission: Arc<Admission>,
-    /// Reads the ledger for the spend API; `None` for an in-memory ledger.
-    pub reader: Option<Arc<LedgerReader>>,
-    /// The response cache, built at startup from `[cache]`; `None` when off.
-    pub cache: Option<Cache>,
-}
-
-impl AppState {
-    /// The current runtime; in-flight requests keep theirs across a reload.
-    pub fn runtime(&self) -> Arc<Runtime> {
-        self.runtime.borrow().clone()
-    }
-}
+use crate::state::{AppState, RequestIds, Runtime};
 
 /// A built application: the router to serve, and the parts `main` shuts down.
 pub struct App {
@@ -187,7 +118,7 @@ pub fn build(config: Config, env: EnvLookup) -> Result<App, String> {
         reloader,
         ledger,
         metrics,
-        ids: Arc::new(crate::handler::RequestIds::new()),
+        ids: Arc::new(RequestIds::new()),
         keyring,
         admission,
         reader,
@@ -248,45 +179,19 @@ async fn watch_keys(
     }
 }
 
-/// The request path, in order. Each stage is a module named after it.
+/// The endpoints. The model APIs are front-ends ([`crate::frontend`]) of the one
+/// request pipeline ([`crate::pipeline::serve`], whose stages are listed there).
 ///
-/// 1. **Body limit** ([`crate::handler::read_body`]): bodies over the live config's
-///    `server.body_limit_bytes` become a 413 in the OpenAI error shape.
-/// 2. **Ingress** ([`crate::request`]): the body is parsed and checked once; every field
-///    the gateway does not interpret passes through untouched.
-/// 3. **Resolve** ([`crate::route::RouteTable::resolve`]): `model` is `auto` or an alias,
-///    else 404 `model_not_found`.
-/// 4. **Classify** ([`crate::classify`]): label, confidence, difficulty, PII; timed.
-/// 5. **Route** ([`crate::route`]): first matching rule → pool (or rejection). Then
-///    **admission** ([`crate::admission`], glue in [`crate::handler::chat`]): the key's
-///    RPM/TPM are counted and the upper-bound cost reserved against its key's and
-///    team's budgets in one step (one Redis round trip with `[limits] backend =
-///    "redis"`). A rate limit answers 429 here; a budget's 429 waits for a cache miss.
-/// 6. **Cache** ([`crate::cache`], glue in [`crate::handler::cached`]): after routing,
-///    because the key holds the pool. `Cache-Control: no-cache` skips the lookup; a hit
-///    is answered here (JSON, or an SSE replay for streams), costs 0 and calls no
-///    upstream. On a miss, the answer of stage 7 is stored once complete unless
-///    `no-store`: a JSON body as it came, a stream once it ended with `[DONE]`.
-/// 7. **Dispatch** ([`crate::dispatch`]): the pool's candidates in order, falling back
-///    before the first byte; upstream wire formats in [`crate::provider`].
-/// 8. **Accounting** ([`crate::handler::exchange`]): usage → exact cost and reference
-///    cost → one ledger record and the metrics, for every request, streamed or not,
-///    failed or not, cached or not, including clients that disconnect mid-stream.
-///    Replies without usage are counted with the model family's tokenizer
-///    ([`crate::accounting::tokens`]) on a blocking thread, never on the runtime.
-/// 9. **Response headers**: `x-crossroads-request-id`, `-rule`, `-pool`, `-deployment`,
-///    `-tier`, `-class`, `-cache` (`hit`, `miss` or `bypass`, on every chat response),
-///    `-cost-usd` (non-streamed).
-///
-/// Side doors: `POST /v1/route/explain` runs stages 2-5 only; `GET /v1/models`,
-/// `/healthz`, `/readyz` and `/metrics` read state; `POST /admin/reload` (admin key)
-/// reloads the config; `POST /v1/feedback` rates a served request, by its id, in the
-/// ledger ([`crate::handler::feedback`]). Unknown paths and methods get OpenAI-shaped 404/405 errors.
+/// Side doors: `POST /v1/route/explain` runs the parse, classify and route stages only;
+/// `GET /v1/models`, `/healthz`, `/readyz` and `/metrics` read state; `POST
+/// /admin/reload` (admin key) reloads the config; `POST /v1/feedback` rates a served
+/// request, by its id, in the ledger ([`crate::handler::feedback`]). Unknown paths and
+/// methods get OpenAI-shaped 404/405 errors.
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route(
             "/v1/chat/completions",
-            post(handler::chat::chat_completions),
+            post(crate::frontend::chat::chat_completions),
         )
         .route("/v1/route/explain", post(handler::explain::explain))
         .route("/v1/models", get(handler::models))

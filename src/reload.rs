@@ -10,8 +10,8 @@ use std::time::{Duration, SystemTime};
 use prometheus::IntCounterVec;
 use tokio::sync::{Mutex, watch};
 
-use crate::app::Runtime;
 use crate::config::{self, EnvLookup};
+use crate::runtime::Runtime;
 
 /// What started a reload, as a metrics label.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

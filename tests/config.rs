@@ -327,3 +327,23 @@ fn a_cost_model_prices_a_self_hosted_deployment() {
         "deployments[0].cost_model.usd_per_hour"
     );
 }
+
+#[test]
+fn a_deployment_default_above_what_admission_reserves_is_refused() {
+    let with_default = |n: u64| {
+        base().replacen(
+            "tier = \"local\"",
+            &format!("tier = \"local\"\ndefault_max_tokens = {n}"),
+            1,
+        ) + "\n[budgets]\ndefault_max_tokens = 1000\n"
+    };
+    let e = error_for(&with_default(1001));
+    assert_eq!(e.path, "deployments[0].default_max_tokens");
+    assert!(
+        e.message
+            .contains("exceeds budgets.default_max_tokens (1000)"),
+        "{e}"
+    );
+    let config = from_toml_str(&with_default(1000), Path::new("routes.toml"), &|_| None).unwrap();
+    assert_eq!(config.deployments[0].default_max_tokens, Some(1000));
+}

@@ -185,6 +185,30 @@ async fn reservations_bound_every_choice_and_every_tool_schema() {
 }
 
 #[tokio::test]
+async fn a_rules_max_tokens_cap_bounds_the_reservation() {
+    let local = Upstream::start(Scripted::json(completion("l", "ok", 1, 1))).await;
+    let fa = Upstream::start(Scripted::json(completion("gpt-4.1", "ok", 10, 50))).await;
+    let budget = "budget = { usd = 0.001, period = \"day\" }";
+    let uncapped = keyed_config(&local, &fa, budget, "");
+    let capped = uncapped.replace(
+        "id = \"default\"\npool = \"frontier\"",
+        "id = \"default\"\npool = \"frontier\"\nmax_tokens = 50",
+    );
+    assert_ne!(capped, uncapped);
+    // 1,000 output tokens at gpt-4.1's $8/M bound $0.008, over the budget; capped at
+    // 50 by the rule, the request can cost $0.0004 and fits.
+    let mut body = user("auto", "hi");
+    body["max_tokens"] = json!(1000);
+    let gw = Gateway::start(&uncapped).await;
+    let (status, error) = error_of(chat_as(&gw, Some(KEY), body.clone()).await).await;
+    assert_eq!(status, 429, "{error}");
+    let gw = Gateway::start(&capped).await;
+    assert_eq!(chat_as(&gw, Some(KEY), body).await.status(), 200);
+    let sent = fa.received().pop().unwrap().body;
+    assert_eq!(sent["max_tokens"], 50, "{sent}");
+}
+
+#[tokio::test]
 async fn team_budgets_apply_and_free_local_traffic_passes() {
     let (gw, _upstreams) = budgeted(
         Scripted::json(completion("gpt-4.1", "ok", 100, 100)),

@@ -1,6 +1,7 @@
 //! Accounting: usage, exact prices and costs, and the reference cost that measures savings.
 //!
-//! Pure: no I/O. The handler builds a ledger record from what this module computes.
+//! Pure: no I/O. The pipeline's finisher ([`crate::pipeline`]) prices each request
+//! here, then settles its budget reservation and writes its ledger record.
 
 pub mod money;
 pub mod tokens;
@@ -25,8 +26,33 @@ impl Costing {
         }
     }
 
+    /// What a request that used `usage` cost, served by `served`, against `reference`:
+    /// a cached answer spent nothing and saved the whole reference cost; a request no
+    /// deployment served is priced at nothing.
+    pub fn settle(usage: &Usage, served: Served<'_>, reference: &Price) -> Self {
+        match served {
+            Served::Cache => Costing {
+                cost: Usd::ZERO,
+                reference_cost: reference.cost(usage),
+            },
+            Served::Deployment(price) => Costing::of(usage, price, reference),
+            Served::Nowhere => Costing::default(),
+        }
+    }
+
     /// Reference cost minus actual cost (negative when the route was dearer).
     pub fn savings(&self) -> Usd {
         self.reference_cost - self.cost
     }
+}
+
+/// Who served a request, for pricing it.
+#[derive(Clone, Copy, Debug)]
+pub enum Served<'a> {
+    /// The response cache.
+    Cache,
+    /// A deployment at this price.
+    Deployment(&'a Price),
+    /// Nothing: the request failed before any deployment answered.
+    Nowhere,
 }

@@ -18,7 +18,6 @@ use std::sync::OnceLock;
 use tiktoken_rs::CoreBPE;
 
 use super::usage::estimate_tokens;
-use crate::classify::Prompt;
 
 /// The most prompt tokens a request whose body is `body_bytes` long, with `images`
 /// images, can be billed, in any byte-level BPE vocabulary (tiktoken's, Llama 3's,
@@ -117,15 +116,12 @@ impl Encoding {
         }
     }
 
-    /// Prompt tokens of a conversation: every text part, plus the chat format's
-    /// framing. Images and tool schemas are not counted. Blocking.
-    pub fn count_prompt(self, prompt: &Prompt<'_>) -> u64 {
-        prompt
-            .segments
-            .iter()
-            .map(|s| self.count(s.text))
-            .sum::<u64>()
-            + u64::from(prompt.messages) * TOKENS_PER_MESSAGE
+    /// Prompt tokens of a conversation of `messages` messages holding `texts`: every
+    /// text part, plus the chat format's framing. Images and tool schemas are not
+    /// counted. Blocking.
+    pub fn count_prompt<'a>(self, texts: impl IntoIterator<Item = &'a str>, messages: u32) -> u64 {
+        texts.into_iter().map(|t| self.count(t)).sum::<u64>()
+            + u64::from(messages) * TOKENS_PER_MESSAGE
             + TOKENS_PER_REPLY
     }
 }

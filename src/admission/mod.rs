@@ -252,6 +252,24 @@ impl Admission {
         Ok(Admitted { budget })
     }
 
+    /// Settles a finished request: its reservation with the actual `cost`, and the
+    /// `output` tokens it generated in the window of `tpm_key` (the key, when it has a
+    /// TPM limit and the answer came from an upstream, not the cache).
+    pub fn settle(
+        &self,
+        reservation: Option<Reservation>,
+        tpm_key: Option<&str>,
+        cost: Usd,
+        output: u64,
+    ) {
+        if let Some(reservation) = reservation {
+            reservation.settle(cost);
+        }
+        if let Some(key) = tpm_key {
+            self.record_output(key, output, now_ms());
+        }
+    }
+
     /// Adds the tokens a request generated to its key's window.
     pub fn record_output(&self, key: &str, tokens: u64, now_ms: i64) {
         if let Some((shared, _)) = &self.shared {

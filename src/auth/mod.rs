@@ -10,6 +10,7 @@ use std::sync::{Arc, RwLock};
 
 use ring::rand::{SecureRandom, SystemRandom};
 
+pub use crate::config::parse_hex;
 use crate::config::{BudgetConfig, KeyConfig};
 use crate::error::ApiError;
 
@@ -57,19 +58,6 @@ pub fn hex(hash: &KeyHash) -> String {
     })
 }
 
-/// Parses 64 hex digits.
-pub fn parse_hex(text: &str) -> Option<KeyHash> {
-    let text = text.strip_prefix("sha256:").unwrap_or(text);
-    if text.len() != 64 {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(out)
-}
-
 /// A new random key (32 bytes from the OS CSPRNG, hex).
 pub fn generate_key() -> Result<String, String> {
     let mut bytes = [0u8; 32];
@@ -94,17 +82,24 @@ impl Keyring {
         }
     }
 
-    /// The key presented in `authorization`, if valid. `required` turns a missing key
-    /// into an error; a wrong key is always one.
+    /// The key presented in `authorization` (`Bearer <key>`), if valid. `required`
+    /// turns a missing key into an error; a wrong key is always one.
     pub fn authenticate(
         &self,
         authorization: Option<&str>,
         required: bool,
     ) -> Result<Option<Arc<KeyInfo>>, ApiError> {
-        let presented = authorization
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim)
-            .filter(|k| !k.is_empty());
+        self.authenticate_key(authorization.and_then(bearer), required)
+    }
+
+    /// Authenticates a key presented bare (as `x-api-key` carries it); `None` or an
+    /// empty key is no key.
+    pub fn authenticate_key(
+        &self,
+        presented: Option<&str>,
+        required: bool,
+    ) -> Result<Option<Arc<KeyInfo>>, ApiError> {
+        let presented = presented.map(str::trim).filter(|k| !k.is_empty());
         let Some(presented) = presented else {
             return if required {
                 Err(ApiError::Unauthorized {
@@ -125,6 +120,11 @@ impl Keyring {
             }),
         }
     }
+}
+
+/// The key of an `Authorization: Bearer <key>` header value.
+pub fn bearer(authorization: &str) -> Option<&str> {
+    authorization.strip_prefix("Bearer ")
 }
 
 /// Every key of the config and the store, by hash.

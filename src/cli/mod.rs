@@ -427,7 +427,7 @@ fn explain(path: &Path, prompt: Option<String>, request: Option<PathBuf>, model:
         }
     };
     let result = crate::request::ChatRequest::parse(&body).and_then(|request| {
-        let runtime = crate::app::Runtime::new(config, None)
+        let runtime = crate::state::Runtime::new(config, None)
             .map_err(|message| crate::error::ApiError::Internal { message })?;
         let no_headers = axum::http::HeaderMap::new();
         crate::handler::explain::explain_request(&Arc::new(runtime), &request, &no_headers, None)

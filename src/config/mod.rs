@@ -309,3 +309,16 @@ fn finish(
         .map_err(|e| error(e.path().to_string(), e.inner().to_string()))?;
     validate::validate(raw, path, env).map_err(|(path, message)| error(path, message))
 }
+
+/// Parses a key hash: 64 hex digits, optionally after `sha256:`.
+pub fn parse_hex(text: &str) -> Option<[u8; 32]> {
+    let text = text.strip_prefix("sha256:").unwrap_or(text);
+    if text.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}

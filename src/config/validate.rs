@@ -14,7 +14,8 @@ use super::raw::{
 };
 use super::{
     AuthConfig, BudgetConfig, BudgetPeriod, BudgetsConfig, Config, Deployment, HealthConfig,
-    KeyConfig, LedgerBackend, LedgerConfig, PriceEntry, Secret, ServerConfig, TeamConfig,
+    KeyConfig, LedgerBackend, LedgerConfig, PriceEntry, ProviderKind, Secret, ServerConfig,
+    TeamConfig,
 };
 use crate::accounting::{PerMillion, Price};
 use crate::classify::{
@@ -75,6 +76,8 @@ pub fn validate(
         "deployments",
         "id",
     )?;
+    let budgets = validate_budgets(budgets)?;
+    let deployments = bound_default_max_tokens(deployments, &budgets)?;
     let pools = validate_pools(pools, &deployments)?;
     let aliases = validate_aliases(aliases, &pools)?;
     let rules = validate_rules(rules, &pools, &aliases, classifier.as_ref(), &prices)?;
@@ -89,7 +92,6 @@ pub fn validate(
         required,
         refresh: positive_ms("auth.refresh_ms", refresh_ms)?,
     };
-    let budgets = validate_budgets(budgets)?;
     let teams = teams
         .into_iter()
         .enumerate()
@@ -155,6 +157,37 @@ fn validate_budgets(raw: RawBudgets) -> Result<BudgetsConfig, Invalid> {
     })
 }
 
+/// Keeps what a deployment generates for a request without `max_tokens` within what
+/// admission reserves for it (`budgets.default_max_tokens`), so no budget can be
+/// overshot by a default. Anthropic needs a `max_tokens` on every request: without a
+/// deployment default, it gets the budgets' one.
+fn bound_default_max_tokens(
+    mut deployments: Vec<Deployment>,
+    budgets: &BudgetsConfig,
+) -> Result<Vec<Deployment>, Invalid> {
+    let reserved = budgets.default_max_tokens;
+    for (i, d) in deployments.iter_mut().enumerate() {
+        match d.default_max_tokens {
+            Some(n) if n > reserved => {
+                return Err(invalid(
+                    format!("deployments[{i}].default_max_tokens"),
+                    format!(
+                        "{n} exceeds budgets.default_max_tokens ({reserved}), the output \
+                         admission reserves for a request without max_tokens; lower it or \
+                         raise budgets.default_max_tokens"
+                    ),
+                ));
+            }
+            Some(_) => {}
+            None if d.provider == ProviderKind::Anthropic => {
+                d.default_max_tokens = Some(reserved);
+            }
+            None => {}
+        }
+    }
+    Ok(deployments)
+}
+
 fn validate_budget(path: &str, raw: RawBudget) -> Result<BudgetConfig, Invalid> {
     let RawBudget { usd, period } = raw;
     Ok(BudgetConfig {
@@ -180,7 +213,7 @@ fn validate_key(i: usize, raw: RawKey, teams: &[TeamConfig]) -> Result<KeyConfig
     } = raw;
     let path = format!("keys[{i}]");
     check_id(&format!("{path}.id"), &id)?;
-    let sha256 = crate::auth::parse_hex(&sha256).ok_or_else(|| {
+    let sha256 = super::parse_hex(&sha256).ok_or_else(|| {
         invalid(
             format!("{path}.sha256"),
             "must be the key's SHA-256 as 64 hex digits (crossroads keys hash prints it)",

@@ -10,16 +10,33 @@ mod order;
 
 use std::cell::Cell;
 use std::hash::{BuildHasher, Hasher};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub use health::{Health, HealthView, Slot};
 pub use order::{Candidate, order};
 
-use crate::app::Runtime;
+use crate::config::Config;
 use crate::error::{ApiError, UpstreamFailure};
 use crate::metrics::Metrics;
+use crate::provider::Upstream;
 use crate::provider::{FailureKind, Reply, UpstreamError};
 use crate::request::ChatRequest;
+
+/// A deployment's client and its health, kept across reloads while it is unchanged.
+pub struct Backend {
+    pub upstream: Upstream,
+    pub health: Arc<Health>,
+}
+
+impl Backend {
+    pub fn new(upstream: Upstream) -> Self {
+        Backend {
+            upstream,
+            health: Arc::default(),
+        }
+    }
+}
 
 /// What dispatch needs to know about the request.
 pub struct Job<'a> {
@@ -28,8 +45,8 @@ pub struct Job<'a> {
     pub pool: usize,
     /// Estimated prompt tokens, for context windows.
     pub prompt_tokens: u64,
-    /// The rule's cap on `max_tokens`.
-    pub max_tokens_cap: Option<u64>,
+    /// Output tokens each choice may generate ([`crate::request::Limits::max_tokens`]).
+    pub max_tokens: Option<u64>,
     pub deadline: Instant,
     /// A spent budget leaves only zero-cost deployments.
     pub free_only: bool,
@@ -90,22 +107,18 @@ fn note(fallbacks: &mut String, deployment: &str, reason: &str) {
 
 /// Sends the job to the first deployment that answers before its deadline.
 pub async fn dispatch(
-    rt: &Runtime,
+    config: &Config,
+    backends: &[Arc<Backend>],
     job: &Job<'_>,
     metrics: &Metrics,
 ) -> Result<Dispatched, DispatchFailed> {
-    let config = &rt.config;
     let mut attempts = 0;
     let mut fallbacks = String::new();
     let mut last: Option<(usize, UpstreamError)> = None;
     // Saturating: a client may ask for `max_tokens` up to u64::MAX, which fits nowhere.
-    let wanted_tokens = job.prompt_tokens.saturating_add(
-        job.max_tokens_cap
-            .map_or(job.request.max_tokens, |cap| {
-                Some(job.request.max_tokens.map_or(cap, |m| m.min(cap)))
-            })
-            .unwrap_or(0),
-    );
+    let wanted_tokens = job
+        .prompt_tokens
+        .saturating_add(job.max_tokens.unwrap_or(0));
     for pass in 0..=config.server.retries {
         if pass > 0 {
             let backoff = config
@@ -127,7 +140,7 @@ pub async fn dispatch(
             &config.routes.pools,
             job.pool,
             &|d| Candidate {
-                health: rt.backends.get(d).map_or(
+                health: backends.get(d).map_or(
                     HealthView {
                         ejected: false,
                         latency_us: None,
@@ -143,7 +156,7 @@ pub async fn dispatch(
         );
         for (position, index) in candidates.iter().copied().enumerate() {
             let (Some(deployment), Some(backend)) =
-                (config.deployments.get(index), rt.backends.get(index))
+                (config.deployments.get(index), backends.get(index))
             else {
                 continue;
             };
@@ -167,7 +180,7 @@ pub async fn dispatch(
             let started = Instant::now();
             let result = tokio::time::timeout_at(
                 tokio::time::Instant::from_std(job.deadline),
-                backend.upstream.send(job.request, job.max_tokens_cap),
+                backend.upstream.send(job.request, job.max_tokens),
             )
             .await
             .unwrap_or_else(|_| {

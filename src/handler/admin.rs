@@ -5,9 +5,9 @@ use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use crate::app::{AppState, Runtime};
 use crate::error::ApiError;
 use crate::reload::Trigger;
+use crate::state::{AppState, Runtime};
 
 /// Checks the `Authorization: Bearer` header against the admin key.
 fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {

@@ -7,13 +7,12 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use super::chat::classify_and_route;
-use super::read_body;
-use crate::app::{AppState, Runtime};
 use crate::auth::KeyInfo;
 use crate::error::ApiError;
+use crate::pipeline::read_body;
 use crate::request::ChatRequest;
 use crate::route::{Action, RouteInput};
+use crate::state::{AppState, Runtime};
 
 pub async fn explain(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
     let rt = state.runtime();
@@ -41,7 +40,7 @@ pub fn explain_request(
     headers: &HeaderMap,
     caller: Option<&KeyInfo>,
 ) -> Result<Value, ApiError> {
-    let (classification, _) = classify_and_route(rt, None, request, headers, caller)?;
+    let (classification, _) = crate::pipeline::route(rt, None, request, headers, caller)?;
     let config = &rt.config;
     let routes = &config.routes;
     let classifier = config.classifier.as_ref();

@@ -17,12 +17,13 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value};
 
 use super::admin::is_admin;
-use super::{blocking, ledger_in_memory, read_body};
-use crate::app::AppState;
+use super::{blocking, ledger_in_memory};
 use crate::auth::KeyInfo;
 use crate::error::ApiError;
 use crate::ledger::LedgerReader;
 use crate::ledger::feedback::{Feedback, Owner, Thumbs};
+use crate::pipeline::read_body;
+use crate::state::AppState;
 
 /// Longest accepted `request_id`, `label` and `comment`, in characters.
 const MAX_REQUEST_ID: usize = 128;

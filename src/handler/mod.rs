@@ -1,89 +1,19 @@
-//! HTTP handlers: the chat-completions pipeline, feedback on its answers, and the
-//! read-only endpoints.
+//! The side doors: explain, feedback on served answers, spend, admin, and the
+//! read-only endpoints; plus the body reader every endpoint shares. The model APIs are
+//! front-ends of [`crate::pipeline`].
 
 pub mod admin;
-pub mod cached;
-pub mod chat;
-pub mod exchange;
 pub mod explain;
 pub mod feedback;
 pub mod spend;
-mod stream;
 
-use std::hash::{BuildHasher, Hasher};
-use std::sync::atomic::{AtomicU64, Ordering};
-
-use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde_json::json;
 
-use crate::app::AppState;
-use crate::config::ServerConfig;
 use crate::error::ApiError;
-
-/// Unique request ids: a random per-process prefix and a counter.
-pub struct RequestIds {
-    prefix: u64,
-    counter: AtomicU64,
-}
-
-impl RequestIds {
-    pub fn new() -> Self {
-        RequestIds {
-            prefix: std::collections::hash_map::RandomState::new()
-                .build_hasher()
-                .finish(),
-            counter: AtomicU64::new(0),
-        }
-    }
-
-    /// `req_` followed by 28 hex digits.
-    pub fn next(&self) -> String {
-        let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        format!("req_{:016x}{:012x}", self.prefix, n & 0xffff_ffff_ffff)
-    }
-}
-
-impl Default for RequestIds {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-/// Reads the body up to the live config's `server.body_limit_bytes` (so a reload
-/// applies at once) and within its `request_timeout_ms`, or the OpenAI-shaped error for
-/// a body that is too large, too slow or unreadable. The deadline keeps a client that
-/// announces a body and never sends it from holding a connection (and the ledger slot
-/// its request reserved) forever.
-pub(crate) async fn read_body(
-    headers: &HeaderMap,
-    body: Body,
-    server: &ServerConfig,
-) -> Result<Bytes, ApiError> {
-    let limit = server.body_limit;
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > limit) {
-        return Err(ApiError::PayloadTooLarge { limit });
-    }
-    let read = tokio::time::timeout(server.request_timeout, Limited::new(body, limit).collect());
-    match read.await {
-        Err(_) => Err(ApiError::RequestTimeout {
-            limit_ms: server.request_timeout.as_millis(),
-        }),
-        Ok(Ok(collected)) => Ok(collected.to_bytes()),
-        Ok(Err(e)) if e.is::<LengthLimitError>() => Err(ApiError::PayloadTooLarge { limit }),
-        Ok(Err(e)) => Err(ApiError::bad_request(
-            format!("could not read the request body: {e}"),
-            None,
-        )),
-    }
-}
+use crate::state::AppState;
 
 /// Runs a ledger call on a blocking thread; its failure is the gateway's (500).
 pub(crate) async fn blocking<T: Send + 'static>(

@@ -11,9 +11,9 @@ use serde_json::json;
 
 use super::admin::is_admin;
 use super::{blocking, ledger_in_memory};
-use crate::app::AppState;
 use crate::error::ApiError;
 use crate::ledger::query::{Cursor, Filter, GroupBy, parse_time, to_csv};
+use crate::state::AppState;
 
 #[derive(Debug, Default, Deserialize)]
 pub struct SpendQuery {

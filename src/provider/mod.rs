@@ -113,16 +113,18 @@ impl Upstream {
         Ok(Upstream { adapter })
     }
 
-    /// Sends the request in this deployment's wire format; streams return once their
-    /// first bytes arrived.
+    /// Sends the request in this deployment's wire format, generating at most
+    /// `max_tokens` per choice (the request's resolved [`crate::request::Limits`]; the
+    /// deployment's `default_max_tokens` when `None`); streams return once their first
+    /// bytes arrived.
     pub async fn send(
         &self,
         request: &ChatRequest,
-        max_tokens_cap: Option<u64>,
+        max_tokens: Option<u64>,
     ) -> Result<Reply, UpstreamError> {
         match &self.adapter {
-            Adapter::OpenAi(a) => a.send(request, max_tokens_cap).await,
-            Adapter::Anthropic(a) => a.send(request, max_tokens_cap).await,
+            Adapter::OpenAi(a) => a.send(request, max_tokens).await,
+            Adapter::Anthropic(a) => a.send(request, max_tokens).await,
         }
     }
 }

@@ -14,6 +14,7 @@ use crate::request::ChatRequest;
 pub struct OpenAiUpstream {
     http: Http,
     model: String,
+    default_max_tokens: Option<u64>,
 }
 
 impl OpenAiUpstream {
@@ -30,15 +31,16 @@ impl OpenAiUpstream {
         Ok(OpenAiUpstream {
             http: Http::new(deployment, "/chat/completions", headers, key_required)?,
             model: deployment.model.clone(),
+            default_max_tokens: deployment.default_max_tokens,
         })
     }
 
     pub async fn send(
         &self,
         request: &ChatRequest,
-        max_tokens_cap: Option<u64>,
+        max_tokens: Option<u64>,
     ) -> Result<Reply, UpstreamError> {
-        let body = request.upstream_body(&self.model, max_tokens_cap);
+        let body = request.upstream_body(&self.model, max_tokens.or(self.default_max_tokens));
         self.http
             .within_first_byte_timeout(async {
                 let response = self.http.post(body).await?;

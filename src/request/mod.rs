@@ -2,6 +2,10 @@
 //! gateway relies on, and re-serialized for each upstream with every other field passed
 //! through unchanged.
 
+mod limits;
+
+pub use limits::Limits;
+
 use serde::Serialize;
 use serde::ser::SerializeMap;
 use serde_json::{Map, Value};

@@ -15,8 +15,9 @@ use serde_json::{Map, Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
-use crossroads::app::{self, AppState};
+use crossroads::app;
 use crossroads::ledger::LedgerWriter;
+use crossroads::state::AppState;
 
 pub mod served;
 

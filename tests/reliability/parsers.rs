@@ -7,7 +7,7 @@ use serde_json::{Map, Value, json};
 
 use crossroads::cache::CacheKey;
 use crossroads::provider::anthropic::{self, StreamTranslator};
-use crossroads::request::ChatRequest;
+use crossroads::request::{ChatRequest, Limits};
 use crossroads::sse;
 
 use super::hostile::{Gen, cases, check};
@@ -156,7 +156,10 @@ fn anthropic_request_translation_never_panics_and_bounds_max_tokens() {
             return;
         };
         let cap = g.bool().then(|| g.rng.u64(1..10_000));
-        let Ok(body) = anthropic::translate(&request, "claude-x", cap, 4096) else {
+        let limits = Limits::resolve(&request, cap, 4096);
+        let Ok(body) =
+            anthropic::translate(&request, "claude-x", limits.max_tokens.unwrap_or(4096))
+        else {
             return;
         };
         let body: Value = serde_json::from_slice(&body).unwrap();

@@ -18,8 +18,9 @@ pub use response::{AnthropicUsage, StreamTranslator, completion};
 
 /// The API version sent when the deployment names none.
 pub const DEFAULT_VERSION: &str = "2023-06-01";
-/// `max_tokens` is required by Anthropic; sent when neither client nor config gives one.
-pub const DEFAULT_MAX_TOKENS: u64 = 4096;
+/// `max_tokens` is required by Anthropic: sent when neither the request nor the
+/// deployment gives one (validation gives every Anthropic deployment one).
+const DEFAULT_MAX_TOKENS: u64 = 4096;
 
 pub struct AnthropicUpstream {
     http: Http,
@@ -52,13 +53,12 @@ impl AnthropicUpstream {
     pub async fn send(
         &self,
         request: &ChatRequest,
-        max_tokens_cap: Option<u64>,
+        max_tokens: Option<u64>,
     ) -> Result<Reply, UpstreamError> {
         let body = request::translate(
             request,
             &self.model,
-            max_tokens_cap,
-            self.default_max_tokens,
+            max_tokens.unwrap_or(self.default_max_tokens),
         )
         .map_err(|message| UpstreamError::new(FailureKind::Rejected, message))?;
         self.http

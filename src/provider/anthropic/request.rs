@@ -4,14 +4,10 @@ use serde_json::{Map, Value, json};
 
 use crate::request::ChatRequest;
 
-/// Builds the Messages body for `model`. Errors describe what the client sent that
-/// Anthropic cannot take (the gateway answers them with a 400).
-pub fn translate(
-    request: &ChatRequest,
-    model: &str,
-    max_tokens_cap: Option<u64>,
-    default_max_tokens: u64,
-) -> Result<Vec<u8>, String> {
+/// Builds the Messages body for `model`, generating at most `max_tokens` (the
+/// request's resolved limit). Errors describe what the client sent that Anthropic
+/// cannot take (the gateway answers them with a 400).
+pub fn translate(request: &ChatRequest, model: &str, max_tokens: u64) -> Result<Vec<u8>, String> {
     let body = &request.body;
     if body.get("n").and_then(Value::as_u64).is_some_and(|n| n > 1) {
         return Err("n > 1 is not supported by Anthropic deployments".into());
@@ -68,17 +64,9 @@ pub fn translate(
         }
     }
 
-    let asked = body
-        .get("max_completion_tokens")
-        .or_else(|| body.get("max_tokens"))
-        .and_then(Value::as_u64)
-        .unwrap_or(default_max_tokens);
     let mut out = Map::new();
     out.insert("model".into(), json!(model));
-    out.insert(
-        "max_tokens".into(),
-        json!(max_tokens_cap.map_or(asked, |cap| asked.min(cap))),
-    );
+    out.insert("max_tokens".into(), json!(max_tokens));
     out.insert(
         "messages".into(),
         Value::Array(

@@ -7,7 +7,17 @@ use super::*;
 
 fn translated(body: Value) -> Value {
     let request = ChatRequest::parse(body.to_string().as_bytes()).unwrap();
-    serde_json::from_slice(&request::translate(&request, "claude-x", None, 1000).unwrap()).unwrap()
+    serde_json::from_slice(
+        &request::translate(&request, "claude-x", limit(&request, None)).unwrap(),
+    )
+    .unwrap()
+}
+
+/// The `max_tokens` the pipeline resolves for `request` under `cap`, 1000 by default.
+fn limit(request: &ChatRequest, cap: Option<u64>) -> u64 {
+    crate::request::Limits::resolve(request, cap, 1000)
+        .max_tokens
+        .unwrap_or(1000)
 }
 
 #[test]
@@ -89,12 +99,14 @@ fn max_tokens_follows_the_client_and_the_rule_cap() {
         br#"{"model":"auto","messages":[{"role":"user","content":"x"}],"max_tokens":300}"#,
     )
     .unwrap();
-    let out: Value =
-        serde_json::from_slice(&request::translate(&request, "m", Some(200), 1000).unwrap())
-            .unwrap();
+    let out: Value = serde_json::from_slice(
+        &request::translate(&request, "m", limit(&request, Some(200))).unwrap(),
+    )
+    .unwrap();
     assert_eq!(out["max_tokens"], 200);
     let out: Value =
-        serde_json::from_slice(&request::translate(&request, "m", None, 1000).unwrap()).unwrap();
+        serde_json::from_slice(&request::translate(&request, "m", limit(&request, None)).unwrap())
+            .unwrap();
     assert_eq!(out["max_tokens"], 300);
 }
 
@@ -103,7 +115,7 @@ fn n_above_one_is_refused() {
     let request =
         ChatRequest::parse(br#"{"model":"auto","messages":[{"role":"user","content":"x"}],"n":2}"#)
             .unwrap();
-    assert!(request::translate(&request, "m", None, 10).is_err());
+    assert!(request::translate(&request, "m", 10).is_err());
 }
 
 #[test]

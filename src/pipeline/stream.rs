@@ -15,7 +15,7 @@ use bytes::{Bytes, BytesMut};
 use futures_util::{Stream, StreamExt};
 use serde::Deserialize;
 
-use super::exchange::Exchange;
+use super::finish::{CLIENT_CLOSED, Counting, Finisher};
 use crate::accounting::Usage;
 use crate::accounting::usage::{GeneratedText, OpenAiUsage};
 use crate::cache::StreamRecorder;
@@ -45,7 +45,7 @@ struct Meter {
 }
 
 pub struct MeteredStream {
-    exchange: Option<Exchange>,
+    finisher: Option<Finisher>,
     first: Option<Bytes>,
     rest: ByteStream,
     buffer: BytesMut,
@@ -67,7 +67,7 @@ pub struct MeteredStream {
 
 impl MeteredStream {
     pub fn new(
-        exchange: Exchange,
+        finisher: Finisher,
         first: Bytes,
         rest: ByteStream,
         slot: Slot,
@@ -75,7 +75,7 @@ impl MeteredStream {
         request: ChatRequest,
     ) -> Self {
         MeteredStream {
-            exchange: Some(exchange),
+            finisher: Some(finisher),
             first: Some(first),
             rest,
             buffer: BytesMut::new(),
@@ -151,8 +151,8 @@ impl MeteredStream {
     }
 
     /// The counting of this stream's tokens, once: for an upstream that sent no usage.
-    fn counting(&mut self) -> Option<super::exchange::Counting> {
-        let ex = self.exchange.as_ref()?;
+    fn counting(&mut self) -> Option<Counting> {
+        let ex = self.finisher.as_ref()?;
         Some(ex.counting(
             self.request.take(),
             std::mem::take(&mut self.meter.output_text),
@@ -213,7 +213,7 @@ impl MeteredStream {
         // first bytes: they are going out now.
         if status == 200
             && self.ttft.is_none()
-            && let Some(ex) = &self.exchange
+            && let Some(ex) = &self.finisher
         {
             self.ttft = Some(ex.started().elapsed());
         }
@@ -227,7 +227,7 @@ impl MeteredStream {
             (None, None) => self.counting(),
             _ => None,
         };
-        let Some(mut ex) = self.exchange.take() else {
+        let Some(mut ex) = self.finisher.take() else {
             return;
         };
         let error = error.or(self.meter.upstream_error.then_some("upstream_stream_error"));
@@ -237,7 +237,7 @@ impl MeteredStream {
             None
         };
         let ttft = self.ttft;
-        let pending = ex.state().ledger.pending();
+        let pending = ex.pending();
         let finish = move |usage: Usage| {
             if let Some(recorder) = recorder {
                 recorder.finish(usage);
@@ -328,7 +328,7 @@ impl Stream for MeteredStream {
             };
             if !out.is_empty() {
                 if this.ttft.is_none()
-                    && let Some(ex) = &this.exchange
+                    && let Some(ex) = &this.finisher
                 {
                     this.ttft = Some(ex.started().elapsed());
                 }
@@ -342,7 +342,7 @@ impl Drop for MeteredStream {
     /// The client went away mid-stream: record what was generated so far.
     fn drop(&mut self) {
         if !self.ended {
-            self.end(super::exchange::CLIENT_CLOSED, Some("client_disconnected"));
+            self.end(CLIENT_CLOSED, Some("client_disconnected"));
         }
     }
 }
