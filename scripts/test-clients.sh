@@ -119,7 +119,7 @@ if [[ " ${SUITES[*]} " == *" python "* ]]; then
     PYVENV="$CROSSROADS_CACHE/clients-venv"
     REQS="$CLIENTS/python/requirements.txt"
     if [[ "$(cat "$PYVENV/.requirements-sha256" 2>/dev/null)" != "$(sha "$REQS")" ]] ||
-        ! "$PYVENV/bin/python" -c 'import openai, pytest' 2>/dev/null; then
+        ! "$PYVENV/bin/python" -c 'import openai, anthropic, pytest' 2>/dev/null; then
         rm -rf "$PYVENV"
         "$PYTHON" -m venv "$PYVENV"
         "$PYVENV/bin/python" -m pip install --quiet -r "$REQS"

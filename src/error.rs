@@ -205,7 +205,8 @@ impl ApiError {
         }
     }
 
-    fn message(&self) -> String {
+    /// The human-readable message, as every API shape carries it.
+    pub fn message(&self) -> String {
         match self {
             ApiError::BadRequest { message, .. }
             | ApiError::Rejected { message, .. }
@@ -271,9 +272,11 @@ impl ApiError {
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let mut response = (self.status(), self.to_json()).into_response();
+impl ApiError {
+    /// The response for this error with `body` (an API's own error shape): its status,
+    /// and `Retry-After` where the client should wait.
+    pub fn respond_with(self, body: Vec<u8>) -> Response {
+        let mut response = (self.status(), body).into_response();
         response.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
@@ -293,6 +296,13 @@ impl IntoResponse for ApiError {
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         response
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = self.to_json();
+        self.respond_with(body)
     }
 }
 #[cfg(test)]

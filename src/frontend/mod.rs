@@ -3,3 +3,6 @@
 //! runs every stage between.
 
 pub mod chat;
+pub mod messages;
+pub mod responses;
+mod sse;

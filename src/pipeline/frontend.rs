@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures_util::Stream;
 
+use crate::accounting::Usage;
 use crate::error::ApiError;
 use crate::request::ChatRequest;
 
@@ -38,8 +39,9 @@ pub trait FrontEnd: Sized + Send + 'static {
         error.into_response()
     }
 
-    /// A whole answer: `chat` is a chat.completion body.
-    fn json(self, chat: Bytes) -> Bytes {
+    /// A whole answer: `chat` is a chat.completion body, `usage` what it was priced at.
+    fn json(self, chat: Bytes, usage: &Usage) -> Bytes {
+        let _ = usage;
         chat
     }
 
@@ -47,7 +49,7 @@ pub trait FrontEnd: Sized + Send + 'static {
     /// `[DONE]`, or with one OpenAI error event and `[DONE]` when the stream broke.
     fn stream<S>(self, chat: S) -> Body
     where
-        S: Stream<Item = Result<Bytes, Infallible>> + Send + 'static,
+        S: Stream<Item = Result<Bytes, Infallible>> + Send + Unpin + 'static,
     {
         Body::from_stream(chat)
     }

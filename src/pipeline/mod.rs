@@ -237,7 +237,7 @@ async fn respond<F: FrontEnd>(mut finisher: Finisher, answer: Answer<F>) -> Resp
             front, body, usage, ..
         } => {
             let costing = finisher.finish(200, None, usage, None);
-            json(headers, costing.cost, front.json(body))
+            json(headers, costing.cost, front.json(body, &usage))
         }
         Answer::Fresh {
             front,
@@ -262,7 +262,7 @@ async fn respond<F: FrontEnd>(mut finisher: Finisher, answer: Answer<F>) -> Resp
                 };
                 store.complete(&body, usage);
                 let costing = finisher.finish(200, None, usage, None);
-                json(headers, costing.cost, front.json(body))
+                json(headers, costing.cost, front.json(body, &usage))
             }
             Reply::Stream { first, rest } => {
                 let stream = MeteredStream::new(

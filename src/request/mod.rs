@@ -38,13 +38,12 @@ fn bad(message: impl Into<String>, param: &'static str) -> ApiError {
 impl ChatRequest {
     /// Parses and checks a request body.
     pub fn parse(bytes: &[u8]) -> Result<Self, ApiError> {
-        let body: Map<String, Value> = serde_json::from_slice(bytes).map_err(|e| {
-            if e.classify() == serde_json::error::Category::Data {
-                ApiError::bad_request("the request body must be a JSON object", None)
-            } else {
-                ApiError::bad_request(format!("the request body is not valid JSON: {e}"), None)
-            }
-        })?;
+        Self::from_body(json_object(bytes)?, bytes.len())
+    }
+
+    /// Checks a chat-completions body an inbound API translated its request into;
+    /// `body_bytes` bounds the billed bytes of its prompt, as [`ChatRequest::body_bytes`].
+    pub fn from_body(body: Map<String, Value>, body_bytes: usize) -> Result<Self, ApiError> {
         let model = match body.get("model") {
             Some(Value::String(m)) if !m.is_empty() => m.clone(),
             Some(Value::String(_)) | None => {
@@ -108,7 +107,7 @@ impl ChatRequest {
             include_usage,
             max_tokens,
             choices,
-            body_bytes: bytes.len(),
+            body_bytes,
         })
     }
 
@@ -233,6 +232,17 @@ impl Serialize for StreamOptions<'_> {
         map.serialize_entry("include_usage", &true)?;
         map.end()
     }
+}
+
+/// A request body that must be a JSON object, or the 400 that says what it is instead.
+pub fn json_object(bytes: &[u8]) -> Result<Map<String, Value>, ApiError> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        if e.classify() == serde_json::error::Category::Data {
+            ApiError::bad_request("the request body must be a JSON object", None)
+        } else {
+            ApiError::bad_request(format!("the request body is not valid JSON: {e}"), None)
+        }
+    })
 }
 
 fn optional_bool(body: &Map<String, Value>, key: &'static str) -> Result<Option<bool>, ApiError> {

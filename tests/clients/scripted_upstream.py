@@ -12,7 +12,8 @@ answer, so tests can assert exact content, usage and cost.
   first tool, with arguments filled in from its JSON schema (see `tool_arguments`).
 - Last message from a tool: a final answer quoting the tool's result, so a test
   sees that the result made the round trip through the gateway.
-- `response_format: {"type": "json_object"}`: the content is a JSON object.
+- `response_format: {"type": "json_object"}`: the content is a JSON object;
+  `{"type": "json_schema"}`: an instance of the schema (placeholders by type).
 - `stream: true`: SSE chunks; a final usage-only chunk (empty `choices`) and
   `"usage": null` on every other chunk only when `stream_options.include_usage`
   is true, as OpenAI does.
@@ -59,7 +60,11 @@ def prompt_tokens(messages: list) -> int:
 
 def tool_arguments(tool: dict) -> dict:
     """Arguments for `tool`: one placeholder value per property, by type."""
-    schema = tool.get("function", {}).get("parameters") or {}
+    return schema_instance(tool.get("function", {}).get("parameters") or {})
+
+
+def schema_instance(schema: dict) -> dict:
+    """An object for a JSON schema: one placeholder value per property, by type."""
     placeholders = {"string": "Paris", "integer": 1, "number": 1.5, "boolean": True}
     return {
         name: placeholders.get(spec.get("type"), None)
@@ -72,7 +77,9 @@ def reply_for(body: dict) -> dict:
     messages = body.get("messages") or []
     last = messages[-1] if messages else {}
     tools = body.get("tools") or []
-    json_mode = (body.get("response_format") or {}).get("type") == "json_object"
+    response_format = body.get("response_format") or {}
+    json_mode = response_format.get("type") == "json_object"
+    schema = (response_format.get("json_schema") or {}).get("schema")
 
     if last.get("role") == "tool":
         text = f"The tool answered: {message_text(last)}"
@@ -94,6 +101,8 @@ def reply_for(body: dict) -> dict:
 
     if json_mode:
         text = json.dumps({"reply": text, "json_mode": True})
+    elif response_format.get("type") == "json_schema" and isinstance(schema, dict):
+        text = json.dumps(schema_instance(schema))
     return {
         "content": text,
         "prompt_tokens": prompt_tokens(messages),

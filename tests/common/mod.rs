@@ -579,6 +579,27 @@ pub async fn error_of(response: reqwest::Response) -> (u16, Value) {
     (status, body["error"].clone())
 }
 
+/// Reads an SSE body of named events (Anthropic's, the Responses API's) into
+/// (event, data) pairs.
+pub async fn named_events(response: reqwest::Response) -> Vec<(String, Value)> {
+    let text = response.text().await.unwrap();
+    text.split("\n\n")
+        .filter(|e| !e.trim().is_empty())
+        .map(|e| {
+            let mut name = String::new();
+            let mut data = Value::Null;
+            for line in e.lines() {
+                if let Some(n) = line.strip_prefix("event: ") {
+                    name = n.to_owned();
+                } else if let Some(d) = line.strip_prefix("data: ") {
+                    data = serde_json::from_str(d).unwrap();
+                }
+            }
+            (name, data)
+        })
+        .collect()
+}
+
 /// Reads an SSE body into its `data:` payloads.
 pub async fn sse_data(response: reqwest::Response) -> Vec<String> {
     let text = response.text().await.unwrap();

@@ -229,6 +229,110 @@ impl Gen {
         Value::Object(body)
     }
 
+    /// An Anthropic Messages body near the valid ones: blocks of every kind the
+    /// gateway translates, each field sometimes of the wrong type.
+    pub fn messages_body(&mut self) -> Value {
+        let mut body = Map::new();
+        let model = Value::String((*self.pick(&["auto", "frontier", "local", "claude-x"])).into());
+        body.insert("model".into(), self.or_any(model));
+        let max_tokens = Value::Number(edge_number(self));
+        body.insert("max_tokens".into(), self.or_any(max_tokens));
+        let blocks = [
+            json!({"type": "text", "text": self.string()}),
+            json!({"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "AAAA"}}),
+            json!({"type": "tool_use", "id": "t1", "name": "f", "input": {"a": 1}}),
+            json!({"type": "tool_result", "tool_use_id": "t1", "content": [{"type": "text", "text": "r"}]}),
+            json!({"type": "thinking", "thinking": "x"}),
+        ];
+        let messages: Vec<Value> = (0..self.rng.usize(1..4))
+            .map(|_| {
+                let role = Value::String((*self.pick(&["user", "assistant", "system"])).into());
+                let content = if self.bool() {
+                    Value::String(self.string())
+                } else {
+                    let n = self.rng.usize(..3);
+                    Value::Array((0..n).map(|_| self.pick(&blocks).clone()).collect())
+                };
+                let content = self.or_any(content);
+                json!({ "role": role, "content": content })
+            })
+            .collect();
+        let messages = Value::Array(messages);
+        body.insert("messages".into(), self.or_any(messages));
+        let optional: [(&str, Value); 7] = [
+            ("stream", Value::Bool(self.bool())),
+            ("system", json!([{"type": "text", "text": self.string()}])),
+            ("stop_sequences", json!([self.string()])),
+            ("temperature", Value::Number(edge_number(self))),
+            (
+                "tools",
+                json!([{"name": "f", "input_schema": {"type": "object"}}]),
+            ),
+            (
+                "tool_choice",
+                json!({"type": *self.pick(&["auto", "any", "tool", "none", "x"]), "name": "f"}),
+            ),
+            ("metadata", json!({"user_id": self.string()})),
+        ];
+        for (key, value) in optional {
+            if self.bool() {
+                let value = self.or_any(value);
+                body.insert(key.into(), value);
+            }
+        }
+        Value::Object(body)
+    }
+
+    /// A Responses API body near the valid ones: text or items of every kind the
+    /// gateway translates, each field sometimes of the wrong type.
+    pub fn responses_body(&mut self) -> Value {
+        let mut body = Map::new();
+        let model = Value::String((*self.pick(&["auto", "frontier", "local", "gpt-x"])).into());
+        body.insert("model".into(), self.or_any(model));
+        let items = [
+            json!({"role": "user", "content": self.string()}),
+            json!({"type": "message", "role": "user", "content": [{"type": "input_text", "text": "t"},
+                {"type": "input_image", "image_url": "https://x/y.png"}]}),
+            json!({"role": "assistant", "content": [{"type": "output_text", "text": "a"}]}),
+            json!({"type": "function_call", "call_id": "c1", "name": "f", "arguments": "{}"}),
+            json!({"type": "function_call_output", "call_id": "c1", "output": "r"}),
+            json!({"type": "reasoning", "summary": []}),
+        ];
+        let input = if self.bool() {
+            Value::String(self.string())
+        } else {
+            let n = self.rng.usize(..4);
+            Value::Array((0..n).map(|_| self.pick(&items).clone()).collect())
+        };
+        body.insert("input".into(), self.or_any(input));
+        let optional: [(&str, Value); 8] = [
+            ("stream", Value::Bool(self.bool())),
+            ("instructions", Value::String(self.string())),
+            ("max_output_tokens", Value::Number(edge_number(self))),
+            ("temperature", Value::Number(edge_number(self))),
+            (
+                "tools",
+                json!([{"type": *self.pick(&["function", "web_search"]), "name": "f", "parameters": {}}]),
+            ),
+            (
+                "tool_choice",
+                json!(*self.pick(&["auto", "none", "required", "sometimes"])),
+            ),
+            (
+                "text",
+                json!({"format": {"type": *self.pick(&["text", "json_object", "json_schema"]), "schema": {}}}),
+            ),
+            ("previous_response_id", Value::String(self.string())),
+        ];
+        for (key, value) in optional {
+            if self.bool() {
+                let value = self.or_any(value);
+                body.insert(key.into(), value);
+            }
+        }
+        Value::Object(body)
+    }
+
     /// `bytes` damaged: cut, bytes flipped, garbage or invalid UTF-8 spliced in,
     /// a stretch repeated.
     pub fn mutate(&mut self, bytes: &[u8]) -> Vec<u8> {

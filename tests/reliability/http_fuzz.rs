@@ -57,6 +57,10 @@ const ENDPOINTS: &[(&str, &str)] = &[
     ("POST", "/v1/chat/completions"),
     ("POST", "/v1/chat/completions"),
     ("POST", "/v1/chat/completions"),
+    ("POST", "/v1/messages"),
+    ("POST", "/v1/messages"),
+    ("POST", "/v1/responses"),
+    ("POST", "/v1/responses"),
     ("POST", "/v1/route/explain"),
     ("GET", "/v1/models"),
     ("GET", "/healthz"),
@@ -154,6 +158,12 @@ fn body(g: &mut Gen) -> (&'static str, Vec<u8>) {
             json!({ "model": "auto", "messages": [{ "role": "user", "content": text }] }).to_string().into_bytes()
         }),
         8 => ("wrong_types", g.value(4).to_string().into_bytes()),
+        9 if g.bool() => ("messages_body", g.messages_body().to_string().into_bytes()),
+        9 => ("responses_body", g.responses_body().to_string().into_bytes()),
+        10 => {
+            let body = g.messages_body().to_string();
+            ("bad_messages_json", g.mutate(body.as_bytes()))
+        }
         _ => ("chat_body", {
             let mut body = g.chat_body();
             if g.one_in(3) {
@@ -354,7 +364,8 @@ fn parse_answer(answer: &[u8]) -> Outcome {
     }
 }
 
-/// Whether a 4xx body, when it has one, is an OpenAI error object.
+/// Whether a 4xx body, when it has one, is an error object: OpenAI's, or Anthropic's
+/// (`"type": "error"`) from `/v1/messages`.
 fn openai_error(body: &[u8]) -> bool {
     body.is_empty()
         || serde_json::from_slice::<Value>(body).is_ok_and(|v| v["error"]["message"].is_string())

@@ -6,6 +6,9 @@
 use serde_json::{Map, Value, json};
 
 use crossroads::cache::CacheKey;
+use crossroads::frontend::messages::Messages;
+use crossroads::frontend::responses::Responses;
+use crossroads::pipeline::FrontEnd;
 use crossroads::provider::anthropic::{self, StreamTranslator};
 use crossroads::request::{ChatRequest, Limits};
 use crossroads::sse;
@@ -147,6 +150,42 @@ fn sse_framing_round_trips_however_the_bytes_arrive() {
         let _ = reassemble(&chunked(g, &damaged));
         let _ = sse::field(&damaged, b"event");
     });
+}
+
+/// A front-end's parser: a 400 for bad input, else a chat request the chat endpoint
+/// itself accepts, bounding the billed bytes by at least the client's body.
+fn front_end_parser<F: FrontEnd>(name: &str, body: fn(&mut Gen) -> Value) {
+    check(name, cases(4000), |g| {
+        let body = body(g).to_string();
+        let bytes = if g.one_in(3) {
+            g.mutate(body.as_bytes())
+        } else {
+            body.into_bytes()
+        };
+        let request = match F::parse(&bytes) {
+            Err(e) => {
+                assert_eq!(e.status().as_u16(), 400, "{e:?}");
+                return;
+            }
+            Ok((_, r)) => r,
+        };
+        assert!(request.body_bytes >= bytes.len());
+        assert!(request.include_usage || !request.stream);
+        let _ = request.prompt();
+        let upstream = ChatRequest::parse(&request.upstream_body("up-model", None))
+            .unwrap_or_else(|e| panic!("translated body does not parse: {e:?}"));
+        assert_eq!(upstream.max_tokens, request.max_tokens);
+    });
+}
+
+#[test]
+fn messages_parser_rejects_with_400_or_gives_a_valid_chat_request() {
+    front_end_parser::<Messages>("messages_parser", Gen::messages_body);
+}
+
+#[test]
+fn responses_parser_rejects_with_400_or_gives_a_valid_chat_request() {
+    front_end_parser::<Responses>("responses_parser", Gen::responses_body);
 }
 
 #[test]
