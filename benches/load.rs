@@ -54,6 +54,10 @@ const STREAM: &str = concat!(
 
 const REQUEST: &str = r#"{"model":"auto","messages":[{"role":"system","content":"You are a helpful assistant."},{"role":"user","content":"What is the capital of France? Answer in one sentence."}],"temperature":0.2,"max_tokens":64}"#;
 
+/// [`REQUEST`] as the Responses API and Anthropic's Messages API ask it.
+const RESPONSES_REQUEST: &str = r#"{"model":"auto","instructions":"You are a helpful assistant.","input":"What is the capital of France? Answer in one sentence.","temperature":0.2,"max_output_tokens":64}"#;
+const MESSAGES_REQUEST: &str = r#"{"model":"auto","system":"You are a helpful assistant.","messages":[{"role":"user","content":"What is the capital of France? Answer in one sentence."}],"temperature":0.2,"max_tokens":64}"#;
+
 /// The gateway config the integration tests use too; every deployment points at the
 /// bench upstream.
 const TEMPLATE: &str = include_str!("../tests/fixtures/gateway.toml");
@@ -599,6 +603,19 @@ fn profile(upstream: u16, dir: &Path, script: &Path, seconds: u64) {
     }
 }
 
+/// A wrk script that POSTs `body` as JSON.
+fn lua(dir: &Path, name: &str, body: &str) -> PathBuf {
+    let script = dir.join(name);
+    std::fs::write(
+        &script,
+        format!(
+            "wrk.method = \"POST\"\nwrk.headers[\"Content-Type\"] = \"application/json\"\nwrk.body = '{body}'\n"
+        ),
+    )
+    .unwrap();
+    script
+}
+
 /// A change to the gateway config template.
 type Edit = fn(String) -> String;
 
@@ -642,14 +659,7 @@ fn main() {
     }
 
     let dir = tempfile::tempdir().unwrap();
-    let script = dir.path().join("post.lua");
-    std::fs::write(
-        &script,
-        format!(
-            "wrk.method = \"POST\"\nwrk.headers[\"Content-Type\"] = \"application/json\"\nwrk.body = '{REQUEST}'\n"
-        ),
-    )
-    .unwrap();
+    let script = lua(dir.path(), "post.lua", REQUEST);
     let litellm_script = dir.path().join("post-litellm.lua");
     std::fs::write(
         &litellm_script,
@@ -730,6 +740,43 @@ fn main() {
         }
     }
     println!("\nload average after: {}", load_average());
+
+    // The same question through each inbound API of one gateway (heuristic
+    // classifier), interleaved: what each front-end's translation adds.
+    let rounds: usize = env_or("LOAD_API_ROUNDS", 2).max(1);
+    println!(
+        "\n## Inbound APIs (wrk, 16 connections, {seconds} s per run, {rounds} interleaved rounds)\n"
+    );
+    println!("| endpoint | round | requests/s | p50 ms | p99 ms | CPU ms/request |");
+    println!("|---|---|---|---|---|---|");
+    let apis = [
+        ("/v1/chat/completions", script.clone()),
+        (
+            "/v1/responses",
+            lua(dir.path(), "responses.lua", RESPONSES_REQUEST),
+        ),
+        (
+            "/v1/messages",
+            lua(dir.path(), "messages.lua", MESSAGES_REQUEST),
+        ),
+    ];
+    for (path, api_script) in &apis {
+        wrk(&format!("{}{path}", plain.url()), 16, 1, api_script);
+    }
+    for round in 1..=rounds {
+        for (path, api_script) in &apis {
+            let cpu_before = cpu_seconds(plain.pid());
+            let run = wrk(&format!("{}{path}", plain.url()), 16, seconds, api_script);
+            let cpu = cpu_seconds(plain.pid()) - cpu_before;
+            println!(
+                "| {path} | {round} | {:.0} | {:.3} | {:.3} | {:.4} |",
+                run.rps,
+                run.p50_ms,
+                run.p99_ms,
+                cpu * 1000.0 / run.requests
+            );
+        }
+    }
 
     if rate > 0 {
         // The tail at a fixed rate moves with whatever else the 2 cores do, so the

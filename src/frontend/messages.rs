@@ -21,6 +21,7 @@ use futures_util::Stream;
 use serde_json::{Map, Value, json};
 
 use super::sse::{Translated, Translator, chunk_usage, event};
+use super::translated_bound;
 use crate::accounting::Usage;
 use crate::error::ApiError;
 use crate::pipeline::{self, FrontEnd};
@@ -52,10 +53,8 @@ impl FrontEnd for Messages {
             .and_then(Value::as_str)
             .unwrap_or_default()
             .to_owned();
-        // The translated body may be longer than the client's (data URLs, tool
-        // wrappers): the larger bounds the billed bytes.
-        let translated = serde_json::to_vec(&chat).map_or(0, |v| v.len());
-        let request = ChatRequest::from_body(chat, body.len().max(translated))?;
+        let bound = translated_bound(body.len(), &chat);
+        let request = ChatRequest::from_body(chat, bound)?;
         Ok((Messages { model }, request))
     }
 

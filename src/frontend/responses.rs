@@ -18,6 +18,7 @@ use futures_util::Stream;
 use serde_json::{Map, Value, json};
 
 use super::sse::{Translated, Translator, chunk_usage, event};
+use super::translated_bound;
 use crate::accounting::Usage;
 use crate::error::ApiError;
 use crate::pipeline::{self, FrontEnd};
@@ -53,10 +54,8 @@ impl FrontEnd for Responses {
             .iter()
             .filter_map(|k| original.get(*k).map(|v| ((*k).to_owned(), v.clone())))
             .collect();
-        let translated = serde_json::to_vec(&chat).map_or(0, |v| v.len());
-        // The translated body may be longer than the client's (tool wrappers): the
-        // larger bounds the billed bytes.
-        let request = ChatRequest::from_body(chat, body.len().max(translated))?;
+        let bound = translated_bound(body.len(), &chat);
+        let request = ChatRequest::from_body(chat, bound)?;
         Ok((Responses { echo }, request))
     }
 

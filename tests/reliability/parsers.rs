@@ -169,7 +169,10 @@ fn front_end_parser<F: FrontEnd>(name: &str, body: fn(&mut Gen) -> Value) {
             }
             Ok((_, r)) => r,
         };
+        // The bound covers the client's bytes and the translated body's.
         assert!(request.body_bytes >= bytes.len());
+        let translated = serde_json::to_vec(&request.body).unwrap().len();
+        assert!(request.body_bytes >= translated, "{} < {translated}", request.body_bytes);
         assert!(request.include_usage || !request.stream);
         let _ = request.prompt();
         let upstream = ChatRequest::parse(&request.upstream_body("up-model", None))
