@@ -172,7 +172,11 @@ fn front_end_parser<F: FrontEnd>(name: &str, body: fn(&mut Gen) -> Value) {
         // The bound covers the client's bytes and the translated body's.
         assert!(request.body_bytes >= bytes.len());
         let translated = serde_json::to_vec(&request.body).unwrap().len();
-        assert!(request.body_bytes >= translated, "{} < {translated}", request.body_bytes);
+        assert!(
+            request.body_bytes >= translated,
+            "{} < {translated}",
+            request.body_bytes
+        );
         assert!(request.include_usage || !request.stream);
         let _ = request.prompt();
         let upstream = ChatRequest::parse(&request.upstream_body("up-model", None))
