@@ -21,7 +21,7 @@ use futures_util::Stream;
 use serde_json::{Map, Value, json};
 
 use super::sse::{Translated, Translator, chunk_usage, event};
-use super::translated_bound;
+use super::{bad, copy_common, tools, translated_bound};
 use crate::accounting::Usage;
 use crate::error::ApiError;
 use crate::pipeline::{self, FrontEnd};
@@ -47,7 +47,7 @@ impl FrontEnd for Messages {
     }
 
     fn parse(body: &[u8]) -> Result<(Self, ChatRequest), ApiError> {
-        let chat = to_chat(json_object(body)?)?;
+        let chat = to_chat(&json_object(body)?)?;
         let model = chat
             .get("model")
             .and_then(Value::as_str)
@@ -82,10 +82,6 @@ pub async fn messages(State(state): State<AppState>, headers: HeaderMap, body: B
     pipeline::serve::<Messages>(state, headers, body).await
 }
 
-fn bad(message: impl Into<String>, param: &'static str) -> ApiError {
-    ApiError::bad_request(message, Some(param))
-}
-
 /// Anthropic's error `type` for a status.
 fn error_type(status: StatusCode) -> &'static str {
     match status.as_u16() {
@@ -110,13 +106,9 @@ fn error_body(error: &ApiError) -> Vec<u8> {
 }
 
 /// A Messages request → a chat-completions body.
-fn to_chat(body: Map<String, Value>) -> Result<Map<String, Value>, ApiError> {
+fn to_chat(body: &Map<String, Value>) -> Result<Map<String, Value>, ApiError> {
     let mut chat = Map::new();
-    match body.get("model") {
-        Some(Value::String(m)) if !m.is_empty() => chat.insert("model".into(), json!(m)),
-        Some(Value::String(_)) | None => return Err(bad("`model` is required", "model")),
-        Some(_) => return Err(bad("`model` must be a string", "model")),
-    };
+    copy_common(body, &mut chat)?;
     match body.get("max_tokens") {
         Some(Value::Number(n)) if n.as_u64().is_some() => {
             chat.insert("max_tokens".into(), Value::Number(n.clone()));
@@ -165,15 +157,6 @@ fn to_chat(body: Map<String, Value>) -> Result<Map<String, Value>, ApiError> {
     }
     chat.insert("messages".into(), Value::Array(messages));
 
-    for key in ["temperature", "top_p"] {
-        match body.get(key) {
-            None | Some(Value::Null) => {}
-            Some(Value::Number(n)) => {
-                chat.insert(key.into(), Value::Number(n.clone()));
-            }
-            Some(_) => return Err(bad(format!("`{key}` must be a number"), key)),
-        }
-    }
     match body.get("stop_sequences") {
         None | Some(Value::Null) => {}
         Some(Value::Array(s)) if s.iter().all(Value::is_string) => {
@@ -186,15 +169,6 @@ fn to_chat(body: Map<String, Value>) -> Result<Map<String, Value>, ApiError> {
             ));
         }
     }
-    match body.get("stream") {
-        None | Some(Value::Null) | Some(Value::Bool(false)) => {}
-        Some(Value::Bool(true)) => {
-            chat.insert("stream".into(), json!(true));
-            // The translated stream needs the usage to end with.
-            chat.insert("stream_options".into(), json!({"include_usage": true}));
-        }
-        Some(_) => return Err(bad("`stream` must be a boolean", "stream")),
-    }
     if let Some(user) = body
         .get("metadata")
         .and_then(|m| m.get("user_id"))
@@ -202,18 +176,7 @@ fn to_chat(body: Map<String, Value>) -> Result<Map<String, Value>, ApiError> {
     {
         chat.insert("user".into(), json!(user));
     }
-    match body.get("tools") {
-        None | Some(Value::Null) => {}
-        Some(Value::Array(tools)) => {
-            let tools = tools
-                .iter()
-                .enumerate()
-                .map(|(i, t)| tool(i, t))
-                .collect::<Result<Vec<_>, _>>()?;
-            chat.insert("tools".into(), Value::Array(tools));
-        }
-        Some(_) => return Err(bad("`tools` must be an array", "tools")),
-    }
+    tools(body, &mut chat, tool)?;
     match body.get("tool_choice") {
         None | Some(Value::Null) => {}
         Some(choice) => {

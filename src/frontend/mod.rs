@@ -2,7 +2,9 @@
 //! the common result back ([`crate::pipeline::FrontEnd`]); [`crate::pipeline::serve`]
 //! runs every stage between.
 
-use serde_json::{Map, Value};
+use serde_json::{Map, Value, json};
+
+use crate::error::ApiError;
 
 pub mod chat;
 pub mod messages;
@@ -29,4 +31,58 @@ fn translated_bound(client_bytes: usize, chat: &Map<String, Value>) -> usize {
         })
         .sum();
     client_bytes + 96 * (count("messages") + count("tools") + parts + 1)
+}
+
+fn bad(message: impl Into<String>, param: &'static str) -> ApiError {
+    ApiError::bad_request(message, Some(param))
+}
+
+/// Copies what the translated APIs share with chat as it is: `model` (checked by
+/// [`crate::request::ChatRequest::from_body`]), `temperature` and `top_p`, and
+/// `stream`, for which the translated stream also asks for the usage to end with.
+fn copy_common(body: &Map<String, Value>, chat: &mut Map<String, Value>) -> Result<(), ApiError> {
+    if let Some(model) = body.get("model") {
+        chat.insert("model".into(), model.clone());
+    }
+    for key in ["temperature", "top_p"] {
+        match body.get(key) {
+            None | Some(Value::Null) => {}
+            Some(n @ Value::Number(_)) => {
+                chat.insert(key.into(), n.clone());
+            }
+            Some(_) => return Err(bad(format!("`{key}` must be a number"), key)),
+        }
+    }
+    match body.get("stream") {
+        None | Some(Value::Null) | Some(Value::Bool(false)) => {}
+        Some(Value::Bool(true)) => {
+            chat.insert("stream".into(), json!(true));
+            chat.insert("stream_options".into(), json!({"include_usage": true}));
+        }
+        Some(_) => return Err(bad("`stream` must be a boolean", "stream")),
+    }
+    Ok(())
+}
+
+/// `tools`, each translated by `one` into a chat function tool.
+fn tools(
+    body: &Map<String, Value>,
+    chat: &mut Map<String, Value>,
+    one: fn(usize, &Value) -> Result<Value, ApiError>,
+) -> Result<(), ApiError> {
+    match body.get("tools") {
+        None | Some(Value::Null) => Ok(()),
+        Some(Value::Array(list)) => {
+            let list = list
+                .iter()
+                .enumerate()
+                .map(|(i, t)| one(i, t))
+                .collect::<Result<Vec<_>, _>>()?;
+            if !list.is_empty() {
+                chat.insert("tools".into(), Value::Array(list));
+            }
+            Ok(())
+        }
+        Some(_) => Err(bad("`tools` must be an array", "tools")),
+    }
 }

@@ -18,7 +18,7 @@ use futures_util::Stream;
 use serde_json::{Map, Value, json};
 
 use super::sse::{Translated, Translator, chunk_usage, event};
-use super::translated_bound;
+use super::{bad, copy_common, tools, translated_bound};
 use crate::accounting::Usage;
 use crate::error::ApiError;
 use crate::pipeline::{self, FrontEnd};
@@ -82,10 +82,6 @@ pub async fn responses(State(state): State<AppState>, headers: HeaderMap, body: 
     pipeline::serve::<Responses>(state, headers, body).await
 }
 
-fn bad(message: impl Into<String>, param: &'static str) -> ApiError {
-    ApiError::bad_request(message, Some(param))
-}
-
 /// A Responses request → a chat-completions body.
 fn to_chat(body: &Map<String, Value>) -> Result<Map<String, Value>, ApiError> {
     for (field, why) in [
@@ -109,11 +105,7 @@ fn to_chat(body: &Map<String, Value>) -> Result<Map<String, Value>, ApiError> {
         ));
     }
     let mut chat = Map::new();
-    match body.get("model") {
-        Some(Value::String(m)) if !m.is_empty() => chat.insert("model".into(), json!(m)),
-        Some(Value::String(_)) | None => return Err(bad("`model` is required", "model")),
-        Some(_) => return Err(bad("`model` must be a string", "model")),
-    };
+    copy_common(body, &mut chat)?;
     let mut messages = Vec::new();
     match body.get("instructions") {
         None | Some(Value::Null) => {}
@@ -149,15 +141,6 @@ fn to_chat(body: &Map<String, Value>) -> Result<Map<String, Value>, ApiError> {
             ));
         }
     }
-    for key in ["temperature", "top_p"] {
-        match body.get(key) {
-            None | Some(Value::Null) => {}
-            Some(Value::Number(n)) => {
-                chat.insert(key.into(), Value::Number(n.clone()));
-            }
-            Some(_) => return Err(bad(format!("`{key}` must be a number"), key)),
-        }
-    }
     match body.get("parallel_tool_calls") {
         None | Some(Value::Null) => {}
         Some(Value::Bool(b)) => {
@@ -180,29 +163,7 @@ fn to_chat(body: &Map<String, Value>) -> Result<Map<String, Value>, ApiError> {
     {
         chat.insert("reasoning_effort".into(), json!(effort));
     }
-    match body.get("stream") {
-        None | Some(Value::Null) | Some(Value::Bool(false)) => {}
-        Some(Value::Bool(true)) => {
-            chat.insert("stream".into(), json!(true));
-            // The translated stream needs the usage to end with.
-            chat.insert("stream_options".into(), json!({"include_usage": true}));
-        }
-        Some(_) => return Err(bad("`stream` must be a boolean", "stream")),
-    }
-    match body.get("tools") {
-        None | Some(Value::Null) => {}
-        Some(Value::Array(tools)) => {
-            let tools = tools
-                .iter()
-                .enumerate()
-                .map(|(i, t)| tool(i, t))
-                .collect::<Result<Vec<_>, _>>()?;
-            if !tools.is_empty() {
-                chat.insert("tools".into(), Value::Array(tools));
-            }
-        }
-        Some(_) => return Err(bad("`tools` must be an array", "tools")),
-    }
+    tools(body, &mut chat, tool)?;
     match body.get("tool_choice") {
         None | Some(Value::Null) => {}
         Some(Value::String(c)) if ["auto", "none", "required"].contains(&c.as_str()) => {
@@ -655,6 +616,24 @@ impl ResponseStream {
         }
     }
 
+    /// Appends `piece` to the open item's text or arguments; returns its index and id.
+    fn append(&mut self, piece: &str) -> (usize, String) {
+        let index = self.open.unwrap_or_default();
+        match self.items.get_mut(index) {
+            Some(
+                Item::Message { text, .. }
+                | Item::Call {
+                    arguments: text, ..
+                },
+            ) => {
+                text.push_str(piece);
+            }
+            None => {}
+        }
+        let id = self.items.get(index).map(Item::id).unwrap_or_default();
+        (index, id)
+    }
+
     /// Closes the open item with its done events.
     fn close(&mut self, out: &mut Vec<u8>) {
         let Some(index) = self.open.take() else {
@@ -727,12 +706,7 @@ impl Translator for ResponseStream {
                     out,
                 );
             }
-            let index = self.open.unwrap_or_default();
-            let mut item_id = String::new();
-            if let Some(Item::Message { id, text: all }) = self.items.get_mut(index) {
-                all.push_str(text);
-                item_id.clone_from(id);
-            }
+            let (index, item_id) = self.append(text);
             self.emit(
                 out,
                 "response.output_text.delta",
@@ -760,14 +734,7 @@ impl Translator for ResponseStream {
                 .as_str()
                 .filter(|a| !a.is_empty())
             {
-                let index = self.open.unwrap_or_default();
-                let mut item_id = String::new();
-                if let Some(item @ Item::Call { .. }) = self.items.get_mut(index) {
-                    item_id = item.id();
-                    if let Item::Call { arguments, .. } = item {
-                        arguments.push_str(piece);
-                    }
-                }
+                let (index, item_id) = self.append(piece);
                 self.emit(
                     out,
                     "response.function_call_arguments.delta",

@@ -40,8 +40,7 @@ pub trait FrontEnd: Sized + Send + 'static {
     }
 
     /// A whole answer: `chat` is a chat.completion body, `usage` what it was priced at.
-    fn json(self, chat: Bytes, usage: &Usage) -> Bytes {
-        let _ = usage;
+    fn json(self, chat: Bytes, _usage: &Usage) -> Bytes {
         chat
     }
 
