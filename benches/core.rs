@@ -11,7 +11,7 @@ use crossroads::accounting::{Costing, Usage};
 use crossroads::cache::CacheKey;
 use crossroads::classify::Prompt;
 use crossroads::config::Config;
-use crossroads::request::ChatRequest;
+use crossroads::request::Request;
 use crossroads::route::{Condition, RouteInput, RouteTable};
 
 /// About 500 tokens of a realistic coding question: prose, a code block, a stack trace.
@@ -118,9 +118,9 @@ fn request(c: &mut Criterion) {
     let mut group = c.benchmark_group("request");
     group.throughput(Throughput::Bytes(body.len() as u64));
     group.bench_function("parse", |b| {
-        b.iter(|| ChatRequest::parse(black_box(body.as_bytes())))
+        b.iter(|| Request::parse(black_box(body.as_bytes())))
     });
-    let parsed = match ChatRequest::parse(body.as_bytes()) {
+    let parsed = match Request::parse(body.as_bytes()) {
         Ok(p) => p,
         Err(e) => panic!("{e:?}"),
     };
@@ -137,7 +137,7 @@ fn cache(c: &mut Criterion) {
         ("key", chat_body(&prompt_500_tokens())),
         ("key_long", chat_body(&prompt_8k_tokens())),
     ] {
-        let parsed = match ChatRequest::parse(body.as_bytes()) {
+        let parsed = match Request::parse(body.as_bytes()) {
             Ok(p) => p,
             Err(e) => panic!("{e:?}"),
         };

@@ -5,6 +5,10 @@
 #   scripts/local-model.sh install          build/download into the cache (idempotent)
 #   scripts/local-model.sh start PORT [LOG] start the server, wait until it answers
 #                                           GET /v1/models, print its pid on stdout
+#   scripts/local-model.sh start-embeddings PORT [LOG]
+#                                           the same model serving /v1/embeddings
+#                                           (llama.cpp's --embedding mode, mean
+#                                           pooling) as `smollm2-embed`
 #   scripts/local-model.sh stop PID         stop a server started by `start`
 #   scripts/local-model.sh paths            print where things live
 #
@@ -106,16 +110,21 @@ cmd_install() {
     flock -u 9
 }
 
+# start PORT [LOGFILE] [ALIAS SERVER-MODULE-ARGS...]
 cmd_start() {
     local port="${1:?usage: start PORT [LOGFILE]}"
     local logfile="${2:-$CACHE/llama-server-$port.log}"
+    local alias="${3:-smollm2}"
+    shift $(($# < 3 ? $# : 3))
+    local server=(-m llama_cpp.server)
+    (($#)) && server=("$@")
     venv_ok || { log "not installed; run: $0 install"; exit 1; }
     [[ -f "$MODEL_PATH" ]] || { log "no model; run: $0 install"; exit 1; }
     # One thread: the machine has 2 cores and the gateway and tests need the
     # other. The alias is the model name clients (and Crossroads) send.
     # setsid: its own process group, so `stop` can end it and any children.
-    setsid "$VENV/bin/python" -m llama_cpp.server \
-        --model "$MODEL_PATH" --model_alias smollm2 \
+    setsid "$VENV/bin/python" "${server[@]}" \
+        --model "$MODEL_PATH" --model_alias "$alias" \
         --n_ctx 2048 --n_threads 1 \
         --host 127.0.0.1 --port "$port" \
         </dev/null >"$logfile" 2>&1 &
@@ -136,7 +145,7 @@ cmd_start() {
         fi
         sleep 0.2
     done
-    log "serving smollm2 on 127.0.0.1:$port (pid $pid, log $logfile)"
+    log "serving $alias on 127.0.0.1:$port (pid $pid, log $logfile)"
     echo "$pid"
 }
 
@@ -160,10 +169,16 @@ cmd_paths() {
 case "${1:-}" in
 install) cmd_install ;;
 start) shift; cmd_start "$@" ;;
+start-embeddings)
+    shift
+    port="${1:?usage: start-embeddings PORT [LOGFILE]}"
+    cmd_start "$port" "${2:-$CACHE/llama-embed-$port.log}" smollm2-embed \
+        "$(dirname "${BASH_SOURCE[0]}")/llama-embeddings-server.py" --embedding true
+    ;;
 stop) shift; cmd_stop "$@" ;;
 paths) cmd_paths ;;
 *)
-    sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'
     exit 2
     ;;
 esac

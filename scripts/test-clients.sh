@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # End to end with real parts: the official OpenAI SDKs (Python and Node) talk to
 # a real Crossroads process, which routes to a real local model (SmolLM2 on
-# llama.cpp's server) and to a scripted OpenAI-wire upstream standing in for the
-# frontier API (this machine reaches no model API).
+# llama.cpp's server, and a second instance serving its embeddings) and to a
+# scripted OpenAI-wire upstream standing in for the frontier API (this machine
+# reaches no model API).
 #
 #   scripts/test-clients.sh            build, install what is missing, run both suites
 #   scripts/test-clients.sh python     only the Python suite (or: node)
@@ -149,6 +150,12 @@ LOGS+=("$WORK/llama.log")
 LLAMA_PID="$("$ROOT/scripts/local-model.sh" start "$LLAMA_PORT" "$WORK/llama.log")"
 PIDS+=("$LLAMA_PID")
 
+# The same model in embeddings mode, for /v1/embeddings.
+EMBED_PORT="$(free_port)"
+LOGS+=("$WORK/llama-embed.log")
+EMBED_PID="$("$ROOT/scripts/local-model.sh" start-embeddings "$EMBED_PORT" "$WORK/llama-embed.log")"
+PIDS+=("$EMBED_PID")
+
 UPSTREAM_PORT="$(free_port)"
 LOGS+=("$WORK/upstream.log")
 setsid "$PYTHON" "$CLIENTS/scripted_upstream.py" --port "$UPSTREAM_PORT" \
@@ -187,6 +194,17 @@ idle_timeout_ms = 60000
 price = { input = 0, output = 0, source = "self-hosted" }
 
 [[deployments]]
+id = "local-smollm2-embed"
+provider = "openai_compatible"
+api = "embeddings"
+base_url = "http://127.0.0.1:$EMBED_PORT/v1"
+model = "smollm2-embed"
+tier = "local"
+connect_timeout_ms = 1000
+first_byte_timeout_ms = 60000
+price = { input = 0.10, output = 0, source = "self-hosted estimate" }
+
+[[deployments]]
 id = "frontier-scripted"
 provider = "openai_compatible"
 base_url = "http://127.0.0.1:$UPSTREAM_PORT/v1"
@@ -218,6 +236,10 @@ deployments = ["frontier-scripted"]
 id = "broken"
 deployments = ["broken"]
 
+[[pools]]
+id = "embed"
+deployments = ["local-smollm2-embed"]
+
 [[aliases]]
 name = "local"
 pool = "local"
@@ -232,6 +254,11 @@ description = "the scripted frontier upstream"
 name = "blocked"
 pool = "frontier"
 description = "always rejected with 429 by the rule below"
+
+[[aliases]]
+name = "embed"
+pool = "embed"
+description = "SmolLM2-135M embeddings (mean-pooled) on llama.cpp"
 
 [[aliases]]
 name = "broken"
@@ -273,6 +300,7 @@ export CROSSROADS_URL="http://127.0.0.1:$GATEWAY_PORT"
 export CROSSROADS_METRICS_URL="$CROSSROADS_URL/metrics"
 export CROSSROADS_LEDGER="$LEDGER"
 export CROSSROADS_LLAMA_URL="http://127.0.0.1:$LLAMA_PORT"
+export CROSSROADS_LLAMA_EMBED_URL="http://127.0.0.1:$EMBED_PORT"
 export CROSSROADS_UPSTREAM_URL="http://127.0.0.1:$UPSTREAM_PORT"
 echo "gateway $CROSSROADS_URL, llama.cpp $CROSSROADS_LLAMA_URL, scripted upstream $CROSSROADS_UPSTREAM_URL"
 

@@ -193,6 +193,10 @@ pub fn router(state: AppState) -> Router {
             "/v1/chat/completions",
             post(crate::frontend::chat::chat_completions),
         )
+        .route(
+            "/v1/embeddings",
+            post(crate::frontend::embeddings::embeddings),
+        )
         .route("/v1/messages", post(crate::frontend::messages::messages))
         .route("/v1/responses", post(crate::frontend::responses::responses))
         .route("/v1/route/explain", post(handler::explain::explain))

@@ -347,3 +347,66 @@ fn a_deployment_default_above_what_admission_reserves_is_refused() {
     let config = from_toml_str(&with_default(1000), Path::new("routes.toml"), &|_| None).unwrap();
     assert_eq!(config.deployments[0].default_max_tokens, Some(1000));
 }
+
+const EMBEDDINGS: &str = r#"
+[[deployments]]
+id = "embed-a"
+provider = "openai_compatible"
+api = "embeddings"
+base_url = "http://127.0.0.1:9/v1"
+model = "text-embedding-3-small"
+tier = "frontier"
+price = { input = 0.02, output = 0 }
+
+[[pools]]
+id = "embed"
+deployments = ["embed-a"]
+"#;
+
+#[test]
+fn embeddings_deployments_are_reached_only_through_their_own_pools_and_aliases() {
+    let valid = base() + EMBEDDINGS + "\n[[aliases]]\nname = \"embed\"\npool = \"embed\"\n";
+    let config = from_toml_str(&valid, Path::new("routes.toml"), &|_| None).unwrap();
+    let pool = config
+        .routes
+        .pools
+        .iter()
+        .find(|p| p.id == "embed")
+        .unwrap();
+    assert_eq!(pool.api, crossroads::route::Api::Embeddings);
+    assert_eq!(config.routes.pools[0].api, crossroads::route::Api::Chat);
+
+    let mixed = base().replacen(
+        "id = \"frontier-b\"",
+        "id = \"frontier-b\"\napi = \"embeddings\"",
+        1,
+    );
+    let e = error_for(&mixed);
+    assert_eq!(e.path, "pools[1].deployments[1]");
+    assert!(e.message.contains("must serve the same API"), "{e}");
+
+    let falls_back_to_chat = (base() + EMBEDDINGS).replace(
+        "deployments = [\"embed-a\"]",
+        "deployments = [\"embed-a\"]\nfallback = \"frontier\"",
+    );
+    let e = error_for(&falls_back_to_chat);
+    assert_eq!(e.path, "pools[2].fallback");
+    assert!(
+        e.message.contains("its fallback `frontier` serves chat"),
+        "{e}"
+    );
+
+    let routed_by_a_rule =
+        base() + EMBEDDINGS + "\n[[rules]]\nid = \"vectors\"\npool = \"embed\"\n";
+    let e = error_for(&routed_by_a_rule);
+    assert_eq!(e.path, "rules[3].pool");
+    assert!(e.message.contains("rules route chat requests"), "{e}");
+
+    let anthropic = (base() + EMBEDDINGS).replace(
+        "provider = \"openai_compatible\"\napi = \"embeddings\"",
+        "provider = \"anthropic\"\napi = \"embeddings\"",
+    );
+    let e = error_for(&anthropic);
+    assert_eq!(e.path, "deployments[3].api");
+    assert!(e.message.contains("Anthropic serves no embeddings"), "{e}");
+}

@@ -280,7 +280,7 @@ impl Cache {
         }
         let (write, cache) = (self.begin_write(), self.clone());
         tokio::spawn(async move {
-            if is_completion(&body) {
+            if is_answer(&body) {
                 cache.write(key, Entry { usage, body }).await;
             }
             drop(write);
@@ -318,17 +318,20 @@ impl Cache {
     }
 }
 
-/// A body worth storing: a chat.completion with choices, not an error that came with
-/// a 200.
-fn is_completion(body: &[u8]) -> bool {
+/// A body worth storing: a chat.completion with choices or an embeddings list with
+/// vectors, not an error that came with a 200.
+fn is_answer(body: &[u8]) -> bool {
     #[derive(Deserialize)]
     struct Peek {
         #[serde(default)]
         choices: Vec<IgnoredAny>,
         #[serde(default)]
+        data: Vec<IgnoredAny>,
+        #[serde(default)]
         error: Option<IgnoredAny>,
     }
-    serde_json::from_slice::<Peek>(body).is_ok_and(|p| !p.choices.is_empty() && p.error.is_none())
+    serde_json::from_slice::<Peek>(body)
+        .is_ok_and(|p| (!p.choices.is_empty() || !p.data.is_empty()) && p.error.is_none())
 }
 
 /// Follows a streamed answer chunk by chunk and stores it as a chat.completion once it
@@ -393,14 +396,16 @@ mod tests {
     }
 
     #[test]
-    fn only_chat_completions_are_worth_storing() {
-        assert!(is_completion(
+    fn only_completions_and_embedding_lists_are_worth_storing() {
+        assert!(is_answer(
             br#"{"object":"chat.completion","choices":[{"index":0}]}"#
         ));
-        assert!(!is_completion(br#"{"choices":[]}"#));
-        assert!(!is_completion(
-            br#"{"error":{"message":"x"},"choices":[{}]}"#
+        assert!(is_answer(
+            br#"{"object":"list","data":[{"object":"embedding","index":0,"embedding":[0.5]}]}"#
         ));
-        assert!(!is_completion(b"not json"));
+        assert!(!is_answer(br#"{"choices":[]}"#));
+        assert!(!is_answer(br#"{"object":"list","data":[]}"#));
+        assert!(!is_answer(br#"{"error":{"message":"x"},"choices":[{}]}"#));
+        assert!(!is_answer(b"not json"));
     }
 }

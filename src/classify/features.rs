@@ -170,8 +170,9 @@ impl Features {
             };
             cues.scan(&segment.text[..end], weight);
         }
-        f.prompt_tokens =
-            estimate_tokens(f.chars) + u64::from(prompt.messages) * TOKENS_PER_MESSAGE;
+        f.prompt_tokens = estimate_tokens(f.chars)
+            .saturating_add(u64::from(prompt.messages) * TOKENS_PER_MESSAGE)
+            .saturating_add(prompt.token_ids);
         f.code = cues.code_keywords + 4.0 * cues.fences + cues.code_symbols;
         f.math = cues.math_words + cues.math_notation;
         f.reasoning = cues.reasoning;

@@ -45,6 +45,8 @@ pub struct Prompt<'a> {
     pub has_tools: bool,
     pub json_mode: bool,
     pub images: u32,
+    /// Input sent as token ids rather than text (embeddings): counted as they are.
+    pub token_ids: u64,
 }
 
 impl<'a> Prompt<'a> {

@@ -265,10 +265,10 @@ fn from_files(
                 (Some(text), _, _) => classify(&Prompt::user(&text))?,
                 (None, Some(messages), _) => {
                     let body = serde_json::json!({ "model": "auto", "messages": messages });
-                    let request = crate::request::ChatRequest::parse(body.to_string().as_bytes())
+                    let request = crate::request::Request::parse(body.to_string().as_bytes())
                         .map_err(|_| {
-                        format!("{}: `messages` is not a valid chat conversation", at())
-                    })?;
+                            format!("{}: `messages` is not a valid chat conversation", at())
+                        })?;
                     classify(&request.prompt())?
                 }
                 (None, None, Some(d)) => d,

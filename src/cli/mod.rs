@@ -426,7 +426,7 @@ fn explain(path: &Path, prompt: Option<String>, request: Option<PathBuf>, model:
             return ExitCode::from(2);
         }
     };
-    let result = crate::request::ChatRequest::parse(&body).and_then(|request| {
+    let result = crate::request::Request::parse(&body).and_then(|request| {
         let runtime = crate::state::Runtime::new(config, None)
             .map_err(|message| crate::error::ApiError::Internal { message })?;
         let no_headers = axum::http::HeaderMap::new();

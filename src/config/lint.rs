@@ -57,8 +57,13 @@ fn unreachable_rules(config: &Config, out: &mut Vec<Lint>) {
     }
 }
 
+/// Chat pools only: an embeddings pool cannot fall back to another model (its vectors
+/// would be in another space), so local-only is its normal shape.
 fn pools_without_frontier(config: &Config, out: &mut Vec<Lint>) {
     for (i, pool) in config.routes.pools.iter().enumerate() {
+        if pool.api != crate::route::Api::Chat {
+            continue;
+        }
         let has_frontier = pool
             .candidates
             .iter()

@@ -22,7 +22,7 @@ pub use raw::{ProviderKind, Tier};
 
 use crate::accounting::Price;
 use crate::classify::Classifier;
-use crate::route::RouteTable;
+use crate::route::{Api, RouteTable};
 
 /// Prefix of environment variables that override config keys:
 /// `CROSSROADS__LEDGER__URL` sets `ledger.url`.
@@ -159,6 +159,8 @@ pub struct Deployment {
     /// Base URL without a trailing slash, e.g. `http://127.0.0.1:8000/v1`.
     pub base_url: String,
     pub model: String,
+    /// What it serves; a pool's deployments all serve the same.
+    pub api: Api,
     /// The key, read from `api_key_env` at load time.
     pub api_key: Option<Secret>,
     pub api_key_env: Option<String>,

@@ -206,6 +206,15 @@ impl ProviderKind {
     }
 }
 
+/// The API a deployment serves: `/chat/completions` (default) or `/embeddings`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RawApi {
+    #[default]
+    Chat,
+    Embeddings,
+}
+
 /// Where a deployment runs, which decides how its traffic is reported.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -231,6 +240,9 @@ pub struct RawDeployment {
     pub base_url: String,
     /// The model name sent upstream.
     pub model: String,
+    /// What it serves: `chat` (default) or `embeddings`.
+    #[serde(default)]
+    pub api: RawApi,
     /// Name of the environment variable holding the upstream API key.
     pub api_key_env: Option<String>,
     pub tier: Tier,

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::raw::{
-    ClassifierKind, RawAccounting, RawAlias, RawAuth, RawBudget, RawBudgets, RawClassifier,
+    ClassifierKind, RawAccounting, RawAlias, RawApi, RawAuth, RawBudget, RawBudgets, RawClassifier,
     RawConfig, RawDeployment, RawHealth, RawKey, RawLedger, RawMatch, RawPool, RawPrice,
     RawPriceValues, RawRule, RawServer, RawTeam, Strategy as RawStrategy,
 };
@@ -22,7 +22,7 @@ use crate::classify::{
     Classifier, HeuristicClassifier, LabelSet, LinearClassifier, PiiKind, PiiKinds,
 };
 use crate::route::{
-    Action, Alias, AliasMatch, Condition, Match, Pool, Requested, RouteTable, Rule, Strategy,
+    Action, Alias, AliasMatch, Api, Condition, Match, Pool, Requested, RouteTable, Rule, Strategy,
 };
 
 /// A field path and what is wrong with it.
@@ -469,6 +469,7 @@ fn validate_deployment(
         provider,
         base_url,
         model,
+        api,
         api_key_env,
         tier,
         connect_timeout_ms,
@@ -511,6 +512,16 @@ fn validate_deployment(
     if model.is_empty() {
         return Err(invalid(format!("{path}.model"), "must not be empty"));
     }
+    let api = match api {
+        RawApi::Chat => Api::Chat,
+        RawApi::Embeddings if provider == ProviderKind::Anthropic => {
+            return Err(invalid(
+                format!("{path}.api"),
+                "Anthropic serves no embeddings API; use an OpenAI or OpenAI-compatible deployment",
+            ));
+        }
+        RawApi::Embeddings => Api::Embeddings,
+    };
     let api_key = match &api_key_env {
         Some(name) if name.is_empty() => {
             return Err(invalid(format!("{path}.api_key_env"), "must not be empty"));
@@ -575,6 +586,7 @@ fn validate_deployment(
         provider,
         base_url: base_url.trim_end_matches('/').to_owned(),
         model,
+        api,
         api_key,
         api_key_env,
         tier,
@@ -634,6 +646,24 @@ fn validate_pools(raw: Vec<RawPool>, deployments: &[Deployment]) -> Result<Vec<P
                     })
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let api = deployments[members[0]].api;
+        if let Some((j, d)) = members
+            .iter()
+            .map(|&m| &deployments[m])
+            .enumerate()
+            .find(|(_, d)| d.api != api)
+        {
+            return Err(invalid(
+                format!("{path}.deployments[{j}]"),
+                format!(
+                    "`{}` serves {} but `{}` serves {}: a pool's deployments must serve the same API",
+                    d.id,
+                    d.api.as_str(),
+                    deployments[members[0]].id,
+                    api.as_str()
+                ),
+            ));
+        }
         let fallback = fallback
             .as_ref()
             .map(|f| {
@@ -667,6 +697,7 @@ fn validate_pools(raw: Vec<RawPool>, deployments: &[Deployment]) -> Result<Vec<P
         };
         pools.push(Pool {
             id: id.clone(),
+            api,
             deployments: members,
             fallback,
             strategy: match strategy {
@@ -693,6 +724,18 @@ fn validate_pools(raw: Vec<RawPool>, deployments: &[Deployment]) -> Result<Vec<P
             }
             current = pools[p].fallback;
             if let Some(next) = current {
+                if pools[next].api != pools[i].api {
+                    return Err(invalid(
+                        format!("pools[{p}].fallback"),
+                        format!(
+                            "pool `{}` serves {} but its fallback `{}` serves {}",
+                            pools[p].id,
+                            pools[p].api.as_str(),
+                            pools[next].id,
+                            pools[next].api.as_str()
+                        ),
+                    ));
+                }
                 if seen_pools.contains(&next) {
                     return Err(invalid(
                         format!("pools[{i}].fallback"),
@@ -769,7 +812,7 @@ fn validate_rules(
         }
         let action = match (pool, reject) {
             (Some(pool), None) => {
-                Action::Pool(pools.iter().position(|p| p.id == pool).ok_or_else(|| {
+                let index = pools.iter().position(|p| p.id == pool).ok_or_else(|| {
                     invalid(
                         format!("{path}.pool"),
                         format!(
@@ -781,7 +824,18 @@ fn validate_rules(
                                 .join(", ")
                         ),
                     )
-                })?)
+                })?;
+                if pools[index].api != Api::Chat {
+                    return Err(invalid(
+                        format!("{path}.pool"),
+                        format!(
+                            "pool `{pool}` serves {}: rules route chat requests; \
+                             name that pool in an alias instead",
+                            pools[index].api.as_str()
+                        ),
+                    ));
+                }
+                Action::Pool(index)
             }
             (None, Some(reject)) => {
                 if !(400..=599).contains(&reject.status) {

@@ -21,7 +21,7 @@ use crate::error::{ApiError, UpstreamFailure};
 use crate::metrics::Metrics;
 use crate::provider::Upstream;
 use crate::provider::{FailureKind, Reply, UpstreamError};
-use crate::request::ChatRequest;
+use crate::request::Request;
 
 /// A deployment's client and its health, kept across reloads while it is unchanged.
 pub struct Backend {
@@ -40,7 +40,7 @@ impl Backend {
 
 /// What dispatch needs to know about the request.
 pub struct Job<'a> {
-    pub request: &'a ChatRequest,
+    pub request: &'a Request,
     /// The pool the route chose.
     pub pool: usize,
     /// Estimated prompt tokens, for context windows.

@@ -74,6 +74,7 @@ mod tests {
     fn pool(id: &str, deployments: Vec<usize>, strategy: Strategy, weights: Vec<u32>) -> Pool {
         Pool {
             id: id.into(),
+            api: crate::route::Api::Chat,
             candidates: deployments.clone(),
             deployments,
             fallback: None,

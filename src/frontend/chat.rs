@@ -8,7 +8,7 @@ use axum::response::Response;
 
 use crate::error::ApiError;
 use crate::pipeline::{self, FrontEnd};
-use crate::request::ChatRequest;
+use crate::request::Request;
 use crate::state::AppState;
 
 /// OpenAI's Chat Completions API.
@@ -17,8 +17,8 @@ pub struct Chat;
 impl FrontEnd for Chat {
     const ENDPOINT: &'static str = "chat.completions";
 
-    fn parse(body: &[u8]) -> Result<(Self, ChatRequest), ApiError> {
-        ChatRequest::parse(body).map(|request| (Chat, request))
+    fn parse(body: &[u8]) -> Result<(Self, Request), ApiError> {
+        Request::parse(body).map(|request| (Chat, request))
     }
 }
 

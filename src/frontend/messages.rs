@@ -25,7 +25,7 @@ use super::{bad, copy_common, tools, translated_bound};
 use crate::accounting::Usage;
 use crate::error::ApiError;
 use crate::pipeline::{self, FrontEnd};
-use crate::request::{ChatRequest, json_object};
+use crate::request::{Request, json_object};
 use crate::state::AppState;
 
 /// Anthropic's Messages API; remembers the model the client named.
@@ -46,7 +46,7 @@ impl FrontEnd for Messages {
         }
     }
 
-    fn parse(body: &[u8]) -> Result<(Self, ChatRequest), ApiError> {
+    fn parse(body: &[u8]) -> Result<(Self, Request), ApiError> {
         let chat = to_chat(&json_object(body)?)?;
         let model = chat
             .get("model")
@@ -54,7 +54,7 @@ impl FrontEnd for Messages {
             .unwrap_or_default()
             .to_owned();
         let bound = translated_bound(body.len(), &chat);
-        let request = ChatRequest::from_body(chat, bound)?;
+        let request = Request::from_body(chat, bound)?;
         Ok((Messages { model }, request))
     }
 

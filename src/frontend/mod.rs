@@ -7,6 +7,7 @@ use serde_json::{Map, Value, json};
 use crate::error::ApiError;
 
 pub mod chat;
+pub mod embeddings;
 pub mod messages;
 pub mod responses;
 mod sse;
@@ -38,7 +39,7 @@ fn bad(message: impl Into<String>, param: &'static str) -> ApiError {
 }
 
 /// Copies what the translated APIs share with chat as it is: `model` (checked by
-/// [`crate::request::ChatRequest::from_body`]), `temperature` and `top_p`, and
+/// [`crate::request::Request::from_body`]), `temperature` and `top_p`, and
 /// `stream`, for which the translated stream also asks for the usage to end with.
 fn copy_common(body: &Map<String, Value>, chat: &mut Map<String, Value>) -> Result<(), ApiError> {
     if let Some(model) = body.get("model") {

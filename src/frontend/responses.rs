@@ -22,7 +22,7 @@ use super::{bad, copy_common, tools, translated_bound};
 use crate::accounting::Usage;
 use crate::error::ApiError;
 use crate::pipeline::{self, FrontEnd};
-use crate::request::{ChatRequest, json_object};
+use crate::request::{Request, json_object};
 use crate::state::AppState;
 
 /// The Responses API; keeps the request fields a Response echoes back.
@@ -47,7 +47,7 @@ const ECHOED: [&str; 10] = [
 impl FrontEnd for Responses {
     const ENDPOINT: &'static str = "responses";
 
-    fn parse(body: &[u8]) -> Result<(Self, ChatRequest), ApiError> {
+    fn parse(body: &[u8]) -> Result<(Self, Request), ApiError> {
         let original = json_object(body)?;
         let chat = to_chat(&original)?;
         let echo = ECHOED
@@ -55,7 +55,7 @@ impl FrontEnd for Responses {
             .filter_map(|k| original.get(*k).map(|v| ((*k).to_owned(), v.clone())))
             .collect();
         let bound = translated_bound(body.len(), &chat);
-        let request = ChatRequest::from_body(chat, bound)?;
+        let request = Request::from_body(chat, bound)?;
         Ok((Responses { echo }, request))
     }
 

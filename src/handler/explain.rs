@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use crate::auth::KeyInfo;
 use crate::error::ApiError;
 use crate::pipeline::read_body;
-use crate::request::ChatRequest;
+use crate::request::Request;
 use crate::route::{Action, RouteInput};
 use crate::state::{AppState, Runtime};
 
@@ -18,7 +18,7 @@ pub async fn explain(State(state): State<AppState>, headers: HeaderMap, body: Bo
     let rt = state.runtime();
     let result = read_body(&headers, body, &rt.config.server)
         .await
-        .and_then(|bytes| ChatRequest::parse(&bytes))
+        .and_then(|bytes| Request::parse(&bytes))
         .and_then(|request| {
             // A presented key makes team and key rules apply; explain never requires one.
             let caller = headers
@@ -36,7 +36,7 @@ pub async fn explain(State(state): State<AppState>, headers: HeaderMap, body: Bo
 /// The explanation of how `request` would be routed, as JSON.
 pub fn explain_request(
     rt: &Runtime,
-    request: &ChatRequest,
+    request: &Request,
     headers: &HeaderMap,
     caller: Option<&KeyInfo>,
 ) -> Result<Value, ApiError> {

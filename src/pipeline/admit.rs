@@ -13,7 +13,7 @@ use crate::classify::Classification;
 use crate::config::BudgetConfig;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
-use crate::request::{ChatRequest, Limits};
+use crate::request::{Limits, Request};
 use crate::state::{AppState, Runtime};
 
 /// Admits `request` of `key`, routed to `pool` (`None`: a rule rejects it, so it
@@ -23,7 +23,7 @@ pub async fn admit(
     rt: &Runtime,
     key: &KeyInfo,
     pool: Option<usize>,
-    request: &ChatRequest,
+    request: &Request,
     classification: &Classification,
     limits: &Limits,
 ) -> Result<Admitted, ApiError> {

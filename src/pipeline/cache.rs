@@ -9,7 +9,7 @@ use bytes::Bytes;
 use crate::accounting::Usage;
 use crate::cache::{Cache, CacheKey, Directives, Lookup, StoreError, StreamRecorder, replay};
 use crate::config::Config;
-use crate::request::ChatRequest;
+use crate::request::Request;
 
 /// What the cache stage decided.
 pub enum Step {
@@ -51,7 +51,7 @@ pub struct Place<'a> {
 pub async fn lookup(
     cache: Option<&Cache>,
     config: &Config,
-    request: &ChatRequest,
+    request: &Request,
     headers: &HeaderMap,
     place: Place<'_>,
 ) -> Step {

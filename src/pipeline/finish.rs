@@ -17,7 +17,8 @@ use crate::auth::KeyInfo;
 use crate::error::ApiError;
 use crate::ledger::{Ledger, LedgerRecord, LedgerSlot, PendingRecord};
 use crate::metrics::{Metrics, status_class};
-use crate::request::{ChatRequest, Limits};
+use crate::request::{Limits, Request};
+use crate::route::Api;
 use crate::state::{AppState, Runtime};
 
 /// Status recorded for requests whose client disconnected (nginx's convention).
@@ -118,7 +119,7 @@ impl Finisher {
 
     /// What to count for a reply that reported no usage: the prompt of `request` and
     /// the generated `output`, with the tokenizer of the serving model's family.
-    pub fn counting(&self, request: Option<ChatRequest>, output: String) -> Counting {
+    pub fn counting(&self, request: Option<Request>, output: String) -> Counting {
         let record = &self.draft.record;
         let model = record
             .upstream_model
@@ -287,7 +288,7 @@ fn observe(m: &Metrics, record: &LedgerRecord, elapsed: Duration, ttft: Option<D
 pub struct Counting {
     encoding: Encoding,
     /// The request, for its prompt; without it the prompt estimate stands.
-    request: Option<ChatRequest>,
+    request: Option<Request>,
     output: String,
     /// The most output tokens the reply may hold (every choice).
     max_output: Option<u64>,
@@ -301,7 +302,14 @@ impl Counting {
             Some(request) => {
                 let prompt = request.prompt();
                 let texts = prompt.segments.iter().map(|s| s.text);
-                self.encoding.count_prompt(texts, prompt.messages)
+                match request.api {
+                    Api::Chat => self.encoding.count_prompt(texts, prompt.messages),
+                    // Embedded texts have no chat framing; token ids count as they are.
+                    Api::Embeddings => texts
+                        .map(|t| self.encoding.count(t))
+                        .sum::<u64>()
+                        .saturating_add(prompt.token_ids),
+                }
             }
             None => self.prompt_estimate,
         };

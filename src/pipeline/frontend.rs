@@ -1,5 +1,5 @@
 //! What an inbound API adds to the pipeline: its wire format, and nothing else. A
-//! front-end parses its request body into the common [`ChatRequest`] and renders the
+//! front-end parses its request body into the common [`Request`] and renders the
 //! common result (a chat.completion body, or its chat.completion.chunk SSE stream) back
 //! into its own shape; every stage between is the pipeline's.
 
@@ -13,7 +13,7 @@ use futures_util::Stream;
 
 use crate::accounting::Usage;
 use crate::error::ApiError;
-use crate::request::ChatRequest;
+use crate::request::Request;
 
 /// An inbound API. The value a front-end's [`FrontEnd::parse`] returns beside the
 /// request carries what its rendering needs to know of the original body.
@@ -32,7 +32,7 @@ pub trait FrontEnd: Sized + Send + 'static {
 
     /// Parses and checks a body into the common request, or the 400 that names what is
     /// wrong.
-    fn parse(body: &[u8]) -> Result<(Self, ChatRequest), ApiError>;
+    fn parse(body: &[u8]) -> Result<(Self, Request), ApiError>;
 
     /// An error in this API's shape; by default OpenAI's.
     fn error(error: ApiError) -> Response {

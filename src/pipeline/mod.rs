@@ -1,6 +1,6 @@
 //! The request path, assembled in one place. Every inbound API ([`crate::frontend`])
 //! runs through [`serve`], which names each stage in order; a front-end only parses its
-//! wire format into the common [`ChatRequest`] and renders the common result back.
+//! wire format into the common [`Request`] and renders the common result back.
 //!
 //! 1. **Ledger room** ([`finish::Finisher::reserve_record`]): a ledger that falls
 //!    behind refuses new requests (503) before they cost anything.
@@ -65,8 +65,8 @@ use crate::dispatch::{Dispatched, Job, dispatch};
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::provider::Reply;
-use crate::request::{ChatRequest, Limits};
-use crate::route::{Action, RouteDecision, RouteInput};
+use crate::request::{Limits, Request};
+use crate::route::{Action, Api, Requested, RouteDecision, RouteInput};
 use crate::state::{AppState, Runtime};
 
 /// How long a request waits for room in the ledger's queue before it is refused.
@@ -99,7 +99,7 @@ enum Answer<F> {
     },
     Fresh {
         front: F,
-        request: ChatRequest,
+        request: Request,
         dispatched: Dispatched,
         store: Store,
     },
@@ -304,7 +304,7 @@ fn sse(mut headers: HeaderMap, body: Body) -> Response {
 pub fn route(
     rt: &Runtime,
     metrics: Option<&Metrics>,
-    request: &ChatRequest,
+    request: &Request,
     headers: &HeaderMap,
     caller: Option<&KeyInfo>,
 ) -> Result<(Classification, RouteDecision), ApiError> {
@@ -314,17 +314,24 @@ pub fn route(
         .ok_or_else(|| ApiError::ModelNotFound {
             model: request.model.clone(),
         })?;
+    let served = routes.api(requested);
+    if served != request.api {
+        return Err(wrong_api(&request.model, request.api, served));
+    }
     let started = Instant::now();
     let classifier = &rt.config.classifier;
     let classification = classifier.classify(&request.prompt());
     let elapsed = started.elapsed();
-    let decision = routes.decide(&RouteInput {
-        requested,
-        classification: &classification,
-        headers,
-        key: caller.map(|k| k.id.as_str()),
-        team: caller.and_then(|k| k.team.as_deref()),
-    });
+    let decision = match (request.api, requested) {
+        (Api::Embeddings, Requested::Alias(alias)) => routes.alias(alias),
+        _ => routes.decide(&RouteInput {
+            requested,
+            classification: &classification,
+            headers,
+            key: caller.map(|k| k.id.as_str()),
+            team: caller.and_then(|k| k.team.as_deref()),
+        }),
+    };
     if let Some(metrics) = metrics {
         metrics.classifier_duration.observe(elapsed.as_secs_f64());
         metrics
@@ -343,4 +350,22 @@ pub fn route(
         }
     }
     Ok((classification, decision))
+}
+
+/// A `model` that names another API's models: a 400 that says where to send it.
+fn wrong_api(model: &str, asked: Api, served: Api) -> ApiError {
+    let message = match (asked, model) {
+        (Api::Embeddings, "auto") => "`auto` lets the rules choose a chat model; an \
+             embeddings request names an embeddings model (GET /v1/models lists them)"
+            .to_owned(),
+        (Api::Embeddings, _) => format!(
+            "`{model}` is a chat model; an embeddings request names an embeddings model \
+             (GET /v1/models lists them)"
+        ),
+        (Api::Chat, _) => format!(
+            "`{model}` is an {} model; send it to POST /v1/embeddings",
+            served.as_str()
+        ),
+    };
+    ApiError::bad_request(message, Some("model"))
 }

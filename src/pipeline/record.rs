@@ -13,8 +13,8 @@ use crate::classify::Classification;
 use crate::config::Config;
 use crate::dispatch::{DispatchFailed, Dispatched};
 use crate::ledger::LedgerRecord;
-use crate::request::ChatRequest;
-use crate::route::{Action, RouteDecision, Via};
+use crate::request::Request;
+use crate::route::{Action, Api, RouteDecision, Via};
 
 /// A record being filled in, with what pricing it will need.
 pub struct Draft {
@@ -54,7 +54,7 @@ impl Draft {
     }
 
     /// What the client asked for.
-    pub fn parsed(&mut self, request: &ChatRequest) {
+    pub fn parsed(&mut self, request: &Request) {
         self.record.requested_model.clone_from(&request.model);
         self.record.stream = request.stream;
         self.record.end_user = request
@@ -90,8 +90,19 @@ impl Draft {
             .shadow
             .and_then(|i| routes.rules.get(i))
             .map(|r| r.id.clone());
-        if let Action::Pool(p) = decision.action {
-            self.record.pool = routes.pools.get(p).map(|p| p.id.clone());
+        if let Action::Pool(p) = decision.action
+            && let Some(pool) = routes.pools.get(p)
+        {
+            self.record.pool = Some(pool.id.clone());
+            // Embeddings have no cheaper tier to be routed to: they claim no savings
+            // against the chat reference model, only what the cache spares their pool.
+            if pool.api == Api::Embeddings {
+                self.reference = pool
+                    .candidates
+                    .first()
+                    .and_then(|d| config.deployments.get(*d))
+                    .map(|d| d.price);
+            }
         }
     }
 

@@ -22,7 +22,7 @@ use crate::cache::StreamRecorder;
 use crate::dispatch::Slot;
 use crate::error::{ApiError, UpstreamFailure};
 use crate::provider::{ByteStream, FailureKind};
-use crate::request::ChatRequest;
+use crate::request::Request;
 use crate::sse::{data_of, event_end};
 
 const DONE: &[u8] = b"data: [DONE]\n\n";
@@ -60,7 +60,7 @@ pub struct MeteredStream {
     /// Follows the answer for the response cache.
     recorder: Option<StreamRecorder>,
     /// The request, for counting its prompt when the upstream reports no usage.
-    request: Option<ChatRequest>,
+    request: Option<Request>,
     /// The deployment's in-flight slot, freed when the stream is dropped.
     _slot: Slot,
 }
@@ -72,7 +72,7 @@ impl MeteredStream {
         rest: ByteStream,
         slot: Slot,
         recorder: Option<StreamRecorder>,
-        request: ChatRequest,
+        request: Request,
     ) -> Self {
         MeteredStream {
             finisher: Some(finisher),

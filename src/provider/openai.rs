@@ -1,5 +1,6 @@
 //! OpenAI and OpenAI-compatible servers (vLLM, llama.cpp, Ollama, TGI): the request is
 //! already in their wire format, so this adapter only swaps the model and reads usage.
+//! A deployment serves chat completions or embeddings (`api`), each at its own path.
 
 use reqwest::header::{self, HeaderMap};
 use serde::Deserialize;
@@ -9,7 +10,8 @@ use super::{Reply, UpstreamError};
 use crate::accounting::Usage;
 use crate::accounting::usage::OpenAiUsage;
 use crate::config::{Deployment, ProviderKind};
-use crate::request::ChatRequest;
+use crate::request::Request;
+use crate::route::Api;
 
 pub struct OpenAiUpstream {
     http: Http,
@@ -28,8 +30,12 @@ impl OpenAiUpstream {
         }
         // The official API always needs a key; self-hosted servers often do not.
         let key_required = deployment.provider == ProviderKind::Openai;
+        let path = match deployment.api {
+            Api::Chat => "/chat/completions",
+            Api::Embeddings => "/embeddings",
+        };
         Ok(OpenAiUpstream {
-            http: Http::new(deployment, "/chat/completions", headers, key_required)?,
+            http: Http::new(deployment, path, headers, key_required)?,
             model: deployment.model.clone(),
             default_max_tokens: deployment.default_max_tokens,
         })
@@ -37,7 +43,7 @@ impl OpenAiUpstream {
 
     pub async fn send(
         &self,
-        request: &ChatRequest,
+        request: &Request,
         max_tokens: Option<u64>,
     ) -> Result<Reply, UpstreamError> {
         let body = request.upstream_body(&self.model, max_tokens.or(self.default_max_tokens));
@@ -50,10 +56,13 @@ impl OpenAiUpstream {
                     return Ok(Reply::Stream { first, rest });
                 }
                 let body = self.http.body(response).await?;
-                let usage = parse_reply(&body).map_err(|e| {
-                    self.http.protocol_error(format_args!(
-                        "returned a body that is not a chat completion: {e}"
-                    ))
+                let (usage, what) = match request.api {
+                    Api::Chat => (parse_reply(&body), "a chat completion"),
+                    Api::Embeddings => (parse_embeddings(&body), "an embedding list"),
+                };
+                let usage = usage.map_err(|e| {
+                    self.http
+                        .protocol_error(format_args!("returned a body that is not {what}: {e}"))
                 })?;
                 Ok(Reply::Complete { body, usage })
             })
@@ -71,6 +80,20 @@ fn parse_reply(body: &[u8]) -> Result<Option<Usage>, serde_json::Error> {
         #[serde(default)]
         #[allow(dead_code)]
         choices: Vec<serde::de::IgnoredAny>,
+    }
+    let peek: Peek = serde_json::from_slice(body)?;
+    Ok(peek.usage.map(Into::into))
+}
+
+/// The `usage` of an embeddings list (`prompt_tokens`, `total_tokens`); errors when the
+/// body is not an object with a `data` array.
+fn parse_embeddings(body: &[u8]) -> Result<Option<Usage>, serde_json::Error> {
+    #[derive(Deserialize)]
+    struct Peek {
+        #[serde(default)]
+        usage: Option<OpenAiUsage>,
+        #[allow(dead_code)]
+        data: Vec<serde::de::IgnoredAny>,
     }
     let peek: Peek = serde_json::from_slice(body)?;
     Ok(peek.usage.map(Into::into))

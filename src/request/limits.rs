@@ -2,7 +2,7 @@
 //! admission, the cache key, dispatch, the providers and the ledger, so every stage
 //! works from the same numbers.
 
-use super::ChatRequest;
+use super::Request;
 
 /// How many output tokens the request may generate, and how many admission reserves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -21,7 +21,7 @@ pub struct Limits {
 impl Limits {
     /// The limits of `request` routed by a rule whose cap is `rule_cap`, with
     /// `default_max_tokens` assumed for a request that sets none.
-    pub fn resolve(request: &ChatRequest, rule_cap: Option<u64>, default_max_tokens: u64) -> Self {
+    pub fn resolve(request: &Request, rule_cap: Option<u64>, default_max_tokens: u64) -> Self {
         let max_tokens = match (request.max_tokens, rule_cap) {
             (Some(asked), Some(cap)) => Some(asked.min(cap)),
             (asked, cap) => asked.or(cap),
@@ -46,8 +46,8 @@ impl Limits {
 mod tests {
     use super::*;
 
-    fn request(body: &str) -> ChatRequest {
-        let Ok(request) = ChatRequest::parse(body.as_bytes()) else {
+    fn request(body: &str) -> Request {
+        let Ok(request) = Request::parse(body.as_bytes()) else {
             unreachable!("a valid body")
         };
         request

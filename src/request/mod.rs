@@ -1,6 +1,6 @@
-//! The chat-completions request: parsed once from the body, checked for the fields the
-//! gateway relies on, and re-serialized for each upstream with every other field passed
-//! through unchanged.
+//! The common request every inbound API is parsed into: a chat-completions body, or an
+//! embeddings body. Parsed once, checked for the fields the gateway relies on, and
+//! re-serialized for each upstream with every other field passed through unchanged.
 
 mod limits;
 
@@ -12,10 +12,13 @@ use serde_json::{Map, Value};
 
 use crate::classify::{Prompt, Role, Segment};
 use crate::error::ApiError;
+use crate::route::Api;
 
-/// A validated chat-completions request.
+/// A validated request: a chat-completions body, or an embeddings one.
 #[derive(Debug, Clone)]
-pub struct ChatRequest {
+pub struct Request {
+    /// Which API's body this is.
+    pub api: Api,
     /// The whole body, for passthrough.
     pub body: Map<String, Value>,
     pub model: String,
@@ -35,22 +38,16 @@ fn bad(message: impl Into<String>, param: &'static str) -> ApiError {
     ApiError::bad_request(message, Some(param))
 }
 
-impl ChatRequest {
+impl Request {
     /// Parses and checks a request body.
     pub fn parse(bytes: &[u8]) -> Result<Self, ApiError> {
         Self::from_body(json_object(bytes)?, bytes.len())
     }
 
     /// Checks a chat-completions body an inbound API translated its request into;
-    /// `body_bytes` bounds the billed bytes of its prompt, as [`ChatRequest::body_bytes`].
+    /// `body_bytes` bounds the billed bytes of its prompt, as [`Request::body_bytes`].
     pub fn from_body(body: Map<String, Value>, body_bytes: usize) -> Result<Self, ApiError> {
-        let model = match body.get("model") {
-            Some(Value::String(m)) if !m.is_empty() => m.clone(),
-            Some(Value::String(_)) | None => {
-                return Err(bad("`model` is required", "model"));
-            }
-            Some(_) => return Err(bad("`model` must be a string", "model")),
-        };
+        let model = required_model(&body)?;
         match body.get("messages") {
             Some(Value::Array(messages)) if !messages.is_empty() => {
                 for (i, m) in messages.iter().enumerate() {
@@ -100,7 +97,8 @@ impl ChatRequest {
                 ));
             }
         }
-        Ok(ChatRequest {
+        Ok(Request {
+            api: Api::Chat,
             body,
             model,
             stream,
@@ -111,8 +109,43 @@ impl ChatRequest {
         })
     }
 
+    /// Parses and checks an embeddings body (`POST /v1/embeddings`): `input` is a
+    /// string, an array of strings, an array of token ids or an array of such arrays,
+    /// none empty. Nothing is generated, so the request may generate 0 tokens.
+    pub fn embeddings(bytes: &[u8]) -> Result<Self, ApiError> {
+        let body = json_object(bytes)?;
+        let model = required_model(&body)?;
+        check_embedding_input(body.get("input"))?;
+        match body.get("encoding_format") {
+            None | Some(Value::Null) => {}
+            Some(Value::String(f)) if f == "float" || f == "base64" => {}
+            Some(_) => {
+                return Err(bad(
+                    "`encoding_format` must be `float` or `base64`",
+                    "encoding_format",
+                ));
+            }
+        }
+        if optional_count(&body, "dimensions")? == Some(0) {
+            return Err(bad("`dimensions` must be at least 1", "dimensions"));
+        }
+        Ok(Request {
+            api: Api::Embeddings,
+            body,
+            model,
+            stream: false,
+            include_usage: false,
+            max_tokens: Some(0),
+            choices: 1,
+            body_bytes: bytes.len(),
+        })
+    }
+
     /// The conversation as the classifier sees it, borrowed from the body.
     pub fn prompt(&self) -> Prompt<'_> {
+        if self.api == Api::Embeddings {
+            return self.embedding_input();
+        }
         let mut prompt = Prompt {
             has_tools: self
                 .body
@@ -166,6 +199,34 @@ impl ChatRequest {
         prompt
     }
 
+    /// An embeddings request's input: each text one user segment, token ids counted.
+    fn embedding_input(&self) -> Prompt<'_> {
+        let mut prompt = Prompt::default();
+        match self.body.get("input") {
+            Some(Value::String(text)) => prompt.segments.push(Segment {
+                role: Role::User,
+                message: 0,
+                text,
+            }),
+            Some(Value::Array(items)) => {
+                for (i, item) in items.iter().enumerate() {
+                    match item {
+                        Value::String(text) => prompt.segments.push(Segment {
+                            role: Role::User,
+                            message: u32::try_from(i).unwrap_or(u32::MAX),
+                            text,
+                        }),
+                        Value::Number(_) => prompt.token_ids += 1,
+                        Value::Array(ids) => prompt.token_ids += ids.len() as u64,
+                        _ => {}
+                    }
+                }
+            }
+            _ => {}
+        }
+        prompt
+    }
+
     /// The body for an upstream: `model` replaced, `max_tokens` capped when a rule says
     /// so, and for streams usage requested so the gateway can meter it. Every other field
     /// is passed through as the client sent it.
@@ -173,7 +234,8 @@ impl ChatRequest {
         let body = UpstreamBody {
             request: self,
             model: upstream_model,
-            cap: max_tokens_cap,
+            // Embeddings generate nothing: their body has no output limit to set.
+            cap: max_tokens_cap.filter(|_| self.api == Api::Chat),
         };
         serde_json::to_vec(&body).unwrap_or_default()
     }
@@ -181,7 +243,7 @@ impl ChatRequest {
 
 /// Serializes the client's body with the gateway's substitutions, without cloning it.
 struct UpstreamBody<'a> {
-    request: &'a ChatRequest,
+    request: &'a Request,
     model: &'a str,
     cap: Option<u64>,
 }
@@ -232,6 +294,38 @@ impl Serialize for StreamOptions<'_> {
         map.serialize_entry("include_usage", &true)?;
         map.end()
     }
+}
+
+fn required_model(body: &Map<String, Value>) -> Result<String, ApiError> {
+    match body.get("model") {
+        Some(Value::String(m)) if !m.is_empty() => Ok(m.clone()),
+        Some(Value::String(_)) | None => Err(bad("`model` is required", "model")),
+        Some(_) => Err(bad("`model` must be a string", "model")),
+    }
+}
+
+/// `input` of an embeddings request, as OpenAI's API reference allows it.
+fn check_embedding_input(input: Option<&Value>) -> Result<(), ApiError> {
+    const SHAPE: &str = "`input` must be a non-empty string, an array of non-empty strings, \
+                         an array of token ids or an array of arrays of token ids";
+    let token = |v: &Value| v.as_u64().is_some();
+    let ok = match input {
+        None | Some(Value::Null) => return Err(bad("`input` is required", "input")),
+        Some(Value::String(text)) => !text.is_empty(),
+        Some(Value::Array(items)) => {
+            !items.is_empty()
+                && (items
+                    .iter()
+                    .all(|i| i.as_str().is_some_and(|t| !t.is_empty()))
+                    || items.iter().all(token)
+                    || items.iter().all(|i| {
+                        i.as_array()
+                            .is_some_and(|ids| !ids.is_empty() && ids.iter().all(token))
+                    }))
+        }
+        Some(_) => false,
+    };
+    if ok { Ok(()) } else { Err(bad(SHAPE, "input")) }
 }
 
 /// A request body that must be a JSON object, or the 400 that says what it is instead.

@@ -2,8 +2,8 @@
 
 use super::*;
 
-fn parse(body: &str) -> Result<ChatRequest, ApiError> {
-    ChatRequest::parse(body.as_bytes())
+fn parse(body: &str) -> Result<Request, ApiError> {
+    Request::parse(body.as_bytes())
 }
 
 fn param_of(err: ApiError) -> Option<&'static str> {

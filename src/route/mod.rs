@@ -13,6 +13,25 @@ pub use explain::{Explanation, explain};
 
 use crate::classify::Classification;
 
+/// The API a pool's deployments serve. Rules route chat requests among chat pools; an
+/// embeddings request names an alias of an embeddings pool (vector spaces of different
+/// models are not interchangeable, so there is nothing for a rule to choose).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Api {
+    #[default]
+    Chat,
+    Embeddings,
+}
+
+impl Api {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Api::Chat => "chat",
+            Api::Embeddings => "embeddings",
+        }
+    }
+}
+
 /// What the client asked for in `model`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Requested {
@@ -51,6 +70,8 @@ pub struct Rule {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Pool {
     pub id: String,
+    /// What its deployments serve (all of them, and its fallbacks', the same).
+    pub api: Api,
     /// Own deployments, by index into the config's deployments.
     pub deployments: Vec<usize>,
     pub fallback: Option<usize>,
@@ -176,24 +197,43 @@ impl RouteTable {
                 shadow,
             };
         }
-        let (via, action) = match input.requested {
-            Requested::Alias(a) => (
-                Via::Alias(a),
-                Action::Pool(self.aliases.get(a).map_or(0, |alias| alias.pool)),
-            ),
+        match input.requested {
+            Requested::Alias(a) => RouteDecision {
+                shadow,
+                ..self.alias(a)
+            },
             // Validation guarantees a catch-all for `auto`; the last rule stands in.
-            Requested::Auto => (
-                Via::Rule(self.rules.len().saturating_sub(1)),
-                self.rules
+            Requested::Auto => RouteDecision {
+                via: Via::Rule(self.rules.len().saturating_sub(1)),
+                action: self
+                    .rules
                     .last()
                     .map_or(Action::Pool(0), |r| r.action.clone()),
-            ),
-        };
+                max_tokens: None,
+                shadow,
+            },
+        }
+    }
+
+    /// The alias's own pool, no rule consulted.
+    pub fn alias(&self, alias: usize) -> RouteDecision {
         RouteDecision {
-            via,
-            action,
+            via: Via::Alias(alias),
+            action: Action::Pool(self.aliases.get(alias).map_or(0, |a| a.pool)),
             max_tokens: None,
-            shadow,
+            shadow: None,
+        }
+    }
+
+    /// The API `requested` is served by: chat for `auto`, the alias's pool's otherwise.
+    pub fn api(&self, requested: Requested) -> Api {
+        match requested {
+            Requested::Auto => Api::Chat,
+            Requested::Alias(a) => self
+                .aliases
+                .get(a)
+                .and_then(|alias| self.pools.get(alias.pool))
+                .map_or(Api::Chat, |p| p.api),
         }
     }
 

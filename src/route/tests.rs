@@ -67,6 +67,7 @@ fn input(requested: Requested, classification: &Classification) -> RouteInput<'_
 fn table() -> RouteTable {
     let pool = |id: &str, deployments: Vec<usize>| Pool {
         id: id.into(),
+        api: Api::Chat,
         candidates: deployments.clone(),
         deployments,
         fallback: None,

@@ -333,6 +333,44 @@ impl Gen {
         Value::Object(body)
     }
 
+    /// An embeddings body near the valid ones: every input shape the API allows, with
+    /// empty items, negative or huge token ids and fields of the wrong type.
+    pub fn embeddings_body(&mut self) -> Value {
+        let mut body = Map::new();
+        let model = Value::String((*self.pick(&["embed", "auto", "frontier", "x"])).into());
+        body.insert("model".into(), self.or_any(model));
+        let n = self.rng.usize(..4);
+        let input = match self.rng.usize(..4) {
+            0 => Value::String(self.string()),
+            1 => Value::Array((0..n).map(|_| Value::String(self.string())).collect()),
+            2 => Value::Array((0..n).map(|_| Value::Number(edge_number(self))).collect()),
+            _ => Value::Array(
+                (0..n)
+                    .map(|_| {
+                        let m = self.rng.usize(..3);
+                        Value::Array((0..m).map(|_| Value::Number(edge_number(self))).collect())
+                    })
+                    .collect(),
+            ),
+        };
+        body.insert("input".into(), self.or_any(input));
+        let optional: [(&str, Value); 3] = [
+            (
+                "encoding_format",
+                json!(*self.pick(&["float", "base64", "hex"])),
+            ),
+            ("dimensions", Value::Number(edge_number(self))),
+            ("user", Value::String(self.string())),
+        ];
+        for (key, value) in optional {
+            if self.bool() {
+                let value = self.or_any(value);
+                body.insert(key.into(), value);
+            }
+        }
+        Value::Object(body)
+    }
+
     /// `bytes` damaged: cut, bytes flipped, garbage or invalid UTF-8 spliced in,
     /// a stretch repeated.
     pub fn mutate(&mut self, bytes: &[u8]) -> Vec<u8> {

@@ -61,6 +61,8 @@ const ENDPOINTS: &[(&str, &str)] = &[
     ("POST", "/v1/messages"),
     ("POST", "/v1/responses"),
     ("POST", "/v1/responses"),
+    ("POST", "/v1/embeddings"),
+    ("POST", "/v1/embeddings"),
     ("POST", "/v1/route/explain"),
     ("GET", "/v1/models"),
     ("GET", "/healthz"),
@@ -158,8 +160,11 @@ fn body(g: &mut Gen) -> (&'static str, Vec<u8>) {
             json!({ "model": "auto", "messages": [{ "role": "user", "content": text }] }).to_string().into_bytes()
         }),
         8 => ("wrong_types", g.value(4).to_string().into_bytes()),
-        9 if g.bool() => ("messages_body", g.messages_body().to_string().into_bytes()),
-        9 => ("responses_body", g.responses_body().to_string().into_bytes()),
+        9 => match g.rng.usize(..3) {
+            0 => ("messages_body", g.messages_body().to_string().into_bytes()),
+            1 => ("responses_body", g.responses_body().to_string().into_bytes()),
+            _ => ("embeddings_body", g.embeddings_body().to_string().into_bytes()),
+        },
         10 => {
             let body = g.messages_body().to_string();
             ("bad_messages_json", g.mutate(body.as_bytes()))

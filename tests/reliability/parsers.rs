@@ -1,16 +1,17 @@
-//! Property tests of every parser that reads bytes from outside: the chat request, the
-//! SSE framing, the Anthropic translation both ways, the config loader and the cache
-//! key canonicalizer. Properties: no input panics; round trips hold where a format has
+//! Property tests of every parser that reads bytes from outside: the chat request and
+//! every inbound API's body, the SSE framing, the Anthropic translation both ways, the
+//! config loader and the cache key canonicalizer. Properties: no input panics; round trips hold where a format has
 //! one; the cache key depends on a body's value, never on its spelling.
 
 use serde_json::{Map, Value, json};
 
 use crossroads::cache::CacheKey;
+use crossroads::frontend::embeddings::Embeddings;
 use crossroads::frontend::messages::Messages;
 use crossroads::frontend::responses::Responses;
 use crossroads::pipeline::FrontEnd;
 use crossroads::provider::anthropic::{self, StreamTranslator};
-use crossroads::request::{ChatRequest, Limits};
+use crossroads::request::{Limits, Request};
 use crossroads::sse;
 
 use super::hostile::{Gen, cases, check};
@@ -43,7 +44,7 @@ fn chat_bytes(g: &mut Gen) -> Vec<u8> {
 fn chat_parser_rejects_with_400_or_round_trips_upstream() {
     check("chat_parser", cases(4000), |g| {
         let bytes = chat_bytes(g);
-        let request = match ChatRequest::parse(&bytes) {
+        let request = match Request::parse(&bytes) {
             Err(e) => {
                 assert_eq!(e.status().as_u16(), 400, "{e:?}");
                 return;
@@ -52,7 +53,7 @@ fn chat_parser_rejects_with_400_or_round_trips_upstream() {
         };
         let _ = request.prompt();
         // Serialize → parse gives the same request.
-        let again = ChatRequest::parse(&serde_json::to_vec(&request.body).unwrap()).unwrap();
+        let again = Request::parse(&serde_json::to_vec(&request.body).unwrap()).unwrap();
         assert_eq!(again.body, request.body);
         assert_eq!(
             (again.stream, again.max_tokens, again.choices),
@@ -60,7 +61,7 @@ fn chat_parser_rejects_with_400_or_round_trips_upstream() {
         );
         // The upstream body is a valid request with only the gateway's substitutions.
         let cap = g.bool().then(|| g.rng.u64(..10_000));
-        let upstream = ChatRequest::parse(&request.upstream_body("up-model", cap))
+        let upstream = Request::parse(&request.upstream_body("up-model", cap))
             .unwrap_or_else(|e| panic!("upstream body does not parse: {e:?}"));
         assert_eq!(upstream.model, "up-model");
         assert_eq!(upstream.stream, request.stream);
@@ -152,22 +153,33 @@ fn sse_framing_round_trips_however_the_bytes_arrive() {
     });
 }
 
+/// A generated body, damaged one time in three, and what front-end `F` parsed it into;
+/// `None` after checking that what it refused got a 400.
+fn parsed_or_400<F: FrontEnd>(
+    g: &mut Gen,
+    body: fn(&mut Gen) -> Value,
+) -> Option<(Vec<u8>, Request)> {
+    let body = body(g).to_string();
+    let bytes = if g.one_in(3) {
+        g.mutate(body.as_bytes())
+    } else {
+        body.into_bytes()
+    };
+    match F::parse(&bytes) {
+        Err(e) => {
+            assert_eq!(e.status().as_u16(), 400, "{e:?}");
+            None
+        }
+        Ok((_, request)) => Some((bytes, request)),
+    }
+}
+
 /// A front-end's parser: a 400 for bad input, else a chat request the chat endpoint
 /// itself accepts, bounding the billed bytes by at least the client's body.
 fn front_end_parser<F: FrontEnd>(name: &str, body: fn(&mut Gen) -> Value) {
     check(name, cases(4000), |g| {
-        let body = body(g).to_string();
-        let bytes = if g.one_in(3) {
-            g.mutate(body.as_bytes())
-        } else {
-            body.into_bytes()
-        };
-        let request = match F::parse(&bytes) {
-            Err(e) => {
-                assert_eq!(e.status().as_u16(), 400, "{e:?}");
-                return;
-            }
-            Ok((_, r)) => r,
+        let Some((bytes, request)) = parsed_or_400::<F>(g, body) else {
+            return;
         };
         // The bound covers the client's bytes and the translated body's.
         assert!(request.body_bytes >= bytes.len());
@@ -179,7 +191,7 @@ fn front_end_parser<F: FrontEnd>(name: &str, body: fn(&mut Gen) -> Value) {
         );
         assert!(request.include_usage || !request.stream);
         let _ = request.prompt();
-        let upstream = ChatRequest::parse(&request.upstream_body("up-model", None))
+        let upstream = Request::parse(&request.upstream_body("up-model", None))
             .unwrap_or_else(|e| panic!("translated body does not parse: {e:?}"));
         assert_eq!(upstream.max_tokens, request.max_tokens);
     });
@@ -196,9 +208,31 @@ fn responses_parser_rejects_with_400_or_gives_a_valid_chat_request() {
 }
 
 #[test]
+fn embeddings_parser_rejects_with_400_or_passes_the_body_through() {
+    check("embeddings_parser", cases(4000), |g| {
+        let Some((bytes, request)) = parsed_or_400::<Embeddings>(g, Gen::embeddings_body) else {
+            return;
+        };
+        assert_eq!(request.body_bytes, bytes.len());
+        assert!(!request.stream);
+        // The reservation's bound holds: no more tokens than bytes.
+        let prompt = request.prompt();
+        let text: usize = prompt.segments.iter().map(|s| s.text.len()).sum();
+        assert!(text as u64 + prompt.token_ids <= bytes.len() as u64);
+        // Upstream gets the same body, model swapped, no output limit added.
+        let upstream = request.upstream_body("up-model", Some(7));
+        let mut sent: Map<String, Value> = serde_json::from_slice(&upstream).unwrap();
+        assert_eq!(sent.remove("model"), Some(json!("up-model")));
+        let mut asked = request.body.clone();
+        asked.remove("model");
+        assert_eq!(sent, asked);
+    });
+}
+
+#[test]
 fn anthropic_request_translation_never_panics_and_bounds_max_tokens() {
     check("anthropic_request", cases(3000), |g| {
-        let Ok(request) = ChatRequest::parse(&chat_bytes(g)) else {
+        let Ok(request) = Request::parse(&chat_bytes(g)) else {
             return;
         };
         let cap = g.bool().then(|| g.rng.u64(1..10_000));

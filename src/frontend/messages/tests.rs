@@ -5,7 +5,7 @@ use serde_json::{Value, json};
 use super::*;
 use crate::frontend::sse::tests::events;
 
-fn chat_of(body: Value) -> Result<(Messages, ChatRequest), ApiError> {
+fn chat_of(body: Value) -> Result<(Messages, Request), ApiError> {
     Messages::parse(body.to_string().as_bytes())
 }
 

@@ -5,7 +5,7 @@ use serde_json::{Value, json};
 use super::*;
 use crate::frontend::sse::tests::events;
 
-fn parsed(body: Value) -> Result<(Responses, ChatRequest), ApiError> {
+fn parsed(body: Value) -> Result<(Responses, Request), ApiError> {
     Responses::parse(body.to_string().as_bytes())
 }
 

@@ -11,7 +11,7 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use super::http::{Http, first_bytes};
 use super::{ByteStream, FailureKind, Reply, UpstreamError};
 use crate::config::Deployment;
-use crate::request::ChatRequest;
+use crate::request::Request;
 
 pub use request::translate;
 pub use response::{AnthropicUsage, StreamTranslator, completion};
@@ -52,7 +52,7 @@ impl AnthropicUpstream {
 
     pub async fn send(
         &self,
-        request: &ChatRequest,
+        request: &Request,
         max_tokens: Option<u64>,
     ) -> Result<Reply, UpstreamError> {
         let body = request::translate(

@@ -2,12 +2,12 @@
 
 use serde_json::{Map, Value, json};
 
-use crate::request::ChatRequest;
+use crate::request::Request;
 
 /// Builds the Messages body for `model`, generating at most `max_tokens` (the
 /// request's resolved limit). Errors describe what the client sent that Anthropic
 /// cannot take (the gateway answers them with a 400).
-pub fn translate(request: &ChatRequest, model: &str, max_tokens: u64) -> Result<Vec<u8>, String> {
+pub fn translate(request: &Request, model: &str, max_tokens: u64) -> Result<Vec<u8>, String> {
     let body = &request.body;
     if body.get("n").and_then(Value::as_u64).is_some_and(|n| n > 1) {
         return Err("n > 1 is not supported by Anthropic deployments".into());

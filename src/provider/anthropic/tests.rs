@@ -6,7 +6,7 @@ use super::response::{StreamTranslator, completion};
 use super::*;
 
 fn translated(body: Value) -> Value {
-    let request = ChatRequest::parse(body.to_string().as_bytes()).unwrap();
+    let request = Request::parse(body.to_string().as_bytes()).unwrap();
     serde_json::from_slice(
         &request::translate(&request, "claude-x", limit(&request, None)).unwrap(),
     )
@@ -14,7 +14,7 @@ fn translated(body: Value) -> Value {
 }
 
 /// The `max_tokens` the pipeline resolves for `request` under `cap`, 1000 by default.
-fn limit(request: &ChatRequest, cap: Option<u64>) -> u64 {
+fn limit(request: &Request, cap: Option<u64>) -> u64 {
     crate::request::Limits::resolve(request, cap, 1000)
         .max_tokens
         .unwrap_or(1000)
@@ -95,7 +95,7 @@ fn translates_system_turns_images_tools_and_parameters() {
 
 #[test]
 fn max_tokens_follows_the_client_and_the_rule_cap() {
-    let request = ChatRequest::parse(
+    let request = Request::parse(
         br#"{"model":"auto","messages":[{"role":"user","content":"x"}],"max_tokens":300}"#,
     )
     .unwrap();
@@ -113,7 +113,7 @@ fn max_tokens_follows_the_client_and_the_rule_cap() {
 #[test]
 fn n_above_one_is_refused() {
     let request =
-        ChatRequest::parse(br#"{"model":"auto","messages":[{"role":"user","content":"x"}],"n":2}"#)
+        Request::parse(br#"{"model":"auto","messages":[{"role":"user","content":"x"}],"n":2}"#)
             .unwrap();
     assert!(request::translate(&request, "m", 10).is_err());
 }
