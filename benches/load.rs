@@ -56,6 +56,9 @@ const REQUEST: &str = r#"{"model":"auto","messages":[{"role":"system","content":
 
 /// [`REQUEST`] as the Responses API and Anthropic's Messages API ask it.
 const RESPONSES_REQUEST: &str = r#"{"model":"auto","instructions":"You are a helpful assistant.","input":"What is the capital of France? Answer in one sentence.","temperature":0.2,"max_output_tokens":64}"#;
+/// The question embedded (the embeddings row answers a 1,536-float vector).
+const EMBEDDINGS_REQUEST: &str =
+    r#"{"model":"embed","input":"What is the capital of France? Answer in one sentence."}"#;
 const MESSAGES_REQUEST: &str = r#"{"model":"auto","system":"You are a helpful assistant.","messages":[{"role":"user","content":"What is the capital of France? Answer in one sentence."}],"temperature":0.2,"max_tokens":64}"#;
 
 /// The gateway config the integration tests use too; every deployment points at the
@@ -77,10 +80,18 @@ fn start_upstream() -> u16 {
             .unwrap();
         rt.block_on(async move {
             let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-            let app = Router::new().route(
-                "/v1/chat/completions",
-                post(|body: Bytes| async move { answer(&body) }),
-            );
+            let embedding = embedding_list();
+            let app = Router::new()
+                .route(
+                    "/v1/chat/completions",
+                    post(|body: Bytes| async move { answer(&body) }),
+                )
+                .route(
+                    "/v1/embeddings",
+                    post(move || async move {
+                        ([("content-type", "application/json")], embedding).into_response()
+                    }),
+                );
             axum::serve(listener, app).await.unwrap();
         });
     });
@@ -97,6 +108,17 @@ fn answer(body: &[u8]) -> Response {
     } else {
         ([("content-type", "application/json")], COMPLETION).into_response()
     }
+}
+
+/// An embeddings list of one text-embedding-3-small-sized vector (1,536 floats).
+fn embedding_list() -> Bytes {
+    let vector: Vec<String> = (0..1536)
+        .map(|i| format!("{:.8}", ((i * 7919) % 2000) as f64 / 1000.0 - 1.0))
+        .collect();
+    Bytes::from(format!(
+        r#"{{"object":"list","data":[{{"object":"embedding","index":0,"embedding":[{}]}}],"model":"text-embedding-3-small","usage":{{"prompt_tokens":12,"total_tokens":12}}}}"#,
+        vector.join(",")
+    ))
 }
 
 /// A `crossroads serve` process, stopped (SIGTERM) when dropped.
@@ -623,6 +645,24 @@ fn as_is(config: String) -> String {
     config
 }
 
+/// The template plus an embeddings deployment on the same upstream, behind the alias
+/// `embed`, for the inbound API rows.
+fn with_embeddings(config: String) -> String {
+    let url = config
+        .lines()
+        .find_map(|l| l.strip_prefix("base_url = "))
+        .unwrap_or("\"http://127.0.0.1:9/v1\"")
+        .to_owned();
+    config
+        + &format!(
+            "\n[[deployments]]\nid = \"embed-a\"\nprovider = \"openai_compatible\"\n\
+             api = \"embeddings\"\nbase_url = {url}\nmodel = \"text-embedding-3-small\"\n\
+             tier = \"frontier\"\nprice = {{ input = 0.02, output = 0 }}\n\n\
+             [[pools]]\nid = \"embed\"\ndeployments = [\"embed-a\"]\n\n\
+             [[aliases]]\nname = \"embed\"\npool = \"embed\"\n"
+        )
+}
+
 /// The shipped `routes.toml`'s classifier, the learned linear model, whose task head
 /// the code rule matches as the shipped rule does.
 fn shipped_classifier(config: String) -> String {
@@ -678,7 +718,7 @@ fn main() {
     let litellm = std::env::var("LOAD_LITELLM")
         .is_ok_and(|v| v == "1")
         .then(|| start_litellm(upstream));
-    let plain = Gateway::start("crossroads", upstream, dir.path(), as_is);
+    let plain = Gateway::start("crossroads", upstream, dir.path(), with_embeddings);
     let shipped = Gateway::start(
         "crossroads (shipped classifier)",
         upstream,
@@ -758,6 +798,10 @@ fn main() {
         (
             "/v1/messages",
             lua(dir.path(), "messages.lua", MESSAGES_REQUEST),
+        ),
+        (
+            "/v1/embeddings",
+            lua(dir.path(), "embeddings.lua", EMBEDDINGS_REQUEST),
         ),
     ];
     for (path, api_script) in &apis {

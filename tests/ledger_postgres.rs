@@ -181,6 +181,7 @@ async fn write_and_read(backend: LedgerBackend, records: Vec<LedgerRecord>) -> L
         backend: backend.clone(),
         queue_capacity: 64,
         batch_size: 4,
+        durability: crossroads::config::Durability::Batched,
     };
     let metrics = crossroads::ledger::LedgerMetrics::new(&prometheus::Registry::new()).unwrap();
     let (ledger, writer) = crossroads::ledger::start(&config, metrics).unwrap();

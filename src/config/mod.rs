@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use raw::{ProviderKind, Tier};
+pub use raw::{Durability, ProviderKind, Tier};
 
 use crate::accounting::Price;
 use crate::classify::Classifier;
@@ -189,6 +189,7 @@ pub struct LedgerConfig {
     pub backend: LedgerBackend,
     pub queue_capacity: usize,
     pub batch_size: usize,
+    pub durability: Durability,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

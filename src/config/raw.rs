@@ -433,6 +433,22 @@ pub struct RawLedger {
     pub schema: String,
     pub queue_capacity: usize,
     pub batch_size: usize,
+    /// When a response may finish: `commit` (its record is committed first) or
+    /// `batched` (records are written within milliseconds, off the response).
+    pub durability: Durability,
+}
+
+/// When a response may finish relative to its ledger record.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Durability {
+    /// A response's last bytes wait for its record's commit: a crash loses no record
+    /// of an answer a client received whole.
+    #[default]
+    Commit,
+    /// Records wait in memory for their batch (5 ms at most when the writer keeps
+    /// up): a crash loses the records of that window.
+    Batched,
 }
 
 impl Default for RawLedger {
@@ -442,6 +458,7 @@ impl Default for RawLedger {
             schema: "crossroads".into(),
             queue_capacity: 16_384,
             batch_size: 512,
+            durability: Durability::default(),
         }
     }
 }

@@ -1091,6 +1091,7 @@ fn validate_ledger(raw: RawLedger) -> Result<LedgerConfig, Invalid> {
         schema,
         queue_capacity,
         batch_size,
+        durability,
     } = raw;
     let backend = ledger_backend(url, schema)?;
     if queue_capacity == 0 || batch_size == 0 {
@@ -1103,6 +1104,7 @@ fn validate_ledger(raw: RawLedger) -> Result<LedgerConfig, Invalid> {
         backend,
         queue_capacity,
         batch_size,
+        durability,
     })
 }
 

@@ -75,7 +75,8 @@ pub trait LedgerStore: Send {
 }
 
 enum Msg {
-    Record(Box<LedgerRecord>),
+    /// A record, and who waits for its commit (`durability = "commit"`).
+    Record(Box<LedgerRecord>, Option<oneshot::Sender<()>>),
     Flush(oneshot::Sender<()>),
     /// Write everything queued before this message, then stop.
     Close,
@@ -140,6 +141,10 @@ pub struct LedgerWriter {
     stopping: Arc<AtomicBool>,
     pending: Arc<InFlight>,
 }
+
+/// Resolves once a record is committed; an error means it was lost (the writer
+/// stopped without writing or spilling it).
+pub type Commit = oneshot::Receiver<()>;
 
 /// A promise of one more record: [`Ledger::flush`] and [`LedgerWriter::shutdown`] wait
 /// for it to be recorded or dropped.
@@ -223,7 +228,11 @@ pub fn start_with(
                 let mut lingered = false;
                 while let Some(msg) = next.take() {
                     match msg {
-                        Msg::Record(r) => batch.push(*r),
+                        Msg::Record(r, commit) => {
+                            batch.push(*r);
+                            // Someone waits for this record: write without lingering.
+                            waiting.extend(commit);
+                        }
                         Msg::Flush(done) => waiting.push(done),
                         Msg::Close => {
                             closing = true;
@@ -247,11 +256,17 @@ pub fn start_with(
                     // spill file, the queued ones too, for the next start to replay.
                     rx.close();
                     while let Ok(msg) = rx.try_recv() {
-                        if let Msg::Record(r) = msg {
+                        if let Msg::Record(r, commit) = msg {
                             batch.push(*r);
+                            waiting.extend(commit);
                         }
                     }
-                    spill::save(spill.as_deref(), &batch);
+                    // Spilled is kept: the next start writes it before anything else.
+                    if spill::save(spill.as_deref(), &batch) {
+                        for done in waiting.drain(..) {
+                            let _ = done.send(());
+                        }
+                    }
                     break;
                 }
                 metrics.written.inc_by(batch.len() as u64);
@@ -334,11 +349,26 @@ impl Ledger {
 
     /// Queues a record in the room taken for it, or like [`Ledger::record`] without.
     pub fn record_in(&self, slot: Option<LedgerSlot>, record: LedgerRecord) {
+        self.queue(slot, Msg::Record(Box::new(record), None));
+    }
+
+    /// Queues a record like [`Ledger::record_in`]; the returned [`Commit`] resolves
+    /// once the record is committed to the store (or, at a shutdown whose store
+    /// fails, saved to the spill file that the next start replays). The writer does
+    /// not linger for a batch while anyone waits: concurrent requests still share one
+    /// transaction (group commit), a lone one is written at once.
+    pub fn record_committed(&self, slot: Option<LedgerSlot>, record: LedgerRecord) -> Commit {
+        let (done, commit) = oneshot::channel();
+        self.queue(slot, Msg::Record(Box::new(record), Some(done)));
+        commit
+    }
+
+    fn queue(&self, slot: Option<LedgerSlot>, msg: Msg) {
         match slot {
             Some(LedgerSlot(permit)) => {
-                permit.send(Msg::Record(Box::new(record)));
+                permit.send(msg);
             }
-            None => self.record(record),
+            None => self.send(msg),
         }
     }
 
@@ -346,7 +376,11 @@ impl Ledger {
     /// waits in a task for space instead of being dropped. Requests take a
     /// [`LedgerSlot`] first, so this overflow stays rare and bounded.
     pub fn record(&self, record: LedgerRecord) {
-        match self.tx.try_send(Msg::Record(Box::new(record))) {
+        self.send(Msg::Record(Box::new(record), None));
+    }
+
+    fn send(&self, msg: Msg) {
+        match self.tx.try_send(msg) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(msg)) => {
                 let tx = self.tx.clone();
@@ -514,6 +548,44 @@ mod tests {
             5,
             "every queued record is written"
         );
+    }
+
+    #[allow(clippy::await_holding_lock)]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_commit_resolves_only_once_its_record_is_in_the_store() {
+        let gate = Arc::new(Mutex::new(()));
+        let kept = Arc::new(Mutex::new(Vec::new()));
+        let store = GatedStore {
+            gate: gate.clone(),
+            kept: kept.clone(),
+        };
+        let closed = gate.lock().unwrap();
+        let metrics = LedgerMetrics::new(&prometheus::Registry::new()).unwrap();
+        let (ledger, writer) = start_with(
+            Box::new(move || Ok(Box::new(store) as Box<dyn LedgerStore>)),
+            None,
+            16,
+            16,
+            metrics,
+        )
+        .unwrap();
+        let mut commits: Vec<Commit> = (0..3)
+            .map(|i| ledger.record_committed(None, record(&format!("c{i}"))))
+            .collect();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        for commit in &mut commits {
+            assert!(commit.try_recv().is_err(), "resolved before the write");
+        }
+        drop(closed);
+        for commit in commits {
+            tokio::time::timeout(Duration::from_secs(5), commit)
+                .await
+                .expect("the commit resolves once written")
+                .expect("the record was committed");
+        }
+        assert_eq!(kept.lock().unwrap().len(), 3);
+        drop(ledger);
+        writer.shutdown().await;
     }
 
     #[tokio::test]

@@ -13,17 +13,18 @@ pub fn path_for(ledger: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
-/// Appends `records` to the spill file (there may be one left from an earlier run).
-pub fn save(path: Option<&Path>, records: &[LedgerRecord]) {
+/// Appends `records` to the spill file (there may be one left from an earlier run);
+/// true when they are on disk.
+pub fn save(path: Option<&Path>, records: &[LedgerRecord]) -> bool {
     if records.is_empty() {
-        return;
+        return true;
     }
     let Some(path) = path else {
         tracing::error!(
             records = records.len(),
             "the ledger store failed at shutdown and the ledger is in memory: records lost"
         );
-        return;
+        return false;
     };
     let written = std::fs::OpenOptions::new()
         .create(true)
@@ -38,10 +39,12 @@ pub fn save(path: Option<&Path>, records: &[LedgerRecord]) {
         });
     match written {
         Ok(()) => {
-            tracing::warn!(records = records.len(), path = %path.display(), "ledger store failing at shutdown: records spilled, replayed at the next start")
+            tracing::warn!(records = records.len(), path = %path.display(), "ledger store failing at shutdown: records spilled, replayed at the next start");
+            true
         }
         Err(e) => {
-            tracing::error!(error = %e, records = records.len(), "cannot write the ledger spill file: records lost")
+            tracing::error!(error = %e, records = records.len(), "cannot write the ledger spill file: records lost");
+            false
         }
     }
 }

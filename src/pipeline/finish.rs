@@ -14,8 +14,9 @@ use crate::accounting::tokens::Encoding;
 use crate::accounting::{Costing, Served, Usage};
 use crate::admission::{Admission, Reservation};
 use crate::auth::KeyInfo;
+use crate::config::Durability;
 use crate::error::ApiError;
-use crate::ledger::{Ledger, LedgerRecord, LedgerSlot, PendingRecord};
+use crate::ledger::{Commit, Ledger, LedgerRecord, LedgerSlot, PendingRecord};
 use crate::metrics::{Metrics, status_class};
 use crate::request::{Limits, Request};
 use crate::route::Api;
@@ -45,6 +46,8 @@ pub struct Finisher {
     generated: u64,
     /// Room in the ledger's queue for this request's record.
     slot: Option<LedgerSlot>,
+    /// The record's commit, with `durability = "commit"`, once finished.
+    commit: Option<Commit>,
     finished: bool,
 }
 
@@ -64,6 +67,7 @@ impl Finisher {
             tpm_key: None,
             generated: 0,
             slot: None,
+            commit: None,
             finished: false,
         }
     }
@@ -200,12 +204,36 @@ impl Finisher {
         let tpm_key = self.tpm_key.as_deref().filter(|_| !record.cache_hit);
         self.admission
             .settle(self.reservation.take(), tpm_key, costing.cost, usage.output);
-        self.ledger.record_in(self.slot.take(), record);
+        match self.rt.config.ledger.durability {
+            Durability::Commit => {
+                self.commit = Some(self.ledger.record_committed(self.slot.take(), record));
+            }
+            Durability::Batched => self.ledger.record_in(self.slot.take(), record),
+        }
         costing
     }
 
+    /// Whether responses wait for their record's commit.
+    pub fn durable(&self) -> bool {
+        self.rt.config.ledger.durability == Durability::Commit
+    }
+
+    /// The finished record's commit, when the response must wait for it
+    /// (`durability = "commit"`).
+    pub fn take_commit(&mut self) -> Option<Commit> {
+        self.commit.take()
+    }
+
+    /// Waits until the finished record is committed (at once with batched
+    /// durability): a response sent after this has its record on disk.
+    pub async fn committed(&mut self) {
+        if let Some(commit) = self.commit.take() {
+            wait_for(commit).await;
+        }
+    }
+
     /// Finishes with an error; returns the headers known so far, for its response.
-    pub fn fail(mut self, error: &ApiError) -> HeaderMap {
+    pub fn fail(&mut self, error: &ApiError) -> HeaderMap {
         let headers = self.headers();
         self.finish(
             error.status().as_u16(),
@@ -214,6 +242,14 @@ impl Finisher {
             None,
         );
         headers
+    }
+}
+
+/// Waits for a record's commit; a record the writer lost is logged (the response
+/// goes out anyway: its upstream cost is spent, and withholding it helps no one).
+pub async fn wait_for(commit: Commit) {
+    if commit.await.is_err() {
+        tracing::error!("the ledger writer stopped before committing a response's record");
     }
 }
 

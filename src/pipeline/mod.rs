@@ -31,7 +31,9 @@
 //!     ([`stream::MeteredStream`]); the front-end renders the body.
 //! 12. **Finish** ([`finish`]): usage → exact cost and reference cost → budget settled,
 //!     metrics, one ledger record, for every request, streamed or not, failed or not,
-//!     cached or not, including clients that disconnect mid-stream. The response
+//!     cached or not, including clients that disconnect mid-stream. With `[ledger]
+//!     durability = "commit"` (the default) a response's last bytes (the JSON body,
+//!     a stream's `[DONE]`) go out only once its record is committed. The response
 //!     carries `x-crossroads-request-id`, `-rule`, `-pool`, `-deployment`, `-tier`,
 //!     `-class`, `-cache` (`hit`, `miss` or `bypass`) and, when not streamed,
 //!     `-cost-usd`.
@@ -80,6 +82,7 @@ pub async fn serve<F: FrontEnd>(state: AppState, headers: HeaderMap, body: Body)
         Ok(answer) => respond(finisher, answer).await,
         Err(error) => {
             let known = finisher.fail(&error);
+            finisher.committed().await;
             let mut response = F::error(error);
             response.headers_mut().extend(known);
             response
@@ -230,6 +233,7 @@ async fn respond<F: FrontEnd>(mut finisher: Finisher, answer: Answer<F>) -> Resp
         } => {
             let ttft = finisher.started().elapsed();
             finisher.finish(200, None, usage, Some(ttft));
+            finisher.committed().await;
             let once = futures_util::stream::once(std::future::ready(Ok(body)));
             sse(headers, front.stream(once))
         }
@@ -237,6 +241,7 @@ async fn respond<F: FrontEnd>(mut finisher: Finisher, answer: Answer<F>) -> Resp
             front, body, usage, ..
         } => {
             let costing = finisher.finish(200, None, usage, None);
+            finisher.committed().await;
             json(headers, costing.cost, front.json(body, &usage))
         }
         Answer::Fresh {
@@ -262,6 +267,7 @@ async fn respond<F: FrontEnd>(mut finisher: Finisher, answer: Answer<F>) -> Resp
                 };
                 store.complete(&body, usage);
                 let costing = finisher.finish(200, None, usage, None);
+                finisher.committed().await;
                 json(headers, costing.cost, front.json(body, &usage))
             }
             Reply::Stream { first, rest } => {

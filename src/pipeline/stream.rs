@@ -14,13 +14,15 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use futures_util::{Stream, StreamExt};
 use serde::Deserialize;
+use tokio::sync::oneshot;
 
-use super::finish::{CLIENT_CLOSED, Counting, Finisher};
+use super::finish::{CLIENT_CLOSED, Counting, Finisher, wait_for};
 use crate::accounting::Usage;
 use crate::accounting::usage::{GeneratedText, OpenAiUsage};
 use crate::cache::StreamRecorder;
 use crate::dispatch::Slot;
 use crate::error::{ApiError, UpstreamFailure};
+use crate::ledger::Commit;
 use crate::provider::{ByteStream, FailureKind};
 use crate::request::Request;
 use crate::sse::{data_of, event_end};
@@ -61,6 +63,9 @@ pub struct MeteredStream {
     recorder: Option<StreamRecorder>,
     /// The request, for counting its prompt when the upstream reports no usage.
     request: Option<Request>,
+    /// The last bytes (`[DONE]`), held until the record's commit (`durability =
+    /// "commit"`): a client that saw the stream complete has its record on disk.
+    held: Option<(Commit, Bytes)>,
     /// The deployment's in-flight slot, freed when the stream is dropped.
     _slot: Slot,
 }
@@ -87,6 +92,7 @@ impl MeteredStream {
             ended: false,
             recorder,
             request: Some(request),
+            held: None,
             _slot: slot,
         }
     }
@@ -180,9 +186,17 @@ impl MeteredStream {
                 self.add_usage_chunk(&mut out, usage);
             }
         }
-        out.extend_from_slice(DONE);
-        self.end(200, None);
+        self.end_with(200, None, &mut out);
         Poll::Ready(out)
+    }
+
+    /// Records the request and ends `out` with `[DONE]`, or holds `[DONE]` back until
+    /// the record is committed.
+    fn end_with(&mut self, status: u16, error: Option<&'static str>, out: &mut BytesMut) {
+        match self.end(status, error) {
+            Some(commit) => self.held = Some((commit, Bytes::from_static(DONE))),
+            None => out.extend_from_slice(DONE),
+        }
     }
 
     /// OpenAI's final usage chunk, carrying `usage`.
@@ -206,8 +220,9 @@ impl MeteredStream {
 
     /// Records the request once; later calls do nothing. Without usage from the
     /// upstream, the tokens are counted on a blocking thread and the record follows;
-    /// the ledger's flush and shutdown wait for it.
-    fn end(&mut self, status: u16, error: Option<&'static str>) {
+    /// the ledger's flush and shutdown wait for it. Returns the record's commit when
+    /// the response must wait for it.
+    fn end(&mut self, status: u16, error: Option<&'static str>) -> Option<Commit> {
         self.ended = true;
         // A stream that arrived whole in one read ends before poll_next notes its
         // first bytes: they are going out now.
@@ -227,9 +242,8 @@ impl MeteredStream {
             (None, None) => self.counting(),
             _ => None,
         };
-        let Some(mut ex) = self.finisher.take() else {
-            return;
-        };
+        let mut ex = self.finisher.take()?;
+        let durable = ex.durable();
         let error = error.or(self.meter.upstream_error.then_some("upstream_stream_error"));
         let recorder = if status == 200 && error.is_none() && self.meter.done_seen {
             self.recorder.take()
@@ -244,16 +258,17 @@ impl MeteredStream {
             }
             ex.finish(status, error, usage, ttft);
             drop(pending);
+            ex.take_commit()
         };
         let runtime = tokio::runtime::Handle::try_current();
         match (counting, in_flight, runtime) {
-            (Some(counting), _, Ok(runtime)) => {
-                runtime.spawn(async move { finish(counting.count_off_runtime().await) });
-            }
+            (Some(counting), _, Ok(runtime)) => spawn_finish(&runtime, durable, async move {
+                finish(counting.count_off_runtime().await)
+            }),
             // Dropped outside the runtime (at exit): count here.
             (Some(counting), _, Err(_)) => finish(counting.count()),
             (None, Some(in_flight), Ok(runtime)) => {
-                runtime.spawn(async move { finish(in_flight.await) });
+                spawn_finish(&runtime, durable, async move { finish(in_flight.await) })
             }
             (None, _, _) => finish(self.meter.usage.unwrap_or_default()),
         }
@@ -270,9 +285,31 @@ impl MeteredStream {
         out.extend_from_slice(b"data: ");
         out.extend_from_slice(&error.to_json());
         out.extend_from_slice(b"\n\n");
-        out.extend_from_slice(DONE);
-        self.end(error.status().as_u16(), Some("stream_interrupted"));
+        self.end_with(error.status().as_u16(), Some("stream_interrupted"), out);
     }
+}
+
+/// Finishes a record on the runtime once its usage is counted; with `durable`, the
+/// returned commit resolves when the record is committed.
+fn spawn_finish(
+    runtime: &tokio::runtime::Handle,
+    durable: bool,
+    finish: impl Future<Output = Option<Commit>> + Send + 'static,
+) -> Option<Commit> {
+    if !durable {
+        runtime.spawn(async move {
+            finish.await;
+        });
+        return None;
+    }
+    let (done, commit) = oneshot::channel();
+    runtime.spawn(async move {
+        if let Some(commit) = finish.await {
+            wait_for(commit).await;
+        }
+        let _ = done.send(());
+    });
+    Some(commit)
 }
 
 enum Verdict {
@@ -287,11 +324,27 @@ impl Stream for MeteredStream {
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
         loop {
+            if let Some((commit, _)) = &mut this.held {
+                let committed = std::task::ready!(Pin::new(commit).poll(cx));
+                if committed.is_err() {
+                    tracing::error!(
+                        "the ledger writer stopped before committing a stream's record"
+                    );
+                }
+                if let Some((_, tail)) = this.held.take() {
+                    return Poll::Ready(Some(Ok(tail)));
+                }
+            }
             if this.ended {
                 return Poll::Ready(None);
             }
             if this.closing {
-                return this.close(cx).map(|out| Some(Ok(out.freeze())));
+                let out = std::task::ready!(this.close(cx));
+                if out.is_empty() {
+                    // Nothing before the held `[DONE]`: wait for the commit.
+                    continue;
+                }
+                return Poll::Ready(Some(Ok(out.freeze())));
             }
             let chunk = match this.first.take() {
                 Some(first) => Some(Ok(first)),
