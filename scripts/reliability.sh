@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The reliability suite (tests/reliability/) at full size: 100,000 hostile HTTP
 # requests against a release `crossroads serve`, 20,000 cases per parser property,
-# 10,000 requests through a pool whose first upstream fails. CI runs the same tests in
+# 10,000 requests through a pool whose first upstream fails, 25 kill -9 cycles under
+# load per ledger durability setting. CI runs the same tests in
 # a bounded form through `cargo test` (scripts/test). Figures go to RELIABILITY.md.
 # Usage: scripts/reliability.sh [SEED]   (the seed replays a run)
 set -euo pipefail
@@ -15,5 +16,6 @@ CROSSROADS_SEED="$seed" \
 CROSSROADS_PROP_CASES=20000 \
 CROSSROADS_FUZZ_REQUESTS=100000 \
 CROSSROADS_FAULT_REQUESTS=10000 \
+CROSSROADS_CRASH_CYCLES=25 \
     cargo test --locked --release --test reliability -- --nocapture --test-threads 1 2>&1 |
-    grep -E '^(property|http_fuzz|faults|test |test result)'
+    grep -E '^(property|http_fuzz|faults|crash|test |test result)'

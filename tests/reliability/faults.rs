@@ -135,10 +135,7 @@ async fn one_failing_upstream_of_two_keeps_clients_whole_without_ejection() {
 /// Sends requests, half of them streamed, to a pool whose first deployment fails in
 /// every way and whose second is healthy.
 async fn failover(name: &str, settings: &str) {
-    let total: usize = std::env::var("CROSSROADS_FAULT_REQUESTS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(600);
+    let total = super::hostile::env_usize("CROSSROADS_FAULT_REQUESTS", 600);
     let local = Upstream::start(healthy()).await;
     let a = Upstream::start(failing()).await;
     let b = Upstream::start(healthy()).await;

@@ -6,7 +6,12 @@ use serde_json::{Map, Number, Value, json};
 
 /// How many cases a property runs: `CROSSROADS_PROP_CASES`, else `default`.
 pub fn cases(default: usize) -> usize {
-    std::env::var("CROSSROADS_PROP_CASES")
+    env_usize("CROSSROADS_PROP_CASES", default)
+}
+
+/// A size set by the environment variable `name`, else `default` (the CI size).
+pub fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)

@@ -391,10 +391,7 @@ fn memory_kib(pid: u32) -> (u64, u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_http_gets_4xx_never_5xx_panic_or_hang() {
-    let total: usize = std::env::var("CROSSROADS_FUZZ_REQUESTS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(5000);
+    let total = super::hostile::env_usize("CROSSROADS_FUZZ_REQUESTS", 5000);
     // Upstreams answer streams with SSE and the rest with JSON: a 5xx here is the gateway's.
     let answer = |model: &str| {
         Scripted::ByStream(

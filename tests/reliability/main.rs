@@ -7,12 +7,15 @@
 //! - [`http_fuzz`]: hostile HTTP against a real `crossroads serve`
 //!   (`CROSSROADS_FUZZ_REQUESTS`, `CROSSROADS_BIN`).
 //! - [`faults`]: upstreams that fail, at set rates (`CROSSROADS_FAULT_REQUESTS`).
+//! - [`crash`]: `kill -9` under load, answers received whole against the ledger
+//!   (`CROSSROADS_CRASH_CYCLES`).
 //!
 //! Full size, by hand: `scripts/reliability.sh`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 #[path = "../common/mod.rs"]
 mod common;
+mod crash;
 mod faults;
 mod hostile;
 mod http_fuzz;
