@@ -9,6 +9,8 @@
 //! - [`faults`]: upstreams that fail, at set rates (`CROSSROADS_FAULT_REQUESTS`).
 //! - [`crash`]: `kill -9` under load, answers received whole against the ledger
 //!   (`CROSSROADS_CRASH_CYCLES`).
+//! - [`restart`]: reloads and SIGTERM under load (`CROSSROADS_RELOADS`,
+//!   `CROSSROADS_RELOAD_MS`).
 //!
 //! Full size, by hand: `scripts/reliability.sh`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -19,4 +21,6 @@ mod crash;
 mod faults;
 mod hostile;
 mod http_fuzz;
+mod load;
 mod parsers;
+mod restart;
