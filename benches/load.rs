@@ -131,16 +131,18 @@ struct Gateway {
 impl Gateway {
     /// Starts the gateway on the shared template changed by `edit`, with its own ledger.
     fn start(name: &'static str, upstream: u16, dir: &Path, edit: Edit) -> Gateway {
-        Gateway::start_under(name, upstream, dir, edit, &[])
+        Gateway::start_under(name, upstream, dir, edit, &[], &[])
     }
 
-    /// The same, with the gateway run by `wrapper` (e.g. valgrind and its options).
+    /// The same, with the gateway run by `wrapper` (e.g. valgrind and its options) and
+    /// `env` set (e.g. `CROSSROADS__LEDGER__DURABILITY`).
     fn start_under(
         name: &'static str,
         upstream: u16,
         dir: &Path,
         edit: Edit,
         wrapper: &[String],
+        env: &[(&str, &str)],
     ) -> Gateway {
         let url = format!("http://127.0.0.1:{upstream}/v1");
         let file = name.replace(|c: char| !c.is_ascii_alphanumeric(), "-");
@@ -169,6 +171,7 @@ impl Gateway {
             .env("CROSSROADS__SERVER__LISTEN", format!("127.0.0.1:{port}"))
             .env("CROSSROADS__SERVER__CONFIG_POLL_MS", "0")
             .env("RUST_LOG", "error")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .spawn()
             .unwrap();
@@ -580,7 +583,7 @@ fn profile(upstream: u16, dir: &Path, script: &Path, seconds: u64) {
             "--instr-atstart=no".to_owned(),
             format!("--callgrind-out-file={}", out.display()),
         ];
-        let gateway = Gateway::start_under(name, upstream, dir, edit, &wrapper);
+        let gateway = Gateway::start_under(name, upstream, dir, edit, &wrapper, &[]);
         wrk(&gateway.chat_url(), 2, 2, script);
         let control = |on: &str| {
             let status = Command::new("callgrind_control")
@@ -727,7 +730,16 @@ fn main() {
     );
     let cached = Gateway::start("crossroads (cache hit)", upstream, dir.path(), cache_on);
     warm_cache(&cached);
-    let gateways = [&plain, &shipped, &cached];
+    // What the default `durability = "commit"` costs: the same gateway, records batched.
+    let batched = Gateway::start_under(
+        "crossroads (ledger batched)",
+        upstream,
+        dir.path(),
+        as_is,
+        &[],
+        &[("CROSSROADS__LEDGER__DURABILITY", "batched")],
+    );
+    let gateways = [&plain, &batched, &shipped, &cached];
 
     println!("machine: {}; {}", machine(), utc_now());
     println!(
