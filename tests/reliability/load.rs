@@ -19,8 +19,11 @@ pub struct Tally {
     pub whole: Vec<String>,
     /// Their latencies, in ms.
     pub latencies: Vec<f64>,
-    /// Requests answered but not whole: an error status, or a body cut short.
+    /// Requests answered but not whole: an error status other than 429, or a body cut
+    /// short.
     pub cut: usize,
+    /// Requests refused with 429 (a rate limit or a budget).
+    pub refused: usize,
     /// Requests that got no answer at all (no connection, or closed before a status).
     pub unanswered: usize,
 }
@@ -42,6 +45,7 @@ impl Tally {
         self.whole.extend(other.whole);
         self.latencies.extend(other.latencies);
         self.cut += other.cut;
+        self.refused += other.refused;
         self.unanswered += other.unanswered;
     }
 }
@@ -63,21 +67,36 @@ pub fn upstream_reply() -> Scripted {
 
 /// One client: requests to `addr` until `stop`, streamed or not.
 pub async fn client(addr: String, streaming: bool, stop: Arc<AtomicBool>) -> Tally {
+    client_as(addr, streaming, None, stop).await
+}
+
+/// One client with `key`: a distinct question each time (no cache hits), until `stop`.
+pub async fn client_as(
+    addr: String,
+    streaming: bool,
+    key: Option<String>,
+    stop: Arc<AtomicBool>,
+) -> Tally {
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()
         .unwrap();
     let mut tally = Tally::default();
-    let body = json!({"model": "frontier", "stream": streaming, "max_tokens": 16,
-        "messages": [{"role": "user", "content": "What is the capital of France?"}]});
+    let mut n = 0u64;
     while !stop.load(Ordering::Relaxed) {
+        n += 1;
+        let question = match &key {
+            None => "What is the capital of France?".to_owned(),
+            Some(_) => format!("What is the capital of France? (asked {n} times)"),
+        };
+        let body = json!({"model": "frontier", "stream": streaming, "max_tokens": 16,
+            "messages": [{"role": "user", "content": question}]});
         let started = Instant::now();
-        let Ok(response) = http
-            .post(format!("{addr}/v1/chat/completions"))
-            .json(&body)
-            .send()
-            .await
-        else {
+        let mut request = http.post(format!("{addr}/v1/chat/completions")).json(&body);
+        if let Some(key) = &key {
+            request = request.bearer_auth(key);
+        }
+        let Ok(response) = request.send().await else {
             tally.unanswered += 1;
             // The gateway is gone: no point hammering a closed port.
             tokio::time::sleep(Duration::from_millis(5)).await;
@@ -89,6 +108,10 @@ pub async fn client(addr: String, streaming: bool, stop: Arc<AtomicBool>) -> Tal
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
         let ok = response.status() == 200;
+        if response.status() == 429 {
+            tally.refused += 1;
+            continue;
+        }
         let Ok(text) = response.text().await else {
             tally.cut += 1;
             continue;

@@ -11,6 +11,7 @@
 //!   (`CROSSROADS_CRASH_CYCLES`).
 //! - [`restart`]: reloads and SIGTERM under load (`CROSSROADS_RELOADS`,
 //!   `CROSSROADS_RELOAD_MS`).
+//! - [`replicas`]: two processes on PostgreSQL and Redis, one killed under load.
 //!
 //! Full size, by hand: `scripts/reliability.sh`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -23,4 +24,5 @@ mod hostile;
 mod http_fuzz;
 mod load;
 mod parsers;
+mod replicas;
 mod restart;
