@@ -3,7 +3,7 @@
 # requests against a release `crossroads serve`, 20,000 cases per parser property,
 # 10,000 requests through a pool whose first upstream fails, 25 kill -9 cycles under
 # load per ledger durability setting, 60 reloads a second apart under load, SIGTERM
-# under load. CI runs the same tests in
+# under load, two replicas on PostgreSQL and Redis, a 30-minute soak. CI runs the same tests in
 # a bounded form through `cargo test` (scripts/test). Figures go to RELIABILITY.md.
 # Usage: scripts/reliability.sh [SEED]   (the seed replays a run)
 set -euo pipefail
@@ -20,5 +20,7 @@ CROSSROADS_FAULT_REQUESTS=10000 \
 CROSSROADS_CRASH_CYCLES=25 \
 CROSSROADS_RELOADS=60 \
 CROSSROADS_RELOAD_MS=1000 \
+CROSSROADS_SOAK_SECONDS=1800 \
+CROSSROADS_SOAK_RATE=500 \
     cargo test --locked --release --test reliability -- --nocapture --test-threads 1 2>&1 |
-    grep -E '^(property|http_fuzz|faults|crash|reload|sigterm|test |test result)'
+    grep -E '^(property|http_fuzz|faults|crash|reload|sigterm|replicas|soak|test |test result)'

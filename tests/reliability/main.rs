@@ -12,6 +12,8 @@
 //! - [`restart`]: reloads and SIGTERM under load (`CROSSROADS_RELOADS`,
 //!   `CROSSROADS_RELOAD_MS`).
 //! - [`replicas`]: two processes on PostgreSQL and Redis, one killed under load.
+//! - [`soak`]: a steady mixed load, memory, descriptors and p99 sampled
+//!   (`CROSSROADS_SOAK_SECONDS`, `CROSSROADS_SOAK_RATE`).
 //!
 //! Full size, by hand: `scripts/reliability.sh`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -26,3 +28,4 @@ mod load;
 mod parsers;
 mod replicas;
 mod restart;
+mod soak;
