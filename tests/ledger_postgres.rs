@@ -739,7 +739,10 @@ async fn feedback_in_postgres_calibrates_to_the_hand_computed_threshold() {
     let s = schema.0.clone();
     pg(move |c| {
         c.batch_execute(&format!(
-            "DROP TABLE {s}.feedback; DELETE FROM {s}.ledger_migrations WHERE version = 3"
+            "DROP TABLE {s}.feedback;
+             ALTER TABLE {s}.requests DROP COLUMN prompt_tokens_est, DROP COLUMN tools,
+                 DROP COLUMN images, DROP COLUMN json_mode;
+             DELETE FROM {s}.ledger_migrations WHERE version >= 3"
         ))
         .unwrap()
     })

@@ -1,4 +1,4 @@
-//! The `crossroads` command: `serve`, `check`, `explain`, `keys`, `spend`, `feedback`,
+//! The `crossroads` command: `serve`, `check`, `explain`, `keys`, `spend`, `replay`, `feedback`,
 //! and the classifier's `train`, `eval` ([`classifier`]) and `calibrate` ([`calibrate`]).
 //! The commands that read the ledger name it alike ([`ledger`]).
 
@@ -7,6 +7,7 @@ pub mod classifier;
 mod feedback;
 mod keys;
 pub mod ledger;
+mod replay;
 mod spend;
 
 use std::path::{Path, PathBuf};
@@ -105,6 +106,10 @@ enum Command {
     /// Print the `min_difficulty` that sends a given share of traffic to the frontier,
     /// or that keeps locally answered requests at a target feedback score.
     Calibrate(calibrate::CalibrateArgs),
+    /// Route the recorded traffic again through a candidate config, without calling any
+    /// upstream: requests moved between tiers, projected cost and savings against what
+    /// was spent, by rule and team.
+    Replay(replay::ReplayArgs),
     /// Feedback given through `POST /v1/feedback`.
     Feedback {
         #[command(subcommand)]
@@ -147,6 +152,7 @@ pub fn main() -> ExitCode {
             require,
         })),
         Command::Calibrate(args) => classifier::exit(calibrate::calibrate_command(args)),
+        Command::Replay(args) => classifier::exit(replay::replay_command(args)),
         Command::Feedback { command } => feedback::run(command),
     }
 }

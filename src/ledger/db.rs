@@ -70,6 +70,13 @@ impl Cell {
         }
     }
 
+    pub fn boolean(&self) -> Option<bool> {
+        match self {
+            Cell::Bool(b) => Some(*b),
+            _ => None,
+        }
+    }
+
     pub fn text(&self) -> Option<String> {
         match self {
             Cell::Text(t) => Some(t.clone()),

@@ -46,6 +46,17 @@ pub struct LedgerRecord {
     pub difficulty: Option<f32>,
     /// PII kinds found, comma-separated (never the values).
     pub pii_kinds: String,
+    /// What rules read besides the labels, so `crossroads replay` can route the request
+    /// again: the classifier's prompt-token estimate and whether tools, images or JSON
+    /// mode came with it. `None` in records from before they were kept.
+    #[serde(default)]
+    pub prompt_tokens_est: Option<u64>,
+    #[serde(default)]
+    pub tools: Option<bool>,
+    #[serde(default)]
+    pub images: Option<u32>,
+    #[serde(default)]
+    pub json_mode: Option<bool>,
     pub rule: Option<String>,
     /// The first shadow rule that matched: what it would have decided is not applied.
     pub shadow_rule: Option<String>,

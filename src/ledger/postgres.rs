@@ -83,6 +83,13 @@ CREATE TABLE feedback (
 );
 CREATE INDEX feedback_ts ON feedback (ts_ms);
 ",
+    // What `crossroads replay` needs to route a recorded request again.
+    "
+ALTER TABLE requests ADD COLUMN prompt_tokens_est BIGINT;
+ALTER TABLE requests ADD COLUMN tools BOOLEAN;
+ALTER TABLE requests ADD COLUMN images INTEGER;
+ALTER TABLE requests ADD COLUMN json_mode BOOLEAN;
+",
 ];
 
 const INSERT: &str = "INSERT INTO requests (
@@ -90,9 +97,11 @@ const INSERT: &str = "INSERT INTO requests (
     confidence, difficulty, pii, pii_kinds, rule, shadow_rule, pool, deployment, provider,
     upstream_model, tier, cache_hit, stream, status, error_kind, attempts, fallbacks,
     input_tokens, cached_input_tokens, cache_write_tokens, output_tokens, reasoning_tokens,
-    usage_estimated, cost_pusd, reference_cost_pusd, latency_us, ttft_us, upstream_us
+    usage_estimated, cost_pusd, reference_cost_pusd, latency_us, ttft_us, upstream_us,
+    prompt_tokens_est, tools, images, json_mode
 ) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18,
-    $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33, $34, $35, $36, $37)
+    $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33, $34, $35, $36, $37,
+    $38, $39, $40, $41)
 ON CONFLICT (request_id) DO NOTHING";
 
 pub struct PgStore {
@@ -239,6 +248,7 @@ impl LedgerStore for PgStore {
         for r in batch {
             let status = i32::from(r.status);
             let attempts = i32::try_from(r.attempts).unwrap_or(i32::MAX);
+            let images = r.images.map(|n| i32::try_from(n).unwrap_or(i32::MAX));
             tx.execute(
                 &self.insert,
                 &[
@@ -279,6 +289,10 @@ impl LedgerStore for PgStore {
                     &int(r.latency_us),
                     &r.ttft_us.map(int),
                     &r.upstream_us.map(int),
+                    &r.prompt_tokens_est.map(int),
+                    &r.tools,
+                    &images,
+                    &r.json_mode,
                 ],
             )
             .map_err(|e| e.to_string())?;

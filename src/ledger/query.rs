@@ -7,8 +7,9 @@ use std::path::Path;
 
 use serde::Serialize;
 
+use super::LedgerRecord;
 use super::db::{Cell, Db, Dialect, Kind, Param};
-use crate::accounting::Usd;
+use crate::accounting::{Usage, Usd};
 use crate::admission::{Scope, SpendSource};
 use crate::config::LedgerBackend;
 
@@ -203,6 +204,37 @@ const RECORD_COLUMNS: &[(&str, Kind)] = &[
     ("latency_us", Kind::Int),
     ("ttft_us", Kind::Int),
     ("upstream_us", Kind::Int),
+    ("prompt_tokens_est", Kind::Int),
+    ("tools", Kind::Bool),
+    ("images", Kind::Int4),
+    ("json_mode", Kind::Bool),
+];
+
+/// The columns replay reads, in the order [`LedgerReader::recorded`] takes them (kinds
+/// as in [`RECORD_COLUMNS`]).
+const REPLAY_COLUMNS: &[&str] = &[
+    "key_id",
+    "team",
+    "endpoint",
+    "requested_model",
+    "label",
+    "task",
+    "confidence",
+    "difficulty",
+    "pii_kinds",
+    "prompt_tokens_est",
+    "tools",
+    "images",
+    "json_mode",
+    "tier",
+    "cache_hit",
+    "input_tokens",
+    "cached_input_tokens",
+    "cache_write_tokens",
+    "output_tokens",
+    "reasoning_tokens",
+    "cost_pusd",
+    "reference_cost_pusd",
 ];
 
 /// A handle on the ledger, SQLite or PostgreSQL, for reads and for feedback (the only
@@ -298,6 +330,60 @@ impl LedgerReader {
             })
             .collect();
         Ok(Page { records, next })
+    }
+
+    /// The requests of `filter` as replay reads them ([`crate::replay`]), oldest first.
+    pub fn recorded(&self, filter: &Filter) -> Result<Vec<LedgerRecord>, String> {
+        let (clause, values) = filter.sql(None);
+        let kinds: Vec<Kind> = REPLAY_COLUMNS
+            .iter()
+            .map(|name| {
+                RECORD_COLUMNS
+                    .iter()
+                    .find(|(column, _)| column == name)
+                    .map_or(Kind::Text, |(_, kind)| *kind)
+            })
+            .collect();
+        let sql = format!(
+            "SELECT {} FROM requests {clause} ORDER BY ts_ms, request_id",
+            REPLAY_COLUMNS.join(", ")
+        );
+        let rows = self.db.query(&sql, values, &kinds)?;
+        Ok(rows
+            .iter()
+            .map(|row| {
+                let cell = |i: usize| row.get(i).unwrap_or(&Cell::Null);
+                let count = |i: usize| cell(i).int().map_or(0, |n| u64::try_from(n).unwrap_or(0));
+                LedgerRecord {
+                    key_id: cell(0).text(),
+                    team: cell(1).text(),
+                    endpoint: cell(2).text().unwrap_or_default().into(),
+                    requested_model: cell(3).text().unwrap_or_default(),
+                    label: cell(4).text(),
+                    task: cell(5).text(),
+                    confidence: cell(6).real().map(|v| v as f32),
+                    difficulty: cell(7).real().map(|v| v as f32),
+                    pii_kinds: cell(8).text().unwrap_or_default(),
+                    prompt_tokens_est: cell(9).int().and_then(|n| u64::try_from(n).ok()),
+                    tools: cell(10).boolean(),
+                    images: cell(11).int().and_then(|n| u32::try_from(n).ok()),
+                    json_mode: cell(12).boolean(),
+                    tier: cell(13).text().map(Into::into),
+                    cache_hit: cell(14).boolean().unwrap_or(false),
+                    usage: Usage {
+                        input: count(15),
+                        cached_input: count(16),
+                        cache_write: count(17),
+                        output: count(18),
+                        reasoning: count(19),
+                        estimated: false,
+                    },
+                    cost: Usd::from_pico(cell(20).int().unwrap_or(0)),
+                    reference_cost: Usd::from_pico(cell(21).int().unwrap_or(0)),
+                    ..LedgerRecord::default()
+                }
+            })
+            .collect())
     }
 
     fn spent(&self, scope: &Scope, since_ms: i64) -> Result<Usd, String> {

@@ -72,6 +72,13 @@ CREATE TABLE feedback (
 );
 CREATE INDEX feedback_ts ON feedback (ts_ms);
 "#,
+    // What `crossroads replay` needs to route a recorded request again.
+    r#"
+ALTER TABLE requests ADD COLUMN prompt_tokens_est INTEGER;
+ALTER TABLE requests ADD COLUMN tools INTEGER;
+ALTER TABLE requests ADD COLUMN images INTEGER;
+ALTER TABLE requests ADD COLUMN json_mode INTEGER;
+"#,
 ];
 
 const INSERT: &str = "INSERT OR IGNORE INTO requests (
@@ -80,10 +87,10 @@ const INSERT: &str = "INSERT OR IGNORE INTO requests (
     cache_hit, stream, status, error_kind, attempts, fallbacks, input_tokens,
     cached_input_tokens, cache_write_tokens, output_tokens, reasoning_tokens, usage_estimated,
     cost_pusd, reference_cost_pusd, latency_us, ttft_us, upstream_us, task,
-    shadow_rule
+    shadow_rule, prompt_tokens_est, tools, images, json_mode
 ) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18,
     ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31, ?32, ?33, ?34, ?35, ?36,
-    ?37)";
+    ?37, ?38, ?39, ?40, ?41)";
 
 /// A SQLite ledger file.
 pub struct SqliteStore {
@@ -184,6 +191,10 @@ impl LedgerStore for SqliteStore {
                         opt_u64(r.upstream_us),
                         r.task,
                         r.shadow_rule,
+                        opt_u64(r.prompt_tokens_est),
+                        r.tools,
+                        r.images,
+                        r.json_mode,
                     ])
                     .map_err(|e| e.to_string())?;
             }

@@ -71,6 +71,11 @@ impl Draft {
         self.record.task = Some(classifier.task_labels().name(c.task).to_owned());
         self.record.confidence = Some(c.confidence);
         self.record.difficulty = Some(c.difficulty);
+        let f = &c.features;
+        self.record.prompt_tokens_est = Some(f.prompt_tokens);
+        self.record.tools = Some(f.has_tools);
+        self.record.images = Some(f.images);
+        self.record.json_mode = Some(f.json_mode);
         self.record.pii_kinds = c
             .pii
             .iter()
