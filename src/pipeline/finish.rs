@@ -245,11 +245,28 @@ impl Finisher {
     }
 }
 
-/// Waits for a record's commit; a record the writer lost is logged (the response
-/// goes out anyway: its upstream cost is spent, and withholding it helps no one).
+/// How long a response waits for its record's commit. A store that fails (a
+/// PostgreSQL outage being retried) must not hold every answer: past this the
+/// response goes out and its record stays queued, written once the store recovers.
+pub const COMMIT_WAIT: Duration = Duration::from_secs(5);
+
+/// Waits for a record's commit, at most [`COMMIT_WAIT`]; a record the writer lost, or
+/// one still queued after the wait, is logged (the response goes out anyway: its
+/// upstream cost is spent, and withholding it helps no one).
 pub async fn wait_for(commit: Commit) {
-    if commit.await.is_err() {
-        tracing::error!("the ledger writer stopped before committing a response's record");
+    wait_within(commit, COMMIT_WAIT).await;
+}
+
+async fn wait_within(commit: Commit, limit: Duration) {
+    match tokio::time::timeout(limit, commit).await {
+        Ok(Ok(())) => {}
+        Ok(Err(_)) => {
+            tracing::error!("the ledger writer stopped before committing a response's record")
+        }
+        Err(_) => tracing::warn!(
+            "a response's record was not committed within {limit:?}: answered anyway, \
+             the record stays queued"
+        ),
     }
 }
 
@@ -368,5 +385,29 @@ impl Counting {
         tokio::task::spawn_blocking(move || self.count())
             .await
             .unwrap_or(fallback)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_response_waits_for_its_commit_but_not_past_the_limit() {
+        let (done, commit) = tokio::sync::oneshot::channel();
+        let _ = done.send(());
+        let started = Instant::now();
+        wait_within(commit, Duration::from_secs(5)).await;
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "a commit releases at once"
+        );
+
+        // A store that never commits (an outage being retried) holds it only so long.
+        let (_never, commit) = tokio::sync::oneshot::channel::<()>();
+        let started = Instant::now();
+        wait_within(commit, Duration::from_millis(50)).await;
+        let waited = started.elapsed();
+        assert!(waited >= Duration::from_millis(50) && waited < Duration::from_secs(2));
     }
 }

@@ -29,6 +29,9 @@ use crate::sse::{data_of, event_end};
 
 const DONE: &[u8] = b"data: [DONE]\n\n";
 
+/// Work the stream polls to completion before it goes on.
+type Waiting<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
 /// What the stream has seen so far.
 #[derive(Default)]
 struct Meter {
@@ -57,7 +60,7 @@ pub struct MeteredStream {
     /// The answer is whole; `[DONE]` (and the usage chunk) are still to go out.
     closing: bool,
     /// Tokens being counted for the usage chunk the client asked for.
-    counting: Option<Pin<Box<dyn Future<Output = Usage> + Send>>>,
+    counting: Option<Waiting<Usage>>,
     ended: bool,
     /// Follows the answer for the response cache.
     recorder: Option<StreamRecorder>,
@@ -65,7 +68,7 @@ pub struct MeteredStream {
     request: Option<Request>,
     /// The last bytes (`[DONE]`), held until the record's commit (`durability =
     /// "commit"`): a client that saw the stream complete has its record on disk.
-    held: Option<(Commit, Bytes)>,
+    held: Option<(Waiting<()>, Bytes)>,
     /// The deployment's in-flight slot, freed when the stream is dropped.
     _slot: Slot,
 }
@@ -194,7 +197,9 @@ impl MeteredStream {
     /// the record is committed.
     fn end_with(&mut self, status: u16, error: Option<&'static str>, out: &mut BytesMut) {
         match self.end(status, error) {
-            Some(commit) => self.held = Some((commit, Bytes::from_static(DONE))),
+            Some(commit) => {
+                self.held = Some((Box::pin(wait_for(commit)), Bytes::from_static(DONE)));
+            }
             None => out.extend_from_slice(DONE),
         }
     }
@@ -304,10 +309,17 @@ fn spawn_finish(
     }
     let (done, commit) = oneshot::channel();
     runtime.spawn(async move {
-        if let Some(commit) = finish.await {
-            wait_for(commit).await;
+        match finish.await {
+            // Forwarded as it resolves; the stream bounds its wait.
+            Some(commit) => {
+                if commit.await.is_ok() {
+                    let _ = done.send(());
+                }
+            }
+            None => {
+                let _ = done.send(());
+            }
         }
-        let _ = done.send(());
     });
     Some(commit)
 }
@@ -324,13 +336,8 @@ impl Stream for MeteredStream {
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
         loop {
-            if let Some((commit, _)) = &mut this.held {
-                let committed = std::task::ready!(Pin::new(commit).poll(cx));
-                if committed.is_err() {
-                    tracing::error!(
-                        "the ledger writer stopped before committing a stream's record"
-                    );
-                }
+            if let Some((committed, _)) = &mut this.held {
+                std::task::ready!(committed.as_mut().poll(cx));
                 if let Some((_, tail)) = this.held.take() {
                     return Poll::Ready(Some(Ok(tail)));
                 }
