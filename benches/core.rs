@@ -65,6 +65,7 @@ fn route(c: &mut Criterion) {
         headers: &crossroads::route::NoHeaders,
         key: None,
         team: None,
+        budget_used: None,
     };
     let mut group = c.benchmark_group("route");
     group.bench_function("shipped_rules", |b| {

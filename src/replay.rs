@@ -221,6 +221,8 @@ fn replay(candidate: &Config, r: &LedgerRecord) -> Option<Replayed> {
         headers: &NoHeaders,
         key: r.key_id.as_deref(),
         team: r.team.as_deref(),
+        // Not recorded: budget rules see no budget in a replay.
+        budget_used: None,
     });
     let reference = match decision.via {
         crate::route::Via::Rule(i) => routes.rules.get(i).and_then(|rule| rule.reference),

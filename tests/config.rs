@@ -410,3 +410,19 @@ fn embeddings_deployments_are_reached_only_through_their_own_pools_and_aliases()
     assert_eq!(e.path, "deployments[3].api");
     assert!(e.message.contains("Anthropic serves no embeddings"), "{e}");
 }
+
+#[test]
+fn a_budget_share_must_be_in_zero_to_one() {
+    for bad in ["0", "1.5", "-0.2"] {
+        let toml = base().replacen(
+            "[[rules]]\nid = \"default\"",
+            &format!(
+                "[[rules]]\nid = \"near\"\nwhen = {{ min_budget_used = {bad} }}\npool = \"local\"\n\n[[rules]]\nid = \"default\""
+            ),
+            1,
+        );
+        let e = error_for(&toml);
+        assert_eq!(e.path, "rules[2].when.min_budget_used", "{bad}");
+        assert!(e.message.contains("not in (0, 1]"), "{e}");
+    }
+}

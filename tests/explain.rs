@@ -7,14 +7,7 @@ use common::*;
 use serde_json::Value;
 
 async fn explain(gw: &Gateway, body: Value) -> (u16, Value) {
-    let r = gw
-        .client
-        .post(gw.url("/v1/route/explain"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    (r.status().as_u16(), r.json().await.unwrap())
+    gw.explain(None, &body).await
 }
 
 #[tokio::test]

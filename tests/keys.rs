@@ -299,3 +299,66 @@ async fn keys_added_to_the_config_work_after_a_reload_without_a_key_store() {
         200
     );
 }
+
+/// The rule that shifts a caller past 40% of its budget to the local pool.
+const NEAR_BUDGET_LOCAL: &str = "[[rules]]\nid = \"near-budget-local\"\nwhen = { min_budget_used = 0.4 }\npool = \"local\"\n\n[[rules]]\nid = \"default\"";
+
+#[tokio::test]
+async fn a_caller_nearing_its_budget_is_shifted_to_local_instead_of_refused() {
+    // Each frontier answer costs 10 × $2/M + 50 × $8/M = $0.00042 of the $0.001.
+    let local = Upstream::start(Scripted::json(completion("l", "ok", 1, 1))).await;
+    let fa = Upstream::start(Scripted::json(completion("gpt-4.1", "ok", 10, 50))).await;
+    let budgeted = keyed_config(
+        &local,
+        &fa,
+        "budget = { usd = 0.001, period = \"day\" }",
+        "",
+    );
+    let mut ask = user("auto", "Tell me about Rome.");
+    ask["max_tokens"] = serde_json::json!(50);
+    // Without the rule, the second request's reservation (about $0.0006) no longer
+    // fits the $0.00058 left: refused.
+    let plain = Gateway::start(&budgeted).await;
+    assert_eq!(chat_as(&plain, Some(KEY), ask.clone()).await.status(), 200);
+    assert_eq!(chat_as(&plain, Some(KEY), ask.clone()).await.status(), 429);
+
+    let config = budgeted.replacen("[[rules]]\nid = \"default\"", NEAR_BUDGET_LOCAL, 1);
+    assert!(config.contains("near-budget-local"));
+    let gw = Gateway::start(&config).await;
+    let hits_before = fa.hits();
+    let tiers: Vec<String> = {
+        let mut tiers = Vec::new();
+        for _ in 0..3 {
+            let r = chat_as(&gw, Some(KEY), ask.clone()).await;
+            assert_eq!(r.status(), 200, "shifted, not refused");
+            tiers.push(format!(
+                "{}:{}",
+                r.headers()["x-crossroads-rule"].to_str().unwrap(),
+                r.headers()["x-crossroads-tier"].to_str().unwrap()
+            ));
+        }
+        tiers
+    };
+    // 0% spent: the frontier; 42%, then still 42% (local answers are free): local.
+    assert_eq!(
+        tiers,
+        [
+            "default:frontier",
+            "near-budget-local:local",
+            "near-budget-local:local"
+        ]
+    );
+    assert_eq!((fa.hits() - hits_before, local.hits()), (1, 2));
+
+    // Explain, with the caller's key, shows why.
+    let (_, explained) = gw.explain(Some(KEY), &ask).await;
+    let text = explained.to_string();
+    assert!(text.contains("near-budget-local"), "{text}");
+    assert!(text.contains("budget used ≥ 40%"), "{text}");
+    // Without the key the rule cannot match: no budget to read.
+    let (_, anonymous) = gw.explain(None, &ask).await;
+    assert!(
+        anonymous.to_string().contains("the caller has no budget"),
+        "{anonymous}"
+    );
+}

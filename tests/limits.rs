@@ -1105,3 +1105,41 @@ async fn an_account_seeded_after_an_outage_does_not_count_it_twice() {
         Some(dollars(0.2).pico())
     );
 }
+
+#[tokio::test]
+async fn a_budget_rule_reads_the_spend_of_every_replica() {
+    let prefix = unique_prefix();
+    let _ = redis().await;
+    let local = Upstream::start(Scripted::json(completion("l", "ok", 1, 1))).await;
+    // $0.00042 a frontier answer, of a $0.001 budget.
+    let fa = Upstream::start(Scripted::json(completion("gpt-4.1", "ok", 10, 50))).await;
+    let toml = config(
+        &local,
+        &fa,
+        "budget = { usd = 0.001, period = \"day\" }",
+        &shared(&prefix),
+    )
+    .replacen(
+        "[[rules]]\nid = \"default\"",
+        "[[rules]]\nid = \"near-budget-local\"\nwhen = { min_budget_used = 0.4 }\npool = \"local\"\n\n[[rules]]\nid = \"default\"",
+        1,
+    );
+    let a = Gateway::start(&toml).await;
+    let b = Gateway::start(&toml).await;
+    let mut body = user("auto", "Tell me about Rome.");
+    body["max_tokens"] = json!(50);
+    let r = chat_as(&a, body.clone()).await;
+    assert_eq!(r.headers()["x-crossroads-tier"], "frontier");
+    await_account(
+        &prefix,
+        "search-prod",
+        (420_000_000, 0),
+        "a's spend is shared",
+    )
+    .await;
+    // b has served nothing and its own ledger is empty: only Redis knows the 42%.
+    let r = chat_as(&b, body).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-crossroads-rule"], "near-budget-local");
+    assert_eq!(r.headers()["x-crossroads-tier"], "local");
+}

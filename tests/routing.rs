@@ -65,16 +65,7 @@ async fn shadow_rules_are_recorded_not_applied() {
             .contains(r#"crossroads_shadow_rule_matches_total{rule="try-local-for-history"} 1"#)
     );
 
-    let explained: serde_json::Value = gw
-        .client
-        .post(gw.url("/v1/route/explain"))
-        .json(&user("auto", "Tell me about Rome."))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, explained) = gw.explain(None, &user("auto", "Tell me about Rome.")).await;
     let reasons = explained["reasons"].to_string();
     assert!(
         reasons.contains("shadow rule `try-local-for-history` would have matched"),

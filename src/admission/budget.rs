@@ -219,6 +219,24 @@ impl Budgets {
         Ok(())
     }
 
+    /// What each budget in `limits` has spent this period, as this process counts it
+    /// (the ledger's figure at the period's first request, plus what settled since);
+    /// `None` for all when the ledger cannot be read.
+    pub async fn spent(&self, limits: &[(Scope, BudgetConfig)], now_ms: i64) -> Option<Vec<Usd>> {
+        self.load_history(limits, now_ms).await.ok()?;
+        let accounts = self.accounts.lock().ok()?;
+        Some(
+            limits
+                .iter()
+                .map(|(scope, b)| {
+                    accounts
+                        .get(&(scope.clone(), period_start_ms(b.period, now_ms)))
+                        .map_or(Usd::ZERO, |a| a.spent)
+                })
+                .collect(),
+        )
+    }
+
     /// Reserves `amount` against every budget in `limits`, all or none. A free request
     /// (`amount` zero) passes even a spent budget unless `block_free`.
     pub fn reserve(

@@ -252,6 +252,43 @@ impl Admission {
         Ok(Admitted { budget })
     }
 
+    /// The largest share of its limit any of `budgets` has spent this period: across
+    /// every replica with the shared backend (a period no replica started yet, or a
+    /// Redis that fails, reads the ledger's figure as this process counts it). `None`
+    /// without budgets or when neither can be read.
+    pub async fn budget_used(&self, budgets: &[(Scope, BudgetConfig)], now_ms: i64) -> Option<f32> {
+        if budgets.is_empty() {
+            return None;
+        }
+        let shared = match &self.shared {
+            Some((shared, _)) => shared.spent(budgets, now_ms).await.ok(),
+            None => None,
+        };
+        let mut local = None;
+        let mut used: Option<f32> = None;
+        for (i, (_, budget)) in budgets.iter().enumerate() {
+            let spent = match shared.as_ref().and_then(|s| s.get(i).copied().flatten()) {
+                Some(spent) => spent,
+                None => {
+                    if local.is_none() {
+                        local = self.budgets.spent(budgets, now_ms).await;
+                    }
+                    match local.as_ref().and_then(|l| l.get(i)) {
+                        Some(spent) => *spent,
+                        None => continue,
+                    }
+                }
+            };
+            let share = if budget.limit > Usd::ZERO {
+                (spent.as_f64() / budget.limit.as_f64()) as f32
+            } else {
+                1.0
+            };
+            used = Some(used.map_or(share, |u| u.max(share)));
+        }
+        used
+    }
+
     /// Settles a finished request: its reservation with the actual `cost`, and the
     /// `output` tokens it generated in the window of `tpm_key` (the key, when it has a
     /// TPM limit and the answer came from an upstream, not the cache).

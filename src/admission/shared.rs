@@ -219,6 +219,29 @@ impl SharedLimits {
         format!("{}budget:{kind}:{id}:{start_ms}", self.prefix)
     }
 
+    /// What each budget in `budgets` has spent this period across every replica;
+    /// `None` for a budget whose period no replica has started yet.
+    pub async fn spent(
+        &self,
+        budgets: &[(Scope, BudgetConfig)],
+        now_ms: i64,
+    ) -> Result<Vec<Option<Usd>>, RedisError> {
+        let mut pipe = redis::pipe();
+        for (scope, budget) in budgets {
+            let start = period_start_ms(budget.period, now_ms);
+            pipe.hget(self.budget_key(scope, start), "spent");
+        }
+        let spent: Vec<Option<String>> = self
+            .conn
+            .run(|mut c| async move { pipe.query_async(&mut c).await })
+            .await
+            .inspect_err(|_| self.errors.with_label_values(&["spent"]).inc())?;
+        Ok(spent
+            .into_iter()
+            .map(|s| s.and_then(|s| s.parse().ok()).map(Usd::from_pico))
+            .collect())
+    }
+
     fn rate_key(&self, key: &str, start_ms: i64) -> String {
         format!("{}rate:{key}:{start_ms}", self.prefix)
     }

@@ -436,7 +436,12 @@ fn explain(path: &Path, prompt: Option<String>, request: Option<PathBuf>, model:
         let runtime = crate::state::Runtime::new(config, None)
             .map_err(|message| crate::error::ApiError::Internal { message })?;
         let no_headers = axum::http::HeaderMap::new();
-        crate::handler::explain::explain_request(&Arc::new(runtime), &request, &no_headers, None)
+        crate::handler::explain::explain_request(
+            &Arc::new(runtime),
+            &request,
+            &no_headers,
+            crate::pipeline::Caller::default(),
+        )
     });
     match result {
         Ok(value) => {

@@ -365,6 +365,8 @@ pub struct RawMatch {
     pub team: Option<Vec<String>>,
     /// Caller's key id.
     pub key: Option<Vec<String>>,
+    /// The share of its budget (key's or team's, the larger) the caller has spent.
+    pub min_budget_used: Option<f32>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -938,6 +938,7 @@ fn validate_match(
         header,
         team,
         key,
+        min_budget_used,
     } = raw;
     let mut headers = Vec::new();
     for (name, value) in header.unwrap_or_default() {
@@ -1038,6 +1039,15 @@ fn validate_match(
             .into_iter()
             .map(|(name, value)| Condition::Header { name, value }),
     );
+    if let Some(v) = min_budget_used {
+        if !(v > 0.0 && v <= 1.0) {
+            return Err(invalid(
+                format!("{path}.min_budget_used"),
+                format!("{v} is not in (0, 1]"),
+            ));
+        }
+        conditions.push(Condition::MinBudgetUsed(v));
+    }
     Ok(Match { alias, conditions })
 }
 

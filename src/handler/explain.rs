@@ -7,26 +7,28 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use crate::auth::KeyInfo;
 use crate::error::ApiError;
-use crate::pipeline::read_body;
+use crate::pipeline::{Caller, read_body};
 use crate::request::Request;
 use crate::route::{Action, RouteInput};
 use crate::state::{AppState, Runtime};
 
 pub async fn explain(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
     let rt = state.runtime();
-    let result = read_body(&headers, body, &rt.config.server)
+    let request = read_body(&headers, body, &rt.config.server)
         .await
-        .and_then(|bytes| Request::parse(&bytes))
-        .and_then(|request| {
-            // A presented key makes team and key rules apply; explain never requires one.
-            let caller = headers
-                .get(axum::http::header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|a| state.keyring.authenticate(Some(a), false).ok().flatten());
-            explain_request(&rt, &request, &headers, caller.as_deref())
-        });
+        .and_then(|bytes| Request::parse(&bytes));
+    // A presented key makes team, key and budget rules apply; explain never requires one.
+    let key = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|a| state.keyring.authenticate(Some(a), false).ok().flatten());
+    let budget_used = crate::pipeline::budget_used(&state, &rt, key.as_deref()).await;
+    let caller = Caller {
+        key: key.as_deref(),
+        budget_used,
+    };
+    let result = request.and_then(|request| explain_request(&rt, &request, &headers, caller));
     match result {
         Ok(value) => axum::Json(value).into_response(),
         Err(e) => e.into_response(),
@@ -38,9 +40,13 @@ pub fn explain_request(
     rt: &Runtime,
     request: &Request,
     headers: &HeaderMap,
-    caller: Option<&KeyInfo>,
+    caller: Caller<'_>,
 ) -> Result<Value, ApiError> {
     let (classification, _) = crate::pipeline::route(rt, None, request, headers, caller)?;
+    let Caller {
+        key: caller,
+        budget_used,
+    } = caller;
     let config = &rt.config;
     let routes = &config.routes;
     let classifier = config.classifier.as_ref();
@@ -58,6 +64,7 @@ pub fn explain_request(
             headers,
             key: caller.map(|k| k.id.as_str()),
             team: caller.and_then(|k| k.team.as_deref()),
+            budget_used,
         },
     );
     let decision = &explanation.decision;

@@ -10,7 +10,7 @@ use crate::accounting::tokens::prompt_upper_bound;
 use crate::admission::{self, Admitted, Ask, Refused, Reservation, Scope};
 use crate::auth::KeyInfo;
 use crate::classify::Classification;
-use crate::config::BudgetConfig;
+use crate::config::{BudgetConfig, Config};
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::request::{Limits, Request};
@@ -28,21 +28,8 @@ pub async fn admit(
     limits: &Limits,
 ) -> Result<Admitted, ApiError> {
     let config = &rt.config;
-    let team_budget = key.team.as_ref().and_then(|team| {
-        config
-            .teams
-            .iter()
-            .find(|t| &t.id == team)
-            .and_then(|t| t.budget)
-            .map(|b| (Scope::Team(team.clone()), b))
-    });
-    let budgets: Vec<(Scope, BudgetConfig)> = match pool {
-        Some(_) => key
-            .budget
-            .map(|b| (Scope::Key(key.id.clone()), b))
-            .into_iter()
-            .chain(team_budget)
-            .collect(),
+    let budgets = match pool {
+        Some(_) => budgets_of(config, key),
         None => Vec::new(),
     };
     // A true upper bound for the reservation, not the classifier's estimate: an
@@ -78,6 +65,33 @@ pub async fn admit(
         }
         Err(Refused::Unavailable(e)) => Err(e),
     }
+}
+
+/// The budgets `key` spends against: its own and its team's.
+fn budgets_of(config: &Config, key: &KeyInfo) -> Vec<(Scope, BudgetConfig)> {
+    let team_budget = key.team.as_ref().and_then(|team| {
+        config
+            .teams
+            .iter()
+            .find(|t| &t.id == team)
+            .and_then(|t| t.budget)
+            .map(|b| (Scope::Team(team.clone()), b))
+    });
+    key.budget
+        .map(|b| (Scope::Key(key.id.clone()), b))
+        .into_iter()
+        .chain(team_budget)
+        .collect()
+}
+
+/// The share of its budget the caller has spent, for rules that route on it
+/// (`min_budget_used`); looked up only when such a rule exists.
+pub async fn budget_used(state: &AppState, config: &Config, key: Option<&KeyInfo>) -> Option<f32> {
+    let key = key.filter(|_| config.routes.reads_budget())?;
+    state
+        .admission
+        .budget_used(&budgets_of(config, key), admission::now_ms())
+        .await
 }
 
 /// The budget's answer, after a cache miss: the reservation to hold and whether only

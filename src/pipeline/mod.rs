@@ -127,8 +127,12 @@ async fn stages<F: FrontEnd>(
     let (front, request) = F::parse(&bytes)?;
     finisher.draft.parsed(&request);
 
-    let (classification, decision) =
-        route(rt, Some(&state.metrics), &request, headers, key.as_deref())?;
+    let budget_used = budget_used(state, rt, key.as_deref()).await;
+    let caller = Caller {
+        key: key.as_deref(),
+        budget_used,
+    };
+    let (classification, decision) = route(rt, Some(&state.metrics), &request, headers, caller)?;
     finisher.draft.classified(&rt.config, &classification);
     finisher.draft.routed(&rt.config, &decision);
     let limits = Limits::resolve(
@@ -305,6 +309,19 @@ fn sse(mut headers: HeaderMap, body: Body) -> Response {
     (StatusCode::OK, headers, body).into_response()
 }
 
+/// Who is asking, as the rules see it.
+#[derive(Clone, Copy, Default)]
+pub struct Caller<'a> {
+    pub key: Option<&'a KeyInfo>,
+    /// The share of its budget it has spent ([`admit::budget_used`]).
+    pub budget_used: Option<f32>,
+}
+
+/// The caller's budget share, for rules that route on it; `None` when no rule does.
+pub async fn budget_used(state: &AppState, rt: &Runtime, key: Option<&KeyInfo>) -> Option<f32> {
+    admit::budget_used(state, &rt.config, key).await
+}
+
 /// Stage 5: resolve the model, classify, decide. Shared with explain, which passes no
 /// metrics: explaining is not traffic.
 pub fn route(
@@ -312,8 +329,12 @@ pub fn route(
     metrics: Option<&Metrics>,
     request: &Request,
     headers: &HeaderMap,
-    caller: Option<&KeyInfo>,
+    caller: Caller<'_>,
 ) -> Result<(Classification, RouteDecision), ApiError> {
+    let Caller {
+        key: caller,
+        budget_used,
+    } = caller;
     let routes = &rt.config.routes;
     let requested = routes
         .resolve(&request.model)
@@ -336,6 +357,7 @@ pub fn route(
             headers,
             key: caller.map(|k| k.id.as_str()),
             team: caller.and_then(|k| k.team.as_deref()),
+            budget_used,
         }),
     };
     if let Some(metrics) = metrics {

@@ -86,6 +86,9 @@ pub enum Condition {
     Key(Vec<String>),
     /// The request header `name` (lower-case) equals `value`.
     Header { name: String, value: String },
+    /// The caller's key or team has spent at least this share of its current budget
+    /// (the larger of the two); a caller without a budget never matches.
+    MinBudgetUsed(f32),
 }
 
 impl Condition {
@@ -111,6 +114,7 @@ impl Condition {
             Condition::Team(list) => input.team.is_some_and(|t| list.iter().any(|x| x == t)),
             Condition::Key(list) => input.key.is_some_and(|k| list.iter().any(|x| x == k)),
             Condition::Header { name, value } => input.headers.header(name) == Some(value),
+            Condition::MinBudgetUsed(m) => input.budget_used.is_some_and(|used| used >= *m),
         }
     }
 
@@ -138,6 +142,7 @@ impl Condition {
             Condition::Team(list) => format!("team is {}", list.join(" | ")),
             Condition::Key(list) => format!("key is {}", list.join(" | ")),
             Condition::Header { name, value } => format!("header {name} = {value}"),
+            Condition::MinBudgetUsed(v) => format!("budget used ≥ {}%", percent(*v)),
         }
     }
 
@@ -186,6 +191,10 @@ impl Condition {
             Condition::Header { .. } => {
                 "a required request header is missing or different".to_owned()
             }
+            Condition::MinBudgetUsed(v) => match input.budget_used {
+                Some(used) => format!("budget used {}% < {}%", percent(used), percent(*v)),
+                None => "the caller has no budget".to_owned(),
+            },
         }
     }
 
@@ -213,6 +222,7 @@ impl Condition {
             C::Team(b) => matches!(narrow, C::Team(n) if any_of_covers(b, n)),
             C::Key(b) => matches!(narrow, C::Key(n) if any_of_covers(b, n)),
             C::Header { .. } => self == narrow,
+            C::MinBudgetUsed(b) => matches!(narrow, C::MinBudgetUsed(n) if n >= b),
         }
     }
 }
@@ -301,6 +311,11 @@ fn names(labels: &LabelSet, list: &[Label]) -> String {
         .map(|l| labels.name(*l))
         .collect::<Vec<_>>()
         .join(" | ")
+}
+
+/// A share as a whole percentage, e.g. `80`.
+fn percent(share: f32) -> String {
+    format!("{:.0}", share * 100.0)
 }
 
 fn presence(b: bool) -> &'static str {

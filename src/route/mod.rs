@@ -123,6 +123,10 @@ pub struct RouteInput<'a> {
     /// The caller's key id and team, when it authenticated.
     pub key: Option<&'a str>,
     pub team: Option<&'a str>,
+    /// The share of its budget the caller has spent this period (the larger of its
+    /// key's and its team's); `None` without a budget, or when no rule asks
+    /// ([`RouteTable::reads_budget`]).
+    pub budget_used: Option<f32>,
 }
 
 /// Request headers by lower-case name, as rules see them.
@@ -213,6 +217,16 @@ impl RouteTable {
                 shadow,
             },
         }
+    }
+
+    /// Whether a rule reads the caller's budget: only then is it looked up.
+    pub fn reads_budget(&self) -> bool {
+        self.rules.iter().any(|r| {
+            r.when
+                .conditions
+                .iter()
+                .any(|c| matches!(c, Condition::MinBudgetUsed(_)))
+        })
     }
 
     /// The alias's own pool, no rule consulted.

@@ -61,6 +61,7 @@ fn input(requested: Requested, classification: &Classification) -> RouteInput<'_
         headers: &NoHeaders,
         key: None,
         team: None,
+        budget_used: None,
     }
 }
 
@@ -230,6 +231,7 @@ fn header_conditions_need_the_exact_value() {
             headers: &headers,
             key: None,
             team: None,
+            budget_used: None,
         })
         .via
     };
@@ -253,10 +255,45 @@ fn team_and_key_conditions_match_the_caller() {
             headers: &NoHeaders,
             key: Some("k"),
             team,
+            budget_used: None,
         })
         .via
     };
     assert_eq!(via(Some("search")), Via::Rule(1));
     assert_eq!(via(Some("ads")), Via::Rule(2));
     assert_eq!(via(None), Via::Rule(2));
+}
+
+#[test]
+fn a_budget_condition_matches_callers_past_the_share_and_never_those_without_one() {
+    let mut t = table();
+    t.rules[1].when = auto_when(vec![Condition::MinBudgetUsed(0.8)]);
+    assert!(t.reads_budget());
+    assert!(!table().reads_budget());
+    let c = classification(2, 0.9, 0.1);
+    let via = |budget_used: Option<f32>| {
+        t.decide(&RouteInput {
+            budget_used,
+            ..input(Requested::Auto, &c)
+        })
+        .via
+    };
+    assert_eq!(via(Some(0.8)), Via::Rule(1));
+    assert_eq!(via(Some(0.95)), Via::Rule(1));
+    assert_eq!(via(Some(0.79)), Via::Rule(2));
+    assert_eq!(via(None), Via::Rule(2));
+    let rule = &t.rules[1].when.conditions[0];
+    let classifier = crate::classify::HeuristicClassifier::default();
+    assert_eq!(rule.describe(&classifier), "budget used ≥ 80%");
+    let short = RouteInput {
+        budget_used: Some(0.42),
+        ..input(Requested::Auto, &c)
+    };
+    assert_eq!(rule.mismatch(&short, &classifier), "budget used 42% < 80%");
+    assert_eq!(
+        rule.mismatch(&input(Requested::Auto, &c), &classifier),
+        "the caller has no budget"
+    );
+    assert!(Condition::MinBudgetUsed(0.5).covers(rule));
+    assert!(!Condition::MinBudgetUsed(0.9).covers(rule));
 }

@@ -435,6 +435,17 @@ impl Gateway {
             .unwrap()
     }
 
+    /// POSTs a chat body to /v1/route/explain, as the holder of `key` when given: the
+    /// status and the JSON answer.
+    pub async fn explain(&self, key: Option<&str>, body: &Value) -> (u16, Value) {
+        let mut request = self.client.post(self.url("/v1/route/explain")).json(body);
+        if let Some(key) = key {
+            request = request.bearer_auth(key);
+        }
+        let r = request.send().await.unwrap();
+        (r.status().as_u16(), r.json().await.unwrap())
+    }
+
     /// POSTs raw bytes to /v1/chat/completions.
     pub async fn chat_raw(&self, body: impl Into<reqwest::Body>) -> reqwest::Response {
         self.client
