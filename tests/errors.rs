@@ -191,3 +191,34 @@ async fn random_bodies_never_cause_a_5xx() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_handler_that_panics_answers_an_openai_500_not_a_dropped_connection() {
+    use tower::ServiceExt;
+    let router = axum::Router::new()
+        .route(
+            "/boom",
+            axum::routing::get(|| async {
+                panic!("boom");
+                #[allow(unreachable_code)]
+                ""
+            }),
+        )
+        .layer(crossroads::app::panics_answer_500());
+    let request = axum::http::Request::get("/boom")
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let response = router.oneshot(request).await.unwrap();
+    assert_eq!(response.status(), 500);
+    let body = axum::body::to_bytes(response.into_body(), 1 << 16)
+        .await
+        .unwrap();
+    let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(body["error"]["type"], "server_error");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("logged")
+    );
+}
