@@ -10,6 +10,7 @@
 //! `input_tokens` is 0 in `message_start` (a chat stream reports usage at its end);
 //! `message_delta` carries the whole usage, which the SDKs take as final.
 
+use std::borrow::Cow;
 use std::convert::Infallible;
 
 use axum::body::Body;
@@ -18,6 +19,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
 use bytes::Bytes;
 use futures_util::Stream;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use super::sse::{Translated, Translator, chunk_usage, event};
@@ -64,10 +66,13 @@ impl FrontEnd for Messages {
     }
 
     fn json(self, chat: Bytes, usage: &Usage) -> Bytes {
-        let Ok(chat) = serde_json::from_slice::<Value>(&chat) else {
+        let Ok(completion) = serde_json::from_slice::<Completion<'_>>(&chat) else {
             return chat;
         };
-        Bytes::from(message(&chat, usage, &self.model).to_string())
+        match serde_json::to_vec(&message(&completion, usage, &self.model)) {
+            Ok(body) => Bytes::from(body),
+            Err(_) => chat,
+        }
     }
 
     fn stream<S>(self, chat: S) -> Body
@@ -393,14 +398,9 @@ fn stop_reason(finish: Option<&str>) -> &'static str {
     }
 }
 
-/// Anthropic's usage object: `input_tokens` excludes cache reads and writes.
+/// Anthropic's usage object, for the stream's events.
 fn usage_json(usage: &Usage) -> Value {
-    json!({
-        "input_tokens": usage.input,
-        "output_tokens": usage.output,
-        "cache_creation_input_tokens": usage.cache_write,
-        "cache_read_input_tokens": usage.cached_input,
-    })
+    serde_json::to_value(AnthropicUsage::from(usage)).unwrap_or(Value::Null)
 }
 
 /// A message id from the chat completion's id.
@@ -412,33 +412,128 @@ fn message_id(chat_id: Option<&str>) -> String {
     }
 }
 
+/// What a Message is made of in a chat.completion, borrowed from its bytes.
+#[derive(Deserialize)]
+struct Completion<'a> {
+    #[serde(default, borrow)]
+    id: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    model: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    choices: Option<Vec<Choice<'a>>>,
+}
+
+#[derive(Deserialize)]
+struct Choice<'a> {
+    #[serde(default, borrow)]
+    message: Option<Reply<'a>>,
+    #[serde(default, borrow)]
+    finish_reason: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+struct Reply<'a> {
+    #[serde(default, borrow)]
+    content: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    tool_calls: Option<Vec<ToolCall<'a>>>,
+}
+
+#[derive(Deserialize)]
+struct ToolCall<'a> {
+    #[serde(default, borrow)]
+    id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    function: Function<'a>,
+}
+
+#[derive(Deserialize)]
+struct Function<'a> {
+    #[serde(default, borrow)]
+    name: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    arguments: Option<Cow<'a, str>>,
+}
+
+/// An Anthropic Message, written straight from the borrowed completion.
+#[derive(Serialize)]
+struct Message<'a> {
+    id: String,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    role: &'static str,
+    model: &'a str,
+    content: Vec<ContentBlock<'a>>,
+    stop_reason: &'static str,
+    stop_sequence: Option<()>,
+    usage: AnthropicUsage,
+}
+
+#[derive(Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum ContentBlock<'a> {
+    Text {
+        text: &'a str,
+    },
+    ToolUse {
+        id: &'a str,
+        name: &'a str,
+        input: Value,
+    },
+}
+
+/// Anthropic's usage object: `input_tokens` excludes cache reads and writes.
+#[derive(Serialize)]
+struct AnthropicUsage {
+    input_tokens: u64,
+    output_tokens: u64,
+    cache_creation_input_tokens: u64,
+    cache_read_input_tokens: u64,
+}
+
+impl From<&Usage> for AnthropicUsage {
+    fn from(usage: &Usage) -> Self {
+        AnthropicUsage {
+            input_tokens: usage.input,
+            output_tokens: usage.output,
+            cache_creation_input_tokens: usage.cache_write,
+            cache_read_input_tokens: usage.cached_input,
+        }
+    }
+}
+
 /// A chat.completion → a Message.
-fn message(chat: &Value, usage: &Usage, requested: &str) -> Value {
-    let choice = &chat["choices"][0];
-    let reply = &choice["message"];
+fn message<'a>(chat: &'a Completion<'a>, usage: &Usage, requested: &'a str) -> Message<'a> {
+    let choice = chat.choices.as_deref().and_then(<[Choice<'_>]>::first);
+    let reply = choice.and_then(|c| c.message.as_ref());
     let mut content = Vec::new();
-    if let Some(text) = reply["content"].as_str().filter(|t| !t.is_empty()) {
-        content.push(json!({"type": "text", "text": text}));
+    if let Some(text) = reply
+        .and_then(|r| r.content.as_deref())
+        .filter(|t| !t.is_empty())
+    {
+        content.push(ContentBlock::Text { text });
     }
-    for call in reply["tool_calls"].as_array().into_iter().flatten() {
-        let arguments = call["function"]["arguments"].as_str().unwrap_or("{}");
-        content.push(json!({
-            "type": "tool_use",
-            "id": call["id"].as_str().unwrap_or_default(),
-            "name": call["function"]["name"].as_str().unwrap_or_default(),
-            "input": serde_json::from_str::<Value>(arguments).unwrap_or_else(|_| json!({})),
-        }));
+    for call in reply
+        .and_then(|r| r.tool_calls.as_deref())
+        .unwrap_or_default()
+    {
+        let arguments = call.function.arguments.as_deref().unwrap_or("{}");
+        content.push(ContentBlock::ToolUse {
+            id: call.id.as_deref().unwrap_or_default(),
+            name: call.function.name.as_deref().unwrap_or_default(),
+            input: serde_json::from_str::<Value>(arguments).unwrap_or_else(|_| json!({})),
+        });
     }
-    json!({
-        "id": message_id(chat["id"].as_str()),
-        "type": "message",
-        "role": "assistant",
-        "model": chat["model"].as_str().unwrap_or(requested),
-        "content": content,
-        "stop_reason": stop_reason(choice["finish_reason"].as_str()),
-        "stop_sequence": null,
-        "usage": usage_json(usage),
-    })
+    Message {
+        id: message_id(chat.id.as_deref()),
+        kind: "message",
+        role: "assistant",
+        model: chat.model.as_deref().unwrap_or(requested),
+        content,
+        stop_reason: stop_reason(choice.and_then(|c| c.finish_reason.as_deref())),
+        stop_sequence: None,
+        usage: usage.into(),
+    }
 }
 
 /// The open content block of a stream.

@@ -149,7 +149,9 @@ fn a_completion_becomes_a_message_with_exact_usage() {
         output: 7,
         ..Usage::default()
     };
-    let m = message(&chat, &usage, "auto");
+    let chat = serde_json::to_vec(&chat).unwrap();
+    let completion: Completion<'_> = serde_json::from_slice(&chat).unwrap();
+    let m = serde_json::to_value(message(&completion, &usage, "auto")).unwrap();
     assert_eq!(m["id"], "msg_9");
     assert_eq!(m["type"], "message");
     assert_eq!(m["model"], "qwen");
@@ -262,4 +264,16 @@ fn a_broken_stream_ends_with_an_error_event_and_nothing_after() {
     assert_eq!(name, "error");
     assert_eq!(data["error"]["type"], "api_error");
     assert!(got.iter().all(|(n, _)| n != "message_stop"));
+}
+
+#[test]
+fn nulls_where_upstreams_put_them_still_make_a_message() {
+    let chat = br#"{"id": null, "model": "qwen", "choices": [{"index": 0, "message":
+        {"role": "assistant", "content": null, "tool_calls": null}, "finish_reason": null}]}"#;
+    let completion: Completion<'_> = serde_json::from_slice(chat).unwrap();
+    let m = serde_json::to_value(message(&completion, &Usage::default(), "auto")).unwrap();
+    assert_eq!(m["id"], "msg_crossroads");
+    assert_eq!(m["content"], json!([]));
+    assert_eq!(m["stop_reason"], "end_turn");
+    assert_eq!(m["stop_sequence"], Value::Null);
 }
