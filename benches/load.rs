@@ -110,9 +110,11 @@ fn answer(body: &[u8]) -> Response {
     }
 }
 
-/// An embeddings list of one text-embedding-3-small-sized vector (1,536 floats).
+/// An embeddings list of one vector of `LOAD_EMBEDDING_DIMS` floats (default 1,536,
+/// text-embedding-3-small's size).
 fn embedding_list() -> Bytes {
-    let vector: Vec<String> = (0..1536)
+    let dims: usize = env_or("LOAD_EMBEDDING_DIMS", 1536);
+    let vector: Vec<String> = (0..dims)
         .map(|i| format!("{:.8}", ((i * 7919) % 2000) as f64 / 1000.0 - 1.0))
         .collect();
     Bytes::from(format!(
