@@ -264,29 +264,24 @@ impl Admission {
             Some((shared, _)) => shared.spent(budgets, now_ms).await.ok(),
             None => None,
         };
-        let mut local = None;
-        let mut used: Option<f32> = None;
-        for (i, (_, budget)) in budgets.iter().enumerate() {
-            let spent = match shared.as_ref().and_then(|s| s.get(i).copied().flatten()) {
-                Some(spent) => spent,
-                None => {
-                    if local.is_none() {
-                        local = self.budgets.spent(budgets, now_ms).await;
-                    }
-                    match local.as_ref().and_then(|l| l.get(i)) {
-                        Some(spent) => *spent,
-                        None => continue,
-                    }
-                }
-            };
-            let share = if budget.limit > Usd::ZERO {
-                (spent.as_f64() / budget.limit.as_f64()) as f32
-            } else {
-                1.0
-            };
-            used = Some(used.map_or(share, |u| u.max(share)));
-        }
-        used
+        let shared_spent = |i: usize| shared.as_ref().and_then(|s| s.get(i).copied().flatten());
+        let local = if (0..budgets.len()).all(|i| shared_spent(i).is_some()) {
+            None
+        } else {
+            self.budgets.spent(budgets, now_ms).await
+        };
+        budgets
+            .iter()
+            .enumerate()
+            .filter_map(|(i, (_, budget))| {
+                let spent = shared_spent(i).or_else(|| local.as_ref()?.get(i).copied())?;
+                Some(if budget.limit > Usd::ZERO {
+                    (spent.as_f64() / budget.limit.as_f64()) as f32
+                } else {
+                    1.0
+                })
+            })
+            .reduce(f32::max)
     }
 
     /// Settles a finished request: its reservation with the actual `cost`, and the

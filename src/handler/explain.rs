@@ -8,28 +8,30 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use crate::error::ApiError;
-use crate::pipeline::{Caller, read_body};
+use crate::pipeline::{Caller, budget_used, read_body};
 use crate::request::Request;
-use crate::route::{Action, RouteInput};
+use crate::route::Action;
 use crate::state::{AppState, Runtime};
 
 pub async fn explain(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
     let rt = state.runtime();
-    let request = read_body(&headers, body, &rt.config.server)
+    let request = match read_body(&headers, body, &rt.config.server)
         .await
-        .and_then(|bytes| Request::parse(&bytes));
+        .and_then(|bytes| Request::parse(&bytes))
+    {
+        Ok(request) => request,
+        Err(e) => return e.into_response(),
+    };
     // A presented key makes team, key and budget rules apply; explain never requires one.
     let key = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|a| state.keyring.authenticate(Some(a), false).ok().flatten());
-    let budget_used = crate::pipeline::budget_used(&state, &rt, key.as_deref()).await;
     let caller = Caller {
         key: key.as_deref(),
-        budget_used,
+        budget_used: budget_used(&state, &rt, &request, key.as_deref()).await,
     };
-    let result = request.and_then(|request| explain_request(&rt, &request, &headers, caller));
-    match result {
+    match explain_request(&rt, &request, &headers, caller) {
         Ok(value) => axum::Json(value).into_response(),
         Err(e) => e.into_response(),
     }
@@ -43,10 +45,6 @@ pub fn explain_request(
     caller: Caller<'_>,
 ) -> Result<Value, ApiError> {
     let (classification, _) = crate::pipeline::route(rt, None, request, headers, caller)?;
-    let Caller {
-        key: caller,
-        budget_used,
-    } = caller;
     let config = &rt.config;
     let routes = &config.routes;
     let classifier = config.classifier.as_ref();
@@ -58,14 +56,7 @@ pub fn explain_request(
     let explanation = crate::route::explain(
         routes,
         classifier,
-        &RouteInput {
-            requested,
-            classification: &classification,
-            headers,
-            key: caller.map(|k| k.id.as_str()),
-            team: caller.and_then(|k| k.team.as_deref()),
-            budget_used,
-        },
+        &caller.input(requested, &classification, headers),
     );
     let decision = &explanation.decision;
     let (pool, deployments, reject) = match &decision.action {

@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use super::LedgerRecord;
 use super::db::{Cell, Db, Dialect, Kind, Param};
-use crate::accounting::{Usage, Usd};
+use crate::accounting::Usd;
 use crate::admission::{Scope, SpendSource};
 use crate::config::LedgerBackend;
 
@@ -210,32 +210,66 @@ const RECORD_COLUMNS: &[(&str, Kind)] = &[
     ("json_mode", Kind::Bool),
 ];
 
-/// The columns replay reads, in the order [`LedgerReader::recorded`] takes them (kinds
-/// as in [`RECORD_COLUMNS`]).
-const REPLAY_COLUMNS: &[&str] = &[
-    "key_id",
-    "team",
-    "endpoint",
-    "requested_model",
-    "label",
-    "task",
-    "confidence",
-    "difficulty",
-    "pii_kinds",
-    "prompt_tokens_est",
-    "tools",
-    "images",
-    "json_mode",
-    "tier",
-    "cache_hit",
-    "input_tokens",
-    "cached_input_tokens",
-    "cache_write_tokens",
-    "output_tokens",
-    "reasoning_tokens",
-    "cost_pusd",
-    "reference_cost_pusd",
+/// How replay sets a record's field from its column.
+type SetField = fn(&mut LedgerRecord, &Cell);
+
+/// The columns replay reads, each with the field it fills (kinds as in
+/// [`RECORD_COLUMNS`]).
+const REPLAY_COLUMNS: &[(&str, SetField)] = &[
+    ("key_id", |r, c| r.key_id = c.text()),
+    ("team", |r, c| r.team = c.text()),
+    ("endpoint", |r, c| {
+        r.endpoint = c.text().unwrap_or_default().into()
+    }),
+    ("requested_model", |r, c| {
+        r.requested_model = c.text().unwrap_or_default()
+    }),
+    ("label", |r, c| r.label = c.text()),
+    ("task", |r, c| r.task = c.text()),
+    ("confidence", |r, c| {
+        r.confidence = c.real().map(|v| v as f32)
+    }),
+    ("difficulty", |r, c| {
+        r.difficulty = c.real().map(|v| v as f32)
+    }),
+    ("pii_kinds", |r, c| {
+        r.pii_kinds = c.text().unwrap_or_default()
+    }),
+    ("prompt_tokens_est", |r, c| r.prompt_tokens_est = count(c)),
+    ("tools", |r, c| r.tools = c.boolean()),
+    ("images", |r, c| {
+        r.images = count(c).and_then(|n| u32::try_from(n).ok())
+    }),
+    ("json_mode", |r, c| r.json_mode = c.boolean()),
+    ("tier", |r, c| r.tier = c.text().map(Into::into)),
+    ("cache_hit", |r, c| {
+        r.cache_hit = c.boolean().unwrap_or(false)
+    }),
+    ("input_tokens", |r, c| r.usage.input = count(c).unwrap_or(0)),
+    ("cached_input_tokens", |r, c| {
+        r.usage.cached_input = count(c).unwrap_or(0)
+    }),
+    ("cache_write_tokens", |r, c| {
+        r.usage.cache_write = count(c).unwrap_or(0)
+    }),
+    ("output_tokens", |r, c| {
+        r.usage.output = count(c).unwrap_or(0)
+    }),
+    ("reasoning_tokens", |r, c| {
+        r.usage.reasoning = count(c).unwrap_or(0)
+    }),
+    ("cost_pusd", |r, c| {
+        r.cost = Usd::from_pico(c.int().unwrap_or(0))
+    }),
+    ("reference_cost_pusd", |r, c| {
+        r.reference_cost = Usd::from_pico(c.int().unwrap_or(0))
+    }),
 ];
+
+/// A non-negative count.
+fn count(cell: &Cell) -> Option<u64> {
+    cell.int().and_then(|n| u64::try_from(n).ok())
+}
 
 /// A handle on the ledger, SQLite or PostgreSQL, for reads and for feedback (the only
 /// rows written outside the ledger writer).
@@ -335,7 +369,8 @@ impl LedgerReader {
     /// The requests of `filter` as replay reads them ([`crate::replay`]), oldest first.
     pub fn recorded(&self, filter: &Filter) -> Result<Vec<LedgerRecord>, String> {
         let (clause, values) = filter.sql(None);
-        let kinds: Vec<Kind> = REPLAY_COLUMNS
+        let columns: Vec<&str> = REPLAY_COLUMNS.iter().map(|(name, _)| *name).collect();
+        let kinds: Vec<Kind> = columns
             .iter()
             .map(|name| {
                 RECORD_COLUMNS
@@ -346,42 +381,17 @@ impl LedgerReader {
             .collect();
         let sql = format!(
             "SELECT {} FROM requests {clause} ORDER BY ts_ms, request_id",
-            REPLAY_COLUMNS.join(", ")
+            columns.join(", ")
         );
         let rows = self.db.query(&sql, values, &kinds)?;
         Ok(rows
             .iter()
             .map(|row| {
-                let cell = |i: usize| row.get(i).unwrap_or(&Cell::Null);
-                let count = |i: usize| cell(i).int().map_or(0, |n| u64::try_from(n).unwrap_or(0));
-                LedgerRecord {
-                    key_id: cell(0).text(),
-                    team: cell(1).text(),
-                    endpoint: cell(2).text().unwrap_or_default().into(),
-                    requested_model: cell(3).text().unwrap_or_default(),
-                    label: cell(4).text(),
-                    task: cell(5).text(),
-                    confidence: cell(6).real().map(|v| v as f32),
-                    difficulty: cell(7).real().map(|v| v as f32),
-                    pii_kinds: cell(8).text().unwrap_or_default(),
-                    prompt_tokens_est: cell(9).int().and_then(|n| u64::try_from(n).ok()),
-                    tools: cell(10).boolean(),
-                    images: cell(11).int().and_then(|n| u32::try_from(n).ok()),
-                    json_mode: cell(12).boolean(),
-                    tier: cell(13).text().map(Into::into),
-                    cache_hit: cell(14).boolean().unwrap_or(false),
-                    usage: Usage {
-                        input: count(15),
-                        cached_input: count(16),
-                        cache_write: count(17),
-                        output: count(18),
-                        reasoning: count(19),
-                        estimated: false,
-                    },
-                    cost: Usd::from_pico(cell(20).int().unwrap_or(0)),
-                    reference_cost: Usd::from_pico(cell(21).int().unwrap_or(0)),
-                    ..LedgerRecord::default()
+                let mut record = LedgerRecord::default();
+                for ((_, set), cell) in REPLAY_COLUMNS.iter().zip(row) {
+                    set(&mut record, cell);
                 }
+                record
             })
             .collect())
     }

@@ -14,6 +14,7 @@ use crate::config::{BudgetConfig, Config};
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::request::{Limits, Request};
+use crate::route::Api;
 use crate::state::{AppState, Runtime};
 
 /// Admits `request` of `key`, routed to `pool` (`None`: a rule rejects it, so it
@@ -84,10 +85,17 @@ fn budgets_of(config: &Config, key: &KeyInfo) -> Vec<(Scope, BudgetConfig)> {
         .collect()
 }
 
-/// The share of its budget the caller has spent, for rules that route on it
-/// (`min_budget_used`); looked up only when such a rule exists.
-pub async fn budget_used(state: &AppState, config: &Config, key: Option<&KeyInfo>) -> Option<f32> {
-    let key = key.filter(|_| config.routes.reads_budget())?;
+/// The share of its budget the caller of `request` has spent, for rules that route on
+/// it (`min_budget_used`); looked up only for chat requests (rules route nothing else)
+/// when such a rule exists.
+pub async fn budget_used(
+    state: &AppState,
+    rt: &Runtime,
+    request: &Request,
+    key: Option<&KeyInfo>,
+) -> Option<f32> {
+    let config = &rt.config;
+    let key = key.filter(|_| request.api == Api::Chat && config.routes.reads_budget())?;
     state
         .admission
         .budget_used(&budgets_of(config, key), admission::now_ms())

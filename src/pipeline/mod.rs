@@ -53,6 +53,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 
+pub use admit::budget_used;
 pub use body::read_body;
 pub use frontend::FrontEnd;
 
@@ -127,10 +128,9 @@ async fn stages<F: FrontEnd>(
     let (front, request) = F::parse(&bytes)?;
     finisher.draft.parsed(&request);
 
-    let budget_used = budget_used(state, rt, key.as_deref()).await;
     let caller = Caller {
         key: key.as_deref(),
-        budget_used,
+        budget_used: budget_used(state, rt, &request, key.as_deref()).await,
     };
     let (classification, decision) = route(rt, Some(&state.metrics), &request, headers, caller)?;
     finisher.draft.classified(&rt.config, &classification);
@@ -313,13 +313,27 @@ fn sse(mut headers: HeaderMap, body: Body) -> Response {
 #[derive(Clone, Copy, Default)]
 pub struct Caller<'a> {
     pub key: Option<&'a KeyInfo>,
-    /// The share of its budget it has spent ([`admit::budget_used`]).
+    /// The share of its budget it has spent ([`budget_used`]).
     pub budget_used: Option<f32>,
 }
 
-/// The caller's budget share, for rules that route on it; `None` when no rule does.
-pub async fn budget_used(state: &AppState, rt: &Runtime, key: Option<&KeyInfo>) -> Option<f32> {
-    admit::budget_used(state, &rt.config, key).await
+impl<'a> Caller<'a> {
+    /// What the rules read of a request for `requested`, classified as `classification`.
+    pub fn input(
+        self,
+        requested: Requested,
+        classification: &'a Classification,
+        headers: &'a HeaderMap,
+    ) -> RouteInput<'a> {
+        RouteInput {
+            requested,
+            classification,
+            headers,
+            key: self.key.map(|k| k.id.as_str()),
+            team: self.key.and_then(|k| k.team.as_deref()),
+            budget_used: self.budget_used,
+        }
+    }
 }
 
 /// Stage 5: resolve the model, classify, decide. Shared with explain, which passes no
@@ -331,10 +345,6 @@ pub fn route(
     headers: &HeaderMap,
     caller: Caller<'_>,
 ) -> Result<(Classification, RouteDecision), ApiError> {
-    let Caller {
-        key: caller,
-        budget_used,
-    } = caller;
     let routes = &rt.config.routes;
     let requested = routes
         .resolve(&request.model)
@@ -351,14 +361,7 @@ pub fn route(
     let elapsed = started.elapsed();
     let decision = match (request.api, requested) {
         (Api::Embeddings, Requested::Alias(alias)) => routes.alias(alias),
-        _ => routes.decide(&RouteInput {
-            requested,
-            classification: &classification,
-            headers,
-            key: caller.map(|k| k.id.as_str()),
-            team: caller.and_then(|k| k.team.as_deref()),
-            budget_used,
-        }),
+        _ => routes.decide(&caller.input(requested, &classification, headers)),
     };
     if let Some(metrics) = metrics {
         metrics.classifier_duration.observe(elapsed.as_secs_f64());

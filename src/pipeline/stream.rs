@@ -68,7 +68,7 @@ pub struct MeteredStream {
     request: Option<Request>,
     /// The last bytes (`[DONE]`), held until the record's commit (`durability =
     /// "commit"`): a client that saw the stream complete has its record on disk.
-    held: Option<(Waiting<()>, Bytes)>,
+    held: Option<Waiting<()>>,
     /// The deployment's in-flight slot, freed when the stream is dropped.
     _slot: Slot,
 }
@@ -197,9 +197,7 @@ impl MeteredStream {
     /// the record is committed.
     fn end_with(&mut self, status: u16, error: Option<&'static str>, out: &mut BytesMut) {
         match self.end(status, error) {
-            Some(commit) => {
-                self.held = Some((Box::pin(wait_for(commit)), Bytes::from_static(DONE)));
-            }
+            Some(commit) => self.held = Some(Box::pin(wait_for(commit))),
             None => out.extend_from_slice(DONE),
         }
     }
@@ -336,11 +334,10 @@ impl Stream for MeteredStream {
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
         loop {
-            if let Some((committed, _)) = &mut this.held {
+            if let Some(committed) = &mut this.held {
                 std::task::ready!(committed.as_mut().poll(cx));
-                if let Some((_, tail)) = this.held.take() {
-                    return Poll::Ready(Some(Ok(tail)));
-                }
+                this.held = None;
+                return Poll::Ready(Some(Ok(Bytes::from_static(DONE))));
             }
             if this.ended {
                 return Poll::Ready(None);

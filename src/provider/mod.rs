@@ -14,7 +14,6 @@ use futures_util::Stream;
 use crate::accounting::Usage;
 use crate::config::{Deployment, ProviderKind};
 use crate::request::Request;
-use crate::route::Api;
 
 /// A stream of OpenAI chat.completion.chunk SSE bytes (`data: {...}\n\n` events).
 pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, UpstreamError>> + Send>>;
@@ -93,7 +92,6 @@ impl UpstreamError {
 /// A deployment's adapter: its HTTP client and wire format.
 pub struct Upstream {
     adapter: Adapter,
-    api: Api,
 }
 
 enum Adapter {
@@ -112,10 +110,7 @@ impl Upstream {
                 Adapter::Anthropic(anthropic::AnthropicUpstream::new(deployment)?)
             }
         };
-        Ok(Upstream {
-            adapter,
-            api: deployment.api,
-        })
+        Ok(Upstream { adapter })
     }
 
     /// Sends the request in this deployment's wire format, generating at most
@@ -127,17 +122,6 @@ impl Upstream {
         request: &Request,
         max_tokens: Option<u64>,
     ) -> Result<Reply, UpstreamError> {
-        // Routing keeps each API on its own pools; this guards that promise.
-        if request.api != self.api {
-            return Err(UpstreamError::new(
-                FailureKind::Misconfigured,
-                format!(
-                    "the deployment serves {}, not {}",
-                    self.api.as_str(),
-                    request.api.as_str()
-                ),
-            ));
-        }
         match &self.adapter {
             Adapter::OpenAi(a) => a.send(request, max_tokens).await,
             Adapter::Anthropic(a) => a.send(request, max_tokens).await,

@@ -77,17 +77,7 @@ fn create_key(config: &std::path::Path, args: &[&str]) -> String {
         .arg(config)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .next()
-        .unwrap()
-        .to_owned()
+    succeeded(&out).lines().next().unwrap().to_owned()
 }
 
 /// Ledger rows of `schema`: (request id, key id, status, cost in pico-USD).
