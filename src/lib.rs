@@ -36,6 +36,7 @@ pub mod cache;
 pub mod classify;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod dispatch;
 pub mod error;
 pub mod frontend;

@@ -195,16 +195,50 @@ fn classification(candidate: &Config, r: &LedgerRecord) -> Classification {
     }
 }
 
-fn replay(candidate: &Config, r: &LedgerRecord) -> Option<Replayed> {
+/// How `config` routes a recorded request's features, with the reasons of each rule
+/// (as `POST /v1/route/explain` gives them); `None` for requests rules never see
+/// (refused before routing, embeddings, a model the config does not know).
+pub fn explain(config: &Config, r: &LedgerRecord) -> Option<crate::route::Explanation> {
+    let requested = routed(config, r)?;
+    let classification = classification(config, r);
+    Some(crate::route::explain(
+        &config.routes,
+        config.classifier.as_ref(),
+        &input(requested, &classification, r),
+    ))
+}
+
+/// The requested model of a record the rules route, in `config`.
+fn routed(config: &Config, r: &LedgerRecord) -> Option<crate::route::Requested> {
     r.label.as_ref()?;
     if r.endpoint.as_ref() == Api::Embeddings.as_str() {
         return None;
     }
-    let routes = &candidate.routes;
+    let routes = &config.routes;
     let requested = routes.resolve(&r.requested_model)?;
-    if routes.api(requested) != Api::Chat {
-        return None;
+    (routes.api(requested) == Api::Chat).then_some(requested)
+}
+
+/// What the rules read of a recorded request.
+fn input<'a>(
+    requested: crate::route::Requested,
+    classification: &'a Classification,
+    r: &'a LedgerRecord,
+) -> RouteInput<'a> {
+    RouteInput {
+        requested,
+        classification,
+        headers: &NoHeaders,
+        key: r.key_id.as_deref(),
+        team: r.team.as_deref(),
+        // Not recorded: budget rules see no budget in a replay.
+        budget_used: None,
     }
+}
+
+fn replay(candidate: &Config, r: &LedgerRecord) -> Option<Replayed> {
+    let requested = routed(candidate, r)?;
+    let routes = &candidate.routes;
     let from = if r.cache_hit {
         Destination::Cache
     } else {
@@ -215,15 +249,7 @@ fn replay(candidate: &Config, r: &LedgerRecord) -> Option<Replayed> {
         }
     };
     let classification = classification(candidate, r);
-    let decision = routes.decide(&RouteInput {
-        requested,
-        classification: &classification,
-        headers: &NoHeaders,
-        key: r.key_id.as_deref(),
-        team: r.team.as_deref(),
-        // Not recorded: budget rules see no budget in a replay.
-        budget_used: None,
-    });
+    let decision = routes.decide(&input(requested, &classification, r));
     let reference = match decision.via {
         crate::route::Via::Rule(i) => routes.rules.get(i).and_then(|rule| rule.reference),
         crate::route::Via::Alias(_) => None,

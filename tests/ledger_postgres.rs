@@ -125,6 +125,7 @@ impl Drop for Schema {
 use crossroads::accounting::{Usage, Usd};
 use crossroads::config::{LedgerBackend, LedgerConfig};
 use crossroads::ledger::query::{Cursor, Filter, GroupBy};
+use crossroads::ledger::rollup::Metric;
 use crossroads::ledger::{LedgerReader, LedgerRecord};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
@@ -255,9 +256,19 @@ async fn check_reader(reader: LedgerReader, records: Vec<LedgerRecord>) {
             Box::new(move |r| Some(day(r.ts_ms).to_owned())),
         ),
     ];
-    for (by, key) in cases {
-        let r = reader.clone();
-        let rows = tokio::task::spawn_blocking(move || r.spend(by, &Filter::default()))
+    // Whole days are summed from the rollups, a bound inside a day from the records:
+    // the figures are the same.
+    let whole = Filter::default();
+    let inside = Filter {
+        from_ms: Some(NOV_27 - 1),
+        ..Filter::default()
+    };
+    for ((by, key), filter) in cases
+        .iter()
+        .flat_map(|case| [(case, whole.clone()), (case, inside.clone())])
+    {
+        let (r, by) = (reader.clone(), *by);
+        let rows = tokio::task::spawn_blocking(move || r.spend(by, &filter))
             .await
             .unwrap()
             .unwrap();
@@ -296,6 +307,30 @@ async fn check_reader(reader: LedgerReader, records: Vec<LedgerRecord>) {
         .collect();
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].requests, want.len() as i64);
+
+    // Latency histograms: the same from the rollups and the records.
+    let r = reader.clone();
+    let (mut a, mut b) = tokio::task::spawn_blocking(move || {
+        (
+            r.latency(&Filter::default()).unwrap(),
+            r.latency(&Filter {
+                from_ms: Some(NOV_27 - 1),
+                ..Filter::default()
+            })
+            .unwrap(),
+        )
+    })
+    .await
+    .unwrap();
+    let order = |x: &(String, Metric, i64, i64)| (x.0.clone(), x.1.as_str(), x.2);
+    a.sort_by_key(order);
+    b.sort_by_key(order);
+    assert_eq!(a, b);
+    assert_eq!(
+        a.iter().map(|(_, _, _, n)| n).sum::<i64>(),
+        records.len() as i64,
+        "every record reached a deployment and has a latency"
+    );
 
     // Paging two at a time visits every record once, newest first, ties included.
     let mut seen = Vec::new();
@@ -372,6 +407,51 @@ async fn spend_totals_and_pages_match_what_was_written_on_both_backends() {
     )
     .await;
     check_reader(sqlite, synthetic()).await;
+}
+
+#[tokio::test]
+async fn the_postgres_migration_backfills_the_rollups_the_writer_keeps() {
+    let schema = Schema::new("rollup");
+    write_and_read(
+        LedgerBackend::Postgres {
+            url: crossroads::config::Secret::new(URL.into()),
+            schema: schema.0.clone(),
+        },
+        synthetic(),
+    )
+    .await;
+    let s = schema.0.clone();
+    let (written, backfilled) = pg(move |c| {
+        let rows = |c: &mut postgres::Client| -> Vec<String> {
+            let mut out = Vec::new();
+            for sql in [
+                format!("SELECT dim, day, team, key_id, value, requests, errors, cache_hits, fallbacks, input_tokens, cached_input_tokens, cache_write_tokens, output_tokens, reasoning_tokens, cost_pusd, reference_cost_pusd FROM {s}.spend_daily ORDER BY 1, 2, 3, 4, 5"),
+                format!("SELECT deployment, metric, day, bucket, n FROM {s}.latency_daily ORDER BY 1, 2, 3, 4"),
+            ] {
+                for row in c.query(&sql, &[]).unwrap() {
+                    let cells: Vec<String> = (0..row.len())
+                        .map(|i| {
+                            row.try_get::<_, String>(i)
+                                .or_else(|_| row.try_get::<_, i64>(i).map(|n| n.to_string()))
+                                .unwrap()
+                        })
+                        .collect();
+                    out.push(cells.join("|"));
+                }
+            }
+            out
+        };
+        let written = rows(c);
+        c.batch_execute(&format!(
+            "SET search_path TO {s}; DELETE FROM spend_daily; DELETE FROM latency_daily; {}",
+            crossroads::ledger::rollup::backfill()
+        ))
+        .unwrap();
+        (written, rows(c))
+    })
+    .await;
+    assert!(written.len() > 20, "{written:?}");
+    assert_eq!(backfilled, written);
 }
 
 const SEARCH: &str = "ck-pg-search";
@@ -740,6 +820,8 @@ async fn feedback_in_postgres_calibrates_to_the_hand_computed_threshold() {
     pg(move |c| {
         c.batch_execute(&format!(
             "DROP TABLE {s}.feedback;
+             DROP TABLE {s}.spend_daily;
+             DROP TABLE {s}.latency_daily;
              ALTER TABLE {s}.requests DROP COLUMN prompt_tokens_est, DROP COLUMN tools,
                  DROP COLUMN images, DROP COLUMN json_mode;
              DELETE FROM {s}.ledger_migrations WHERE version >= 3"

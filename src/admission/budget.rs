@@ -95,18 +95,22 @@ pub fn period_start_ms(period: BudgetPeriod, now_ms: i64) -> i64 {
     let days = now_ms.div_euclid(DAY_MS);
     match period {
         BudgetPeriod::Day => days * DAY_MS,
-        BudgetPeriod::Month => {
-            // Civil date of `days` (Howard Hinnant's algorithm), then back to day 1.
-            let z = days + 719_468;
-            let era = z.div_euclid(146_097);
-            let doe = z - era * 146_097;
-            let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-            let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-            let mp = (5 * doy + 2) / 153;
-            let day_of_month = doy - (153 * mp + 2) / 5; // 0-based
-            (days - day_of_month) * DAY_MS
-        }
+        BudgetPeriod::Month => (days - (civil_date(days).2 - 1)) * DAY_MS,
     }
+}
+
+/// The UTC `(year, month, day)` of a day counted from the Unix epoch (Howard
+/// Hinnant's civil-from-days).
+pub fn civil_date(days: i64) -> (i64, i64, i64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
 }
 
 /// The 429 of a request that does not fit `budget` of `scope`.

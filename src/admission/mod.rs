@@ -17,7 +17,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use prometheus::IntCounterVec;
 
-pub use budget::{Budgets, LocalHold, Scope, SpendSource, period_end_ms, period_start_ms};
+pub use budget::{
+    Budgets, LocalHold, Scope, SpendSource, civil_date, period_end_ms, period_start_ms,
+};
 pub use rate::RateLimiter;
 pub use shared::{Owing, SharedHold, SharedLimits};
 

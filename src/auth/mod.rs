@@ -82,6 +82,14 @@ impl Keyring {
         }
     }
 
+    /// Every key, config and store alike.
+    pub fn keys(&self) -> Vec<Arc<KeyInfo>> {
+        self.keys
+            .read()
+            .map(|k| k.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
     /// The key presented in `authorization` (`Bearer <key>`), if valid. `required`
     /// turns a missing key into an error; a wrong key is always one.
     pub fn authenticate(

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use crate::config::LedgerBackend;
-use crate::ledger::query::parse_time;
+pub use crate::ledger::query::since_ms;
 use crate::ledger::{LedgerReader, SqliteStore};
 
 /// Which ledger to read.
@@ -58,18 +58,6 @@ impl LedgerArgs {
         LedgerReader::for_backend(&backend)?
             .ok_or_else(|| "the ledger is in memory: nothing to read".to_owned())
     }
-}
-
-/// Unix ms `since` ago (`7d`, `24h`, `30m`) or at a date (`2026-11-01`) or Unix ms.
-pub fn since_ms(since: &str, now_ms: i64) -> Option<i64> {
-    let unit_ms = match since.chars().last()? {
-        'd' => 86_400_000,
-        'h' => 3_600_000,
-        'm' => 60_000,
-        _ => return parse_time(since),
-    };
-    let n: i64 = since[..since.len() - 1].parse().ok()?;
-    Some(now_ms - n * unit_ms)
 }
 
 /// [`since_ms`] from now, or the error message the commands print.

@@ -144,6 +144,8 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     /// Bearer key of the admin API (`POST /admin/reload`); `None` turns it off.
     pub admin_key: Option<Secret>,
+    /// Read-only key of the console and the spend API; `None`: the admin key only.
+    pub console_key: Option<Secret>,
     /// File-change polling interval; `None` when watching is off.
     pub config_poll: Option<Duration>,
     pub retries: u32,

@@ -136,6 +136,9 @@ pub struct RawServer {
     pub shutdown_grace_ms: u64,
     /// Environment variable holding the admin API key; the admin API is off without it.
     pub admin_key_env: Option<String>,
+    /// Environment variable holding a read-only key for the console (`/ui`) and the
+    /// spend API; the admin key opens them too.
+    pub console_key_env: Option<String>,
     /// How often the config file is checked for changes; 0 turns file watching off.
     pub config_poll_ms: u64,
     /// Extra passes over a pool's deployments after all of them failed.
@@ -156,6 +159,7 @@ impl Default for RawServer {
             request_timeout_ms: 300_000,
             shutdown_grace_ms: 30_000,
             admin_key_env: None,
+            console_key_env: None,
             config_poll_ms: 2_000,
             retries: 1,
             retry_backoff_ms: 100,

@@ -274,19 +274,20 @@ fn validate_server(
         request_timeout_ms,
         shutdown_grace_ms,
         admin_key_env,
+        console_key_env,
         config_poll_ms,
         retries,
         retry_backoff_ms,
         max_retry_wait_ms,
         workers,
     } = raw;
-    let admin_key = match admin_key_env {
-        Some(name) if name.is_empty() => {
-            return Err(invalid("server.admin_key_env", "must not be empty"));
-        }
-        Some(name) => env(&name).filter(|v| !v.is_empty()).map(Secret::new),
-        None => None,
+    let key = |field: &'static str, name: Option<String>| match name {
+        Some(name) if name.is_empty() => Err(invalid(field, "must not be empty")),
+        Some(name) => Ok(env(&name).filter(|v| !v.is_empty()).map(Secret::new)),
+        None => Ok(None),
     };
+    let admin_key = key("server.admin_key_env", admin_key_env)?;
+    let console_key = key("server.console_key_env", console_key_env)?;
     let listen: SocketAddr = listen.parse().map_err(|_| {
         invalid(
             "server.listen",
@@ -312,6 +313,7 @@ fn validate_server(
         request_timeout: positive_ms("server.request_timeout_ms", request_timeout_ms)?,
         shutdown_grace: Duration::from_millis(shutdown_grace_ms),
         admin_key,
+        console_key,
         config_poll: (config_poll_ms > 0).then(|| Duration::from_millis(config_poll_ms)),
         retries,
         retry_backoff: Duration::from_millis(retry_backoff_ms),

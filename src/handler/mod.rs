@@ -3,6 +3,7 @@
 //! front-ends of [`crate::pipeline`].
 
 pub mod admin;
+pub mod console;
 pub mod explain;
 pub mod feedback;
 pub mod spend;

@@ -9,10 +9,11 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::admin::is_admin;
 use super::{blocking, ledger_in_memory};
 use crate::error::ApiError;
-use crate::ledger::query::{Cursor, Filter, GroupBy, parse_time, to_csv};
+use crate::ledger::query::{
+    Cursor, Filter, Group, GroupBy, SpendRow, StatusClass, day_string, parse_time, to_csv,
+};
 use crate::state::AppState;
 
 #[derive(Debug, Default, Deserialize)]
@@ -25,32 +26,19 @@ pub struct SpendQuery {
     key: Option<String>,
     limit: Option<u32>,
     before: Option<String>,
+    interval: Option<String>,
+    tier: Option<String>,
+    rule: Option<String>,
+    deployment: Option<String>,
+    status: Option<String>,
 }
 
-/// The team the caller may see, or `None` for the admin (everything).
+/// The team the caller may see, or `None` for everything (admin and console keys).
 fn reader_scope(state: &AppState, headers: &HeaderMap) -> Result<Option<String>, ApiError> {
-    let presented = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    if is_admin(&state.runtime(), presented) {
-        return Ok(None);
-    }
-    match state.keyring.authenticate(presented, true)? {
-        Some(key) => key
-            .team
-            .clone()
-            .map(Some)
-            .ok_or_else(|| ApiError::Unauthorized {
-                message: "this key belongs to no team: spend needs the admin key or a team's key"
-                    .into(),
-            }),
-        None => Err(ApiError::Unauthorized {
-            message: "spend needs the admin key or a team's key".into(),
-        }),
-    }
+    super::console::viewer(state, headers).map(|v| v.scope())
 }
 
-fn filter(q: &SpendQuery, team_scope: Option<String>) -> Result<Filter, ApiError> {
+pub(crate) fn filter(q: &SpendQuery, team_scope: Option<String>) -> Result<Filter, ApiError> {
     let time = |value: &Option<String>, param: &'static str| {
         value
             .as_deref()
@@ -64,16 +52,30 @@ fn filter(q: &SpendQuery, team_scope: Option<String>) -> Result<Filter, ApiError
             })
             .transpose()
     };
+    let status = q
+        .status
+        .as_deref()
+        .map(|s| {
+            StatusClass::parse(s).ok_or_else(|| {
+                ApiError::bad_request("`status` must be ok or error", Some("status"))
+            })
+        })
+        .transpose()?;
     Ok(Filter {
         from_ms: time(&q.from, "from")?,
         to_ms: time(&q.to, "to")?,
         // A team's key only ever sees its own team.
         team: team_scope.or_else(|| q.team.clone()),
         key: q.key.clone(),
+        tier: q.tier.clone(),
+        rule: q.rule.clone(),
+        deployment: q.deployment.clone(),
+        status,
+        request_id: None,
     })
 }
 
-fn query(q: Result<Query<SpendQuery>, QueryRejection>) -> Result<SpendQuery, ApiError> {
+pub(crate) fn query(q: Result<Query<SpendQuery>, QueryRejection>) -> Result<SpendQuery, ApiError> {
     q.map(|Query(q)| q)
         .map_err(|e| ApiError::bad_request(format!("bad query string: {e}"), None))
 }
@@ -96,14 +98,22 @@ pub async fn spend(
         })?;
         let filter = filter(&q, scope)?;
         let reader = state.reader.clone().ok_or_else(ledger_in_memory)?;
+        match q.interval.as_deref() {
+            None => {}
+            Some("day") => {
+                let groups = blocking(move || reader.series(by, &filter)).await?;
+                return Ok(series_response(&by_name, by, &groups, q.format.as_deref()));
+            }
+            Some(_) => {
+                return Err(ApiError::bad_request(
+                    "`interval` must be day",
+                    Some("interval"),
+                ));
+            }
+        }
         let rows = blocking(move || reader.spend(by, &filter)).await?;
         if q.format.as_deref() == Some("csv") {
-            let mut response = to_csv(&by_name, &rows).into_response();
-            response.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/csv; charset=utf-8"),
-            );
-            return Ok(response);
+            return Ok(csv_response(to_csv(&by_name, &rows)));
         }
         Ok(
             axum::Json(json!({ "object": "list", "group_by": by_name, "data": rows }))
@@ -112,6 +122,47 @@ pub async fn spend(
     }
     .await;
     result.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// Spend by day and group: JSON rows with a `day`, or CSV with a `day` column.
+fn series_response(by_name: &str, by: GroupBy, groups: &[Group], format: Option<&str>) -> Response {
+    let days: Vec<String> = groups
+        .iter()
+        .map(|g| g.day.map(day_string).unwrap_or_default())
+        .collect();
+    let rows: Vec<SpendRow> = groups.iter().map(|g| g.row(by)).collect();
+    if format == Some("csv") {
+        let table = to_csv(by_name, &rows);
+        let mut lines = table.lines();
+        let mut out = format!("day,{}\n", lines.next().unwrap_or_default());
+        for (day, line) in days.iter().zip(lines) {
+            out.push_str(&format!("{day},{line}\n"));
+        }
+        return csv_response(out);
+    }
+    let data: Vec<serde_json::Value> = rows
+        .iter()
+        .zip(&days)
+        .map(|(row, day)| {
+            let mut value = serde_json::to_value(row).unwrap_or_default();
+            if let Some(object) = value.as_object_mut() {
+                object.insert("day".into(), day.as_str().into());
+            }
+            value
+        })
+        .collect();
+    axum::Json(json!({ "object": "list", "group_by": by_name, "interval": "day", "data": data }))
+        .into_response()
+}
+
+/// A CSV body.
+pub(crate) fn csv_response(text: String) -> Response {
+    let mut response = text.into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/csv; charset=utf-8"),
+    );
+    response
 }
 
 /// `GET /v1/spend/requests?from=&to=&team=&key=&limit=100&before=CURSOR`: raw records,

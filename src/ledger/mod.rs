@@ -20,6 +20,7 @@ use prometheus::{IntCounter, IntGauge, Registry};
 use tokio::sync::{mpsc, oneshot};
 
 pub mod query;
+pub mod rollup;
 
 pub use query::LedgerReader;
 pub use sqlite::SqliteStore;

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use postgres::fallible_iterator::FallibleIterator;
 use postgres::{Client, NoTls, Statement};
 
+use super::rollup::{self, Rollup};
 use super::{LedgerRecord, LedgerStore};
 
 /// Migrations, applied in order; `ledger_migrations` records how many ran.
@@ -92,6 +93,13 @@ ALTER TABLE requests ADD COLUMN json_mode BOOLEAN;
 ",
 ];
 
+/// Every migration: the statements above, then the rollups ([`super::rollup`]).
+fn migrations() -> Vec<String> {
+    let mut all: Vec<String> = MIGRATIONS.iter().map(|m| (*m).to_owned()).collect();
+    all.push(super::rollup::migration());
+    all
+}
+
 const INSERT: &str = "INSERT INTO requests (
     request_id, ts_ms, key_id, team, end_user, endpoint, requested_model, label, task,
     confidence, difficulty, pii, pii_kinds, rule, shadow_rule, pool, deployment, provider,
@@ -107,6 +115,8 @@ ON CONFLICT (request_id) DO NOTHING";
 pub struct PgStore {
     client: Client,
     insert: Statement,
+    spend_upsert: Statement,
+    latency_upsert: Statement,
 }
 
 fn int(v: u64) -> i64 {
@@ -140,13 +150,17 @@ pub fn connect(url: &str, schema: &str) -> Result<Client, String> {
         .query_one("SELECT COUNT(*) FROM ledger_migrations", &[])
         .map_err(|e| e.to_string())?
         .get(0);
-    for (i, migration) in MIGRATIONS
+    for (i, migration) in migrations()
         .iter()
         .enumerate()
         .skip(usize::try_from(done).unwrap_or(0))
     {
-        tx.batch_execute(migration)
-            .map_err(|e| format!("ledger PostgreSQL migration {}: {e}", i + 1))?;
+        tx.batch_execute(migration).map_err(|e| {
+            let detail = e
+                .as_db_error()
+                .map_or(String::new(), |d| format!(": {}", d.message()));
+            format!("ledger PostgreSQL migration {}: {e}{detail}", i + 1)
+        })?;
         tx.execute(
             "INSERT INTO ledger_migrations (version) VALUES ($1)",
             &[&i32::try_from(i + 1).unwrap_or(i32::MAX)],
@@ -161,8 +175,16 @@ impl PgStore {
     /// Connects, creates `schema` if needed and migrates it.
     pub fn open(url: &str, schema: &str) -> Result<Self, String> {
         let mut client = connect(url, schema)?;
-        let insert = client.prepare(INSERT).map_err(|e| e.to_string())?;
-        Ok(PgStore { client, insert })
+        let mut prepare = |sql: &str| client.prepare(sql).map_err(|e| e.to_string());
+        let insert = prepare(INSERT)?;
+        let spend_upsert = prepare(rollup::SPEND_UPSERT)?;
+        let latency_upsert = prepare(rollup::LATENCY_UPSERT)?;
+        Ok(PgStore {
+            client,
+            insert,
+            spend_upsert,
+            latency_upsert,
+        })
     }
 }
 
@@ -245,55 +267,78 @@ impl PgWorker {
 impl LedgerStore for PgStore {
     fn write(&mut self, batch: &[LedgerRecord]) -> Result<(), String> {
         let mut tx = self.client.transaction().map_err(|e| e.to_string())?;
+        let mut rollup = Rollup::default();
         for r in batch {
             let status = i32::from(r.status);
             let attempts = i32::try_from(r.attempts).unwrap_or(i32::MAX);
             let images = r.images.map(|n| i32::try_from(n).unwrap_or(i32::MAX));
+            let inserted = tx
+                .execute(
+                    &self.insert,
+                    &[
+                        &r.request_id,
+                        &r.ts_ms,
+                        &r.key_id,
+                        &r.team,
+                        &r.end_user,
+                        &r.endpoint.as_ref(),
+                        &r.requested_model,
+                        &r.label,
+                        &r.task,
+                        &r.confidence,
+                        &r.difficulty,
+                        &!r.pii_kinds.is_empty(),
+                        &r.pii_kinds,
+                        &r.rule,
+                        &r.shadow_rule,
+                        &r.pool,
+                        &r.deployment,
+                        &r.provider.as_deref(),
+                        &r.upstream_model,
+                        &r.tier.as_deref(),
+                        &r.cache_hit,
+                        &r.stream,
+                        &status,
+                        &r.error_kind.as_deref(),
+                        &attempts,
+                        &r.fallbacks,
+                        &int(r.usage.input),
+                        &int(r.usage.cached_input),
+                        &int(r.usage.cache_write),
+                        &int(r.usage.output),
+                        &int(r.usage.reasoning),
+                        &r.usage.estimated,
+                        &r.cost.pico(),
+                        &r.reference_cost.pico(),
+                        &int(r.latency_us),
+                        &r.ttft_us.map(int),
+                        &r.upstream_us.map(int),
+                        &r.prompt_tokens_est.map(int),
+                        &r.tools,
+                        &images,
+                        &r.json_mode,
+                    ],
+                )
+                .map_err(|e| e.to_string())?;
+            // A record already there (a retried batch) adds nothing to the sums.
+            if inserted == 1 {
+                rollup.add(r);
+            }
+        }
+        for (dim, day, team, key, value, sums) in rollup.spend_rows() {
+            let mut params: Vec<&(dyn postgres::types::ToSql + Sync)> =
+                vec![&dim, &day, &team, &key, &value];
+            params.extend(
+                sums.iter()
+                    .map(|n| n as &(dyn postgres::types::ToSql + Sync)),
+            );
+            tx.execute(&self.spend_upsert, &params)
+                .map_err(|e| e.to_string())?;
+        }
+        for (day, deployment, metric, bucket, n) in rollup.latency_rows() {
             tx.execute(
-                &self.insert,
-                &[
-                    &r.request_id,
-                    &r.ts_ms,
-                    &r.key_id,
-                    &r.team,
-                    &r.end_user,
-                    &r.endpoint.as_ref(),
-                    &r.requested_model,
-                    &r.label,
-                    &r.task,
-                    &r.confidence,
-                    &r.difficulty,
-                    &!r.pii_kinds.is_empty(),
-                    &r.pii_kinds,
-                    &r.rule,
-                    &r.shadow_rule,
-                    &r.pool,
-                    &r.deployment,
-                    &r.provider.as_deref(),
-                    &r.upstream_model,
-                    &r.tier.as_deref(),
-                    &r.cache_hit,
-                    &r.stream,
-                    &status,
-                    &r.error_kind.as_deref(),
-                    &attempts,
-                    &r.fallbacks,
-                    &int(r.usage.input),
-                    &int(r.usage.cached_input),
-                    &int(r.usage.cache_write),
-                    &int(r.usage.output),
-                    &int(r.usage.reasoning),
-                    &r.usage.estimated,
-                    &r.cost.pico(),
-                    &r.reference_cost.pico(),
-                    &int(r.latency_us),
-                    &r.ttft_us.map(int),
-                    &r.upstream_us.map(int),
-                    &r.prompt_tokens_est.map(int),
-                    &r.tools,
-                    &images,
-                    &r.json_mode,
-                ],
+                &self.latency_upsert,
+                &[&day, &deployment, &metric, &bucket, &n],
             )
             .map_err(|e| e.to_string())?;
         }

@@ -8,7 +8,8 @@ use std::path::Path;
 use serde::Serialize;
 
 use super::LedgerRecord;
-use super::db::{Cell, Db, Dialect, Kind, Param};
+use super::db::{Cell, Db, Kind, Param};
+use super::rollup::{DAY_MS, Dim, Metric, RAW_SUMS, Sums, bucket_sql};
 use crate::accounting::Usd;
 use crate::admission::{Scope, SpendSource};
 use crate::config::LedgerBackend;
@@ -41,7 +42,8 @@ impl GroupBy {
         })
     }
 
-    fn column(self, dialect: Dialect) -> &'static str {
+    /// The record column of the group (the day is computed apart).
+    fn column(self) -> &'static str {
         match self {
             GroupBy::Team => "team",
             GroupBy::Key => "key_id",
@@ -50,12 +52,7 @@ impl GroupBy {
             GroupBy::Rule => "rule",
             GroupBy::Domain => "label",
             GroupBy::Tier => "tier",
-            GroupBy::Day => match dialect {
-                Dialect::Sqlite => "strftime('%Y-%m-%d', ts_ms / 1000, 'unixepoch')",
-                Dialect::Postgres => {
-                    "to_char(to_timestamp(ts_ms / 1000) AT TIME ZONE 'UTC', 'YYYY-MM-DD')"
-                }
-            },
+            GroupBy::Day => "NULL",
         }
     }
 }
@@ -69,6 +66,32 @@ pub struct Filter {
     pub to_ms: Option<i64>,
     pub team: Option<String>,
     pub key: Option<String>,
+    /// These narrow pages of records (the console's request list); totals with any of
+    /// them set are summed from the records rather than the rollups.
+    pub tier: Option<String>,
+    pub rule: Option<String>,
+    pub deployment: Option<String>,
+    pub status: Option<StatusClass>,
+    pub request_id: Option<String>,
+}
+
+/// Answered or failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusClass {
+    /// Below 400.
+    Ok,
+    /// 400 or above.
+    Error,
+}
+
+impl StatusClass {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "ok" => Some(StatusClass::Ok),
+            "error" => Some(StatusClass::Error),
+            _ => None,
+        }
+    }
 }
 
 /// Where a page of records starts: records strictly older than this one, in the order
@@ -125,6 +148,24 @@ impl Filter {
         if let Some(key) = &self.key {
             clauses.push(format!("key_id = {}", next(Param::Text(Some(key.clone())))));
         }
+        for (column, value) in [
+            ("tier", &self.tier),
+            ("rule", &self.rule),
+            ("deployment", &self.deployment),
+            ("request_id", &self.request_id),
+        ] {
+            if let Some(value) = value {
+                clauses.push(format!(
+                    "{column} = {}",
+                    next(Param::Text(Some(value.clone())))
+                ));
+            }
+        }
+        match self.status {
+            Some(StatusClass::Ok) => clauses.push("status < 400".into()),
+            Some(StatusClass::Error) => clauses.push("status >= 400".into()),
+            None => {}
+        }
         match before {
             Some(Cursor {
                 ts_ms,
@@ -140,12 +181,105 @@ impl Filter {
             }) => clauses.push(format!("ts_ms < {}", next(Param::Int(Some(*ts_ms))))),
             None => {}
         }
-        let sql = if clauses.is_empty() {
-            String::new()
-        } else {
-            format!("WHERE {}", clauses.join(" AND "))
+        (where_clause(&clauses), values)
+    }
+
+    /// The days the rollups hold for this filter, `[from, to)` in days since the epoch,
+    /// or `None` when only the records can answer it: a bound inside a day, or a filter
+    /// the rollups do not keep.
+    fn rollup_days(&self) -> Option<(Option<i64>, Option<i64>)> {
+        let day = |ms: Option<i64>| match ms {
+            Some(ms) if ms.rem_euclid(DAY_MS) != 0 => Err(()),
+            Some(ms) => Ok(Some(ms.div_euclid(DAY_MS))),
+            None => Ok(None),
         };
-        (sql, values)
+        let narrowed = self.tier.is_some()
+            || self.rule.is_some()
+            || self.deployment.is_some()
+            || self.status.is_some()
+            || self.request_id.is_some();
+        match (narrowed, day(self.from_ms), day(self.to_ms)) {
+            (false, Ok(from), Ok(to)) => Some((from, to)),
+            _ => None,
+        }
+    }
+
+    /// The `WHERE` clause over a rollup table for `days` (and `spend_daily`'s `dim`),
+    /// with its parameters. Latency rollups (`dim` `None`) are not kept per team or key.
+    fn rollup_sql(
+        &self,
+        days: (Option<i64>, Option<i64>),
+        dim: Option<Dim>,
+    ) -> (String, Vec<Param>) {
+        let mut clauses = Vec::new();
+        let mut values = Vec::new();
+        let mut next = |p: Param| {
+            values.push(p);
+            format!("${}", values.len())
+        };
+        if let Some(dim) = dim {
+            clauses.push(format!(
+                "dim = {}",
+                next(Param::Text(Some(dim.as_str().to_owned())))
+            ));
+        }
+        if let Some(from) = days.0 {
+            clauses.push(format!("day >= {}", next(Param::Int(Some(from)))));
+        }
+        if let Some(to) = days.1 {
+            clauses.push(format!("day < {}", next(Param::Int(Some(to)))));
+        }
+        if dim.is_some() {
+            if let Some(team) = &self.team {
+                clauses.push(format!("team = {}", next(Param::Text(Some(team.clone())))));
+            }
+            if let Some(key) = &self.key {
+                clauses.push(format!("key_id = {}", next(Param::Text(Some(key.clone())))));
+            }
+        }
+        (where_clause(&clauses), values)
+    }
+}
+
+fn where_clause(clauses: &[String]) -> String {
+    if clauses.is_empty() {
+        String::new()
+    } else {
+        format!("WHERE {}", clauses.join(" AND "))
+    }
+}
+
+/// The sums of one group, on one day when grouped by day too.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Group {
+    /// Days since the Unix epoch.
+    pub day: Option<i64>,
+    pub group: Option<String>,
+    pub sums: Sums,
+}
+
+impl Group {
+    /// As `GET /v1/spend` lists it; grouped by day, the group is the date.
+    pub fn row(&self, by: GroupBy) -> SpendRow {
+        let s = &self.sums;
+        let cost = Usd::from_pico(s.cost_pusd);
+        let reference = Usd::from_pico(s.reference_cost_pusd);
+        SpendRow {
+            group: match by {
+                GroupBy::Day => self.day.map(day_string),
+                _ => self.group.clone(),
+            },
+            requests: s.requests,
+            input_tokens: s.input_tokens,
+            cached_input_tokens: s.cached_input_tokens,
+            cache_write_tokens: s.cache_write_tokens,
+            output_tokens: s.output_tokens,
+            reasoning_tokens: s.reasoning_tokens,
+            cost_usd: cost.to_string(),
+            reference_cost_usd: reference.to_string(),
+            savings_usd: (reference - cost).to_string(),
+            cost,
+        }
     }
 }
 
@@ -163,6 +297,9 @@ pub struct SpendRow {
     pub cost_usd: String,
     pub reference_cost_usd: String,
     pub savings_usd: String,
+    /// What orders the rows.
+    #[serde(skip)]
+    pub cost: Usd,
 }
 
 /// The columns of a raw record, in the order pages list them, and how to read each.
@@ -290,38 +427,139 @@ impl LedgerReader {
 
     /// Spend totals grouped by `by`, dearest first.
     pub fn spend(&self, by: GroupBy, filter: &Filter) -> Result<Vec<SpendRow>, String> {
-        let (clause, values) = filter.sql(None);
-        // PostgreSQL sums BIGINT into NUMERIC: cast back, which SQLite accepts too.
-        let sql = format!(
-            "SELECT {g} AS g, COUNT(*), CAST(SUM(input_tokens) AS BIGINT),
-                    CAST(SUM(cached_input_tokens) AS BIGINT),
-                    CAST(SUM(cache_write_tokens) AS BIGINT),
-                    CAST(SUM(output_tokens) AS BIGINT), CAST(SUM(reasoning_tokens) AS BIGINT),
-                    CAST(SUM(cost_pusd) AS BIGINT), CAST(SUM(reference_cost_pusd) AS BIGINT)
-             FROM requests {clause} GROUP BY g ORDER BY SUM(cost_pusd) DESC, g NULLS FIRST",
-            g = by.column(self.db.dialect())
-        );
-        let mut kinds = [Kind::Int; 9];
-        kinds[0] = Kind::Text;
+        let mut rows: Vec<SpendRow> = self
+            .grouped(by, false, filter)?
+            .into_iter()
+            .map(|g| g.row(by))
+            .collect();
+        rows.sort_by(|a, b| b.cost.cmp(&a.cost).then_with(|| a.group.cmp(&b.group)));
+        Ok(rows)
+    }
+
+    /// Spend totals by day and by `by`, oldest day first, dearest group first within
+    /// a day.
+    pub fn series(&self, by: GroupBy, filter: &Filter) -> Result<Vec<Group>, String> {
+        let mut groups = self.grouped(by, true, filter)?;
+        groups.sort_by(|a, b| {
+            a.day
+                .cmp(&b.day)
+                .then_with(|| b.sums.cost_pusd.cmp(&a.sums.cost_pusd))
+                .then_with(|| a.group.cmp(&b.group))
+        });
+        Ok(groups)
+    }
+
+    /// The sums of `filter`'s requests grouped by `by` (and by day), from the rollups
+    /// when they hold the filter, else from the records: both give the same figures.
+    fn grouped(&self, by: GroupBy, by_day: bool, filter: &Filter) -> Result<Vec<Group>, String> {
+        let by_day = by_day || by == GroupBy::Day;
+        let mut kinds = vec![Kind::Int, Kind::Text];
+        kinds.extend([Kind::Int; 11]);
+        let cast = |sums: &[String]| {
+            sums.iter()
+                .map(|e| format!("CAST({e} AS BIGINT)"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let (sql, values) = match filter.rollup_days() {
+            Some(days) => {
+                let (dim, group) = match by {
+                    GroupBy::Team => (Dim::All, "NULLIF(team, '')"),
+                    GroupBy::Key => (Dim::All, "NULLIF(key_id, '')"),
+                    GroupBy::Day => (Dim::All, "NULL"),
+                    GroupBy::Model => (Dim::Model, "NULLIF(value, '')"),
+                    GroupBy::Deployment => (Dim::Deployment, "NULLIF(value, '')"),
+                    GroupBy::Rule => (Dim::Rule, "NULLIF(value, '')"),
+                    GroupBy::Domain => (Dim::Domain, "NULLIF(value, '')"),
+                    GroupBy::Tier => (Dim::Tier, "NULLIF(value, '')"),
+                };
+                let (clause, values) = filter.rollup_sql(days, Some(dim));
+                let sums: Vec<String> = Sums::COLUMNS.iter().map(|c| format!("SUM({c})")).collect();
+                let sql = format!(
+                    "SELECT {day}, {group}, {sums} FROM spend_daily {clause} GROUP BY 1, 2",
+                    day = if by_day {
+                        "day"
+                    } else {
+                        "CAST(NULL AS BIGINT)"
+                    },
+                    sums = cast(&sums),
+                );
+                (sql, values)
+            }
+            None => {
+                let (clause, values) = filter.sql(None);
+                let sums: Vec<String> = RAW_SUMS.iter().map(|e| (*e).to_owned()).collect();
+                let sql = format!(
+                    "SELECT {day}, {group}, {sums} FROM requests {clause} GROUP BY 1, 2",
+                    group = by.column(),
+                    day = if by_day {
+                        format!("ts_ms / {DAY_MS}")
+                    } else {
+                        "CAST(NULL AS BIGINT)".into()
+                    },
+                    sums = cast(&sums),
+                );
+                (sql, values)
+            }
+        };
         let rows = self.db.query(&sql, values, &kinds)?;
         Ok(rows
-            .into_iter()
-            .map(|r| {
-                let n = |i: usize| r.get(i).and_then(Cell::int).unwrap_or(0);
-                let cost = Usd::from_pico(n(7));
-                let reference = Usd::from_pico(n(8));
-                SpendRow {
-                    group: r.first().and_then(Cell::text),
-                    requests: n(1),
-                    input_tokens: n(2),
-                    cached_input_tokens: n(3),
-                    cache_write_tokens: n(4),
-                    output_tokens: n(5),
-                    reasoning_tokens: n(6),
-                    cost_usd: cost.to_string(),
-                    reference_cost_usd: reference.to_string(),
-                    savings_usd: (reference - cost).to_string(),
-                }
+            .iter()
+            .map(|r| Group {
+                day: r.first().and_then(Cell::int),
+                group: r.get(1).and_then(Cell::text),
+                sums: Sums::from_cells(r, 2),
+            })
+            .collect())
+    }
+
+    /// Latency and time-to-first-token histograms of each deployment: `(deployment,
+    /// metric, bucket, count)` ([`super::rollup::latency_bucket`]). Team and key do
+    /// not narrow them: latency belongs to the deployment.
+    pub fn latency(&self, filter: &Filter) -> Result<Vec<(String, Metric, i64, i64)>, String> {
+        let kinds = [Kind::Text, Kind::Text, Kind::Int, Kind::Int];
+        let (sql, values) = match filter.rollup_days() {
+            Some(days) => {
+                let (clause, values) = filter.rollup_sql(days, None);
+                let sql = format!(
+                    "SELECT deployment, metric, bucket, CAST(SUM(n) AS BIGINT) FROM latency_daily
+                     {clause} GROUP BY 1, 2, 3"
+                );
+                (sql, values)
+            }
+            None => {
+                let (clause, values) = filter.sql(None);
+                let and = if clause.is_empty() { "WHERE" } else { "AND" };
+                let histogram = |metric: &str, column: &str| {
+                    format!(
+                        "SELECT deployment, '{metric}', {bucket}, COUNT(*) FROM requests {clause}
+                         {and} deployment IS NOT NULL AND {column} IS NOT NULL GROUP BY 1, 3",
+                        bucket = bucket_sql(column),
+                    )
+                };
+                let sql = format!(
+                    "{} UNION ALL {}",
+                    histogram("latency", "latency_us"),
+                    histogram("ttft", "ttft_us")
+                );
+                (sql, values)
+            }
+        };
+        let rows = self.db.query(&sql, values, &kinds)?;
+        Ok(rows
+            .iter()
+            .filter_map(|r| {
+                let metric = match r.get(1).and_then(Cell::text).as_deref() {
+                    Some("latency") => Metric::Latency,
+                    Some("ttft") => Metric::Ttft,
+                    _ => return None,
+                };
+                Some((
+                    r.first().and_then(Cell::text)?,
+                    metric,
+                    r.get(2).and_then(Cell::int)?,
+                    r.get(3).and_then(Cell::int)?,
+                ))
             })
             .collect())
     }
@@ -468,6 +706,24 @@ pub fn to_csv(by: &str, rows: &[SpendRow]) -> String {
     out
 }
 
+/// Unix ms `since` ago (`7d`, `24h`, `30m`) or at a date (`2026-11-01`) or Unix ms.
+pub fn since_ms(since: &str, now_ms: i64) -> Option<i64> {
+    let unit_ms = match since.chars().last()? {
+        'd' => 86_400_000,
+        'h' => 3_600_000,
+        'm' => 60_000,
+        _ => return parse_time(since),
+    };
+    let n: i64 = since[..since.len() - 1].parse().ok()?;
+    Some(now_ms - n * unit_ms)
+}
+
+/// `YYYY-MM-DD` of a day counted from the Unix epoch (UTC).
+pub fn day_string(day: i64) -> String {
+    let (y, m, d) = crate::admission::civil_date(day);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
 /// Unix ms of a `YYYY-MM-DD` date (UTC midnight) or of a Unix ms number.
 pub fn parse_time(text: &str) -> Option<i64> {
     if let Ok(ms) = text.parse::<i64>() {
@@ -502,5 +758,19 @@ mod tests {
         assert_eq!(parse_time("1700000000000"), Some(1_700_000_000_000));
         assert_eq!(parse_time("2026-13-01"), None);
         assert_eq!(parse_time("yesterday"), None);
+    }
+
+    #[test]
+    fn days_print_as_the_dates_they_parse_from() {
+        for date in [
+            "1970-01-01",
+            "2024-02-29",
+            "2026-12-31",
+            "2027-01-01",
+            "2000-03-01",
+        ] {
+            let ms = parse_time(date).unwrap_or_default();
+            assert_eq!(day_string(ms / DAY_MS), date);
+        }
     }
 }

@@ -4,6 +4,7 @@ use std::path::Path;
 
 use rusqlite::{Connection, params};
 
+use super::rollup::{LATENCY_UPSERT, Rollup, SPEND_UPSERT};
 use super::{LedgerRecord, LedgerStore};
 
 /// Schema migrations, applied in order; `user_version` records how many ran.
@@ -81,6 +82,13 @@ ALTER TABLE requests ADD COLUMN json_mode INTEGER;
 "#,
 ];
 
+/// Every migration: the statements above, then the rollups ([`super::rollup`]).
+fn migrations() -> Vec<String> {
+    let mut all: Vec<String> = MIGRATIONS.iter().map(|m| (*m).to_owned()).collect();
+    all.push(super::rollup::migration());
+    all
+}
+
 const INSERT: &str = "INSERT OR IGNORE INTO requests (
     request_id, ts_ms, key_id, team, end_user, endpoint, requested_model, label, confidence,
     difficulty, pii, pii_kinds, rule, pool, deployment, provider, upstream_model, tier,
@@ -125,7 +133,7 @@ impl SqliteStore {
         // Each step in a write transaction that reads the version again: a CLI command
         // opening the ledger while the gateway starts never runs a migration twice.
         let version: usize = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-        for (i, migration) in MIGRATIONS.iter().enumerate().skip(version) {
+        for (i, migration) in migrations().iter().enumerate().skip(version) {
             let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let version: usize = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
             if version <= i {
@@ -149,10 +157,11 @@ fn int(v: u64) -> i64 {
 impl LedgerStore for SqliteStore {
     fn write(&mut self, batch: &[LedgerRecord]) -> Result<(), String> {
         let tx = self.conn.transaction().map_err(|e| e.to_string())?;
+        let mut rollup = Rollup::default();
         {
             let mut insert = tx.prepare_cached(INSERT).map_err(|e| e.to_string())?;
             for r in batch {
-                insert
+                let inserted = insert
                     .execute(params![
                         r.request_id,
                         r.ts_ms,
@@ -196,6 +205,32 @@ impl LedgerStore for SqliteStore {
                         r.images,
                         r.json_mode,
                     ])
+                    .map_err(|e| e.to_string())?;
+                // A record already there (a retried batch) adds nothing to the sums.
+                if inserted == 1 {
+                    rollup.add(r);
+                }
+            }
+            let mut spend = tx.prepare_cached(SPEND_UPSERT).map_err(|e| e.to_string())?;
+            for (dim, day, team, key, value, sums) in rollup.spend_rows() {
+                let mut values: Vec<rusqlite::types::Value> = vec![
+                    dim.to_owned().into(),
+                    day.into(),
+                    team.to_owned().into(),
+                    key.to_owned().into(),
+                    value.to_owned().into(),
+                ];
+                values.extend(sums.iter().map(|n| rusqlite::types::Value::Integer(*n)));
+                spend
+                    .execute(rusqlite::params_from_iter(values))
+                    .map_err(|e| e.to_string())?;
+            }
+            let mut latency = tx
+                .prepare_cached(LATENCY_UPSERT)
+                .map_err(|e| e.to_string())?;
+            for (day, deployment, metric, bucket, n) in rollup.latency_rows() {
+                latency
+                    .execute(params![day, deployment, metric, bucket, n])
                     .map_err(|e| e.to_string())?;
             }
         }
@@ -241,6 +276,77 @@ mod tests {
         assert_eq!((n, cost), (1, 123));
     }
 
+    /// Every row of the rollup tables, in order.
+    fn rollups(conn: &Connection) -> Vec<String> {
+        let mut rows = Vec::new();
+        for sql in [
+            "SELECT * FROM spend_daily ORDER BY dim, day, team, key_id, value",
+            "SELECT * FROM latency_daily ORDER BY day, deployment, metric, bucket",
+        ] {
+            let mut stmt = conn.prepare(sql).unwrap();
+            let n = stmt.column_count();
+            let mut q = stmt.query([]).unwrap();
+            while let Some(row) = q.next().unwrap() {
+                let cells: Vec<String> = (0..n)
+                    .map(|i| format!("{:?}", row.get_ref(i).unwrap()))
+                    .collect();
+                rows.push(cells.join("|"));
+            }
+        }
+        rows
+    }
+
+    #[test]
+    fn the_migration_backfills_the_rollups_the_writer_keeps() {
+        let mut store = SqliteStore::open_in_memory().unwrap();
+        let records: Vec<LedgerRecord> = (0..500i64)
+            .map(|i| LedgerRecord {
+                request_id: format!("req-{i}"),
+                ts_ms: i * 3_600_000 * 7,
+                team: (i % 3 > 0).then(|| format!("team-{}", i % 3)),
+                key_id: (i % 5 > 0).then(|| format!("key-{}", i % 5)),
+                endpoint: "chat.completions".into(),
+                requested_model: "auto".into(),
+                label: Some(["math", "law"][(i % 2) as usize].into()),
+                rule: (i % 4 > 0).then(|| "default".into()),
+                deployment: (i % 6 > 0).then(|| format!("d{}", i % 2)),
+                upstream_model: Some("m".into()),
+                tier: (i % 6 > 0).then(|| "local".into()),
+                cache_hit: i % 9 == 0,
+                status: if i % 17 == 0 { 502 } else { 200 },
+                fallbacks: if i % 11 == 0 {
+                    "d1:timeout".into()
+                } else {
+                    String::new()
+                },
+                usage: Usage {
+                    input: i as u64 * 13,
+                    output: i as u64,
+                    ..Usage::default()
+                },
+                cost: Usd::from_pico(i * 1_000_003),
+                reference_cost: Usd::from_pico(i * 2_000_007),
+                latency_us: (i as u64 * 7919) % 5_000_000,
+                ttft_us: (i % 2 == 0).then_some(i as u64 * 31),
+                ..LedgerRecord::default()
+            })
+            .collect();
+        for chunk in records.chunks(64) {
+            store.write(chunk).unwrap();
+        }
+        let written = rollups(&store.conn);
+        assert!(written.len() > 100);
+        store
+            .conn
+            .execute_batch("DELETE FROM spend_daily; DELETE FROM latency_daily;")
+            .unwrap();
+        store
+            .conn
+            .execute_batch(&super::super::rollup::backfill())
+            .unwrap();
+        assert_eq!(rollups(&store.conn), written);
+    }
+
     #[test]
     fn a_ledger_of_the_previous_version_opens_and_gains_the_feedback_table() {
         let dir = tempfile::tempdir().unwrap();
@@ -267,7 +373,7 @@ mod tests {
             .conn
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .unwrap();
-        assert_eq!(version, MIGRATIONS.len());
+        assert_eq!(version, migrations().len());
         let (requests, feedback): (i64, i64) = store
             .conn
             .query_row(

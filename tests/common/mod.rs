@@ -500,6 +500,10 @@ impl Gateway {
 pub const ADMIN_KEY_ENV: &str = "CROSSROADS_TEST_ADMIN_KEY";
 pub const ADMIN_KEY: &str = "admin-secret";
 
+/// The variable the test configs name in `server.console_key_env`, and its value.
+pub const CONSOLE_KEY_ENV: &str = "CROSSROADS_TEST_CONSOLE_KEY";
+pub const CONSOLE_KEY: &str = "console-secret";
+
 /// The variable test configs name for an Anthropic key, and its value.
 pub const ANTHROPIC_KEY_ENV: &str = "CROSSROADS_TEST_ANTHROPIC_KEY";
 pub const ANTHROPIC_KEY: &str = "sk-ant-test-key";
@@ -507,6 +511,7 @@ pub const ANTHROPIC_KEY: &str = "sk-ant-test-key";
 fn test_env() -> crossroads::config::EnvLookup {
     std::sync::Arc::new(|name| match name {
         ADMIN_KEY_ENV => Some(ADMIN_KEY.to_owned()),
+        CONSOLE_KEY_ENV => Some(CONSOLE_KEY.to_owned()),
         ANTHROPIC_KEY_ENV => Some(ANTHROPIC_KEY.to_owned()),
         _ => None,
     })
