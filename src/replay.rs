@@ -9,17 +9,20 @@
 //! new pool's primary (the cheapest for `cheapest`; for `weighted`, the cost is the
 //! weighted mean over the pool's deployments), its projected usage the recorded one
 //! with output under the new rule's `max_tokens` cap. A cache hit stays a cache hit.
+//! Budget rules (`min_budget_used`) see what the candidate would have spent of the
+//! caller's key and team budgets by then (records are replayed oldest first).
 //! The difficulty is the classifier's estimate that only the frontier model answers
 //! right, so the sum of it over requests moved from frontier to local is the expected
 //! number of answers that get worse (and the reverse, better).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use serde::Serialize;
 
 use crate::accounting::{Price, Usage, Usd};
+use crate::admission::{Scope, period_start_ms};
 use crate::classify::{Classification, Features, Label, PiiKind, PiiKinds};
-use crate::config::{Config, Tier};
+use crate::config::{BudgetConfig, Config, Tier};
 use crate::ledger::LedgerRecord;
 use crate::route::{Action, Api, NoHeaders, RouteInput, Strategy};
 
@@ -128,17 +131,33 @@ pub struct Report {
 }
 
 impl Report {
-    /// Replays `recorded` against `candidate`.
+    /// Replays `recorded` (oldest first) against `candidate`, whose `[[keys]]` are the
+    /// only keys with budgets.
     pub fn of<'a>(
         candidate: &Config,
         recorded: impl IntoIterator<Item = &'a LedgerRecord>,
     ) -> Self {
+        Self::with_key_budgets(candidate, &HashMap::new(), recorded)
+    }
+
+    /// Replays `recorded` (oldest first) against `candidate`, with the budgets of keys
+    /// kept outside it (the key store) by key id.
+    pub fn with_key_budgets<'a>(
+        candidate: &Config,
+        key_budgets: &HashMap<String, BudgetConfig>,
+        recorded: impl IntoIterator<Item = &'a LedgerRecord>,
+    ) -> Self {
         let mut report = Report::default();
+        let mut book = BudgetBook::new(candidate, key_budgets);
         for r in recorded {
-            let Some(replayed) = replay(candidate, r) else {
+            let used = book.used(r);
+            let Some(replayed) = replay(candidate, r, used) else {
                 report.skipped += 1;
+                // Spent all the same under the candidate: it counts toward budgets.
+                book.spend(r, r.cost);
                 continue;
             };
+            book.spend(r, replayed.projected_cost);
             report.without_features += u64::from(r.tools.is_none());
             report.total.add(&replayed);
             report
@@ -161,6 +180,73 @@ impl Report {
                 .or_default() += 1;
         }
         report
+    }
+}
+
+/// What each budget would have spent so far under the candidate, as replay walks the
+/// records in time order: a request adds its projected cost to its key's and team's
+/// budgets, so `min_budget_used` rules see the share the candidate itself would have
+/// spent by then (the admission of the live gateway also counts reservations in
+/// flight, which a replay has none of).
+struct BudgetBook {
+    budgets: HashMap<Scope, BudgetConfig>,
+    spent: HashMap<(Scope, i64), Usd>,
+}
+
+impl BudgetBook {
+    fn new(candidate: &Config, key_budgets: &HashMap<String, BudgetConfig>) -> Self {
+        let mut budgets: HashMap<Scope, BudgetConfig> = key_budgets
+            .iter()
+            .map(|(id, b)| (Scope::Key(id.clone()), *b))
+            .collect();
+        for k in &candidate.keys {
+            if let Some(b) = k.budget {
+                budgets.insert(Scope::Key(k.id.clone()), b);
+            }
+        }
+        for t in &candidate.teams {
+            if let Some(b) = t.budget {
+                budgets.insert(Scope::Team(t.id.clone()), b);
+            }
+        }
+        BudgetBook {
+            budgets,
+            spent: HashMap::new(),
+        }
+    }
+
+    /// The budgets of `r`'s key and team, each with its period's start at `r`.
+    fn of(&self, r: &LedgerRecord) -> Vec<(Scope, BudgetConfig, i64)> {
+        let key = r.key_id.clone().map(Scope::Key);
+        let team = r.team.clone().map(Scope::Team);
+        key.into_iter()
+            .chain(team)
+            .filter_map(|scope| {
+                let b = *self.budgets.get(&scope)?;
+                Some((scope, b, period_start_ms(b.period, r.ts_ms)))
+            })
+            .collect()
+    }
+
+    /// The largest share spent of `r`'s budgets when it arrives; `None` without one.
+    fn used(&self, r: &LedgerRecord) -> Option<f32> {
+        self.of(r)
+            .into_iter()
+            .map(|(scope, b, start)| {
+                let spent = self.spent.get(&(scope, start)).copied().unwrap_or_default();
+                if b.limit > Usd::ZERO {
+                    (spent.as_f64() / b.limit.as_f64()) as f32
+                } else {
+                    1.0
+                }
+            })
+            .reduce(f32::max)
+    }
+
+    fn spend(&mut self, r: &LedgerRecord, cost: Usd) {
+        for (scope, _, start) in self.of(r) {
+            *self.spent.entry((scope, start)).or_default() += cost;
+        }
     }
 }
 
@@ -204,7 +290,7 @@ pub fn explain(config: &Config, r: &LedgerRecord) -> Option<crate::route::Explan
     Some(crate::route::explain(
         &config.routes,
         config.classifier.as_ref(),
-        &input(requested, &classification, r),
+        &input(requested, &classification, r, None),
     ))
 }
 
@@ -224,6 +310,7 @@ fn input<'a>(
     requested: crate::route::Requested,
     classification: &'a Classification,
     r: &'a LedgerRecord,
+    budget_used: Option<f32>,
 ) -> RouteInput<'a> {
     RouteInput {
         requested,
@@ -231,12 +318,11 @@ fn input<'a>(
         headers: &NoHeaders,
         key: r.key_id.as_deref(),
         team: r.team.as_deref(),
-        // Not recorded: budget rules see no budget in a replay.
-        budget_used: None,
+        budget_used,
     }
 }
 
-fn replay(candidate: &Config, r: &LedgerRecord) -> Option<Replayed> {
+fn replay(candidate: &Config, r: &LedgerRecord, budget_used: Option<f32>) -> Option<Replayed> {
     let requested = routed(candidate, r)?;
     let routes = &candidate.routes;
     let from = if r.cache_hit {
@@ -249,7 +335,7 @@ fn replay(candidate: &Config, r: &LedgerRecord) -> Option<Replayed> {
         }
     };
     let classification = classification(candidate, r);
-    let decision = routes.decide(&input(requested, &classification, r));
+    let decision = routes.decide(&input(requested, &classification, r, budget_used));
     let reference = match decision.via {
         crate::route::Via::Rule(i) => routes.rules.get(i).and_then(|rule| rule.reference),
         crate::route::Via::Alias(_) => None,

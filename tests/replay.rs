@@ -165,6 +165,76 @@ fn a_candidate_config_is_priced_on_recorded_traffic_as_worked_out_by_hand() {
     assert!(text.contains(&format!("-{}", Usd::from_pico(r2))), "{text}");
 }
 
+/// Team `search` (a $0.01 monthly budget in the candidate) and key `ads-key` (a $0.01
+/// monthly budget in the ledger's key store) each send three frontier requests of
+/// $0.006, in this order. The candidate sends callers past half their budget local:
+/// the first request of each stays on the frontier ($0.006 spent, 60%), the next two
+/// move local. Without the running budgets nothing would move.
+#[test]
+fn budget_rules_see_what_the_candidate_would_have_spent() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = dir.path().join("ledger.db");
+    let records: Vec<LedgerRecord> = (0..6)
+        .map(|i| {
+            let mut r = record(
+                &format!("b{i}"),
+                Some("other"),
+                0.1,
+                Some("frontier"),
+                (1000, 500),
+            );
+            r.ts_ms += i64::from(i) * 60_000;
+            if i % 2 == 0 {
+                r.team = Some("search".into());
+            } else {
+                r.key_id = Some("ads-key".into());
+            }
+            r
+        })
+        .collect();
+    SqliteStore::open(&ledger).unwrap().write(&records).unwrap();
+    let url = "http://127.0.0.1:9/v1";
+    let config = dir.path().join("candidate.toml");
+    std::fs::write(
+        &config,
+        standard_config(url, url, url).replace(
+            "[[rules]]\nid = \"default\"\npool = \"frontier\"",
+            "[[rules]]\nid = \"near-budget-local\"\nwhen = { min_budget_used = 0.5 }\npool = \"local\"\n\n\
+             [[rules]]\nid = \"default\"\npool = \"frontier\"",
+        ) + &format!(
+            "\n[[teams]]\nid = \"search\"\nbudget = {{ usd = 0.01, period = \"month\" }}\n\n[ledger]\nurl = \"sqlite://{}\"\n",
+            ledger.display()
+        ),
+    )
+    .unwrap();
+    let created = std::process::Command::new(env!("CARGO_BIN_EXE_crossroads"))
+        .args([
+            "keys",
+            "create",
+            "--id",
+            "ads-key",
+            "--budget-usd",
+            "0.01",
+            "--config",
+        ])
+        .arg(&config)
+        .output()
+        .unwrap();
+    succeeded(&created);
+    let report: Value =
+        serde_json::from_str(&replay(&config, &["--since", "2026-01-01", "--json"])).unwrap();
+    let each = 1000 * IN + 500 * OUT;
+    assert_eq!(each, 6_000_000_000, "$0.006 a request");
+    assert_eq!(
+        report["moves"],
+        json!({"frontier -> frontier": 2, "frontier -> local": 4}),
+        "{report}"
+    );
+    assert_eq!(report["by_rule"]["near-budget-local"]["requests"], 4);
+    assert_eq!(report["total"]["projected_cost"], usd(2 * each));
+    assert_eq!(report["by_team"]["search"]["projected_cost"], usd(each));
+}
+
 #[tokio::test]
 async fn the_ledger_keeps_what_replay_needs_without_the_prompt() {
     let local = Upstream::start(Scripted::json(completion("l", "ok", 3, 2))).await;

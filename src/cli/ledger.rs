@@ -3,7 +3,9 @@
 
 use std::path::PathBuf;
 
-use crate::config::LedgerBackend;
+use std::collections::HashMap;
+
+use crate::config::{BudgetConfig, LedgerBackend};
 pub use crate::ledger::query::since_ms;
 use crate::ledger::{LedgerReader, SqliteStore};
 
@@ -42,6 +44,19 @@ impl LedgerArgs {
                     .map_err(|e| format!("invalid config: {e}"))
             }
         }
+    }
+
+    /// The budgets of the keys in the ledger's key store (`crossroads keys create`),
+    /// revoked ones included (their past traffic counted against them), by key id.
+    pub fn key_budgets(&self) -> Result<HashMap<String, BudgetConfig>, String> {
+        let Some(store) = crate::auth::store::KeyStore::for_backend(&self.backend()?)? else {
+            return Ok(HashMap::new());
+        };
+        Ok(store
+            .list()?
+            .into_iter()
+            .filter_map(|k| Some((k.info.id, k.info.budget?)))
+            .collect())
     }
 
     /// Opens the ledger for reading. Its schema is brought up to date first, as the

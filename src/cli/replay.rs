@@ -42,7 +42,7 @@ pub fn replay_command(args: ReplayArgs) -> Result<(), Failed> {
         ..Filter::default()
     };
     let recorded = ledger.reader()?.recorded(&filter)?;
-    let report = Report::of(&candidate, &recorded);
+    let report = Report::with_key_budgets(&candidate, &ledger.key_budgets()?, &recorded);
     if args.json {
         let json = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
         println!("{json}");

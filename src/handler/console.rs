@@ -378,6 +378,13 @@ pub async fn replay(
             .map_err(|_| ApiError::bad_request("the candidate config is not UTF-8", None))?
             .to_owned();
         let source = rt.config.source.clone();
+        // Keys of the store as well as the config's: the candidate's own override them.
+        let key_budgets: std::collections::HashMap<String, BudgetConfig> = state
+            .keyring
+            .keys()
+            .iter()
+            .filter_map(|k| Some((k.id.clone(), k.budget?)))
+            .collect();
         let reader = state.reader.clone().ok_or_else(ledger_in_memory)?;
         let report = tokio::task::spawn_blocking(move || {
             let candidate =
@@ -393,7 +400,11 @@ pub async fn replay(
             let recorded = reader
                 .recorded(&filter)
                 .map_err(|message| ApiError::Internal { message })?;
-            Ok::<_, ApiError>(crate::replay::Report::of(&candidate, &recorded))
+            Ok::<_, ApiError>(crate::replay::Report::with_key_budgets(
+                &candidate,
+                &key_budgets,
+                &recorded,
+            ))
         })
         .await
         .map_err(|e| ApiError::Internal {
