@@ -51,6 +51,8 @@ fn main() {
         batch.push(traffic::record(&config, i, rows, first, now - first));
         if batch.len() == 10_000 {
             store.write(&batch).expect("written");
+            // What the writer thread does behind the records, about once a second.
+            store.roll_up().expect("rolled up");
             batch.clear();
         }
     }

@@ -570,13 +570,46 @@ fn utc_now() -> String {
 /// `LOAD_PROFILE=1`: counts the instructions the gateway spends per non-streaming
 /// request under callgrind (stable on a noisy machine), with the heuristic and with the
 /// shipped classifier, and writes `callgrind_annotate --inclusive=yes` reports to
-/// `target/`.
-fn profile(upstream: u16, dir: &Path, script: &Path, seconds: u64) {
+/// `target/`. `LOAD_PROFILE=apis`: the same for the same question through each inbound
+/// API (heuristic classifier).
+fn profile(upstream: u16, dir: &Path, script: &Path, seconds: u64, apis: bool) {
     require("valgrind", "apt-get install valgrind");
-    for (name, edit) in [
-        ("crossroads", as_is as Edit),
-        ("crossroads (shipped classifier)", shipped_classifier),
-    ] {
+    let chat = "/v1/chat/completions";
+    let targets: Vec<(&str, Edit, &str, PathBuf)> = if apis {
+        vec![
+            ("chat", with_embeddings as Edit, chat, script.to_owned()),
+            (
+                "responses",
+                with_embeddings,
+                "/v1/responses",
+                lua(dir, "responses.lua", RESPONSES_REQUEST),
+            ),
+            (
+                "messages",
+                with_embeddings,
+                "/v1/messages",
+                lua(dir, "messages.lua", MESSAGES_REQUEST),
+            ),
+            (
+                "embeddings",
+                with_embeddings,
+                "/v1/embeddings",
+                lua(dir, "embeddings.lua", EMBEDDINGS_REQUEST),
+            ),
+        ]
+    } else {
+        vec![
+            ("crossroads", as_is as Edit, chat, script.to_owned()),
+            (
+                "crossroads (shipped classifier)",
+                shipped_classifier,
+                chat,
+                script.to_owned(),
+            ),
+        ]
+    };
+    for (name, edit, path, script) in targets {
+        let script = script.as_path();
         let file = name.replace(|c: char| !c.is_ascii_alphanumeric(), "-");
         let out = PathBuf::from(ROOT).join(format!("target/callgrind.{file}.out"));
         let wrapper = [
@@ -586,7 +619,8 @@ fn profile(upstream: u16, dir: &Path, script: &Path, seconds: u64) {
             format!("--callgrind-out-file={}", out.display()),
         ];
         let gateway = Gateway::start_under(name, upstream, dir, edit, &wrapper, &[]);
-        wrk(&gateway.chat_url(), 2, 2, script);
+        let url = format!("{}{path}", gateway.url());
+        wrk(&url, 2, 2, script);
         let control = |on: &str| {
             let status = Command::new("callgrind_control")
                 .args(["-i", on, &gateway.pid().to_string()])
@@ -596,7 +630,7 @@ fn profile(upstream: u16, dir: &Path, script: &Path, seconds: u64) {
             assert!(status.success(), "callgrind_control -i {on} failed");
         };
         control("on");
-        let run = wrk(&gateway.chat_url(), 2, seconds, script);
+        let run = wrk(&url, 2, seconds, script);
         control("off");
         drop(gateway);
         let report = PathBuf::from(ROOT).join(format!("target/callgrind.{file}.txt"));
@@ -693,7 +727,7 @@ fn main() {
         .map(|c| c.trim().parse().unwrap())
         .collect();
     let rate: u32 = env_or("LOAD_RATE", 2000);
-    let profiling = std::env::var("LOAD_PROFILE").is_ok_and(|v| v == "1");
+    let profiling = std::env::var("LOAD_PROFILE").is_ok_and(|v| v == "1" || v == "apis");
     let ttft_n: u32 = env_or("LOAD_TTFT_N", 200);
     require("wrk", "apt-get install wrk");
     if rate > 0 && !profiling {
@@ -717,7 +751,8 @@ fn main() {
 
     let upstream = start_upstream();
     if profiling {
-        profile(upstream, dir.path(), &script, seconds);
+        let apis = std::env::var("LOAD_PROFILE").is_ok_and(|v| v == "apis");
+        profile(upstream, dir.path(), &script, seconds, apis);
         return;
     }
     let litellm = std::env::var("LOAD_LITELLM")

@@ -444,7 +444,7 @@ async fn the_postgres_migration_backfills_the_rollups_the_writer_keeps() {
         let written = rows(c);
         c.batch_execute(&format!(
             "SET search_path TO {s}; DELETE FROM spend_daily; DELETE FROM latency_daily; {}",
-            crossroads::ledger::rollup::backfill()
+            crossroads::ledger::rollup::roll_up_sql("TRUE")
         ))
         .unwrap();
         (written, rows(c))
@@ -559,6 +559,51 @@ async fn spend_api_and_cli_read_postgres() {
         csv.lines()
             .any(|l| l.starts_with("search,3,2010,") && l.contains(",0.0056,")),
         "{csv}"
+    );
+
+    // The console reads the same ledger: its totals are the API's and the CLI's.
+    let overview: Value = get("/ui/api/overview", CONSOLE_KEY)
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let totals = &overview["totals"];
+    assert_eq!(totals["requests"], 4, "{overview}");
+    assert_eq!(totals["cost_usd"], "0.0084");
+    assert_eq!(totals["savings_usd"], "0.00006");
+    let local = overview["mix"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["destination"] == "local")
+        .unwrap();
+    assert_eq!(local["requests"], 1);
+    let team: Value = get("/ui/api/overview", SEARCH)
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        team["totals"]["cost_usd"], "0.0056",
+        "a team's key sees its team"
+    );
+    let latency: Value = get("/ui/api/latency", ADMIN_KEY)
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let deployments: Vec<&str> = latency["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["deployment"].as_str().unwrap())
+        .collect();
+    assert!(
+        deployments.contains(&"frontier-a") && deployments.contains(&"local-a"),
+        "{latency}"
     );
     gw.stop().await;
 }

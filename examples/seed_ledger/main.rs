@@ -73,6 +73,8 @@ fn main() {
         batch.push(r);
         if batch.len() == 10_000 {
             store.write(&batch).expect("written");
+            // What the writer thread does behind the records, about once a second.
+            store.roll_up().expect("rolled up");
             batch.clear();
         }
     }

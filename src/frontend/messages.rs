@@ -10,7 +10,6 @@
 //! `input_tokens` is 0 in `message_start` (a chat stream reports usage at its end);
 //! `message_delta` carries the whole usage, which the SDKs take as final.
 
-use std::borrow::Cow;
 use std::convert::Infallible;
 
 use axum::body::Body;
@@ -19,9 +18,10 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
 use bytes::Bytes;
 use futures_util::Stream;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::{Map, Value, json};
 
+use super::completion::Completion;
 use super::sse::{Translated, Translator, chunk_usage, event};
 use super::{bad, copy_common, tools, translated_bound};
 use crate::accounting::Usage;
@@ -412,49 +412,6 @@ fn message_id(chat_id: Option<&str>) -> String {
     }
 }
 
-/// What a Message is made of in a chat.completion, borrowed from its bytes.
-#[derive(Deserialize)]
-struct Completion<'a> {
-    #[serde(default, borrow)]
-    id: Option<Cow<'a, str>>,
-    #[serde(default, borrow)]
-    model: Option<Cow<'a, str>>,
-    #[serde(default, borrow)]
-    choices: Option<Vec<Choice<'a>>>,
-}
-
-#[derive(Deserialize)]
-struct Choice<'a> {
-    #[serde(default, borrow)]
-    message: Option<Reply<'a>>,
-    #[serde(default, borrow)]
-    finish_reason: Option<Cow<'a, str>>,
-}
-
-#[derive(Deserialize)]
-struct Reply<'a> {
-    #[serde(default, borrow)]
-    content: Option<Cow<'a, str>>,
-    #[serde(default, borrow)]
-    tool_calls: Option<Vec<ToolCall<'a>>>,
-}
-
-#[derive(Deserialize)]
-struct ToolCall<'a> {
-    #[serde(default, borrow)]
-    id: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    function: Function<'a>,
-}
-
-#[derive(Deserialize)]
-struct Function<'a> {
-    #[serde(default, borrow)]
-    name: Option<Cow<'a, str>>,
-    #[serde(default, borrow)]
-    arguments: Option<Cow<'a, str>>,
-}
-
 /// An Anthropic Message, written straight from the borrowed completion.
 #[derive(Serialize)]
 struct Message<'a> {
@@ -504,7 +461,7 @@ impl From<&Usage> for AnthropicUsage {
 
 /// A chat.completion → a Message.
 fn message<'a>(chat: &'a Completion<'a>, usage: &Usage, requested: &'a str) -> Message<'a> {
-    let choice = chat.choices.as_deref().and_then(<[Choice<'_>]>::first);
+    let choice = chat.choice();
     let reply = choice.and_then(|c| c.message.as_ref());
     let mut content = Vec::new();
     if let Some(text) = reply

@@ -7,6 +7,7 @@ use serde_json::{Map, Value, json};
 use crate::error::ApiError;
 
 pub mod chat;
+mod completion;
 pub mod embeddings;
 pub mod messages;
 pub mod responses;

@@ -7,6 +7,7 @@
 //! breaks). The gateway keeps no responses: `previous_response_id`, `conversation`
 //! and `background` get a 400 naming the field; `store` is accepted and ignored.
 
+use std::borrow::Cow;
 use std::convert::Infallible;
 
 use axum::body::Body;
@@ -15,8 +16,10 @@ use axum::http::HeaderMap;
 use axum::response::Response;
 use bytes::Bytes;
 use futures_util::Stream;
+use serde::Serialize;
 use serde_json::{Map, Value, json};
 
+use super::completion::{Completion, Reply};
 use super::sse::{Translated, Translator, chunk_usage, event};
 use super::{bad, copy_common, tools, translated_bound};
 use crate::accounting::Usage;
@@ -27,22 +30,85 @@ use crate::state::AppState;
 
 /// The Responses API; keeps the request fields a Response echoes back.
 pub struct Responses {
-    echo: Map<String, Value>,
+    echo: Echo,
 }
 
-/// Request fields a Response object repeats.
-const ECHOED: [&str; 10] = [
-    "instructions",
-    "max_output_tokens",
-    "metadata",
-    "parallel_tool_calls",
-    "temperature",
-    "text",
-    "tool_choice",
-    "tools",
-    "top_p",
-    "user",
-];
+/// Request fields a Response object repeats, as the client sent them.
+#[derive(Default)]
+struct Echo {
+    instructions: Option<Value>,
+    max_output_tokens: Option<Value>,
+    metadata: Option<Value>,
+    parallel_tool_calls: Option<Value>,
+    temperature: Option<Value>,
+    text: Option<Value>,
+    tool_choice: Option<Value>,
+    tools: Option<Value>,
+    top_p: Option<Value>,
+    user: Option<Value>,
+}
+
+impl Echo {
+    fn of(body: &Map<String, Value>) -> Self {
+        let get = |key: &str| body.get(key).cloned();
+        Echo {
+            instructions: get("instructions"),
+            max_output_tokens: get("max_output_tokens"),
+            metadata: get("metadata"),
+            parallel_tool_calls: get("parallel_tool_calls"),
+            temperature: get("temperature"),
+            text: get("text"),
+            tool_choice: get("tool_choice"),
+            tools: get("tools"),
+            top_p: get("top_p"),
+            user: get("user"),
+        }
+    }
+}
+
+/// What a Response reports for a field the request left out.
+#[derive(Clone, Copy)]
+enum Fallback {
+    Null,
+    True,
+    One,
+    TextFormat,
+    Auto,
+    EmptyList,
+    EmptyObject,
+}
+
+/// An echoed request field, or its [`Fallback`].
+struct Echoed<'a>(Option<&'a Value>, Fallback);
+
+impl Serialize for Echoed<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{SerializeMap, SerializeSeq};
+        if let Some(value) = self.0 {
+            return value.serialize(s);
+        }
+        match self.1 {
+            Fallback::Null => s.serialize_unit(),
+            Fallback::True => s.serialize_bool(true),
+            Fallback::One => s.serialize_f64(1.0),
+            Fallback::Auto => s.serialize_str("auto"),
+            Fallback::EmptyList => s.serialize_seq(Some(0))?.end(),
+            Fallback::EmptyObject => s.serialize_map(Some(0))?.end(),
+            Fallback::TextFormat => {
+                let mut map = s.serialize_map(Some(1))?;
+                map.serialize_entry("format", &Kind { kind: "text" })?;
+                map.end()
+            }
+        }
+    }
+}
+
+/// `{"type": ...}`.
+#[derive(Serialize)]
+struct Kind {
+    #[serde(rename = "type")]
+    kind: &'static str,
+}
 
 impl FrontEnd for Responses {
     const ENDPOINT: &'static str = "responses";
@@ -50,24 +116,29 @@ impl FrontEnd for Responses {
     fn parse(body: &[u8]) -> Result<(Self, Request), ApiError> {
         let original = json_object(body)?;
         let chat = to_chat(&original)?;
-        let echo = ECHOED
-            .iter()
-            .filter_map(|k| original.get(*k).map(|v| ((*k).to_owned(), v.clone())))
-            .collect();
+        let echo = Echo::of(&original);
         let bound = translated_bound(body.len(), &chat);
         let request = Request::from_body(chat, bound)?;
         Ok((Responses { echo }, request))
     }
 
     fn json(self, chat: Bytes, usage: &Usage) -> Bytes {
-        let Ok(chat) = serde_json::from_slice::<Value>(&chat) else {
+        let Ok(completion) = serde_json::from_slice::<Completion<'_>>(&chat) else {
             return chat;
         };
-        let id = response_id(chat["id"].as_str());
-        let items = output_items(&chat, &id);
-        let status = Status::of(chat["choices"][0]["finish_reason"].as_str());
-        let response = self.response(&id, &chat, status, items, Some(usage));
-        Bytes::from(response.to_string())
+        let id = response_id(completion.id.as_deref());
+        let choice = completion.choice();
+        let state = Phase::of(choice.and_then(|c| c.finish_reason.as_deref()));
+        let output = output_items(choice.and_then(|c| c.message.as_ref()), &id);
+        let head = Head {
+            id: &id,
+            created: completion.created.unwrap_or(0),
+            model: completion.model.as_deref().unwrap_or_default(),
+        };
+        match serde_json::to_vec(&self.response(head, state, output, Some(usage))) {
+            Ok(body) => Bytes::from(body),
+            Err(_) => chat,
+        }
     }
 
     fn stream<S>(self, chat: S) -> Body
@@ -379,25 +450,29 @@ fn response_id(chat_id: Option<&str>) -> String {
     }
 }
 
-/// How a response ended.
+/// Where a response stands.
 #[derive(Clone, Copy, PartialEq)]
-enum Status {
+enum Phase<'a> {
+    InProgress,
     Completed,
     /// Cut at `max_output_tokens`.
     Incomplete,
+    /// The upstream broke, with this message.
+    Failed(&'a str),
 }
 
-impl Status {
+impl Phase<'_> {
+    /// How a finished answer ended, from its `finish_reason`.
     fn of(finish: Option<&str>) -> Self {
         if finish == Some("length") {
-            Status::Incomplete
+            Phase::Incomplete
         } else {
-            Status::Completed
+            Phase::Completed
         }
     }
 }
 
-/// Output items, as the Response and its stream carry them.
+/// Output items as the stream builds them.
 #[derive(Clone)]
 enum Item {
     Message {
@@ -419,126 +494,254 @@ impl Item {
         }
     }
 
-    fn json(&self, status: &str) -> Value {
+    fn view(&self, status: &'static str) -> OutputItem<'_> {
         match self {
-            Item::Message { id, text } => {
-                let content = if status == "in_progress" {
-                    json!([])
-                } else {
-                    json!([text_part(text)])
-                };
-                json!({"type": "message", "id": id, "status": status, "role": "assistant",
-                    "content": content})
-            }
+            Item::Message { id, text } => OutputItem::message(id.into(), text, status),
             Item::Call {
                 call_id,
                 name,
                 arguments,
-            } => json!({"type": "function_call", "id": self.id(), "call_id": call_id,
-                "name": name, "arguments": arguments, "status": status}),
+            } => OutputItem::call(call_id, name, arguments, status),
         }
     }
 }
 
-fn text_part(text: &str) -> Value {
-    json!({"type": "output_text", "text": text, "annotations": [], "logprobs": []})
+/// An output item of a Response, borrowed from the answer or the stream's items.
+#[derive(Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum OutputItem<'a> {
+    Message {
+        id: Cow<'a, str>,
+        status: &'static str,
+        role: &'static str,
+        content: Vec<TextPart<'a>>,
+    },
+    FunctionCall {
+        id: String,
+        call_id: &'a str,
+        name: &'a str,
+        arguments: &'a str,
+        status: &'static str,
+    },
 }
 
-/// A chat.completion's choice → output items.
-fn output_items(chat: &Value, id: &str) -> Vec<Item> {
-    let reply = &chat["choices"][0]["message"];
-    let mut items = Vec::new();
-    if let Some(text) = reply["content"].as_str().filter(|t| !t.is_empty()) {
-        items.push(Item::Message {
-            id: format!("msg_{}", id.trim_start_matches("resp_")),
-            text: text.to_owned(),
-        });
+impl<'a> OutputItem<'a> {
+    fn message(id: Cow<'a, str>, text: &'a str, status: &'static str) -> Self {
+        // An item in progress has no content part yet.
+        let content = if status == "in_progress" {
+            Vec::new()
+        } else {
+            vec![TextPart::of(text)]
+        };
+        OutputItem::Message {
+            id,
+            status,
+            role: "assistant",
+            content,
+        }
     }
-    for call in reply["tool_calls"].as_array().into_iter().flatten() {
-        items.push(Item::Call {
-            call_id: call["id"].as_str().unwrap_or_default().to_owned(),
-            name: call["function"]["name"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned(),
-            arguments: call["function"]["arguments"]
-                .as_str()
-                .unwrap_or("{}")
-                .to_owned(),
-        });
+
+    fn call(call_id: &'a str, name: &'a str, arguments: &'a str, status: &'static str) -> Self {
+        OutputItem::FunctionCall {
+            id: format!("fc_{call_id}"),
+            call_id,
+            name,
+            arguments,
+            status,
+        }
+    }
+}
+
+/// An `output_text` content part.
+#[derive(Serialize)]
+struct TextPart<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    text: &'a str,
+    annotations: [(); 0],
+    logprobs: [(); 0],
+}
+
+impl<'a> TextPart<'a> {
+    fn of(text: &'a str) -> Self {
+        TextPart {
+            kind: "output_text",
+            text,
+            annotations: [],
+            logprobs: [],
+        }
+    }
+}
+
+/// A chat.completion's reply → output items.
+fn output_items<'a>(reply: Option<&'a Reply<'a>>, id: &str) -> Vec<OutputItem<'a>> {
+    let mut items = Vec::new();
+    let Some(reply) = reply else {
+        return items;
+    };
+    if let Some(text) = reply.content.as_deref().filter(|t| !t.is_empty()) {
+        let id = format!("msg_{}", id.trim_start_matches("resp_"));
+        items.push(OutputItem::message(id.into(), text, "completed"));
+    }
+    for call in reply.tool_calls.iter().flatten() {
+        items.push(OutputItem::call(
+            call.id.as_deref().unwrap_or_default(),
+            call.function.name.as_deref().unwrap_or_default(),
+            call.function.arguments.as_deref().unwrap_or("{}"),
+            "completed",
+        ));
     }
     items
 }
 
 /// The Responses usage object: `input_tokens` includes cached ones, as OpenAI counts.
-fn usage_json(usage: &Usage) -> Value {
-    let input = usage.total_input();
-    json!({
-        "input_tokens": input,
-        "input_tokens_details": {"cached_tokens": usage.cached_input},
-        "output_tokens": usage.output,
-        "output_tokens_details": {"reasoning_tokens": usage.reasoning},
-        "total_tokens": input.saturating_add(usage.output),
-    })
+#[derive(Serialize)]
+struct ResponsesUsage {
+    input_tokens: u64,
+    input_tokens_details: CachedTokens,
+    output_tokens: u64,
+    output_tokens_details: ReasoningTokens,
+    total_tokens: u64,
+}
+
+#[derive(Serialize)]
+struct CachedTokens {
+    cached_tokens: u64,
+}
+
+#[derive(Serialize)]
+struct ReasoningTokens {
+    reasoning_tokens: u64,
+}
+
+impl From<&Usage> for ResponsesUsage {
+    fn from(usage: &Usage) -> Self {
+        let input = usage.total_input();
+        ResponsesUsage {
+            input_tokens: input,
+            input_tokens_details: CachedTokens {
+                cached_tokens: usage.cached_input,
+            },
+            output_tokens: usage.output,
+            output_tokens_details: ReasoningTokens {
+                reasoning_tokens: usage.reasoning,
+            },
+            total_tokens: input.saturating_add(usage.output),
+        }
+    }
+}
+
+/// A Response object.
+#[derive(Serialize)]
+struct ResponseObject<'a> {
+    id: &'a str,
+    object: &'static str,
+    created_at: u64,
+    status: &'static str,
+    error: Option<Failure<'a>>,
+    incomplete_details: Option<Incomplete>,
+    instructions: Echoed<'a>,
+    max_output_tokens: Echoed<'a>,
+    model: &'a str,
+    output: Vec<OutputItem<'a>>,
+    parallel_tool_calls: Echoed<'a>,
+    previous_response_id: Option<()>,
+    temperature: Echoed<'a>,
+    text: Echoed<'a>,
+    tool_choice: Echoed<'a>,
+    tools: Echoed<'a>,
+    top_p: Echoed<'a>,
+    user: Echoed<'a>,
+    metadata: Echoed<'a>,
+    usage: Option<ResponsesUsage>,
+}
+
+#[derive(Serialize)]
+struct Failure<'a> {
+    code: &'static str,
+    message: &'a str,
+}
+
+#[derive(Serialize)]
+struct Incomplete {
+    reason: &'static str,
+}
+
+/// What a Response says of the answer it carries: id, creation time, model.
+#[derive(Clone, Copy)]
+struct Head<'a> {
+    id: &'a str,
+    created: u64,
+    model: &'a str,
 }
 
 impl Responses {
-    /// A Response object. `usage` is `None` while it is in progress.
-    fn response(
-        &self,
-        id: &str,
-        chat: &Value,
-        status: Status,
-        items: Vec<Item>,
+    /// A Response object; `output` is dropped while it is in progress.
+    fn response<'a>(
+        &'a self,
+        head: Head<'a>,
+        state: Phase<'a>,
+        output: Vec<OutputItem<'a>>,
         usage: Option<&Usage>,
-    ) -> Value {
-        let (status, incomplete) = match (usage, status) {
-            (None, _) => ("in_progress", Value::Null),
-            (Some(_), Status::Completed) => ("completed", Value::Null),
-            (Some(_), Status::Incomplete) => ("incomplete", json!({"reason": "max_output_tokens"})),
+    ) -> ResponseObject<'a> {
+        let (status, error, incomplete_details) = match state {
+            Phase::InProgress => ("in_progress", None, None),
+            Phase::Completed => ("completed", None, None),
+            Phase::Incomplete => (
+                "incomplete",
+                None,
+                Some(Incomplete {
+                    reason: "max_output_tokens",
+                }),
+            ),
+            Phase::Failed(message) => (
+                "failed",
+                Some(Failure {
+                    code: "server_error",
+                    message,
+                }),
+                None,
+            ),
         };
-        let item_status = if status == "in_progress" {
-            "in_progress"
-        } else {
-            "completed"
-        };
-        let output: Vec<Value> = if status == "in_progress" {
-            Vec::new()
-        } else {
-            items.iter().map(|i| i.json(item_status)).collect()
-        };
-        let echo = |key: &str, default: Value| self.echo.get(key).cloned().unwrap_or(default);
-        json!({
-            "id": id,
-            "object": "response",
-            "created_at": chat["created"].as_u64().unwrap_or(0),
-            "status": status,
-            "error": null,
-            "incomplete_details": incomplete,
-            "instructions": echo("instructions", Value::Null),
-            "max_output_tokens": echo("max_output_tokens", Value::Null),
-            "model": chat["model"].as_str().unwrap_or_default(),
-            "output": output,
-            "parallel_tool_calls": echo("parallel_tool_calls", json!(true)),
-            "previous_response_id": null,
-            "temperature": echo("temperature", json!(1.0)),
-            "text": echo("text", json!({"format": {"type": "text"}})),
-            "tool_choice": echo("tool_choice", json!("auto")),
-            "tools": echo("tools", json!([])),
-            "top_p": echo("top_p", json!(1.0)),
-            "user": echo("user", Value::Null),
-            "metadata": echo("metadata", json!({})),
-            "usage": usage.map_or(Value::Null, usage_json),
-        })
+        let e = &self.echo;
+        let echo = |value: &'a Option<Value>, fallback| Echoed(value.as_ref(), fallback);
+        ResponseObject {
+            id: head.id,
+            object: "response",
+            created_at: head.created,
+            status,
+            error,
+            incomplete_details,
+            instructions: echo(&e.instructions, Fallback::Null),
+            max_output_tokens: echo(&e.max_output_tokens, Fallback::Null),
+            model: head.model,
+            output: if state == Phase::InProgress {
+                Vec::new()
+            } else {
+                output
+            },
+            parallel_tool_calls: echo(&e.parallel_tool_calls, Fallback::True),
+            previous_response_id: None,
+            temperature: echo(&e.temperature, Fallback::One),
+            text: echo(&e.text, Fallback::TextFormat),
+            tool_choice: echo(&e.tool_choice, Fallback::Auto),
+            tools: echo(&e.tools, Fallback::EmptyList),
+            top_p: echo(&e.top_p, Fallback::One),
+            user: echo(&e.user, Fallback::Null),
+            metadata: echo(&e.metadata, Fallback::EmptyObject),
+            usage: usage.map(ResponsesUsage::from),
+        }
     }
 }
 
 /// Chat chunks → the Responses event stream.
 struct ResponseStream {
     front: Responses,
-    /// The first chunk, for the response's id, model and creation time.
-    head: Option<Value>,
+    /// Whether `response.created` went out (the first chunk or the end starts it).
+    started: bool,
     id: String,
+    created: u64,
+    model: String,
     sequence: u64,
     items: Vec<Item>,
     /// The open item, by index into `items`; closed items are done.
@@ -550,12 +753,30 @@ struct ResponseStream {
     failed: bool,
 }
 
+/// An event of the stream: its type, its fields, its place in the sequence.
+#[derive(Serialize)]
+struct Event<'a, T> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    #[serde(flatten)]
+    fields: T,
+    sequence_number: u64,
+}
+
+/// The fields of the events that carry a whole Response.
+#[derive(Serialize)]
+struct WithResponse<'a> {
+    response: ResponseObject<'a>,
+}
+
 impl ResponseStream {
     fn new(front: Responses) -> Self {
         ResponseStream {
             front,
-            head: None,
+            started: false,
             id: String::new(),
+            created: 0,
+            model: String::new(),
             sequence: 0,
             items: Vec::new(),
             open: None,
@@ -567,51 +788,87 @@ impl ResponseStream {
     }
 
     /// Writes event `kind` with `fields` and the next sequence number.
-    fn emit(&mut self, out: &mut Vec<u8>, kind: &str, mut fields: Value) {
-        fields["type"] = json!(kind);
-        fields["sequence_number"] = json!(self.sequence);
+    fn emit(&mut self, out: &mut Vec<u8>, kind: &str, fields: impl Serialize) {
+        let sequence_number = self.sequence;
         self.sequence += 1;
-        event(out, kind, &fields);
+        event(
+            out,
+            kind,
+            &Event {
+                kind,
+                fields,
+                sequence_number,
+            },
+        );
     }
 
-    fn head(&self) -> Value {
-        self.head.clone().unwrap_or(Value::Null)
+    /// Writes an event carrying the Response in `state`, with the items so far when
+    /// `items` says so, each in `item_status`.
+    fn emit_response(
+        &mut self,
+        out: &mut Vec<u8>,
+        kind: &str,
+        state: Phase<'_>,
+        items: Option<&'static str>,
+    ) {
+        let head = Head {
+            id: &self.id,
+            created: self.created,
+            model: &self.model,
+        };
+        let output = items
+            .map(|status| self.items.iter().map(|i| i.view(status)).collect())
+            .unwrap_or_default();
+        let usage = (state != Phase::InProgress).then_some(&self.usage);
+        let response = self.front.response(head, state, output, usage);
+        let sequence_number = self.sequence;
+        event(
+            out,
+            kind,
+            &Event {
+                kind,
+                fields: WithResponse { response },
+                sequence_number,
+            },
+        );
+        self.sequence += 1;
     }
 
     fn start(&mut self, chunk: Option<&Value>, out: &mut Vec<u8>) {
-        if self.head.is_some() {
+        if self.started {
             return;
         }
-        let head = chunk.cloned().unwrap_or_else(|| json!({}));
-        self.id = response_id(head["id"].as_str());
-        self.head = Some(head);
-        let response =
-            self.front
-                .response(&self.id, &self.head(), Status::Completed, Vec::new(), None);
-        self.emit(out, "response.created", json!({"response": response}));
-        self.emit(out, "response.in_progress", json!({"response": response}));
+        self.started = true;
+        let field = |name: &str| chunk.and_then(|c| c.get(name));
+        self.id = response_id(field("id").and_then(Value::as_str));
+        self.created = field("created").and_then(Value::as_u64).unwrap_or(0);
+        self.model = field("model")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        self.emit_response(out, "response.created", Phase::InProgress, None);
+        self.emit_response(out, "response.in_progress", Phase::InProgress, None);
     }
 
     /// Opens `item` as the next output item.
     fn open(&mut self, item: Item, out: &mut Vec<u8>) {
         self.close(out);
         let index = self.items.len();
-        let added = item.json("in_progress");
         let item_id = item.id();
         let is_message = matches!(item, Item::Message { .. });
-        self.items.push(item);
-        self.open = Some(index);
         self.emit(
             out,
             "response.output_item.added",
-            json!({"output_index": index, "item": added}),
+            json!({"output_index": index, "item": item.view("in_progress")}),
         );
+        self.items.push(item);
+        self.open = Some(index);
         if is_message {
             self.emit(
                 out,
                 "response.content_part.added",
                 json!({"item_id": item_id, "output_index": index, "content_index": 0,
-                    "part": text_part("")}),
+                    "part": TextPart::of("")}),
             );
         }
     }
@@ -656,7 +913,7 @@ impl ResponseStream {
                     out,
                     "response.content_part.done",
                     json!({"item_id": item_id, "output_index": index, "content_index": 0,
-                        "part": text_part(text)}),
+                        "part": TextPart::of(text)}),
                 );
             }
             Item::Call {
@@ -673,7 +930,7 @@ impl ResponseStream {
         self.emit(
             out,
             "response.output_item.done",
-            json!({"output_index": index, "item": item.json("completed")}),
+            json!({"output_index": index, "item": item.view("completed")}),
         );
     }
 }
@@ -750,28 +1007,19 @@ impl Translator for ResponseStream {
     fn error(&mut self, error: &Value, out: &mut Vec<u8>) {
         self.start(None, out);
         self.failed = true;
-        let message = error["message"]
-            .as_str()
-            .unwrap_or("the upstream failed")
-            .to_owned();
-        let code = error["code"].as_str().unwrap_or("server_error").to_owned();
+        let message = error["message"].as_str().unwrap_or("the upstream failed");
+        let code = error["code"].as_str().unwrap_or("server_error");
         self.emit(
             out,
             "error",
             json!({"code": code, "message": message, "param": null}),
         );
-        let mut response = self.front.response(
-            &self.id,
-            &self.head(),
-            Status::Completed,
-            Vec::new(),
-            Some(&self.usage),
+        self.emit_response(
+            out,
+            "response.failed",
+            Phase::Failed(message),
+            Some("incomplete"),
         );
-        response["status"] = json!("failed");
-        response["error"] = json!({"code": "server_error", "message": message});
-        response["output"] =
-            Value::Array(self.items.iter().map(|i| i.json("incomplete")).collect());
-        self.emit(out, "response.failed", json!({"response": response}));
     }
 
     fn done(&mut self, out: &mut Vec<u8>) {
@@ -780,19 +1028,12 @@ impl Translator for ResponseStream {
         }
         self.start(None, out);
         self.close(out);
-        let status = Status::of(self.finish.as_deref());
-        let response = self.front.response(
-            &self.id,
-            &self.head(),
-            status,
-            self.items.clone(),
-            Some(&self.usage),
-        );
-        let kind = match status {
-            Status::Completed => "response.completed",
-            Status::Incomplete => "response.incomplete",
+        let state = Phase::of(self.finish.as_deref());
+        let kind = match state {
+            Phase::Incomplete => "response.incomplete",
+            _ => "response.completed",
         };
-        self.emit(out, kind, json!({"response": response}));
+        self.emit_response(out, kind, state, Some("completed"));
     }
 }
 

@@ -26,11 +26,11 @@ pub trait Translator: Send + Unpin + 'static {
 }
 
 /// Appends one SSE event named `name` carrying `data`.
-pub fn event(out: &mut Vec<u8>, name: &str, data: &Value) {
+pub fn event(out: &mut Vec<u8>, name: &str, data: &impl serde::Serialize) {
     out.extend_from_slice(b"event: ");
     out.extend_from_slice(name.as_bytes());
     out.extend_from_slice(b"\ndata: ");
-    // Writing a Value into a Vec cannot fail.
+    // Writing into a Vec fails only for a value JSON cannot hold, which none is.
     let _ = serde_json::to_writer(&mut *out, data);
     out.extend_from_slice(b"\n\n");
 }

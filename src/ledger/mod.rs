@@ -84,6 +84,12 @@ pub struct LedgerRecord {
 /// Where ledger batches are written. Runs on the writer thread, so it may block.
 pub trait LedgerStore: Send {
     fn write(&mut self, batch: &[LedgerRecord]) -> Result<(), String>;
+
+    /// Work that may lag the records (SQLite's rollups): called after each written
+    /// batch, its waiters already answered, and once more at shutdown (`finishing`).
+    fn maintain(&mut self, _finishing: bool) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 enum Msg {
@@ -287,6 +293,7 @@ pub fn start_with(
                 for done in waiting.drain(..) {
                     let _ = done.send(());
                 }
+                maintain(store.as_mut(), closing, &metrics);
             }
         })
         .map_err(|e| format!("cannot start the ledger writer thread: {e}"))?;
@@ -307,6 +314,15 @@ pub fn start_with(
             pending,
         },
     ))
+}
+
+/// The store's lagging work; a failure is retried at the next batch (the records are
+/// safe: readers add what the rollups lack).
+fn maintain(store: &mut dyn LedgerStore, finishing: bool, metrics: &LedgerMetrics) {
+    if let Err(e) = store.maintain(finishing) {
+        metrics.write_failures.inc();
+        tracing::warn!(error = %e, "ledger rollups could not catch up; retrying after the next batch");
+    }
 }
 
 /// Retries a failing batch with back-off until it is written: a record is never

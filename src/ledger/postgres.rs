@@ -96,7 +96,7 @@ ALTER TABLE requests ADD COLUMN json_mode BOOLEAN;
 /// Every migration: the statements above, then the rollups ([`super::rollup`]).
 fn migrations() -> Vec<String> {
     let mut all: Vec<String> = MIGRATIONS.iter().map(|m| (*m).to_owned()).collect();
-    all.push(super::rollup::migration());
+    all.push(super::rollup::migration(false));
     all
 }
 
@@ -177,8 +177,8 @@ impl PgStore {
         let mut client = connect(url, schema)?;
         let mut prepare = |sql: &str| client.prepare(sql).map_err(|e| e.to_string());
         let insert = prepare(INSERT)?;
-        let spend_upsert = prepare(rollup::SPEND_UPSERT)?;
-        let latency_upsert = prepare(rollup::LATENCY_UPSERT)?;
+        let spend_upsert = prepare(&rollup::spend_upsert())?;
+        let latency_upsert = prepare(&rollup::latency_upsert())?;
         Ok(PgStore {
             client,
             insert,

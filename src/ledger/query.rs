@@ -8,7 +8,9 @@ use std::path::Path;
 use serde::Serialize;
 
 use super::LedgerRecord;
-use super::db::{Cell, Db, Kind, Param};
+use std::collections::BTreeMap;
+
+use super::db::{Cell, Db, Dialect, Kind, Param};
 use super::rollup::{DAY_MS, Dim, Metric, RAW_SUMS, Sums, bucket_sql};
 use crate::accounting::Usd;
 use crate::admission::{Scope, SpendSource};
@@ -241,6 +243,15 @@ impl Filter {
     }
 }
 
+/// `clause` (a `WHERE` clause or nothing) narrowed by `condition`.
+fn and(clause: String, condition: Option<&str>) -> String {
+    match condition {
+        None => clause,
+        Some(c) if clause.is_empty() => format!("WHERE {c}"),
+        Some(c) => format!("{clause} AND {c}"),
+    }
+}
+
 fn where_clause(clauses: &[String]) -> String {
     if clauses.is_empty() {
         String::new()
@@ -455,13 +466,30 @@ impl LedgerReader {
         let by_day = by_day || by == GroupBy::Day;
         let mut kinds = vec![Kind::Int, Kind::Text];
         kinds.extend([Kind::Int; 11]);
-        let cast = |sums: &[String]| {
+        let cast = |sums: &[&str]| {
             sums.iter()
                 .map(|e| format!("CAST({e} AS BIGINT)"))
                 .collect::<Vec<_>>()
                 .join(", ")
         };
-        let (sql, values) = match filter.rollup_days() {
+        // Sums of the records `filter` and `only` select.
+        let records = |only: Option<&str>| {
+            let (clause, values) = filter.sql(None);
+            let sql = format!(
+                "SELECT {day}, {group}, {sums} FROM requests {clause} GROUP BY 1, 2",
+                clause = and(clause, only),
+                group = by.column(),
+                day = if by_day {
+                    format!("ts_ms / {DAY_MS}")
+                } else {
+                    "CAST(NULL AS BIGINT)".into()
+                },
+                sums = cast(&RAW_SUMS),
+            );
+            (sql, values)
+        };
+        let mut queries = Vec::new();
+        match filter.rollup_days() {
             Some(days) => {
                 let (dim, group) = match by {
                     GroupBy::Team => (Dim::All, "NULLIF(team, '')"),
@@ -475,6 +503,7 @@ impl LedgerReader {
                 };
                 let (clause, values) = filter.rollup_sql(days, Some(dim));
                 let sums: Vec<String> = Sums::COLUMNS.iter().map(|c| format!("SUM({c})")).collect();
+                let sums: Vec<&str> = sums.iter().map(String::as_str).collect();
                 let sql = format!(
                     "SELECT {day}, {group}, {sums} FROM spend_daily {clause} GROUP BY 1, 2",
                     day = if by_day {
@@ -484,33 +513,31 @@ impl LedgerReader {
                     },
                     sums = cast(&sums),
                 );
-                (sql, values)
+                queries.push((sql, values));
+                queries.extend(self.not_rolled_up().map(|tail| records(Some(tail))));
             }
-            None => {
-                let (clause, values) = filter.sql(None);
-                let sums: Vec<String> = RAW_SUMS.iter().map(|e| (*e).to_owned()).collect();
-                let sql = format!(
-                    "SELECT {day}, {group}, {sums} FROM requests {clause} GROUP BY 1, 2",
-                    group = by.column(),
-                    day = if by_day {
-                        format!("ts_ms / {DAY_MS}")
-                    } else {
-                        "CAST(NULL AS BIGINT)".into()
-                    },
-                    sums = cast(&sums),
-                );
-                (sql, values)
+            None => queries.push(records(None)),
+        }
+        let mut merged: BTreeMap<(Option<i64>, Option<String>), Sums> = BTreeMap::new();
+        for (sql, values) in queries {
+            for r in self.db.query(&sql, values, &kinds)? {
+                let key = (r.first().and_then(Cell::int), r.get(1).and_then(Cell::text));
+                merged.entry(key).or_default().add(&Sums::from_cells(&r, 2));
             }
-        };
-        let rows = self.db.query(&sql, values, &kinds)?;
-        Ok(rows
-            .iter()
-            .map(|r| Group {
-                day: r.first().and_then(Cell::int),
-                group: r.get(1).and_then(Cell::text),
-                sums: Sums::from_cells(r, 2),
-            })
+        }
+        Ok(merged
+            .into_iter()
+            .map(|((day, group), sums)| Group { day, group, sums })
             .collect())
+    }
+
+    /// The records the rollups do not hold yet, as a condition: SQLite's past its
+    /// watermark; none in PostgreSQL, whose rollups commit with the records.
+    fn not_rolled_up(&self) -> Option<&'static str> {
+        match self.db.dialect() {
+            Dialect::Sqlite => Some("rowid > (SELECT rolled_rowid FROM rollup_state)"),
+            Dialect::Postgres => None,
+        }
     }
 
     /// Latency and time-to-first-token histograms of each deployment: `(deployment,
@@ -518,49 +545,60 @@ impl LedgerReader {
     /// not narrow them: latency belongs to the deployment.
     pub fn latency(&self, filter: &Filter) -> Result<Vec<(String, Metric, i64, i64)>, String> {
         let kinds = [Kind::Text, Kind::Text, Kind::Int, Kind::Int];
-        let (sql, values) = match filter.rollup_days() {
+        let records = |only: Option<&str>| {
+            let (clause, values) = filter.sql(None);
+            let histogram = |metric: &str, column: &str| {
+                format!(
+                    "SELECT deployment, '{metric}', {bucket}, COUNT(*) FROM requests {clause}
+                     GROUP BY 1, 3",
+                    clause = and(
+                        and(clause.clone(), only),
+                        Some(&format!("deployment IS NOT NULL AND {column} IS NOT NULL"))
+                    ),
+                    bucket = bucket_sql(column),
+                )
+            };
+            let sql = format!(
+                "{} UNION ALL {}",
+                histogram("latency", "latency_us"),
+                histogram("ttft", "ttft_us")
+            );
+            (sql, values)
+        };
+        let mut queries = Vec::new();
+        match filter.rollup_days() {
             Some(days) => {
                 let (clause, values) = filter.rollup_sql(days, None);
                 let sql = format!(
                     "SELECT deployment, metric, bucket, CAST(SUM(n) AS BIGINT) FROM latency_daily
                      {clause} GROUP BY 1, 2, 3"
                 );
-                (sql, values)
+                queries.push((sql, values));
+                queries.extend(self.not_rolled_up().map(|tail| records(Some(tail))));
             }
-            None => {
-                let (clause, values) = filter.sql(None);
-                let and = if clause.is_empty() { "WHERE" } else { "AND" };
-                let histogram = |metric: &str, column: &str| {
-                    format!(
-                        "SELECT deployment, '{metric}', {bucket}, COUNT(*) FROM requests {clause}
-                         {and} deployment IS NOT NULL AND {column} IS NOT NULL GROUP BY 1, 3",
-                        bucket = bucket_sql(column),
-                    )
-                };
-                let sql = format!(
-                    "{} UNION ALL {}",
-                    histogram("latency", "latency_us"),
-                    histogram("ttft", "ttft_us")
-                );
-                (sql, values)
-            }
-        };
-        let rows = self.db.query(&sql, values, &kinds)?;
-        Ok(rows
-            .iter()
-            .filter_map(|r| {
+            None => queries.push(records(None)),
+        }
+        let mut merged: BTreeMap<(String, Metric, i64), i64> = BTreeMap::new();
+        for (sql, values) in queries {
+            for r in self.db.query(&sql, values, &kinds)? {
                 let metric = match r.get(1).and_then(Cell::text).as_deref() {
                     Some("latency") => Metric::Latency,
                     Some("ttft") => Metric::Ttft,
-                    _ => return None,
+                    _ => continue,
                 };
-                Some((
-                    r.first().and_then(Cell::text)?,
-                    metric,
-                    r.get(2).and_then(Cell::int)?,
-                    r.get(3).and_then(Cell::int)?,
-                ))
-            })
+                let (Some(deployment), Some(bucket), Some(n)) = (
+                    r.first().and_then(Cell::text),
+                    r.get(2).and_then(Cell::int),
+                    r.get(3).and_then(Cell::int),
+                ) else {
+                    continue;
+                };
+                *merged.entry((deployment, metric, bucket)).or_default() += n;
+            }
+        }
+        Ok(merged
+            .into_iter()
+            .map(|((deployment, metric, bucket), n)| (deployment, metric, bucket, n))
             .collect())
     }
 

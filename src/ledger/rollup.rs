@@ -1,16 +1,23 @@
-//! Daily rollups of the ledger, kept beside the records in the same transaction, so
-//! the console and `GET /v1/spend` answer from a few thousand summed rows instead of
-//! scanning millions of requests.
+//! Daily rollups of the ledger, kept beside the records, so the console and
+//! `GET /v1/spend` answer from a few thousand summed rows instead of scanning millions
+//! of requests.
 //!
 //! `spend_daily` holds, per UTC day, team and key, one row of sums for each value of
 //! each dimension a reader groups by ([`Dim`]); `latency_daily` holds, per UTC day and
 //! deployment, histograms of latency and time to first token in buckets of two
-//! significant digits ([`latency_bucket`]). A writer adds a record to a [`Rollup`] only
-//! when its row was inserted (a retried batch adds nothing twice), then upserts the
-//! rollup's rows. A migration fills both tables from the records already there with
-//! the same arithmetic in SQL ([`BACKFILL`]), so old and new rows sum alike.
+//! significant digits ([`latency_bucket`]).
+//!
+//! SQLite rolls records up behind the writer, off the request path: about once a
+//! second the writer thread adds the records past a watermark (`rollup_state`, a
+//! rowid: SQLite's single writer gives rowids in commit order) to the rollups with
+//! [`roll_up_sql`] and moves the watermark, in one transaction; readers add the few
+//! records past it themselves, so figures are exact at any moment. PostgreSQL, where
+//! replicas write concurrently and ids say nothing of commit order, adds each batch's
+//! [`Rollup`] in the batch's own transaction. A record already there (a retried batch)
+//! adds nothing either way. The migration fills both tables from the records already
+//! there with the same SQL.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 
 use super::LedgerRecord;
 
@@ -167,7 +174,7 @@ impl Sums {
 
 /// The bucket of a duration in microseconds: the value cut to two significant digits
 /// (7 → 7, 1234 → 1200, 98765 → 98000), so a bucket is at most 10% wide and a
-/// percentile read at its middle is within 5%. The SQL in [`BACKFILL`] computes the same.
+/// percentile read at its middle is within 5%. [`bucket_sql`] computes the same in SQL.
 pub fn latency_bucket(us: u64) -> i64 {
     let v = i64::try_from(us).unwrap_or(i64::MAX);
     let mut step = 1;
@@ -187,7 +194,7 @@ pub fn bucket_width(bucket: i64) -> i64 {
 }
 
 /// Which histogram of `latency_daily` a count is in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Metric {
     Latency,
     Ttft,
@@ -202,42 +209,106 @@ impl Metric {
     }
 }
 
-/// The rows a batch of records adds to the rollup tables.
+/// The rows records add to the rollup tables, summed in memory. Adding a record
+/// allocates only for a group not seen before: groups are found by borrowed keys.
 #[derive(Debug, Default)]
 pub struct Rollup {
-    spend: HashMap<(Dim, i64, String, String, String), Sums>,
-    latency: HashMap<(i64, String, Metric, i64), i64>,
+    /// By day, team and key (written into one string), then by dimension and value.
+    spend: HashMap<String, Owner>,
+    /// By day and deployment, then by metric and bucket.
+    latency: HashMap<String, Histograms>,
+    /// The key being looked up, reused.
+    scratch: String,
+}
+
+/// A day's and deployment's counts by metric and bucket.
+type Histograms = (i64, String, HashMap<(Metric, i64), i64>);
+
+/// The sums of one day, team and key.
+#[derive(Debug, Default)]
+struct Owner {
+    day: i64,
+    team: String,
+    key: String,
+    dims: [HashMap<String, Sums>; 6],
 }
 
 impl Rollup {
     pub fn add(&mut self, r: &LedgerRecord) {
+        use std::fmt::Write;
         let day = r.ts_ms.div_euclid(DAY_MS);
         let team = r.team.as_deref().unwrap_or_default();
         let key = r.key_id.as_deref().unwrap_or_default();
         let sums = Sums::of(r);
-        for dim in Dim::EVERY {
-            self.spend
-                .entry((
-                    dim,
+        self.scratch.clear();
+        let _ = write!(self.scratch, "{day}\u{1}{team}\u{1}{key}");
+        if !self.spend.contains_key(self.scratch.as_str()) {
+            self.spend.insert(
+                self.scratch.clone(),
+                Owner {
                     day,
-                    team.to_owned(),
-                    key.to_owned(),
-                    dim.value(r).to_owned(),
-                ))
-                .or_default()
-                .add(&sums);
+                    team: team.to_owned(),
+                    key: key.to_owned(),
+                    ..Owner::default()
+                },
+            );
+        }
+        if let Some(owner) = self.spend.get_mut(self.scratch.as_str()) {
+            for (dim, values) in Dim::EVERY.iter().zip(owner.dims.iter_mut()) {
+                let value = dim.value(r);
+                match values.get_mut(value) {
+                    Some(total) => total.add(&sums),
+                    None => {
+                        values.insert(value.to_owned(), sums);
+                    }
+                }
+            }
         }
         // Requests that reached a deployment; refusals have no latency of one.
         if let Some(deployment) = &r.deployment {
-            let mut count = |metric: Metric, us: u64| {
-                *self
-                    .latency
-                    .entry((day, deployment.clone(), metric, latency_bucket(us)))
-                    .or_default() += 1;
+            self.scratch.clear();
+            let _ = write!(self.scratch, "{day}\u{1}{deployment}");
+            let buckets = match self.latency.get_mut(self.scratch.as_str()) {
+                Some((_, _, buckets)) => buckets,
+                None => {
+                    let entry = (day, deployment.clone(), HashMap::default());
+                    &mut self.latency.entry(self.scratch.clone()).or_insert(entry).2
+                }
             };
-            count(Metric::Latency, r.latency_us);
+            *buckets
+                .entry((Metric::Latency, latency_bucket(r.latency_us)))
+                .or_default() += 1;
             if let Some(ttft) = r.ttft_us {
-                count(Metric::Ttft, ttft);
+                *buckets
+                    .entry((Metric::Ttft, latency_bucket(ttft)))
+                    .or_default() += 1;
+            }
+        }
+    }
+
+    /// Adds `other`'s sums to these.
+    pub fn merge(&mut self, other: Rollup) {
+        for (name, owner) in other.spend {
+            let mine = self.spend.entry(name).or_insert_with(|| Owner {
+                day: owner.day,
+                team: owner.team.clone(),
+                key: owner.key.clone(),
+                ..Owner::default()
+            });
+            for (values, theirs) in mine.dims.iter_mut().zip(owner.dims) {
+                for (value, sums) in theirs {
+                    values.entry(value).or_default().add(&sums);
+                }
+            }
+        }
+        for (name, (day, deployment, buckets)) in other.latency {
+            let mine = &mut self
+                .latency
+                .entry(name)
+                .or_insert_with(|| (day, deployment, HashMap::default()))
+                .2;
+            for (bucket, n) in buckets {
+                *mine.entry(bucket).or_default() += n;
             }
         }
     }
@@ -246,40 +317,43 @@ impl Rollup {
         self.spend.is_empty()
     }
 
-    /// Each `spend_daily` row as the parameters of [`SPEND_UPSERT`].
+    /// Each `spend_daily` row as the parameters of [`spend_upsert`].
     pub fn spend_rows(
         &self,
     ) -> impl Iterator<Item = (&'static str, i64, &str, &str, &str, [i64; 11])> {
-        self.spend
-            .iter()
-            .map(|((dim, day, team, key, value), sums)| {
-                (
-                    dim.as_str(),
-                    *day,
-                    team.as_str(),
-                    key.as_str(),
-                    value.as_str(),
-                    sums.values(),
-                )
-            })
+        self.spend.values().flat_map(|o| {
+            Dim::EVERY
+                .iter()
+                .zip(&o.dims)
+                .flat_map(move |(dim, values)| {
+                    values.iter().map(move |(value, sums)| {
+                        (
+                            dim.as_str(),
+                            o.day,
+                            o.team.as_str(),
+                            o.key.as_str(),
+                            value.as_str(),
+                            sums.values(),
+                        )
+                    })
+                })
+        })
     }
 
-    /// Each `latency_daily` row as the parameters of [`LATENCY_UPSERT`].
+    /// Each `latency_daily` row as the parameters of [`latency_upsert`].
     pub fn latency_rows(&self) -> impl Iterator<Item = (i64, &str, &'static str, i64, i64)> {
         self.latency
-            .iter()
-            .map(|((day, deployment, metric, bucket), n)| {
-                (*day, deployment.as_str(), metric.as_str(), *bucket, *n)
+            .values()
+            .flat_map(|(day, deployment, buckets)| {
+                buckets.iter().map(move |((metric, bucket), n)| {
+                    (*day, deployment.as_str(), metric.as_str(), *bucket, *n)
+                })
             })
     }
 }
 
-/// Adds one row of sums (`$1`–`$5` the key, `$6`–`$16` the sums); both engines read it.
-pub const SPEND_UPSERT: &str = "INSERT INTO spend_daily (dim, day, team, key_id, value,
-    requests, errors, cache_hits, fallbacks, input_tokens, cached_input_tokens,
-    cache_write_tokens, output_tokens, reasoning_tokens, cost_pusd, reference_cost_pusd)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
-ON CONFLICT (dim, day, team, key_id, value) DO UPDATE SET
+/// How an insert into `spend_daily` adds to a row already there.
+const SPEND_CONFLICT: &str = "ON CONFLICT (dim, day, team, key_id, value) DO UPDATE SET
     requests = spend_daily.requests + excluded.requests,
     errors = spend_daily.errors + excluded.errors,
     cache_hits = spend_daily.cache_hits + excluded.cache_hits,
@@ -292,10 +366,27 @@ ON CONFLICT (dim, day, team, key_id, value) DO UPDATE SET
     cost_pusd = spend_daily.cost_pusd + excluded.cost_pusd,
     reference_cost_pusd = spend_daily.reference_cost_pusd + excluded.reference_cost_pusd";
 
+/// How an insert into `latency_daily` adds to a bucket already there.
+const LATENCY_CONFLICT: &str = "ON CONFLICT (day, deployment, metric, bucket) DO UPDATE SET
+    n = latency_daily.n + excluded.n";
+
+/// Adds one row of sums (`$1`–`$5` the key, `$6`–`$16` the sums).
+pub fn spend_upsert() -> String {
+    format!(
+        "INSERT INTO spend_daily (dim, day, team, key_id, value, {})
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
+         {SPEND_CONFLICT}",
+        Sums::COLUMNS.join(", ")
+    )
+}
+
 /// Adds to one histogram bucket.
-pub const LATENCY_UPSERT: &str = "INSERT INTO latency_daily (day, deployment, metric, bucket, n)
-VALUES ($1, $2, $3, $4, $5)
-ON CONFLICT (day, deployment, metric, bucket) DO UPDATE SET n = latency_daily.n + excluded.n";
+pub fn latency_upsert() -> String {
+    format!(
+        "INSERT INTO latency_daily (day, deployment, metric, bucket, n)
+         VALUES ($1, $2, $3, $4, $5) {LATENCY_CONFLICT}"
+    )
+}
 
 /// The tables (`BIGINT` is an integer to SQLite too).
 pub const SCHEMA: &str = "
@@ -360,8 +451,9 @@ pub const RAW_SUMS: [&str; 11] = [
     "SUM(reference_cost_pusd)",
 ];
 
-/// The statements that fill the rollups from the records already in the ledger.
-pub fn backfill() -> String {
+/// The statements that add the records `range` selects (a SQL condition on
+/// `requests`) to the rollups.
+pub fn roll_up_sql(range: &str) -> String {
     let mut sql = String::new();
     let columns = Sums::COLUMNS.join(", ");
     let sums = RAW_SUMS.join(", ");
@@ -374,11 +466,12 @@ pub fn backfill() -> String {
             Dim::Domain => "COALESCE(label, '')",
             Dim::Tier => "COALESCE(tier, '')",
         };
+        // SQLite reads an upsert after a SELECT only when the SELECT has a WHERE.
         sql.push_str(&format!(
             "INSERT INTO spend_daily (dim, day, team, key_id, value, {columns})
              SELECT '{dim}', ts_ms / {DAY_MS}, COALESCE(team, ''), COALESCE(key_id, ''), {value},
                     {sums}
-             FROM requests GROUP BY 2, 3, 4, 5;\n",
+             FROM requests WHERE {range} GROUP BY 2, 3, 4, 5 {SPEND_CONFLICT};\n",
             dim = dim.as_str(),
         ));
     }
@@ -386,17 +479,32 @@ pub fn backfill() -> String {
         sql.push_str(&format!(
             "INSERT INTO latency_daily (day, deployment, metric, bucket, n)
              SELECT ts_ms / {DAY_MS}, deployment, '{metric}', {bucket}, COUNT(*)
-             FROM requests WHERE deployment IS NOT NULL AND {column} IS NOT NULL
-             GROUP BY 1, 2, 4;\n",
+             FROM requests WHERE deployment IS NOT NULL AND {column} IS NOT NULL AND {range}
+             GROUP BY 1, 2, 4 {LATENCY_CONFLICT};\n",
             bucket = bucket_sql(column),
         ));
     }
     sql
 }
 
-/// The schema and the backfill, as one migration.
-pub fn migration() -> String {
-    format!("{SCHEMA}{}", backfill())
+/// SQLite's watermark: the rowid up to which records are in the rollups.
+pub const WATERMARK: &str = "SELECT rolled_rowid FROM rollup_state";
+
+/// The migration that adds the rollups and fills them from the records there.
+pub fn migration(sqlite: bool) -> String {
+    if sqlite {
+        format!(
+            "{SCHEMA}
+             CREATE TABLE rollup_state (id INTEGER PRIMARY KEY CHECK (id = 1),
+                                        rolled_rowid INTEGER NOT NULL);
+             INSERT INTO rollup_state (id, rolled_rowid)
+                 SELECT 1, COALESCE(MAX(rowid), 0) FROM requests;
+             {}",
+            roll_up_sql("rowid <= (SELECT rolled_rowid FROM rollup_state)")
+        )
+    } else {
+        format!("{SCHEMA}{}", roll_up_sql("TRUE"))
+    }
 }
 
 #[cfg(test)]

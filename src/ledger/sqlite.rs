@@ -4,7 +4,7 @@ use std::path::Path;
 
 use rusqlite::{Connection, params};
 
-use super::rollup::{LATENCY_UPSERT, Rollup, SPEND_UPSERT};
+use super::rollup::{Rollup, WATERMARK, latency_upsert, roll_up_sql, spend_upsert};
 use super::{LedgerRecord, LedgerStore};
 
 /// Schema migrations, applied in order; `user_version` records how many ran.
@@ -85,7 +85,7 @@ ALTER TABLE requests ADD COLUMN json_mode INTEGER;
 /// Every migration: the statements above, then the rollups ([`super::rollup`]).
 fn migrations() -> Vec<String> {
     let mut all: Vec<String> = MIGRATIONS.iter().map(|m| (*m).to_owned()).collect();
-    all.push(super::rollup::migration());
+    all.push(super::rollup::migration(true));
     all
 }
 
@@ -103,6 +103,12 @@ const INSERT: &str = "INSERT OR IGNORE INTO requests (
 /// A SQLite ledger file.
 pub struct SqliteStore {
     conn: Connection,
+    /// When the rollups last caught up.
+    rolled: std::time::Instant,
+    /// The sums of the records this store wrote since then, and their rowids (first,
+    /// last, count); `None` when they cannot be trusted (a batch failed mid-way).
+    pending: Rollup,
+    pending_rows: Option<Option<(i64, i64, i64)>>,
 }
 
 impl SqliteStore {
@@ -142,7 +148,12 @@ impl SqliteStore {
             }
             tx.commit()?;
         }
-        Ok(SqliteStore { conn })
+        Ok(SqliteStore {
+            conn,
+            rolled: std::time::Instant::now(),
+            pending: Rollup::default(),
+            pending_rows: Some(None),
+        })
     }
 }
 
@@ -156,8 +167,11 @@ fn int(v: u64) -> i64 {
 
 impl LedgerStore for SqliteStore {
     fn write(&mut self, batch: &[LedgerRecord]) -> Result<(), String> {
+        // Sums are added as rows go in: until the commit they cannot be trusted, and
+        // after a failed batch not until the next roll-up sums the records again.
+        let trusted = self.pending_rows.take();
+        let mut rows = trusted.flatten();
         let tx = self.conn.transaction().map_err(|e| e.to_string())?;
-        let mut rollup = Rollup::default();
         {
             let mut insert = tx.prepare_cached(INSERT).map_err(|e| e.to_string())?;
             for r in batch {
@@ -208,34 +222,86 @@ impl LedgerStore for SqliteStore {
                     .map_err(|e| e.to_string())?;
                 // A record already there (a retried batch) adds nothing to the sums.
                 if inserted == 1 {
-                    rollup.add(r);
+                    self.pending.add(r);
+                    let id = tx.last_insert_rowid();
+                    rows = Some(rows.map_or((id, id, 1), |(first, _, n)| (first, id, n + 1)));
                 }
             }
-            let mut spend = tx.prepare_cached(SPEND_UPSERT).map_err(|e| e.to_string())?;
-            for (dim, day, team, key, value, sums) in rollup.spend_rows() {
-                let mut values: Vec<rusqlite::types::Value> = vec![
-                    dim.to_owned().into(),
-                    day.into(),
-                    team.to_owned().into(),
-                    key.to_owned().into(),
-                    value.to_owned().into(),
-                ];
-                values.extend(sums.iter().map(|n| rusqlite::types::Value::Integer(*n)));
-                spend
-                    .execute(rusqlite::params_from_iter(values))
-                    .map_err(|e| e.to_string())?;
-            }
-            let mut latency = tx
-                .prepare_cached(LATENCY_UPSERT)
-                .map_err(|e| e.to_string())?;
-            for (day, deployment, metric, bucket, n) in rollup.latency_rows() {
-                latency
-                    .execute(params![day, deployment, metric, bucket, n])
-                    .map_err(|e| e.to_string())?;
-            }
         }
-        tx.commit().map_err(|e| e.to_string())
+        tx.commit().map_err(|e| e.to_string())?;
+        self.pending_rows = trusted.map(|_| rows);
+        Ok(())
     }
+
+    /// Rolls the records written since the last roll-up into the rollups, about once a
+    /// second (and at shutdown), after the batch's waiters were answered.
+    fn maintain(&mut self, finishing: bool) -> Result<(), String> {
+        if finishing || self.rolled.elapsed() >= ROLL_UP_EVERY {
+            self.roll_up()?;
+        }
+        Ok(())
+    }
+}
+
+/// How far the rollups may lag the records (readers add the lag themselves).
+const ROLL_UP_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+impl SqliteStore {
+    /// Adds the records past the watermark to the rollups and moves the watermark, in
+    /// one transaction ([`super::rollup`]).
+    pub fn roll_up(&mut self) -> Result<(), String> {
+        self.rolled = std::time::Instant::now();
+        let tx = self.conn.transaction().map_err(|e| e.to_string())?;
+        let (rolled, last): (i64, i64) = tx
+            .query_row(
+                &format!("SELECT ({WATERMARK}), (SELECT COALESCE(MAX(rowid), 0) FROM requests)"),
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .map_err(|e| e.to_string())?;
+        let pending = std::mem::take(&mut self.pending);
+        let rows = self.pending_rows.replace(None);
+        if last > rolled {
+            // This store wrote every record past the watermark, one rowid after
+            // another: its sums are theirs. Otherwise (another process wrote too, or
+            // records from before a restart wait), the records are summed again.
+            if rows == Some(Some((rolled + 1, last, last - rolled))) {
+                upsert(&tx, &pending).map_err(|e| e.to_string())?;
+            } else {
+                tx.execute_batch(&roll_up_sql(&format!(
+                    "rowid > {rolled} AND rowid <= {last}"
+                )))
+                .map_err(|e| e.to_string())?;
+            }
+            tx.execute("UPDATE rollup_state SET rolled_rowid = ?1", [last])
+                .map_err(|e| e.to_string())?;
+        }
+        tx.commit().map_err(|e| e.to_string())?;
+        // Caught up: what this store writes next is summed again from here.
+        self.pending_rows = Some(None);
+        Ok(())
+    }
+}
+
+/// Adds `sums` to the rollup tables.
+fn upsert(tx: &rusqlite::Transaction<'_>, sums: &Rollup) -> rusqlite::Result<()> {
+    let mut spend = tx.prepare_cached(&spend_upsert())?;
+    for (dim, day, team, key, value, totals) in sums.spend_rows() {
+        let mut values: Vec<rusqlite::types::Value> = vec![
+            dim.to_owned().into(),
+            day.into(),
+            team.to_owned().into(),
+            key.to_owned().into(),
+            value.to_owned().into(),
+        ];
+        values.extend(totals.iter().map(|n| rusqlite::types::Value::Integer(*n)));
+        spend.execute(rusqlite::params_from_iter(values))?;
+    }
+    let mut latency = tx.prepare_cached(&latency_upsert())?;
+    for (day, deployment, metric, bucket, n) in sums.latency_rows() {
+        latency.execute(params![day, deployment, metric, bucket, n])?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -297,8 +363,10 @@ mod tests {
     }
 
     #[test]
-    fn the_migration_backfills_the_rollups_the_writer_keeps() {
-        let mut store = SqliteStore::open_in_memory().unwrap();
+    fn rollups_caught_up_in_steps_equal_one_roll_up_of_everything() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ledger.db");
+        let mut store = SqliteStore::open(&path).unwrap();
         let records: Vec<LedgerRecord> = (0..500i64)
             .map(|i| LedgerRecord {
                 request_id: format!("req-{i}"),
@@ -331,20 +399,47 @@ mod tests {
                 ..LedgerRecord::default()
             })
             .collect();
-        for chunk in records.chunks(64) {
+        // Rolled up a few chunks at a time, with a retried batch among them.
+        for (i, chunk) in records[..384].chunks(64).enumerate() {
             store.write(chunk).unwrap();
+            if i % 3 == 2 {
+                store.roll_up().unwrap();
+            }
         }
-        let written = rollups(&store.conn);
-        assert!(written.len() > 100);
+        store.write(&records[..64]).unwrap();
+        store.write(&records[384..450]).unwrap();
+        // A restart with records not rolled up: the new store sums them from the table.
+        drop(store);
+        let mut store = SqliteStore::open(&path).unwrap();
+        store.write(&records[450..]).unwrap();
+        store.maintain(true).unwrap();
+        let incremental = rollups(&store.conn);
+        assert!(incremental.len() > 100);
+        // All at once, as the migration does for the records an older ledger holds.
         store
             .conn
-            .execute_batch("DELETE FROM spend_daily; DELETE FROM latency_daily;")
+            .execute_batch(
+                "DELETE FROM spend_daily; DELETE FROM latency_daily;
+                 UPDATE rollup_state SET rolled_rowid = 0;",
+            )
             .unwrap();
-        store
-            .conn
-            .execute_batch(&super::super::rollup::backfill())
-            .unwrap();
-        assert_eq!(rollups(&store.conn), written);
+        store.roll_up().unwrap();
+        assert_eq!(rollups(&store.conn), incremental);
+        let per_batch = {
+            let mut rollup = super::super::rollup::Rollup::default();
+            for r in &records {
+                rollup.add(r);
+            }
+            rollup.spend_rows().count()
+        };
+        assert_eq!(
+            per_batch,
+            incremental
+                .iter()
+                .filter(|r| r.matches('|').count() == 15)
+                .count(),
+            "PostgreSQL's per-batch rollup makes the same spend rows"
+        );
     }
 
     #[test]
