@@ -317,8 +317,8 @@ async fn each_key_sees_what_it_may() {
 }
 
 #[tokio::test]
-async fn the_overview_equals_the_spend_api_and_the_records() {
-    let (gw, records, _dir) = console(1_500, "100").await;
+async fn the_overview_equals_the_spend_api_the_cli_and_the_records() {
+    let (gw, records, dir) = console(1_500, "100").await;
     let (status, o) = get(&gw, "/ui/api/overview", Some(CONSOLE_KEY)).await;
     assert_eq!(status, 200, "{o}");
     let cost: Usd = records.iter().fold(Usd::ZERO, |s, r| s + r.cost);
@@ -340,6 +340,31 @@ async fn the_overview_equals_the_spend_api_and_the_records() {
         .iter()
         .fold(Usd::ZERO, |s, r| s + money(&r["cost_usd"]));
     assert_eq!(api, cost);
+    // And through `crossroads spend` on the same ledger file.
+    let ledger = format!("sqlite://{}", dir.path().join("ledger.db").display());
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_crossroads"))
+        .args([
+            "spend", "--ledger", &ledger, "--since", from, "--by", "team", "--csv",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cli = String::from_utf8(out.stdout).unwrap();
+    let column = cli
+        .lines()
+        .next()
+        .unwrap()
+        .split(',')
+        .position(|c| c == "cost_usd")
+        .unwrap();
+    let summed = cli.lines().skip(1).fold(Usd::ZERO, |s, l| {
+        s + money(&Value::from(l.split(',').nth(column).unwrap()))
+    });
+    assert_eq!(summed, cost, "{cli}");
     // 30 days by default, every one listed; the days and the mix add up.
     let series = o["series"].as_array().unwrap();
     assert_eq!(series.len(), 30);
