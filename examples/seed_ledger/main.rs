@@ -6,10 +6,14 @@
 //!
 //! The records end the day before `--end` (default: tomorrow, so today has traffic).
 //! `--expect` gets the range, totals, days, spend per team, budgets, deployments and
-//! one request with the rule and reasons its detail must show.
+//! one request with the rule and reasons its detail must show; that request's `user`
+//! and fallbacks carry markup the console must show as text.
 #![allow(clippy::expect_used, clippy::panic)]
 
 mod traffic;
+
+/// Markup that sets `data-pwned` on the page's body if the console ever runs it.
+const HOSTILE: &str = "<img src=x onerror=\"document.body.dataset.pwned=1\">";
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -56,13 +60,17 @@ fn main() {
     let mut detail = None;
     let mut batch = Vec::with_capacity(10_000);
     for i in 0..requests {
-        let r = traffic::record(&config, i, requests, start_ms, span);
+        let mut r = traffic::record(&config, i, requests, start_ms, span);
         total.0 += 1;
         total.1 += r.cost;
         total.2 += r.reference_cost;
         *teams.entry(r.team.clone().unwrap_or_default()).or_default() += r.cost;
         deployments.extend(r.deployment.clone());
         if detail.is_none() && r.rule.as_deref() == Some("hard-to-frontier") {
+            // Fields a client chooses (its `user`) and upstream errors end in the
+            // ledger as they came: the console must show them as text, never run them.
+            r.end_user = Some(HOSTILE.into());
+            r.fallbacks = format!("{HOSTILE}:timeout");
             let e = crossroads::replay::explain(&config, &r).expect("routed");
             detail = Some(json!({
                 "id": r.request_id,
