@@ -342,18 +342,14 @@ async fn the_overview_equals_the_spend_api_the_cli_and_the_records() {
     assert_eq!(api, cost);
     // And through `crossroads spend` on the same ledger file.
     let ledger = format!("sqlite://{}", dir.path().join("ledger.db").display());
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_crossroads"))
-        .args([
-            "spend", "--ledger", &ledger, "--since", from, "--by", "team", "--csv",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let cli = succeeded(
+        &std::process::Command::new(env!("CARGO_BIN_EXE_crossroads"))
+            .args([
+                "spend", "--ledger", &ledger, "--since", from, "--by", "team", "--csv",
+            ])
+            .output()
+            .unwrap(),
     );
-    let cli = String::from_utf8(out.stdout).unwrap();
     let column = cli
         .lines()
         .next()

@@ -286,37 +286,6 @@ impl Rollup {
         }
     }
 
-    /// Adds `other`'s sums to these.
-    pub fn merge(&mut self, other: Rollup) {
-        for (name, owner) in other.spend {
-            let mine = self.spend.entry(name).or_insert_with(|| Owner {
-                day: owner.day,
-                team: owner.team.clone(),
-                key: owner.key.clone(),
-                ..Owner::default()
-            });
-            for (values, theirs) in mine.dims.iter_mut().zip(owner.dims) {
-                for (value, sums) in theirs {
-                    values.entry(value).or_default().add(&sums);
-                }
-            }
-        }
-        for (name, (day, deployment, buckets)) in other.latency {
-            let mine = &mut self
-                .latency
-                .entry(name)
-                .or_insert_with(|| (day, deployment, HashMap::default()))
-                .2;
-            for (bucket, n) in buckets {
-                *mine.entry(bucket).or_default() += n;
-            }
-        }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.spend.is_empty()
-    }
-
     /// Each `spend_daily` row as the parameters of [`spend_upsert`].
     pub fn spend_rows(
         &self,
