@@ -3,7 +3,8 @@
 //! Keys are created once with `crossroads keys create` into PostgreSQL. 20 clients
 //! drive both replicas at once with three keys (one with a small daily budget, one
 //! with an RPM limit, one with neither); 1.5 s in, one replica is killed with SIGKILL
-//! and the load goes on for a second. Then:
+//! and the load goes on for a second, or until the budgeted key has spent half its
+//! budget. Then:
 //!
 //! - the budgeted key's settled spend across both replicas is within its budget;
 //! - the limited key got at most its RPM in answers;
@@ -97,6 +98,23 @@ async fn ledger(schema: String) -> Vec<(String, Option<String>, i32, i64)> {
     .unwrap()
 }
 
+/// What key `key` has spent so far in `schema`'s ledger, in pico-USD.
+async fn spent_by(schema: String, key: &'static str) -> i64 {
+    tokio::task::spawn_blocking(move || {
+        let mut c = postgres::Client::connect(PG, postgres::NoTls).unwrap();
+        c.query_one(
+            &format!(
+                "SELECT COALESCE(SUM(cost_pusd), 0)::BIGINT FROM {schema}.requests WHERE key_id = $1"
+            ),
+            &[&key],
+        )
+        .unwrap()
+        .get(0)
+    })
+    .await
+    .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_on_postgres_and_redis_hold_budgets_limits_and_records_when_one_dies() {
     if !services_up().await {
@@ -152,7 +170,18 @@ async fn two_replicas_on_postgres_and_redis_hold_budgets_limits_and_records_when
     tokio::time::sleep(Duration::from_millis(1500)).await;
     b.child.kill().unwrap();
     b.child.wait().unwrap();
-    tokio::time::sleep(Duration::from_millis(1000)).await;
+    // The load goes on for at least a second after the kill, and until the survivor has
+    // spent half the budget (read from the ledger, not assumed from a request rate: a
+    // loaded host serves fewer requests a second), at most 20 s.
+    let after_kill = std::time::Instant::now();
+    while after_kill.elapsed() < Duration::from_secs(20) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        if after_kill.elapsed() >= Duration::from_secs(1)
+            && spent_by(schema.clone(), "spender").await > BUDGET_PUSD / 2
+        {
+            break;
+        }
+    }
     stop.store(true, Ordering::Relaxed);
     let (mut tally_a, mut tally_b) = (Tally::default(), Tally::default());
     for c in on_a {
