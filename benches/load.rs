@@ -59,6 +59,9 @@ const RESPONSES_REQUEST: &str = r#"{"model":"auto","instructions":"You are a hel
 /// The question embedded (the embeddings row answers a 1,536-float vector).
 const EMBEDDINGS_REQUEST: &str =
     r#"{"model":"embed","input":"What is the capital of France? Answer in one sentence."}"#;
+/// The same as the official `openai` SDKs send it when the caller names no
+/// `encoding_format`: they ask for base64 and decode it themselves.
+const EMBEDDINGS_BASE64_REQUEST: &str = r#"{"model":"embed","input":"What is the capital of France? Answer in one sentence.","encoding_format":"base64"}"#;
 const MESSAGES_REQUEST: &str = r#"{"model":"auto","system":"You are a helpful assistant.","messages":[{"role":"user","content":"What is the capital of France? Answer in one sentence."}],"temperature":0.2,"max_tokens":64}"#;
 
 /// The gateway config the integration tests use too; every deployment points at the
@@ -80,7 +83,8 @@ fn start_upstream() -> u16 {
             .unwrap();
         rt.block_on(async move {
             let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-            let embedding = embedding_list();
+            let floats = embedding_list(false);
+            let base64 = embedding_list(true);
             let app = Router::new()
                 .route(
                     "/v1/chat/completions",
@@ -88,8 +92,14 @@ fn start_upstream() -> u16 {
                 )
                 .route(
                     "/v1/embeddings",
-                    post(move || async move {
-                        ([("content-type", "application/json")], embedding).into_response()
+                    post(move |body: Bytes| async move {
+                        let asked = b"\"encoding_format\":\"base64\"";
+                        let list = if body.windows(asked.len()).any(|w| w == asked) {
+                            base64
+                        } else {
+                            floats
+                        };
+                        ([("content-type", "application/json")], list).into_response()
                     }),
                 );
             axum::serve(listener, app).await.unwrap();
@@ -111,16 +121,43 @@ fn answer(body: &[u8]) -> Response {
 }
 
 /// An embeddings list of one vector of `LOAD_EMBEDDING_DIMS` floats (default 1,536,
-/// text-embedding-3-small's size).
-fn embedding_list() -> Bytes {
+/// text-embedding-3-small's size): JSON numbers, or with `base64` the little-endian
+/// f32 bytes in base64, as OpenAI answers `"encoding_format": "base64"`.
+fn embedding_list(base64: bool) -> Bytes {
     let dims: usize = env_or("LOAD_EMBEDDING_DIMS", 1536);
-    let vector: Vec<String> = (0..dims)
-        .map(|i| format!("{:.8}", ((i * 7919) % 2000) as f64 / 1000.0 - 1.0))
+    let vector: Vec<f32> = (0..dims)
+        .map(|i| ((i * 7919) % 2000) as f32 / 1000.0 - 1.0)
         .collect();
+    let embedding = if base64 {
+        let bytes: Vec<u8> = vector.iter().flat_map(|f| f.to_le_bytes()).collect();
+        format!("\"{}\"", base64_encode(&bytes))
+    } else {
+        let numbers: Vec<String> = vector.iter().map(|f| format!("{f:.8}")).collect();
+        format!("[{}]", numbers.join(","))
+    };
     Bytes::from(format!(
-        r#"{{"object":"list","data":[{{"object":"embedding","index":0,"embedding":[{}]}}],"model":"text-embedding-3-small","usage":{{"prompt_tokens":12,"total_tokens":12}}}}"#,
-        vector.join(",")
+        r#"{{"object":"list","data":[{{"object":"embedding","index":0,"embedding":{embedding}}}],"model":"text-embedding-3-small","usage":{{"prompt_tokens":12,"total_tokens":12}}}}"#
     ))
+}
+
+/// Standard base64 with padding.
+fn base64_encode(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
 }
 
 /// A `crossroads serve` process, stopped (SIGTERM) when dropped.
@@ -571,7 +608,8 @@ fn utc_now() -> String {
 /// request under callgrind (stable on a noisy machine), with the heuristic and with the
 /// shipped classifier, and writes `callgrind_annotate --inclusive=yes` reports to
 /// `target/`. `LOAD_PROFILE=apis`: the same for the same question through each inbound
-/// API (heuristic classifier).
+/// API (heuristic classifier). `LOAD_PROFILE_ONLY` (comma-separated row names) keeps
+/// some rows only.
 fn profile(upstream: u16, dir: &Path, script: &Path, seconds: u64, apis: bool) {
     require("valgrind", "apt-get install valgrind");
     let chat = "/v1/chat/completions";
@@ -596,6 +634,12 @@ fn profile(upstream: u16, dir: &Path, script: &Path, seconds: u64, apis: bool) {
                 "/v1/embeddings",
                 lua(dir, "embeddings.lua", EMBEDDINGS_REQUEST),
             ),
+            (
+                "embeddings-base64",
+                with_embeddings,
+                "/v1/embeddings",
+                lua(dir, "embeddings-base64.lua", EMBEDDINGS_BASE64_REQUEST),
+            ),
         ]
     } else {
         vec![
@@ -608,7 +652,10 @@ fn profile(upstream: u16, dir: &Path, script: &Path, seconds: u64, apis: bool) {
             ),
         ]
     };
-    for (name, edit, path, script) in targets {
+    // `LOAD_PROFILE_ONLY=chat,responses`: only these rows.
+    let only = std::env::var("LOAD_PROFILE_ONLY").unwrap_or_default();
+    let wanted = |name: &str| only.is_empty() || only.split(',').any(|o| o == name);
+    for (name, edit, path, script) in targets.into_iter().filter(|t| wanted(t.0)) {
         let script = script.as_path();
         let file = name.replace(|c: char| !c.is_ascii_alphanumeric(), "-");
         let out = PathBuf::from(ROOT).join(format!("target/callgrind.{file}.out"));
@@ -838,31 +885,48 @@ fn main() {
     );
     println!("| endpoint | round | requests/s | p50 ms | p99 ms | CPU ms/request |");
     println!("|---|---|---|---|---|---|");
+    // (row, path, script): the embeddings row as floats, and as the SDKs ask for it.
     let apis = [
-        ("/v1/chat/completions", script.clone()),
         (
+            "/v1/chat/completions",
+            "/v1/chat/completions",
+            script.clone(),
+        ),
+        (
+            "/v1/responses",
             "/v1/responses",
             lua(dir.path(), "responses.lua", RESPONSES_REQUEST),
         ),
         (
             "/v1/messages",
+            "/v1/messages",
             lua(dir.path(), "messages.lua", MESSAGES_REQUEST),
         ),
         (
+            "/v1/embeddings (floats)",
             "/v1/embeddings",
             lua(dir.path(), "embeddings.lua", EMBEDDINGS_REQUEST),
         ),
+        (
+            "/v1/embeddings (base64)",
+            "/v1/embeddings",
+            lua(
+                dir.path(),
+                "embeddings-base64.lua",
+                EMBEDDINGS_BASE64_REQUEST,
+            ),
+        ),
     ];
-    for (path, api_script) in &apis {
+    for (_, path, api_script) in &apis {
         wrk(&format!("{}{path}", plain.url()), 16, 1, api_script);
     }
     for round in 1..=rounds {
-        for (path, api_script) in &apis {
+        for (row, path, api_script) in &apis {
             let cpu_before = cpu_seconds(plain.pid());
             let run = wrk(&format!("{}{path}", plain.url()), 16, seconds, api_script);
             let cpu = cpu_seconds(plain.pid()) - cpu_before;
             println!(
-                "| {path} | {round} | {:.0} | {:.3} | {:.3} | {:.4} |",
+                "| {row} | {round} | {:.0} | {:.3} | {:.3} | {:.4} |",
                 run.rps,
                 run.p50_ms,
                 run.p99_ms,

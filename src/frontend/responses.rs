@@ -28,9 +28,10 @@ use crate::pipeline::{self, FrontEnd};
 use crate::request::{Request, json_object};
 use crate::state::AppState;
 
-/// The Responses API; keeps the request fields a Response echoes back.
+/// The Responses API; keeps the request fields a Response echoes back (boxed: the
+/// front-end lives in the request's future, which is moved whole between polls' owners).
 pub struct Responses {
-    echo: Echo,
+    echo: Box<Echo>,
 }
 
 /// Request fields a Response object repeats, as the client sent them.
@@ -116,7 +117,7 @@ impl FrontEnd for Responses {
     fn parse(body: &[u8]) -> Result<(Self, Request), ApiError> {
         let original = json_object(body)?;
         let chat = to_chat(&original)?;
-        let echo = Echo::of(&original);
+        let echo = Box::new(Echo::of(&original));
         let bound = translated_bound(body.len(), &chat);
         let request = Request::from_body(chat, bound)?;
         Ok((Responses { echo }, request))
