@@ -46,7 +46,7 @@ pub fn build(config: Config, env: EnvLookup) -> Result<App, String> {
         source,
         env,
         runtime_tx,
-        metrics.config_reloads.clone(),
+        metrics.config_reloads(),
     ));
     // The key store and the reader live in the ledger's database: a SQLite file for one
     // machine, a PostgreSQL schema that every replica shares. An in-memory ledger has

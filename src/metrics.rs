@@ -12,20 +12,21 @@ use crate::ledger::LedgerMetrics;
 /// Every metric the gateway exports.
 pub struct Metrics {
     registry: Registry,
-    /// Requests by rule, tier, deployment and status class.
-    pub requests: IntCounterVec,
+    /// Requests by [`RequestLabels`]; see [`Metrics::count_request`].
+    requests: IntCounterVec,
     /// Client-visible errors by kind.
     pub errors: IntCounterVec,
     pub request_duration: HistogramVec,
     pub upstream_duration: HistogramVec,
     pub ttft: HistogramVec,
-    /// Tokens by kind (input, cached_input, cache_write, output, reasoning) and tier.
-    pub tokens: IntCounterVec,
+    /// Tokens by [`TokenLabels`]; see [`Metrics::count_tokens`].
+    tokens: IntCounterVec,
     pub cost: CounterVec,
     pub reference_cost: CounterVec,
     pub classifier_duration: Histogram,
     pub classifications: IntCounterVec,
-    pub upstream_errors: IntCounterVec,
+    /// Failed upstream attempts by [`UpstreamErrorLabels`].
+    upstream_errors: IntCounterVec,
     pub fallbacks: IntCounterVec,
     /// Deployments ejected by passive health checks.
     pub ejections: IntCounterVec,
@@ -45,13 +46,84 @@ pub struct Metrics {
     pub rule_hits: IntCounterVec,
     /// Shadow rules that matched (recorded, not applied), by rule.
     pub shadow_matches: IntCounterVec,
-    /// Config reloads by result (ok, error) and trigger (file, signal, admin).
-    pub config_reloads: IntCounterVec,
+    /// Config reloads by [`ReloadLabels`], counted through [`ReloadCounter`].
+    config_reloads: IntCounterVec,
     /// `POST /v1/feedback` calls by outcome (`stored`, `unknown_request`, `other_team`,
     /// or the error kind of a refused body or key).
     pub feedback: IntCounterVec,
     pub ledger: LedgerMetrics,
     pub cache: CacheMetrics,
+}
+
+/// The labels of `crossroads_requests_total`: names and values written in one place.
+pub struct RequestLabels<'a> {
+    pub rule: &'a str,
+    pub tier: &'a str,
+    pub deployment: &'a str,
+    pub status_class: &'a str,
+}
+
+impl RequestLabels<'_> {
+    const NAMES: [&'static str; 4] = ["rule", "tier", "deployment", "status_class"];
+
+    fn values(&self) -> [&str; 4] {
+        [self.rule, self.tier, self.deployment, self.status_class]
+    }
+}
+
+/// The labels of `crossroads_tokens_total`.
+pub struct TokenLabels<'a> {
+    /// `input`, `cached_input`, `cache_write`, `output` or `reasoning`.
+    pub kind: &'static str,
+    pub tier: &'a str,
+}
+
+impl TokenLabels<'_> {
+    const NAMES: [&'static str; 2] = ["kind", "tier"];
+
+    fn values(&self) -> [&str; 2] {
+        [self.kind, self.tier]
+    }
+}
+
+/// The labels of `crossroads_upstream_errors_total`.
+pub struct UpstreamErrorLabels<'a> {
+    pub deployment: &'a str,
+    pub kind: &'static str,
+}
+
+impl UpstreamErrorLabels<'_> {
+    const NAMES: [&'static str; 2] = ["deployment", "kind"];
+
+    fn values(&self) -> [&str; 2] {
+        [self.deployment, self.kind]
+    }
+}
+
+/// `crossroads_config_reloads_total`, as the reloader holds it.
+#[derive(Clone)]
+pub struct ReloadCounter(IntCounterVec);
+
+impl ReloadCounter {
+    pub fn count(&self, labels: &ReloadLabels) {
+        self.0.with_label_values(&labels.values()).inc();
+    }
+}
+
+/// The labels of `crossroads_config_reloads_total`.
+pub struct ReloadLabels {
+    /// `ok` or `error`.
+    pub result: &'static str,
+    /// `file`, `signal` or `admin`.
+    pub trigger: &'static str,
+}
+
+impl ReloadLabels {
+    const NAMES: [&'static str; 2] = ["result", "trigger"];
+
+    fn values(&self) -> [&str; 2] {
+        [self.result, self.trigger]
+    }
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -110,7 +182,7 @@ impl Metrics {
             requests: counter(
                 "crossroads_requests_total",
                 "Requests answered, by rule, tier, deployment and status class",
-                &["rule", "tier", "deployment", "status_class"],
+                &RequestLabels::NAMES,
             )?,
             errors: counter(
                 "crossroads_errors_total",
@@ -138,7 +210,7 @@ impl Metrics {
             tokens: counter(
                 "crossroads_tokens_total",
                 "Tokens by kind and tier",
-                &["kind", "tier"],
+                &TokenLabels::NAMES,
             )?,
             cost: usd("crossroads_cost_usd_total", "Spend in USD by tier")?,
             reference_cost: usd(
@@ -154,7 +226,7 @@ impl Metrics {
             upstream_errors: counter(
                 "crossroads_upstream_errors_total",
                 "Failed upstream attempts, by deployment and kind",
-                &["deployment", "kind"],
+                &UpstreamErrorLabels::NAMES,
             )?,
             fallbacks: counter(
                 "crossroads_fallbacks_total",
@@ -204,7 +276,7 @@ impl Metrics {
             config_reloads: counter(
                 "crossroads_config_reloads_total",
                 "Config reloads by result and trigger",
-                &["result", "trigger"],
+                &ReloadLabels::NAMES,
             )?,
             feedback: counter(
                 "crossroads_feedback_total",
@@ -218,6 +290,28 @@ impl Metrics {
     }
 
     /// The registry in Prometheus text format.
+    /// Counts an answered request.
+    pub fn count_request(&self, labels: &RequestLabels<'_>) {
+        self.requests.with_label_values(&labels.values()).inc();
+    }
+
+    /// Adds `n` tokens.
+    pub fn count_tokens(&self, labels: &TokenLabels<'_>, n: u64) {
+        self.tokens.with_label_values(&labels.values()).inc_by(n);
+    }
+
+    /// Counts a failed upstream attempt.
+    pub fn count_upstream_error(&self, labels: &UpstreamErrorLabels<'_>) {
+        self.upstream_errors
+            .with_label_values(&labels.values())
+            .inc();
+    }
+
+    /// The config reload counter, for the reloader to keep.
+    pub fn config_reloads(&self) -> ReloadCounter {
+        ReloadCounter(self.config_reloads.clone())
+    }
+
     pub fn render(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(16 * 1024);
         if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {

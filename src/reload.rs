@@ -7,10 +7,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use prometheus::IntCounterVec;
 use tokio::sync::{Mutex, watch};
 
 use crate::config::{self, EnvLookup};
+use crate::metrics::{ReloadCounter, ReloadLabels};
 use crate::runtime::Runtime;
 
 /// What started a reload, as a metrics label.
@@ -36,7 +36,7 @@ pub struct Reloader {
     path: PathBuf,
     env: EnvLookup,
     tx: watch::Sender<Arc<Runtime>>,
-    reloads: IntCounterVec,
+    reloads: ReloadCounter,
     /// One reload at a time: two triggers at once must not race to publish.
     busy: Mutex<()>,
 }
@@ -46,7 +46,7 @@ impl Reloader {
         path: PathBuf,
         env: EnvLookup,
         tx: watch::Sender<Arc<Runtime>>,
-        reloads: IntCounterVec,
+        reloads: ReloadCounter,
     ) -> Self {
         Reloader {
             path,
@@ -78,16 +78,18 @@ impl Reloader {
             Ok(runtime) => {
                 warn_about_restart_only_changes(&self.tx.borrow(), &runtime);
                 self.tx.send_replace(Arc::new(runtime));
-                self.reloads
-                    .with_label_values(&["ok", trigger.as_str()])
-                    .inc();
+                self.reloads.count(&ReloadLabels {
+                    result: "ok",
+                    trigger: trigger.as_str(),
+                });
                 tracing::info!(path = %self.path.display(), trigger = trigger.as_str(), "config reloaded");
                 Ok(())
             }
             Err(e) => {
-                self.reloads
-                    .with_label_values(&["error", trigger.as_str()])
-                    .inc();
+                self.reloads.count(&ReloadLabels {
+                    result: "error",
+                    trigger: trigger.as_str(),
+                });
                 tracing::error!(error = %e, trigger = trigger.as_str(), "config reload refused; the previous config keeps serving");
                 Err(e)
             }

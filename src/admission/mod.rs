@@ -20,7 +20,7 @@ use prometheus::IntCounterVec;
 pub use budget::{
     Budgets, LocalHold, Scope, SpendSource, civil_date, period_end_ms, period_start_ms,
 };
-pub use rate::RateLimiter;
+pub use rate::{RateKind, RateLimiter};
 pub use shared::{Owing, SharedHold, SharedLimits};
 
 use crate::accounting::Usd;
@@ -55,8 +55,8 @@ pub struct Ask<'a> {
 
 /// Why admission refused before any budget was looked at.
 pub enum Refused {
-    /// Over `rpm` or `tpm` (the label).
-    Rate(ApiError, &'static str),
+    /// Over a per-minute limit.
+    Rate(ApiError, RateKind),
     /// The shared limits cannot be reached and the policy is to refuse.
     Unavailable(ApiError),
 }
@@ -225,10 +225,9 @@ impl Admission {
                 previous,
                 elapsed_ms,
             } => {
-                let (limit, want) = if which == "rpm" {
-                    (ask.rpm.map_or(0, u64::from), 1.0)
-                } else {
-                    (ask.tpm.unwrap_or(0), ask.tokens as f64)
+                let (limit, want) = match which {
+                    RateKind::Rpm => (ask.rpm.map_or(0, u64::from), 1.0),
+                    RateKind::Tpm => (ask.tpm.unwrap_or(0), ask.tokens as f64),
                 };
                 let wait = rate::wait_ms(limit as f64, want, current, previous, elapsed_ms);
                 let (e, which) = rate::limited(ask.key, which, limit, wait);

@@ -43,6 +43,33 @@ impl Window {
     }
 }
 
+/// Which per-minute limit refused a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RateKind {
+    /// Requests per minute.
+    Rpm,
+    /// Tokens per minute.
+    Tpm,
+}
+
+impl RateKind {
+    /// The metrics label and the name in the config: `rpm` or `tpm`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RateKind::Rpm => "rpm",
+            RateKind::Tpm => "tpm",
+        }
+    }
+
+    /// What the limit counts.
+    fn unit(self) -> &'static str {
+        match self {
+            RateKind::Rpm => "requests",
+            RateKind::Tpm => "tokens",
+        }
+    }
+}
+
 #[derive(Default)]
 pub struct RateLimiter {
     windows: Mutex<HashMap<String, Window>>,
@@ -58,7 +85,7 @@ impl RateLimiter {
         tpm: Option<u64>,
         tokens: u64,
         now_ms: i64,
-    ) -> Result<(), (ApiError, &'static str)> {
+    ) -> Result<(), (ApiError, RateKind)> {
         if rpm.is_none() && tpm.is_none() {
             return Ok(());
         }
@@ -79,7 +106,7 @@ impl RateLimiter {
                 window.previous_requests as f64,
                 elapsed,
             );
-            return Err(limited(key, "rpm", u64::from(rpm), wait));
+            return Err(limited(key, RateKind::Rpm, u64::from(rpm), wait));
         }
         if let Some(tpm) = tpm
             && used_tokens + tokens as f64 > tpm as f64
@@ -91,7 +118,7 @@ impl RateLimiter {
                 window.previous_tokens as f64,
                 elapsed,
             );
-            return Err(limited(key, "tpm", tpm, wait));
+            return Err(limited(key, RateKind::Tpm, tpm, wait));
         }
         window.requests += 1;
         window.tokens += tokens;
@@ -136,15 +163,15 @@ pub(super) fn wait_ms(limit: f64, want: f64, current: f64, previous: f64, elapse
     wait.ceil() as i64
 }
 
-/// The 429 for `key` refused by its `which` limit (`rpm` or `tpm`, also returned as the
-/// metrics label) of `limit`, retryable after `wait_ms` (rounded up to whole seconds).
+/// The 429 for `key` refused by its `which` limit of `limit` (returned beside it for the
+/// metrics), retryable after `wait_ms` (rounded up to whole seconds).
 pub(super) fn limited(
     key: &str,
-    which: &'static str,
+    which: RateKind,
     limit: u64,
     wait_ms: i64,
-) -> (ApiError, &'static str) {
-    let unit = if which == "rpm" { "requests" } else { "tokens" };
+) -> (ApiError, RateKind) {
+    let unit = which.unit();
     // A millisecond more, so a retry at exactly the edge is not lost to float rounding.
     let retry_after = u64::try_from(wait_ms + 1)
         .unwrap_or(0)
@@ -204,7 +231,7 @@ mod tests {
                 retry_after: Some(s),
                 ..
             },
-            "rpm",
+            RateKind::Rpm,
         )) = r.admit("k", Some(3), None, 0, t0 + 10_000)
         else {
             unreachable!("the fourth request must be limited");
@@ -231,7 +258,7 @@ mod tests {
                     retry_after: Some(66),
                     ..
                 },
-                "tpm"
+                RateKind::Tpm
             ))
         ));
         assert!(r.admit("other", None, Some(100), 20, 1_000).is_ok());

@@ -48,7 +48,7 @@ use std::time::Duration;
 use prometheus::IntCounterVec;
 
 use super::budget::{Scope, SpendSource, period_end_ms, period_start_ms, read_history};
-use super::rate::MINUTE_MS;
+use super::rate::{MINUTE_MS, RateKind};
 use crate::accounting::Usd;
 use crate::config::BudgetConfig;
 use crate::inflight::InFlight;
@@ -87,10 +87,10 @@ pub struct SharedAsk<'a> {
 pub enum SharedVerdict {
     /// Admitted, with the reservation to settle.
     Admitted(SharedHold),
-    /// Over a rate limit: `rpm` or `tpm`, this minute's and the previous minute's counts,
-    /// and how far into this minute.
+    /// Over a rate limit: which, this minute's and the previous minute's counts, and how
+    /// far into this minute.
     RateLimited {
-        which: &'static str,
+        which: RateKind,
         current: f64,
         previous: f64,
         elapsed_ms: i64,
@@ -310,9 +310,9 @@ impl SharedLimits {
                 }
                 Some("1") => {
                     let which = if reply.get(1).map(String::as_str) == Some("rpm") {
-                        "rpm"
+                        RateKind::Rpm
                     } else {
-                        "tpm"
+                        RateKind::Tpm
                     };
                     return Ok(SharedVerdict::RateLimited {
                         which,

@@ -18,7 +18,7 @@ pub use order::{Candidate, order};
 
 use crate::config::Config;
 use crate::error::{ApiError, UpstreamFailure};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, UpstreamErrorLabels};
 use crate::provider::Upstream;
 use crate::provider::{FailureKind, Reply, UpstreamError};
 use crate::request::Request;
@@ -57,8 +57,8 @@ pub struct Dispatched {
     pub deployment: usize,
     pub reply: Reply,
     pub attempts: u32,
-    /// `deployment:reason` of each failed or skipped candidate, comma-separated.
-    pub fallbacks: String,
+    /// The candidates failed or skipped before it.
+    pub fallbacks: Fallbacks,
     /// Time the answering deployment took (to the first bytes, for streams).
     pub upstream_latency: Duration,
     /// The deployment's in-flight slot: hold it until the response is done.
@@ -69,7 +69,7 @@ pub struct Dispatched {
 pub struct DispatchFailed {
     pub error: ApiError,
     pub attempts: u32,
-    pub fallbacks: String,
+    pub fallbacks: Fallbacks,
     pub last_deployment: Option<usize>,
 }
 
@@ -96,13 +96,54 @@ fn hurts_health(kind: FailureKind) -> bool {
     !matches!(kind, FailureKind::Rejected | FailureKind::RateLimited)
 }
 
-fn note(fallbacks: &mut String, deployment: &str, reason: &str) {
-    if !fallbacks.is_empty() {
-        fallbacks.push(',');
+/// Why dispatch passed a candidate over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Skipped {
+    /// It costs money and the budget left only free deployments.
+    Budget,
+    /// The prompt and the output asked for do not fit its context window.
+    ContextWindow,
+    /// All its `max_concurrency` slots were taken.
+    AtCapacity,
+    /// It was tried and failed so.
+    Failed(FailureKind),
+}
+
+impl Skipped {
+    /// The reason as the ledger and the metrics label write it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Skipped::Budget => "budget",
+            Skipped::ContextWindow => "context_window",
+            Skipped::AtCapacity => "at_capacity",
+            Skipped::Failed(kind) => kind.as_str(),
+        }
     }
-    fallbacks.push_str(deployment);
-    fallbacks.push(':');
-    fallbacks.push_str(reason);
+}
+
+/// The candidates a request passed over, in order: deployment id and why. The ledger
+/// stores it as its display, `id:reason` comma-separated.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Fallbacks(Vec<(String, Skipped)>);
+
+impl Fallbacks {
+    fn note(&mut self, deployment: &str, why: Skipped) {
+        self.0.push((deployment.to_owned(), why));
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl std::fmt::Display for Fallbacks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, (id, why)) in self.0.iter().enumerate() {
+            let comma = if i == 0 { "" } else { "," };
+            write!(f, "{comma}{id}:{}", why.as_str())?;
+        }
+        Ok(())
+    }
 }
 
 /// Sends the job to the first deployment that answers before its deadline.
@@ -113,7 +154,7 @@ pub async fn dispatch(
     metrics: &Metrics,
 ) -> Result<Dispatched, DispatchFailed> {
     let mut attempts = 0;
-    let mut fallbacks = String::new();
+    let mut fallbacks = Fallbacks::default();
     let mut last: Option<(usize, UpstreamError)> = None;
     // Saturating: a client may ask for `max_tokens` up to u64::MAX, which fits nowhere.
     let wanted_tokens = job
@@ -164,16 +205,17 @@ pub async fn dispatch(
                 break;
             }
             if job.free_only && deployment.price.upper_bound(1, 1) > crate::accounting::Usd::ZERO {
-                note(&mut fallbacks, &deployment.id, "budget");
+                fallbacks.note(&deployment.id, Skipped::Budget);
                 continue;
             }
             if deployment.context_window.is_some_and(|w| wanted_tokens > w) {
-                note(&mut fallbacks, &deployment.id, "context_window");
+                fallbacks.note(&deployment.id, Skipped::ContextWindow);
                 continue;
             }
             let Some(slot) = backend.health.try_acquire(deployment.max_concurrency) else {
-                note(&mut fallbacks, &deployment.id, "at_capacity");
-                metrics.fallbacks.with_label_values(&["at_capacity"]).inc();
+                fallbacks.note(&deployment.id, Skipped::AtCapacity);
+                let why = Skipped::AtCapacity.as_str();
+                metrics.fallbacks.with_label_values(&[why]).inc();
                 continue;
             };
             attempts += 1;
@@ -205,10 +247,10 @@ pub async fn dispatch(
                 Err(e) => {
                     drop(slot);
                     let kind = e.kind.as_str();
-                    metrics
-                        .upstream_errors
-                        .with_label_values(&[deployment.id.as_str(), kind])
-                        .inc();
+                    metrics.count_upstream_error(&UpstreamErrorLabels {
+                        deployment: &deployment.id,
+                        kind,
+                    });
                     tracing::warn!(deployment = %deployment.id, kind, message = %e.message, "upstream attempt failed");
                     if !e.kind.retryable() {
                         return Err(DispatchFailed {
@@ -232,7 +274,7 @@ pub async fn dispatch(
                     if position + 1 < candidates.len() {
                         metrics.fallbacks.with_label_values(&[kind]).inc();
                     }
-                    note(&mut fallbacks, &deployment.id, kind);
+                    fallbacks.note(&deployment.id, Skipped::Failed(e.kind));
                     last = Some((index, e));
                 }
             }
@@ -284,5 +326,23 @@ fn final_error(e: UpstreamError, attempts: u32) -> ApiError {
             failure: UpstreamFailure::BadGateway,
             message,
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fallbacks_are_written_as_id_reason_pairs_in_order() {
+        let mut f = Fallbacks::default();
+        assert_eq!(f.to_string(), "");
+        f.note("local-a", Skipped::AtCapacity);
+        f.note("local-b", Skipped::Failed(FailureKind::Timeout));
+        f.note("frontier", Skipped::Budget);
+        assert_eq!(
+            f.to_string(),
+            "local-a:at_capacity,local-b:timeout,frontier:budget"
+        );
     }
 }

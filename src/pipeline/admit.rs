@@ -61,7 +61,11 @@ pub async fn admit(
     match state.admission.admit(&ask).await {
         Ok(admitted) => Ok(admitted),
         Err(Refused::Rate(e, limit)) => {
-            state.metrics.rate_limited.with_label_values(&[limit]).inc();
+            state
+                .metrics
+                .rate_limited
+                .with_label_values(&[limit.as_str()])
+                .inc();
             Err(e)
         }
         Err(Refused::Unavailable(e)) => Err(e),

@@ -17,7 +17,7 @@ use crate::auth::KeyInfo;
 use crate::config::Durability;
 use crate::error::ApiError;
 use crate::ledger::{Commit, Ledger, LedgerRecord, LedgerSlot, PendingRecord};
-use crate::metrics::{Metrics, status_class};
+use crate::metrics::{Metrics, RequestLabels, TokenLabels, status_class};
 use crate::request::{Limits, Request};
 use crate::route::Api;
 use crate::state::{AppState, Runtime};
@@ -293,14 +293,12 @@ fn observe(m: &Metrics, record: &LedgerRecord, elapsed: Duration, ttft: Option<D
         None => "none",
     };
     let deployment = record.deployment.as_deref().unwrap_or("none");
-    m.requests
-        .with_label_values(&[
-            record.rule.as_deref().unwrap_or("none"),
-            tier,
-            deployment,
-            status_class(record.status),
-        ])
-        .inc();
+    m.count_request(&RequestLabels {
+        rule: record.rule.as_deref().unwrap_or("none"),
+        tier,
+        deployment,
+        status_class: status_class(record.status),
+    });
     if let Some(kind) = record.error_kind.as_deref() {
         m.errors.with_label_values(&[kind]).inc();
     }
@@ -324,7 +322,7 @@ fn observe(m: &Metrics, record: &LedgerRecord, elapsed: Duration, ttft: Option<D
         ("reasoning", usage.reasoning),
     ] {
         if n > 0 {
-            m.tokens.with_label_values(&[kind, tier]).inc_by(n);
+            m.count_tokens(&TokenLabels { kind, tier }, n);
         }
     }
     // Always touched, so a free tier shows as a 0 series rather than none.

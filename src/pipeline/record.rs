@@ -125,7 +125,7 @@ impl Draft {
     pub fn dispatched(&mut self, config: &Config, d: &Dispatched) {
         self.set_deployment(config, d.deployment);
         self.record.attempts = d.attempts;
-        self.record.fallbacks.clone_from(&d.fallbacks);
+        self.record.fallbacks = d.fallbacks.to_string();
         self.record.upstream_us = Some(micros(d.upstream_latency));
     }
 
@@ -135,7 +135,7 @@ impl Draft {
             self.set_deployment(config, index);
         }
         self.record.attempts = f.attempts;
-        self.record.fallbacks.clone_from(&f.fallbacks);
+        self.record.fallbacks = f.fallbacks.to_string();
     }
 
     /// What the response cache did; a hit is priced at 0.
