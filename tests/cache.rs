@@ -8,9 +8,9 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
+use common::redis_server::{redis_url, test_redis, unique_prefix};
 use common::*;
 use serde_json::{Value, json};
 
@@ -18,49 +18,6 @@ use serde_json::{Value, json};
 enum Backend {
     Memory,
     Redis,
-}
-
-fn redis_url() -> String {
-    std::env::var("CROSSROADS_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
-}
-
-/// Whether the test Redis answers. Without it the Redis tests are skipped with a
-/// notice, except in CI, where the server is part of the machine and they must run.
-async fn redis_available() -> bool {
-    let Ok(client) = redis::Client::open(redis_url()) else {
-        return false;
-    };
-    let ping = async {
-        let mut c = client.get_multiplexed_async_connection().await.ok()?;
-        redis::cmd("PING").query_async::<String>(&mut c).await.ok()
-    };
-    let up = matches!(
-        tokio::time::timeout(Duration::from_secs(2), ping).await,
-        Ok(Some(_))
-    );
-    if !up {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "no Redis at {}: CI must run the Redis cache tests",
-            redis_url()
-        );
-        eprintln!("skipping a Redis cache test: no Redis at {}", redis_url());
-    }
-    up
-}
-
-/// A key prefix no other test or run uses.
-fn unique_prefix() -> String {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!(
-        "crossroads-test:{}-{nanos}-{}:",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    )
 }
 
 struct Setup {
@@ -110,7 +67,7 @@ fn cache_section(backend: Backend, prefix: &str, settings: &str) -> String {
 /// A gateway with a cache on `backend`; `frontier-a` answers with `reply`. `None` when
 /// the backend is Redis and no Redis runs here (outside CI).
 async fn start_with(backend: Backend, settings: &str, reply: Scripted) -> Option<Setup> {
-    if backend == Backend::Redis && !redis_available().await {
+    if backend == Backend::Redis && test_redis("a Redis cache test").await.is_none() {
         return None;
     }
     let fa = Upstream::start(reply).await;
@@ -121,7 +78,7 @@ async fn start_with(backend: Backend, settings: &str, reply: Scripted) -> Option
         5,
     )))
     .await;
-    let prefix = unique_prefix();
+    let prefix = unique_prefix("cache");
     let config = standard_config(&local.base_url(), &fa.base_url(), &refused_url().await)
         + &cache_section(backend, &prefix, settings);
     let gw = Gateway::start(&config).await;

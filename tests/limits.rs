@@ -10,9 +10,10 @@
 mod common;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
+use common::redis_server::{redis, redis_url, test_redis, unique_prefix};
 use common::*;
 use crossroads::accounting::Usd;
 use crossroads::admission::shared::{SharedAsk, SharedLimits, SharedVerdict};
@@ -21,44 +22,6 @@ use crossroads::config::{BudgetConfig, BudgetPeriod};
 use serde_json::json;
 
 const KEY: &str = "ck-test-key-search";
-
-fn redis_url() -> String {
-    std::env::var("CROSSROADS_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
-}
-
-/// A connection to the test Redis; panics (fails the test) when there is none.
-async fn redis() -> redis::aio::MultiplexedConnection {
-    let client = redis::Client::open(redis_url()).unwrap();
-    let connect = async {
-        let mut c = client.get_multiplexed_async_connection().await.ok()?;
-        redis::cmd("PING")
-            .query_async::<String>(&mut c)
-            .await
-            .ok()?;
-        Some(c)
-    };
-    match tokio::time::timeout(Duration::from_secs(2), connect).await {
-        Ok(Some(c)) => c,
-        _ => panic!(
-            "no Redis at {}: the shared-limits tests need it",
-            redis_url()
-        ),
-    }
-}
-
-/// A key prefix no other test or run uses.
-fn unique_prefix() -> String {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!(
-        "crossroads-test:limits:{}-{nanos}-{}:",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    )
-}
 
 /// The standard config with one key (team `search`) and a `[limits]` section.
 fn config(local: &Upstream, fa: &Upstream, key_extra: &str, limits: &str) -> String {
@@ -149,8 +112,10 @@ async fn await_account(prefix: &str, key_id: &str, expected: (i64, i64), what: &
 
 #[tokio::test]
 async fn two_replicas_never_overshoot_one_budget() {
-    let prefix = unique_prefix();
-    let _ = redis().await;
+    let prefix = unique_prefix("limits");
+    let Some(_) = test_redis("a shared-limits test").await else {
+        return;
+    };
     let local = Upstream::start(Scripted::json(completion("l", "ok", 1, 1))).await;
     // Every answer costs 10 × $2/M + 50 × $8/M = $0.00042; a request reserves a little
     // less than $0.0005, so two fit in $0.001 and a third never does. Alone, each
@@ -217,8 +182,10 @@ async fn two_replicas_never_overshoot_one_budget() {
 
 #[tokio::test]
 async fn two_replicas_share_one_tpm_window_with_generated_tokens() {
-    let prefix = unique_prefix();
-    let _ = redis().await;
+    let prefix = unique_prefix("limits");
+    let Some(_) = test_redis("a shared-limits test").await else {
+        return;
+    };
     let local = Upstream::start(Scripted::json(completion("l", "ok", 1, 1))).await;
     let fa = Upstream::start(Scripted::json(completion("gpt-4.1", "ok", 10, 500))).await;
     let toml = config(&local, &fa, "tpm = 600", &shared(&prefix));
@@ -266,8 +233,10 @@ async fn two_replicas_share_one_tpm_window_with_generated_tokens() {
 
 #[tokio::test]
 async fn a_failed_request_releases_its_shared_reservation() {
-    let prefix = unique_prefix();
-    let _ = redis().await;
+    let prefix = unique_prefix("limits");
+    let Some(_) = test_redis("a shared-limits test").await else {
+        return;
+    };
     let local = Upstream::start(Scripted::json(completion("l", "ok", 1, 1))).await;
     let fa = Upstream::start(Scripted::status(500, json!({"error": {"message": "down"}}))).await;
     let gw = Gateway::start(&config(
@@ -289,8 +258,10 @@ async fn a_failed_request_releases_its_shared_reservation() {
 
 #[tokio::test]
 async fn a_spent_shared_budget_still_lets_free_local_traffic_through() {
-    let prefix = unique_prefix();
-    let _ = redis().await;
+    let prefix = unique_prefix("limits");
+    let Some(_) = test_redis("a shared-limits test").await else {
+        return;
+    };
     let local = Upstream::start(Scripted::json(completion("l", "ok", 1, 1))).await;
     let fa = Upstream::start(Scripted::json(completion("gpt-4.1", "ok", 1, 1))).await;
     let gw = Gateway::start(&config(
@@ -318,8 +289,10 @@ async fn a_spent_shared_budget_still_lets_free_local_traffic_through() {
 
 #[tokio::test]
 async fn two_replicas_share_one_rpm_limit() {
-    let prefix = unique_prefix();
-    let _ = redis().await;
+    let prefix = unique_prefix("limits");
+    let Some(_) = test_redis("a shared-limits test").await else {
+        return;
+    };
     let local = Upstream::start(Scripted::json(completion("l", "ok", 1, 1))).await;
     let fa = Upstream::start(Scripted::json(completion("gpt-4.1", "ok", 1, 1))).await;
     let toml = config(&local, &fa, "rpm = 3", &shared(&prefix));
@@ -427,8 +400,10 @@ fn daily(usd: f64) -> BudgetConfig {
 
 #[tokio::test]
 async fn a_dead_replicas_reservations_expire_with_their_lease() {
-    let prefix = unique_prefix();
-    let _ = redis().await;
+    let prefix = unique_prefix("limits");
+    let Some(_) = test_redis("a shared-limits test").await else {
+        return;
+    };
     let budgets = [(Scope::Key("search-prod".into()), daily(0.001))];
     // A replica reserves the whole budget and dies: it never settles nor releases.
     let dead = limits(&prefix, Duration::from_millis(1_000), Usd::ZERO);
@@ -459,8 +434,10 @@ async fn a_dead_replicas_reservations_expire_with_their_lease() {
 
 #[tokio::test]
 async fn replicas_starting_together_seed_the_period_once() {
-    let prefix = unique_prefix();
-    let _ = redis().await;
+    let prefix = unique_prefix("limits");
+    let Some(_) = test_redis("a shared-limits test").await else {
+        return;
+    };
     let budgets = [(Scope::Key("search-prod".into()), daily(1.0))];
     let seed = Usd::from_dollars(0.25).unwrap();
     let replicas: Vec<_> = (0..4)
@@ -489,8 +466,10 @@ async fn replicas_starting_together_seed_the_period_once() {
 
 #[tokio::test]
 async fn money_stays_exact_beyond_double_precision() {
-    let prefix = unique_prefix();
-    let _ = redis().await;
+    let prefix = unique_prefix("limits");
+    let Some(_) = test_redis("a shared-limits test").await else {
+        return;
+    };
     // $20,000 is 2 × 10^16 pico-USD, past 2^53: doubles cannot tell it from one more.
     let budgets = [(Scope::Team("search".into()), daily(20_000.0))];
     let limit = budgets[0].1.limit;
@@ -597,8 +576,10 @@ async fn pump(from: tokio::net::tcp::OwnedReadHalf, to: tokio::net::tcp::OwnedWr
 
 #[tokio::test]
 async fn a_settlement_that_fails_in_an_outage_is_retried() {
-    let prefix = unique_prefix();
-    let _ = redis().await;
+    let prefix = unique_prefix("limits");
+    let Some(_) = test_redis("a shared-limits test").await else {
+        return;
+    };
     let proxy = Proxy::start().await;
     let (limits, errors) = limits_behind(&proxy, &prefix, Usd::ZERO);
     let budgets = [(Scope::Key("search-prod".into()), daily(1.0))];
@@ -610,8 +591,10 @@ async fn a_settlement_that_fails_in_an_outage_is_retried() {
     };
     proxy.down();
     hold.settle(cost);
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(errors.with_label_values(&["settle"]).get() >= 1);
+    eventually("the failed settlement counted", || async {
+        errors.with_label_values(&["settle"]).get() >= 1
+    })
+    .await;
     assert_eq!(
         account(&prefix, "search-prod").await,
         (Some(0), Some(reserved.pico()))
@@ -629,8 +612,10 @@ async fn a_settlement_that_fails_in_an_outage_is_retried() {
 
 #[tokio::test]
 async fn an_outage_falls_back_to_local_limits_and_redis_takes_over_again() {
-    let prefix = unique_prefix();
-    let _ = redis().await;
+    let prefix = unique_prefix("limits");
+    let Some(_) = test_redis("a shared-limits test").await else {
+        return;
+    };
     let proxy = Proxy::start().await;
     let (gw, _upstreams) = gateway_behind(&proxy, &prefix, "rpm = 100", (1, 1)).await;
     let fallbacks = "crossroads_admission_fallbacks_total{policy=\"local\"}";
@@ -835,8 +820,10 @@ fn check_shows_the_limits_backend_without_the_password() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a measurement, not a check"]
 async fn added_latency_of_shared_limits() {
-    let prefix = unique_prefix();
-    let _ = redis().await;
+    let prefix = unique_prefix("limits");
+    let Some(_) = test_redis("a shared-limits test").await else {
+        return;
+    };
     let local = Upstream::start(Scripted::json(completion("l", "ok", 1, 1))).await;
     let fa = Upstream::start(Scripted::json(completion("gpt-4.1", "ok", 10, 5))).await;
     let key = "rpm = 1000000\ntpm = 1000000000\nbudget = { usd = 1000000, period = \"day\" }";
@@ -907,8 +894,10 @@ async fn added_latency_of_shared_limits() {
 
 #[tokio::test]
 async fn what_the_fallback_spent_reaches_redis_once_it_is_back() {
-    let prefix = unique_prefix();
-    let _ = redis().await;
+    let prefix = unique_prefix("limits");
+    let Some(_) = test_redis("a shared-limits test").await else {
+        return;
+    };
     let proxy = Proxy::start().await;
     let (limits, errors) = limits_behind(&proxy, &prefix, Usd::ZERO);
     let budgets = [(Scope::Key("search-prod".into()), daily(1.0))];
@@ -935,8 +924,10 @@ async fn what_the_fallback_spent_reaches_redis_once_it_is_back() {
     // Two requests the fallback admitted settle while Redis is away.
     limits.owing(&budgets, now_ms()).settle(dollars(0.2));
     limits.owing(&budgets, now_ms()).settle(dollars(0.05));
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(errors.with_label_values(&["owe"]).get() >= 1);
+    eventually("the failed owing counted", || async {
+        errors.with_label_values(&["owe"]).get() >= 1
+    })
+    .await;
     assert_eq!(
         account(&prefix, "search-prod").await,
         (Some(dollars(0.1).pico()), Some(0))
@@ -954,8 +945,10 @@ async fn what_the_fallback_spent_reaches_redis_once_it_is_back() {
 
 #[tokio::test]
 async fn a_gateway_pays_the_shared_budget_what_it_spent_in_an_outage() {
-    let prefix = unique_prefix();
-    let _ = redis().await;
+    let prefix = unique_prefix("limits");
+    let Some(_) = test_redis("a shared-limits test").await else {
+        return;
+    };
     let proxy = Proxy::start().await;
     // Every answer costs 10 × $2/M + 50 × $8/M = $0.00042.
     let budget = "budget = { usd = 1.0, period = \"day\" }";
@@ -990,8 +983,10 @@ async fn a_gateway_pays_the_shared_budget_what_it_spent_in_an_outage() {
 
 #[tokio::test]
 async fn a_batch_of_owed_spend_is_counted_once_however_often_it_is_offered() {
-    let prefix = unique_prefix();
-    let mut r = redis().await;
+    let prefix = unique_prefix("limits");
+    let Some(mut r) = test_redis("a shared-limits test").await else {
+        return;
+    };
     // Seeded before the outage (no `seeded` field: as older versions wrote it), never
     // seeded, and seeded from the ledger after the outage's requests were settled.
     let [old, unseeded, later] =
@@ -1042,8 +1037,10 @@ async fn a_batch_of_owed_spend_is_counted_once_however_often_it_is_offered() {
 
 #[tokio::test]
 async fn a_second_outage_starts_from_the_ledger_not_from_the_first() {
-    let prefix = unique_prefix();
-    let _ = redis().await;
+    let prefix = unique_prefix("limits");
+    let Some(_) = test_redis("a shared-limits test").await else {
+        return;
+    };
     let proxy = Proxy::start().await;
     // $0.00042 an answer; with max_tokens 50 a request reserves a little under $0.0005.
     let budget = "budget = { usd = 0.0015, period = \"day\" }";
@@ -1073,8 +1070,10 @@ async fn a_second_outage_starts_from_the_ledger_not_from_the_first() {
 
 #[tokio::test]
 async fn an_account_seeded_after_an_outage_does_not_count_it_twice() {
-    let prefix = unique_prefix();
-    let mut r = redis().await;
+    let prefix = unique_prefix("limits");
+    let Some(mut r) = test_redis("a shared-limits test").await else {
+        return;
+    };
     let proxy = Proxy::start().await;
     let dollars = |d: f64| Usd::from_dollars(d).unwrap();
     let (limits, _) = limits_behind(&proxy, &prefix, Usd::ZERO);
@@ -1108,8 +1107,10 @@ async fn an_account_seeded_after_an_outage_does_not_count_it_twice() {
 
 #[tokio::test]
 async fn a_budget_rule_reads_the_spend_of_every_replica() {
-    let prefix = unique_prefix();
-    let _ = redis().await;
+    let prefix = unique_prefix("limits");
+    let Some(_) = test_redis("a shared-limits test").await else {
+        return;
+    };
     let local = Upstream::start(Scripted::json(completion("l", "ok", 1, 1))).await;
     // $0.00042 a frontier answer, of a $0.001 budget.
     let fa = Upstream::start(Scripted::json(completion("gpt-4.1", "ok", 10, 50))).await;

@@ -241,7 +241,10 @@ async fn client_disconnect_mid_stream_is_still_recorded() {
     let _ = body.next().await;
     drop(body);
     // The gateway notices when it next writes.
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    eventually("the cut stream's record", || async {
+        !gw.ledger_rows().await.is_empty()
+    })
+    .await;
     let rows = gw.ledger_rows().await;
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0]["status"], 499);

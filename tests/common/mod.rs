@@ -19,6 +19,7 @@ use crossroads::app;
 use crossroads::ledger::LedgerWriter;
 use crossroads::state::AppState;
 
+pub mod redis_server;
 pub mod served;
 
 /// A canned upstream reply.
@@ -529,6 +530,24 @@ fn write_config(path: &Path, ledger: &Path, toml: &str) {
 }
 
 /// Reads every ledger row of a SQLite ledger file.
+/// Waits until `check` holds, polling every 20 ms, and fails naming `what` after 5 s:
+/// for effects that land off the request path (records, settlements, counters), instead
+/// of a sleep that guesses how long they take.
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not within 5 s: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 pub fn read_ledger(path: &Path) -> Vec<Map<String, Value>> {
     let conn = rusqlite::Connection::open(path).unwrap();
     let mut stmt = conn
