@@ -2,6 +2,7 @@
 //! ledger. Same record, same columns as SQLite; schema versioned in a table. Also the
 //! connection thread that readers (spend queries, the key store) share.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::{Mutex, mpsc};
 use std::time::{Duration, Instant};
 
@@ -100,21 +101,35 @@ fn migrations() -> Vec<String> {
     all
 }
 
-const INSERT: &str = "INSERT INTO requests (
-    request_id, ts_ms, key_id, team, end_user, endpoint, requested_model, label, task,
-    confidence, difficulty, pii, pii_kinds, rule, shadow_rule, pool, deployment, provider,
-    upstream_model, tier, cache_hit, stream, status, error_kind, attempts, fallbacks,
+/// The columns of a record, in the order [`insert`] passes its fields.
+const COLUMNS: &str = "request_id, ts_ms, key_id, team, end_user, endpoint, requested_model,
+    label, task, confidence, difficulty, pii, pii_kinds, rule, shadow_rule, pool, deployment,
+    provider, upstream_model, tier, cache_hit, stream, status, error_kind, attempts, fallbacks,
     input_tokens, cached_input_tokens, cache_write_tokens, output_tokens, reasoning_tokens,
     usage_estimated, cost_pusd, reference_cost_pusd, latency_us, ttft_us, upstream_us,
-    prompt_tokens_est, tools, images, json_mode
-) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18,
-    $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33, $34, $35, $36, $37,
-    $38, $39, $40, $41)
-ON CONFLICT (request_id) DO NOTHING";
+    prompt_tokens_est, tools, images, json_mode";
+const FIELDS: usize = 41;
+
+/// Inserts `rows` records in one statement and answers the ids it inserted (a record
+/// already there, from a retried batch, is skipped).
+fn insert_sql(rows: usize) -> String {
+    let mut values = Vec::with_capacity(rows);
+    for row in 0..rows {
+        let params: Vec<String> = (1..=FIELDS)
+            .map(|f| format!("${}", row * FIELDS + f))
+            .collect();
+        values.push(format!("({})", params.join(", ")));
+    }
+    format!(
+        "INSERT INTO requests ({COLUMNS}) VALUES {} ON CONFLICT (request_id) DO NOTHING RETURNING request_id",
+        values.join(", ")
+    )
+}
 
 pub struct PgStore {
     client: Client,
-    insert: Statement,
+    /// The insert of a batch of n records, by n, prepared on first use.
+    inserts: HashMap<usize, Statement>,
     spend_upsert: Statement,
     latency_upsert: Statement,
 }
@@ -176,12 +191,11 @@ impl PgStore {
     pub fn open(url: &str, schema: &str) -> Result<Self, String> {
         let mut client = connect(url, schema)?;
         let mut prepare = |sql: &str| client.prepare(sql).map_err(|e| e.to_string());
-        let insert = prepare(INSERT)?;
-        let spend_upsert = prepare(&rollup::spend_upsert())?;
-        let latency_upsert = prepare(&rollup::latency_upsert())?;
+        let spend_upsert = prepare(&rollup::spend_upsert_many())?;
+        let latency_upsert = prepare(&rollup::latency_upsert_many())?;
         Ok(PgStore {
             client,
-            insert,
+            inserts: HashMap::new(),
             spend_upsert,
             latency_upsert,
         })
@@ -267,83 +281,181 @@ impl PgWorker {
 impl LedgerStore for PgStore {
     fn write(&mut self, batch: &[LedgerRecord]) -> Result<(), String> {
         let mut tx = self.client.transaction().map_err(|e| e.to_string())?;
+        let statement = match self.inserts.get(&batch.len()) {
+            Some(statement) => statement.clone(),
+            None => {
+                let statement = tx
+                    .prepare(&insert_sql(batch.len()))
+                    .map_err(|e| e.to_string())?;
+                self.inserts.insert(batch.len(), statement.clone());
+                statement
+            }
+        };
+        let mut inserted = insert(&mut tx, &statement, batch)?;
         let mut rollup = Rollup::default();
         for r in batch {
-            let status = i32::from(r.status);
-            let attempts = i32::try_from(r.attempts).unwrap_or(i32::MAX);
-            let images = r.images.map(|n| i32::try_from(n).unwrap_or(i32::MAX));
-            let inserted = tx
-                .execute(
-                    &self.insert,
-                    &[
-                        &r.request_id,
-                        &r.ts_ms,
-                        &r.key_id,
-                        &r.team,
-                        &r.end_user,
-                        &r.endpoint.as_ref(),
-                        &r.requested_model,
-                        &r.label,
-                        &r.task,
-                        &r.confidence,
-                        &r.difficulty,
-                        &!r.pii_kinds.is_empty(),
-                        &r.pii_kinds,
-                        &r.rule,
-                        &r.shadow_rule,
-                        &r.pool,
-                        &r.deployment,
-                        &r.provider.as_deref(),
-                        &r.upstream_model,
-                        &r.tier.as_deref(),
-                        &r.cache_hit,
-                        &r.stream,
-                        &status,
-                        &r.error_kind.as_deref(),
-                        &attempts,
-                        &r.fallbacks,
-                        &int(r.usage.input),
-                        &int(r.usage.cached_input),
-                        &int(r.usage.cache_write),
-                        &int(r.usage.output),
-                        &int(r.usage.reasoning),
-                        &r.usage.estimated,
-                        &r.cost.pico(),
-                        &r.reference_cost.pico(),
-                        &int(r.latency_us),
-                        &r.ttft_us.map(int),
-                        &r.upstream_us.map(int),
-                        &r.prompt_tokens_est.map(int),
-                        &r.tools,
-                        &images,
-                        &r.json_mode,
-                    ],
-                )
-                .map_err(|e| e.to_string())?;
             // A record already there (a retried batch) adds nothing to the sums.
-            if inserted == 1 {
+            if inserted.remove(r.request_id.as_str()) {
                 rollup.add(r);
             }
         }
-        for (dim, day, team, key, value, sums) in rollup.spend_rows() {
-            let mut params: Vec<&(dyn postgres::types::ToSql + Sync)> =
-                vec![&dim, &day, &team, &key, &value];
-            params.extend(
-                sums.iter()
-                    .map(|n| n as &(dyn postgres::types::ToSql + Sync)),
-            );
-            tx.execute(&self.spend_upsert, &params)
-                .map_err(|e| e.to_string())?;
-        }
-        for (day, deployment, metric, bucket, n) in rollup.latency_rows() {
-            tx.execute(
-                &self.latency_upsert,
-                &[&day, &deployment, &metric, &bucket, &n],
-            )
-            .map_err(|e| e.to_string())?;
-        }
+        add_rollup(&mut tx, &self.spend_upsert, &self.latency_upsert, &rollup)?;
         tx.commit().map_err(|e| e.to_string())
     }
+}
+
+/// Inserts `batch` with `statement` (of [`insert_sql`] for its length); the ids it
+/// inserted.
+fn insert(
+    tx: &mut postgres::Transaction<'_>,
+    statement: &Statement,
+    batch: &[LedgerRecord],
+) -> Result<HashSet<String>, String> {
+    /// What a record's fields become as parameters, owned where they are computed.
+    struct Computed<'a> {
+        endpoint: &'a str,
+        pii: bool,
+        provider: Option<&'a str>,
+        tier: Option<&'a str>,
+        status: i32,
+        error_kind: Option<&'a str>,
+        attempts: i32,
+        tokens: [i64; 5],
+        cost: i64,
+        reference_cost: i64,
+        latency_us: i64,
+        ttft_us: Option<i64>,
+        upstream_us: Option<i64>,
+        prompt_tokens_est: Option<i64>,
+        images: Option<i32>,
+    }
+    let small = |n: u32| i32::try_from(n).unwrap_or(i32::MAX);
+    let computed: Vec<Computed<'_>> = batch
+        .iter()
+        .map(|r| Computed {
+            endpoint: r.endpoint.as_ref(),
+            pii: !r.pii_kinds.is_empty(),
+            provider: r.provider.as_deref(),
+            tier: r.tier.as_deref(),
+            status: i32::from(r.status),
+            error_kind: r.error_kind.as_deref(),
+            attempts: small(r.attempts),
+            tokens: [
+                int(r.usage.input),
+                int(r.usage.cached_input),
+                int(r.usage.cache_write),
+                int(r.usage.output),
+                int(r.usage.reasoning),
+            ],
+            cost: r.cost.pico(),
+            reference_cost: r.reference_cost.pico(),
+            latency_us: int(r.latency_us),
+            ttft_us: r.ttft_us.map(int),
+            upstream_us: r.upstream_us.map(int),
+            prompt_tokens_est: r.prompt_tokens_est.map(int),
+            images: r.images.map(small),
+        })
+        .collect();
+    let mut params: Vec<&(dyn postgres::types::ToSql + Sync)> =
+        Vec::with_capacity(batch.len() * FIELDS);
+    for (r, c) in batch.iter().zip(&computed) {
+        params.extend([
+            &r.request_id as &(dyn postgres::types::ToSql + Sync),
+            &r.ts_ms,
+            &r.key_id,
+            &r.team,
+            &r.end_user,
+            &c.endpoint,
+            &r.requested_model,
+            &r.label,
+            &r.task,
+            &r.confidence,
+            &r.difficulty,
+            &c.pii,
+            &r.pii_kinds,
+            &r.rule,
+            &r.shadow_rule,
+            &r.pool,
+            &r.deployment,
+            &c.provider,
+            &r.upstream_model,
+            &c.tier,
+            &r.cache_hit,
+            &r.stream,
+            &c.status,
+            &c.error_kind,
+            &c.attempts,
+            &r.fallbacks,
+            &c.tokens[0],
+            &c.tokens[1],
+            &c.tokens[2],
+            &c.tokens[3],
+            &c.tokens[4],
+            &r.usage.estimated,
+            &c.cost,
+            &c.reference_cost,
+            &c.latency_us,
+            &c.ttft_us,
+            &c.upstream_us,
+            &c.prompt_tokens_est,
+            &r.tools,
+            &c.images,
+            &r.json_mode,
+        ]);
+    }
+    tx.query(statement, &params)
+        .map_err(|e| e.to_string())?
+        .iter()
+        .map(|row| row.try_get::<_, String>(0))
+        .collect::<Result<_, _>>()
+        .map_err(|e| e.to_string())
+}
+
+/// Adds a batch's sums to the rollup tables: one statement for every `spend_daily` row
+/// and one for every `latency_daily` bucket, whatever the batch holds (a statement per
+/// row cost a round trip each: about ten for a one-record batch). Rows go in key order,
+/// so replicas adding to the same rows at once lock them in the same order.
+fn add_rollup(
+    tx: &mut postgres::Transaction<'_>,
+    spend_upsert: &Statement,
+    latency_upsert: &Statement,
+    rollup: &Rollup,
+) -> Result<(), String> {
+    let mut spend: Vec<_> = rollup.spend_rows().collect();
+    spend.sort_unstable_by(|a, b| (a.0, a.1, a.2, a.3, a.4).cmp(&(b.0, b.1, b.2, b.3, b.4)));
+    if !spend.is_empty() {
+        let dims: Vec<&str> = spend.iter().map(|r| r.0).collect();
+        let days: Vec<i64> = spend.iter().map(|r| r.1).collect();
+        let teams: Vec<&str> = spend.iter().map(|r| r.2).collect();
+        let keys: Vec<&str> = spend.iter().map(|r| r.3).collect();
+        let values: Vec<&str> = spend.iter().map(|r| r.4).collect();
+        let sums: Vec<Vec<i64>> = (0..rollup::Sums::COLUMNS.len())
+            .map(|c| spend.iter().map(|r| r.5[c]).collect())
+            .collect();
+        let mut params: Vec<&(dyn postgres::types::ToSql + Sync)> =
+            vec![&dims, &days, &teams, &keys, &values];
+        params.extend(
+            sums.iter()
+                .map(|column| column as &(dyn postgres::types::ToSql + Sync)),
+        );
+        tx.execute(spend_upsert, &params)
+            .map_err(|e| e.to_string())?;
+    }
+    let mut latency: Vec<_> = rollup.latency_rows().collect();
+    latency.sort_unstable_by(|a, b| (a.0, a.1, a.2, a.3).cmp(&(b.0, b.1, b.2, b.3)));
+    if !latency.is_empty() {
+        let days: Vec<i64> = latency.iter().map(|r| r.0).collect();
+        let deployments: Vec<&str> = latency.iter().map(|r| r.1).collect();
+        let metrics: Vec<&str> = latency.iter().map(|r| r.2).collect();
+        let buckets: Vec<i64> = latency.iter().map(|r| r.3).collect();
+        let counts: Vec<i64> = latency.iter().map(|r| r.4).collect();
+        tx.execute(
+            latency_upsert,
+            &[&days, &deployments, &metrics, &buckets, &counts],
+        )
+        .map_err(|e| e.to_string())?;
+    }
+    Ok(())
 }
 
 /// Calls `tick(true)` after every `NOTIFY channel` from any connection to the database,

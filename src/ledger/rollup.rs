@@ -357,6 +357,31 @@ pub fn latency_upsert() -> String {
     )
 }
 
+/// PostgreSQL: adds many rows of sums in one statement, each parameter an array of one
+/// column (`$1`–`$5` the keys, `$6`–`$16` the sums, in [`Sums::COLUMNS`] order).
+pub fn spend_upsert_many() -> String {
+    let sums = (6..=16)
+        .map(|i| format!("${i}::BIGINT[]"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "INSERT INTO spend_daily (dim, day, team, key_id, value, {})
+         SELECT * FROM UNNEST($1::TEXT[], $2::BIGINT[], $3::TEXT[], $4::TEXT[], $5::TEXT[], {sums})
+         {SPEND_CONFLICT}",
+        Sums::COLUMNS.join(", ")
+    )
+}
+
+/// PostgreSQL: adds to many histogram buckets in one statement, each parameter an array
+/// of one column.
+pub fn latency_upsert_many() -> String {
+    format!(
+        "INSERT INTO latency_daily (day, deployment, metric, bucket, n)
+         SELECT * FROM UNNEST($1::BIGINT[], $2::TEXT[], $3::TEXT[], $4::BIGINT[], $5::BIGINT[])
+         {LATENCY_CONFLICT}"
+    )
+}
+
 /// The tables (`BIGINT` is an integer to SQLite too).
 pub const SCHEMA: &str = "
 CREATE TABLE spend_daily (
