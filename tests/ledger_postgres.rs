@@ -409,47 +409,84 @@ async fn spend_totals_and_pages_match_what_was_written_on_both_backends() {
     check_reader(sqlite, synthetic()).await;
 }
 
-#[tokio::test]
-async fn the_postgres_migration_backfills_the_rollups_the_writer_keeps() {
-    let schema = Schema::new("rollup");
-    write_and_read(
-        LedgerBackend::Postgres {
-            url: crossroads::config::Secret::new(URL.into()),
-            schema: schema.0.clone(),
-        },
-        synthetic(),
-    )
-    .await;
+/// The rollup rows of schema `s`, one string each, in key order.
+fn rollup_rows(c: &mut postgres::Client, s: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for sql in [
+        format!(
+            "SELECT dim, day, team, key_id, value, requests, errors, cache_hits, fallbacks, input_tokens, cached_input_tokens, cache_write_tokens, output_tokens, reasoning_tokens, cost_pusd, reference_cost_pusd FROM {s}.spend_daily ORDER BY 1, 2, 3, 4, 5"
+        ),
+        format!(
+            "SELECT deployment, metric, day, bucket, n FROM {s}.latency_daily ORDER BY 1, 2, 3, 4"
+        ),
+    ] {
+        for row in c.query(&sql, &[]).unwrap() {
+            let cells: Vec<String> = (0..row.len())
+                .map(|i| {
+                    row.try_get::<_, String>(i)
+                        .or_else(|_| row.try_get::<_, i64>(i).map(|n| n.to_string()))
+                        .unwrap()
+                })
+                .collect();
+            out.push(cells.join("|"));
+        }
+    }
+    out
+}
+
+/// The rollups the writer kept in `schema`, and the same rolled up again from its
+/// records by the migration's SQL.
+async fn written_and_backfilled(schema: &Schema) -> (Vec<String>, Vec<String>) {
     let s = schema.0.clone();
-    let (written, backfilled) = pg(move |c| {
-        let rows = |c: &mut postgres::Client| -> Vec<String> {
-            let mut out = Vec::new();
-            for sql in [
-                format!("SELECT dim, day, team, key_id, value, requests, errors, cache_hits, fallbacks, input_tokens, cached_input_tokens, cache_write_tokens, output_tokens, reasoning_tokens, cost_pusd, reference_cost_pusd FROM {s}.spend_daily ORDER BY 1, 2, 3, 4, 5"),
-                format!("SELECT deployment, metric, day, bucket, n FROM {s}.latency_daily ORDER BY 1, 2, 3, 4"),
-            ] {
-                for row in c.query(&sql, &[]).unwrap() {
-                    let cells: Vec<String> = (0..row.len())
-                        .map(|i| {
-                            row.try_get::<_, String>(i)
-                                .or_else(|_| row.try_get::<_, i64>(i).map(|n| n.to_string()))
-                                .unwrap()
-                        })
-                        .collect();
-                    out.push(cells.join("|"));
-                }
-            }
-            out
-        };
-        let written = rows(c);
+    pg(move |c| {
+        let written = rollup_rows(c, &s);
         c.batch_execute(&format!(
             "SET search_path TO {s}; DELETE FROM spend_daily; DELETE FROM latency_daily; {}",
             crossroads::ledger::rollup::roll_up_sql("TRUE")
         ))
         .unwrap();
-        (written, rows(c))
+        (written, rollup_rows(c, &s))
+    })
+    .await
+}
+
+fn pg_backend(schema: &Schema) -> LedgerBackend {
+    LedgerBackend::Postgres {
+        url: crossroads::config::Secret::new(URL.into()),
+        schema: schema.0.clone(),
+    }
+}
+
+#[tokio::test]
+async fn the_postgres_migration_backfills_the_rollups_the_writer_keeps() {
+    let schema = Schema::new("rollup");
+    write_and_read(pg_backend(&schema), synthetic()).await;
+    let (written, backfilled) = written_and_backfilled(&schema).await;
+    assert!(written.len() > 20, "{written:?}");
+    assert_eq!(backfilled, written);
+}
+
+#[tokio::test]
+async fn records_written_twice_count_once_in_the_records_and_the_rollups() {
+    let schema = Schema::new("twice");
+    let records = synthetic();
+    // Each record twice in a row (the same batch, as a retried write may send it), then
+    // the whole set again through a second writer (a batch retried after a restart).
+    let doubled: Vec<LedgerRecord> = records
+        .iter()
+        .flat_map(|r| [r.clone(), r.clone()])
+        .collect();
+    write_and_read(pg_backend(&schema), doubled).await;
+    write_and_read(pg_backend(&schema), records.clone()).await;
+    let s = schema.0.clone();
+    let stored: i64 = pg(move |c| {
+        c.query_one(&format!("SELECT COUNT(*) FROM {s}.requests"), &[])
+            .unwrap()
+            .get(0)
     })
     .await;
+    assert_eq!(stored, records.len() as i64);
+    let (written, backfilled) = written_and_backfilled(&schema).await;
     assert!(written.len() > 20, "{written:?}");
     assert_eq!(backfilled, written);
 }
