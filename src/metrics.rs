@@ -289,7 +289,6 @@ impl Metrics {
         })
     }
 
-    /// The registry in Prometheus text format.
     /// Counts an answered request.
     pub fn count_request(&self, labels: &RequestLabels<'_>) {
         self.requests.with_label_values(&labels.values()).inc();
@@ -312,6 +311,7 @@ impl Metrics {
         ReloadCounter(self.config_reloads.clone())
     }
 
+    /// The registry in Prometheus text format.
     pub fn render(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(16 * 1024);
         if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {

@@ -103,6 +103,14 @@ impl Schema {
         ))
     }
 
+    /// The ledger backend of this schema.
+    fn backend(&self) -> LedgerBackend {
+        LedgerBackend::Postgres {
+            url: crossroads::config::Secret::new(URL.into()),
+            schema: self.0.clone(),
+        }
+    }
+
     /// The `[ledger]` section pointing at this schema.
     fn ledger(&self) -> String {
         format!("[ledger]\nurl = \"{URL}\"\nschema = \"{}\"\n", self.0)
@@ -390,14 +398,7 @@ async fn check_reader(reader: LedgerReader, records: Vec<LedgerRecord>) {
 #[tokio::test]
 async fn spend_totals_and_pages_match_what_was_written_on_both_backends() {
     let schema = Schema::new("spend");
-    let pg = write_and_read(
-        LedgerBackend::Postgres {
-            url: crossroads::config::Secret::new(URL.into()),
-            schema: schema.0.clone(),
-        },
-        synthetic(),
-    )
-    .await;
+    let pg = write_and_read(schema.backend(), synthetic()).await;
     check_reader(pg, synthetic()).await;
 
     let dir = tempfile::tempdir().unwrap();
@@ -434,6 +435,17 @@ fn rollup_rows(c: &mut postgres::Client, s: &str) -> Vec<String> {
     out
 }
 
+/// How many records `schema` holds.
+async fn stored_records(schema: &Schema) -> i64 {
+    let s = schema.0.clone();
+    pg(move |c| {
+        c.query_one(&format!("SELECT COUNT(*) FROM {s}.requests"), &[])
+            .unwrap()
+            .get(0)
+    })
+    .await
+}
+
 /// The rollups the writer kept in `schema`, and the same rolled up again from its
 /// records by the migration's SQL.
 async fn written_and_backfilled(schema: &Schema) -> (Vec<String>, Vec<String>) {
@@ -450,17 +462,10 @@ async fn written_and_backfilled(schema: &Schema) -> (Vec<String>, Vec<String>) {
     .await
 }
 
-fn pg_backend(schema: &Schema) -> LedgerBackend {
-    LedgerBackend::Postgres {
-        url: crossroads::config::Secret::new(URL.into()),
-        schema: schema.0.clone(),
-    }
-}
-
 #[tokio::test]
 async fn the_postgres_migration_backfills_the_rollups_the_writer_keeps() {
     let schema = Schema::new("rollup");
-    write_and_read(pg_backend(&schema), synthetic()).await;
+    write_and_read(schema.backend(), synthetic()).await;
     let (written, backfilled) = written_and_backfilled(&schema).await;
     assert!(written.len() > 20, "{written:?}");
     assert_eq!(backfilled, written);
@@ -476,18 +481,36 @@ async fn records_written_twice_count_once_in_the_records_and_the_rollups() {
         .iter()
         .flat_map(|r| [r.clone(), r.clone()])
         .collect();
-    write_and_read(pg_backend(&schema), doubled).await;
-    write_and_read(pg_backend(&schema), records.clone()).await;
-    let s = schema.0.clone();
-    let stored: i64 = pg(move |c| {
-        c.query_one(&format!("SELECT COUNT(*) FROM {s}.requests"), &[])
-            .unwrap()
-            .get(0)
-    })
-    .await;
+    write_and_read(schema.backend(), doubled).await;
+    write_and_read(schema.backend(), records.clone()).await;
+    let stored = stored_records(&schema).await;
     assert_eq!(stored, records.len() as i64);
     let (written, backfilled) = written_and_backfilled(&schema).await;
     assert!(written.len() > 20, "{written:?}");
+    assert_eq!(backfilled, written);
+}
+
+#[tokio::test]
+async fn a_batch_larger_than_one_insert_statement_is_written_whole() {
+    // More records than one statement's 65,535 parameters hold (41 a record): a
+    // `ledger.batch_size` of thousands must not make every write fail.
+    let schema = Schema::new("big");
+    let records: Vec<LedgerRecord> = (0..2_000)
+        .map(|i| LedgerRecord {
+            request_id: format!("big-{i}"),
+            ..synthetic()[i % 12].clone()
+        })
+        .collect();
+    let s = schema.0.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut store = crossroads::ledger::PgStore::open(URL, &s).unwrap();
+        crossroads::ledger::LedgerStore::write(&mut store, &records).unwrap();
+    })
+    .await
+    .unwrap();
+    let stored = stored_records(&schema).await;
+    assert_eq!(stored, 2_000);
+    let (written, backfilled) = written_and_backfilled(&schema).await;
     assert_eq!(backfilled, written);
 }
 
@@ -815,10 +838,7 @@ async fn keys_created_and_revoked_on_one_replica_hold_on_another() {
 #[tokio::test]
 async fn a_listener_reads_changes_made_while_it_connected() {
     let schema = Schema::new("listen");
-    let backend = LedgerBackend::Postgres {
-        url: crossroads::config::Secret::new(URL.to_owned()),
-        schema: schema.0.clone(),
-    };
+    let backend = schema.backend();
     let channel = crossroads::auth::store::changes_channel(&schema.0);
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     crossroads::ledger::db::listen(&backend, channel.clone(), move |changed| {
@@ -874,10 +894,7 @@ async fn an_unreachable_database_fails_reads_and_budgets_closed() {
 async fn feedback_in_postgres_calibrates_to_the_hand_computed_threshold() {
     use crossroads::ledger::feedback::Feedback;
     let schema = Schema::new("feedback");
-    let backend = LedgerBackend::Postgres {
-        url: crossroads::config::Secret::new(URL.into()),
-        schema: schema.0.clone(),
-    };
+    let backend = schema.backend();
     let now = crossroads::admission::now_ms();
     // 24 local answers at 0.01005, 0.02005, ... 0.24005; 6 frontier ones below 0.01.
     let records: Vec<LedgerRecord> = (0..30)

@@ -22,6 +22,7 @@ use tokio::sync::{mpsc, oneshot};
 pub mod query;
 pub mod rollup;
 
+pub use postgres::PgStore;
 pub use query::LedgerReader;
 pub use sqlite::SqliteStore;
 

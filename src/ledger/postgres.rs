@@ -109,6 +109,11 @@ const COLUMNS: &str = "request_id, ts_ms, key_id, team, end_user, endpoint, requ
     usage_estimated, cost_pusd, reference_cost_pusd, latency_us, ttft_us, upstream_us,
     prompt_tokens_est, tools, images, json_mode";
 const FIELDS: usize = 41;
+/// Records per insert statement: a batch larger than this (`ledger.batch_size` has no
+/// upper bound) is inserted in chunks, since a statement takes at most 65,535
+/// parameters; it also bounds the statements [`PgStore`] keeps prepared.
+const INSERT_ROWS: usize = 256;
+const _: () = assert!(INSERT_ROWS * FIELDS <= u16::MAX as usize);
 
 /// Inserts `rows` records in one statement and answers the ids it inserted (a record
 /// already there, from a retried batch, is skipped).
@@ -128,7 +133,7 @@ fn insert_sql(rows: usize) -> String {
 
 pub struct PgStore {
     client: Client,
-    /// The insert of a batch of n records, by n, prepared on first use.
+    /// The insert of n records (n ≤ [`INSERT_ROWS`]), by n, prepared on first use.
     inserts: HashMap<usize, Statement>,
     spend_upsert: Statement,
     latency_upsert: Statement,
@@ -281,17 +286,20 @@ impl PgWorker {
 impl LedgerStore for PgStore {
     fn write(&mut self, batch: &[LedgerRecord]) -> Result<(), String> {
         let mut tx = self.client.transaction().map_err(|e| e.to_string())?;
-        let statement = match self.inserts.get(&batch.len()) {
-            Some(statement) => statement.clone(),
-            None => {
-                let statement = tx
-                    .prepare(&insert_sql(batch.len()))
-                    .map_err(|e| e.to_string())?;
-                self.inserts.insert(batch.len(), statement.clone());
-                statement
-            }
-        };
-        let mut inserted = insert(&mut tx, &statement, batch)?;
+        let mut inserted = HashSet::new();
+        for chunk in batch.chunks(INSERT_ROWS) {
+            let statement = match self.inserts.get(&chunk.len()) {
+                Some(statement) => statement.clone(),
+                None => {
+                    let statement = tx
+                        .prepare(&insert_sql(chunk.len()))
+                        .map_err(|e| e.to_string())?;
+                    self.inserts.insert(chunk.len(), statement.clone());
+                    statement
+                }
+            };
+            inserted.extend(insert(&mut tx, &statement, chunk)?);
+        }
         let mut rollup = Rollup::default();
         for r in batch {
             // A record already there (a retried batch) adds nothing to the sums.
@@ -305,7 +313,7 @@ impl LedgerStore for PgStore {
 }
 
 /// Inserts `batch` with `statement` (of [`insert_sql`] for its length); the ids it
-/// inserted.
+/// inserted (a record already there, from a retried batch, is not among them).
 fn insert(
     tx: &mut postgres::Transaction<'_>,
     statement: &Statement,
@@ -422,7 +430,7 @@ fn add_rollup(
     rollup: &Rollup,
 ) -> Result<(), String> {
     let mut spend: Vec<_> = rollup.spend_rows().collect();
-    spend.sort_unstable_by(|a, b| (a.0, a.1, a.2, a.3, a.4).cmp(&(b.0, b.1, b.2, b.3, b.4)));
+    spend.sort_unstable_by_key(|r| (r.0, r.1, r.2, r.3, r.4));
     if !spend.is_empty() {
         let dims: Vec<&str> = spend.iter().map(|r| r.0).collect();
         let days: Vec<i64> = spend.iter().map(|r| r.1).collect();
@@ -442,7 +450,7 @@ fn add_rollup(
             .map_err(|e| e.to_string())?;
     }
     let mut latency: Vec<_> = rollup.latency_rows().collect();
-    latency.sort_unstable_by(|a, b| (a.0, a.1, a.2, a.3).cmp(&(b.0, b.1, b.2, b.3)));
+    latency.sort_unstable_by_key(|r| (r.0, r.1, r.2, r.3));
     if !latency.is_empty() {
         let days: Vec<i64> = latency.iter().map(|r| r.0).collect();
         let deployments: Vec<&str> = latency.iter().map(|r| r.1).collect();

@@ -529,7 +529,6 @@ fn write_config(path: &Path, ledger: &Path, toml: &str) {
     std::fs::rename(&tmp, path).unwrap();
 }
 
-/// Reads every ledger row of a SQLite ledger file.
 /// Waits until `check` holds, polling every 20 ms, and fails naming `what` after 5 s:
 /// for effects that land off the request path (records, settlements, counters), instead
 /// of a sleep that guesses how long they take.
@@ -548,6 +547,7 @@ where
     }
 }
 
+/// Reads every ledger row of a SQLite ledger file.
 pub fn read_ledger(path: &Path) -> Vec<Map<String, Value>> {
     let conn = rusqlite::Connection::open(path).unwrap();
     let mut stmt = conn
