@@ -9,15 +9,32 @@ use tokio::sync::watch;
 
 use crate::admission::{Admission, Budgets, SharedLimits, SpendSource};
 use crate::auth::Keyring;
-use crate::auth::store::KeyStore;
+use crate::auth::store::{KeyStore, KeyStoreError};
 use crate::cache::Cache;
 use crate::config::{Config, EnvLookup, KeyConfig, LedgerBackend, LimitsConfig};
 use crate::handler;
 use crate::ledger::LedgerReader;
 use crate::ledger::{self, LedgerWriter};
 use crate::metrics::Metrics;
+use crate::provider::ClientError;
+use crate::redis_conn::RedisUrlError;
 use crate::reload::Reloader;
 use crate::state::{AppState, RequestIds, Runtime};
+
+/// Why the application could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    #[error(transparent)]
+    Ledger(#[from] ledger::StoreError),
+    #[error(transparent)]
+    Keys(#[from] KeyStoreError),
+    #[error(transparent)]
+    Redis(#[from] RedisUrlError),
+    #[error(transparent)]
+    Client(#[from] ClientError),
+}
 
 /// A built application: the router to serve, and the parts `main` shuts down.
 pub struct App {
@@ -28,8 +45,8 @@ pub struct App {
 
 /// Builds the application for `config`: metrics, ledger writer, upstream clients, router.
 /// Reloads read the config's source file again and look secrets up with `env`.
-pub fn build(config: Config, env: EnvLookup) -> Result<App, String> {
-    let metrics = Arc::new(Metrics::new().map_err(|e| format!("metrics: {e}"))?);
+pub fn build(config: Config, env: EnvLookup) -> Result<App, BuildError> {
+    let metrics = Arc::new(Metrics::new()?);
     let (ledger, ledger_writer) = ledger::start(&config.ledger, metrics.ledger.clone())?;
     let cache = config
         .cache

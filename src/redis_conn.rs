@@ -38,18 +38,27 @@ pub struct RedisConn {
     without: &'static str,
 }
 
+/// A Redis URL the client refuses.
+#[derive(Debug, thiserror::Error)]
+#[error("{field} is not usable: {source}")]
+pub struct RedisUrlError {
+    field: &'static str,
+    #[source]
+    source: redis::RedisError,
+}
+
 impl RedisConn {
     /// A server at `url` (checked here, connected on first use; `field` names the config
     /// key in the error); every operation gives up after `timeout`. `user` and `without`
     /// word the log lines ("redis cache backend", "serving without the cache").
     pub fn new(
         url: &str,
-        field: &str,
+        field: &'static str,
         timeout: Duration,
         user: &'static str,
         without: &'static str,
-    ) -> Result<Self, String> {
-        let client = redis::Client::open(url).map_err(|e| format!("{field} is not usable: {e}"))?;
+    ) -> Result<Self, RedisUrlError> {
+        let client = redis::Client::open(url).map_err(|source| RedisUrlError { field, source })?;
         Ok(RedisConn {
             client,
             connection: OnceCell::new(),

@@ -63,17 +63,17 @@ impl Reloader {
     }
 
     /// Loads, validates and publishes the config file. On error the old config stays.
-    pub async fn reload(&self, trigger: Trigger) -> Result<(), String> {
+    pub async fn reload(&self, trigger: Trigger) -> Result<(), ReloadError> {
         let _one_at_a_time = self.busy.lock().await;
         let path = self.path.clone();
         let previous = self.tx.borrow().clone();
         let env = self.env.clone();
         let built = tokio::task::spawn_blocking(move || {
-            let config = config::load_with_env(&path, env.as_ref()).map_err(|e| e.to_string())?;
-            Runtime::new(config, Some(&previous))
+            let config = config::load_with_env(&path, env.as_ref())?;
+            Ok::<_, ReloadError>(Runtime::new(config, Some(&previous))?)
         })
         .await
-        .unwrap_or_else(|e| Err(format!("reload task failed: {e}")));
+        .unwrap_or_else(|e| Err(e.into()));
         match built {
             Ok(runtime) => {
                 warn_about_restart_only_changes(&self.tx.borrow(), &runtime);
@@ -95,6 +95,17 @@ impl Reloader {
             }
         }
     }
+}
+
+/// Why a reload was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    #[error(transparent)]
+    Client(#[from] crate::provider::ClientError),
+    #[error("reload task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
 }
 
 /// Warns about the changes a reload does not apply.

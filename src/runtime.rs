@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use crate::config::Config;
 use crate::dispatch::Backend;
-use crate::provider::Upstream;
+use crate::provider::{ClientError, Upstream};
 
 /// A validated config with the clients built for it. Swapped whole on reload; a request
 /// keeps the `Arc` it started with.
@@ -18,7 +18,7 @@ pub struct Runtime {
 impl Runtime {
     /// Builds the backends for `config`, keeping those of `previous` whose deployment did
     /// not change, so a reload keeps their warm connections and health.
-    pub fn new(config: Config, previous: Option<&Runtime>) -> Result<Self, String> {
+    pub fn new(config: Config, previous: Option<&Runtime>) -> Result<Self, ClientError> {
         let backends = config
             .deployments
             .iter()

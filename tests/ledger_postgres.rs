@@ -883,7 +883,7 @@ async fn an_unreachable_database_fails_reads_and_budgets_closed() {
     })
     .await
     .unwrap();
-    assert!(first.unwrap_err().contains("cannot connect"));
+    assert!(first.unwrap_err().to_string().contains("cannot connect"));
     // No spend is made up: the budget's requests are refused until the ledger answers.
     assert!(second.is_err());
 }

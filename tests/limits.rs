@@ -327,7 +327,7 @@ async fn two_replicas_share_one_rpm_limit() {
 struct Ledger(Usd);
 
 impl SpendSource for Ledger {
-    fn spent_since(&self, _: &Scope, _: i64) -> Result<Usd, String> {
+    fn spent_since(&self, _: &Scope, _: i64) -> Result<Usd, crossroads::admission::HistoryError> {
         Ok(self.0)
     }
 }

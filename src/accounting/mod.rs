@@ -7,7 +7,7 @@ pub mod money;
 pub mod tokens;
 pub mod usage;
 
-pub use money::{PerMillion, Usd};
+pub use money::{MoneyError, PerMillion, Usd};
 pub use usage::{Price, Usage};
 
 /// What one request cost, and what the frontier reference model would have cost.

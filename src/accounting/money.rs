@@ -44,13 +44,13 @@ impl Usd {
     }
 
     /// Converts a configured dollar amount with at most six decimals, exactly.
-    pub fn from_dollars(usd: f64) -> Result<Self, String> {
+    pub fn from_dollars(usd: f64) -> Result<Self, MoneyError> {
         let micros = PerMillion::from_usd(usd)?.micros();
         i64::try_from(micros)
             .ok()
             .and_then(|m| m.checked_mul(1_000_000))
             .map(Usd)
-            .ok_or_else(|| format!("{usd} USD is too large"))
+            .ok_or(MoneyError::TooLarge(usd))
     }
 
     /// Saturating subtraction that can go negative (savings may be negative).
@@ -94,6 +94,23 @@ impl fmt::Display for Usd {
     }
 }
 
+/// A configured amount that cannot be held exactly.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum MoneyError {
+    #[error("price must be a non-negative number of USD per 1M tokens, got {0}")]
+    NegativePrice(f64),
+    #[error("price {0} has more than six decimals or is too large")]
+    Inexact(f64),
+    #[error("{0} USD is too large")]
+    TooLarge(f64),
+    #[error("must be a non-negative number of USD per hour, got {0}")]
+    NegativeHourly(f64),
+    #[error("throughput must be a positive number of tokens per second, got {0}")]
+    Throughput(f64),
+    #[error("the hourly cost over this throughput is too large a price")]
+    HourlyTooLarge,
+}
+
 /// A price in micro-dollars per million tokens (= pico-dollars per token).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct PerMillion(u64);
@@ -103,18 +120,14 @@ impl PerMillion {
 
     /// Converts a configured "USD per 1M tokens" figure. It must be non-negative, finite
     /// and have at most six decimals, so the conversion is exact.
-    pub fn from_usd(usd_per_million: f64) -> Result<Self, String> {
+    pub fn from_usd(usd_per_million: f64) -> Result<Self, MoneyError> {
         if !usd_per_million.is_finite() || usd_per_million < 0.0 {
-            return Err(format!(
-                "price must be a non-negative number of USD per 1M tokens, got {usd_per_million}"
-            ));
+            return Err(MoneyError::NegativePrice(usd_per_million));
         }
         let micros = usd_per_million * 1e6;
         let rounded = micros.round();
         if (micros - rounded).abs() > 1e-6 * micros.max(1.0) || rounded > 1e15 {
-            return Err(format!(
-                "price {usd_per_million} has more than six decimals or is too large"
-            ));
+            return Err(MoneyError::Inexact(usd_per_million));
         }
         Ok(PerMillion(rounded as u64))
     }
@@ -122,20 +135,16 @@ impl PerMillion {
     /// The price per token of a machine that costs `usd_per_hour` and processes
     /// `tokens_per_second` tokens: the hourly cost spread over the tokens of an hour,
     /// rounded to the pico-dollar per token.
-    pub fn from_hourly(usd_per_hour: f64, tokens_per_second: f64) -> Result<Self, String> {
+    pub fn from_hourly(usd_per_hour: f64, tokens_per_second: f64) -> Result<Self, MoneyError> {
         if !usd_per_hour.is_finite() || usd_per_hour < 0.0 {
-            return Err(format!(
-                "must be a non-negative number of USD per hour, got {usd_per_hour}"
-            ));
+            return Err(MoneyError::NegativeHourly(usd_per_hour));
         }
         if !tokens_per_second.is_finite() || tokens_per_second <= 0.0 {
-            return Err(format!(
-                "throughput must be a positive number of tokens per second, got {tokens_per_second}"
-            ));
+            return Err(MoneyError::Throughput(tokens_per_second));
         }
         let pico_per_token = (usd_per_hour * 1e12 / (3600.0 * tokens_per_second)).round();
         if pico_per_token > 1e15 {
-            return Err("the hourly cost over this throughput is too large a price".into());
+            return Err(MoneyError::HourlyTooLarge);
         }
         Ok(PerMillion(pico_per_token as u64))
     }

@@ -34,7 +34,25 @@ impl Scope {
 pub trait SpendSource: Send + Sync {
     /// An error leaves the budget unread: its requests are refused until a read works,
     /// rather than counted from zero.
-    fn spent_since(&self, scope: &Scope, since_ms: i64) -> Result<Usd, String>;
+    fn spent_since(&self, scope: &Scope, since_ms: i64) -> Result<Usd, HistoryError>;
+}
+
+/// Why a budget's past spend could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum HistoryError {
+    /// What the spend source reported (a ledger store's error).
+    #[error(transparent)]
+    Source(Box<dyn std::error::Error + Send + Sync>),
+    #[error("the ledger read stopped: {0}")]
+    Stopped(#[from] tokio::task::JoinError),
+    #[error("the ledger did not answer within {} s", .0.as_secs())]
+    TimedOut(std::time::Duration),
+}
+
+impl HistoryError {
+    pub fn source(e: impl std::error::Error + Send + Sync + 'static) -> Self {
+        HistoryError::Source(Box::new(e))
+    }
 }
 
 /// Reads the ledger spend of each (scope, period start) on a blocking thread: the
@@ -43,7 +61,7 @@ pub trait SpendSource: Send + Sync {
 pub async fn read_history(
     history: &Arc<dyn SpendSource>,
     wanted: Vec<(Scope, i64)>,
-) -> Result<Vec<Usd>, String> {
+) -> Result<Vec<Usd>, HistoryError> {
     let history = history.clone();
     let read = tokio::task::spawn_blocking(move || {
         wanted
@@ -54,18 +72,15 @@ pub async fn read_history(
     // A stalled database must not hold budgeted requests forever.
     match tokio::time::timeout(HISTORY_TIMEOUT, read).await {
         Ok(Ok(spent)) => spent,
-        Ok(Err(e)) => Err(format!("the ledger read stopped: {e}")),
-        Err(_) => Err(format!(
-            "the ledger did not answer within {} s",
-            HISTORY_TIMEOUT.as_secs()
-        )),
+        Ok(Err(e)) => Err(e.into()),
+        Err(_) => Err(HistoryError::TimedOut(HISTORY_TIMEOUT)),
     }
 }
 
 /// How long a request waits for a budget's past spend before it is refused.
 const HISTORY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
-fn unreadable(scope: &Scope, e: &str) -> ApiError {
+fn unreadable(scope: &Scope, e: &dyn std::fmt::Display) -> ApiError {
     ApiError::Unavailable {
         message: format!(
             "cannot read the spend of {} from the ledger, so its budget cannot be checked: {e}",
@@ -77,7 +92,7 @@ fn unreadable(scope: &Scope, e: &str) -> ApiError {
 
 /// No history: every period starts at zero.
 impl SpendSource for () {
-    fn spent_since(&self, _: &Scope, _: i64) -> Result<Usd, String> {
+    fn spent_since(&self, _: &Scope, _: i64) -> Result<Usd, HistoryError> {
         Ok(Usd::ZERO)
     }
 }
@@ -266,7 +281,7 @@ impl Budgets {
             // `load_history` reads every account first, off the runtime: never a
             // blocking read here, under the lock.
             let Some(account) = accounts.get_mut(&(scope.clone(), start)) else {
-                return Err(unreadable(scope, "its spend has not been read yet"));
+                return Err(unreadable(scope, &"its spend has not been read yet"));
             };
             let committed = account.spent + account.reserved;
             let over = if amount == Usd::ZERO {
@@ -386,11 +401,11 @@ mod tests {
     struct Flaky(std::sync::atomic::AtomicBool);
 
     impl SpendSource for Flaky {
-        fn spent_since(&self, _: &Scope, _: i64) -> Result<Usd, String> {
+        fn spent_since(&self, _: &Scope, _: i64) -> Result<Usd, HistoryError> {
             if self.0.load(std::sync::atomic::Ordering::Relaxed) {
-                Usd::from_dollars(0.9)
+                Usd::from_dollars(0.9).map_err(|e| HistoryError::Source(e.into()))
             } else {
-                Err("connection refused".into())
+                Err(HistoryError::Source("connection refused".into()))
             }
         }
     }
@@ -399,9 +414,9 @@ mod tests {
     struct Slow;
 
     impl SpendSource for Slow {
-        fn spent_since(&self, _: &Scope, _: i64) -> Result<Usd, String> {
+        fn spent_since(&self, _: &Scope, _: i64) -> Result<Usd, HistoryError> {
             std::thread::sleep(std::time::Duration::from_millis(300));
-            Usd::from_dollars(0.9)
+            Usd::from_dollars(0.9).map_err(|e| HistoryError::Source(e.into()))
         }
     }
 

@@ -18,7 +18,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use prometheus::IntCounterVec;
 
 pub use budget::{
-    Budgets, LocalHold, Scope, SpendSource, civil_date, period_end_ms, period_start_ms,
+    Budgets, HistoryError, LocalHold, Scope, SpendSource, civil_date, period_end_ms,
+    period_start_ms,
 };
 pub use rate::{RateKind, RateLimiter};
 pub use shared::{Owing, SharedHold, SharedLimits};

@@ -52,7 +52,7 @@ use super::rate::{MINUTE_MS, RateKind};
 use crate::accounting::Usd;
 use crate::config::BudgetConfig;
 use crate::inflight::InFlight;
-use crate::redis_conn::{COOL_DOWN, RedisConn, RedisError};
+use crate::redis_conn::{COOL_DOWN, RedisConn, RedisError, RedisUrlError};
 
 const MONEY: &str = include_str!("lua/money.lua");
 const ADMIT: &str = include_str!("lua/admit.lua");
@@ -163,7 +163,7 @@ impl SharedLimits {
         warn_at: f64,
         warnings: IntCounterVec,
         errors: IntCounterVec,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, RedisUrlError> {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos());

@@ -58,12 +58,17 @@ pub fn hex(hash: &KeyHash) -> String {
     })
 }
 
+/// The operating system's random generator failed.
+#[derive(Debug, thiserror::Error)]
+#[error("the system random generator failed")]
+pub struct RandomFailed;
+
 /// A new random key (32 bytes from the OS CSPRNG, hex).
-pub fn generate_key() -> Result<String, String> {
+pub fn generate_key() -> Result<String, RandomFailed> {
     let mut bytes = [0u8; 32];
     SystemRandom::new()
         .fill(&mut bytes)
-        .map_err(|_| "the system random generator failed".to_owned())?;
+        .map_err(|_| RandomFailed)?;
     Ok(format!("{KEY_PREFIX}{}", hex(&bytes)))
 }
 

@@ -6,7 +6,17 @@ use std::path::Path;
 
 use super::{KeyHash, KeyInfo, hex, parse_hex};
 use crate::config::{BudgetConfig, BudgetPeriod, LedgerBackend};
-use crate::ledger::db::{Cell, Db, DbError, Kind, Param};
+use crate::ledger::StoreError;
+use crate::ledger::db::{Cell, Db, Kind, Param};
+
+/// Why the key store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyStoreError {
+    #[error("a key with id `{0}` already exists")]
+    Exists(String),
+    #[error("key store: {0}")]
+    Store(#[from] StoreError),
+}
 
 /// The SQLite table; PostgreSQL's is a ledger migration (same columns, BIGINT integers).
 const SQLITE_SCHEMA: &str = "
@@ -62,13 +72,12 @@ fn now_ms() -> i64 {
 
 impl KeyStore {
     /// The key store in a SQLite ledger file.
-    pub fn open(path: &Path) -> Result<Self, String> {
-        let db = Db::sqlite(path).map_err(|e| format!("key store: {e}"))?;
-        Self::init(db, None)
+    pub fn open(path: &Path) -> Result<Self, KeyStoreError> {
+        Self::init(Db::sqlite(path)?, None)
     }
 
     /// The key store of the configured ledger; `None` for an in-memory ledger.
-    pub fn for_backend(backend: &LedgerBackend) -> Result<Option<Self>, String> {
+    pub fn for_backend(backend: &LedgerBackend) -> Result<Option<Self>, KeyStoreError> {
         let notify = match backend {
             LedgerBackend::Postgres { schema, .. } => Some(changes_channel(schema)),
             LedgerBackend::Sqlite(_) | LedgerBackend::SqliteMemory => None,
@@ -78,19 +87,18 @@ impl KeyStore {
             .transpose()
     }
 
-    pub fn open_in_memory() -> Result<Self, String> {
+    pub fn open_in_memory() -> Result<Self, KeyStoreError> {
         Self::init(Db::sqlite_in_memory()?, None)
     }
 
-    fn init(db: Db, notify: Option<String>) -> Result<Self, String> {
+    fn init(db: Db, notify: Option<String>) -> Result<Self, KeyStoreError> {
         match &db {
             Db::Sqlite(_) => db.batch(SQLITE_SCHEMA),
             // Connecting migrated the schema; fail now, not on the first request.
             Db::Postgres(_) => db
                 .query("SELECT 1 FROM keys LIMIT 1", Vec::new(), &[])
                 .map(drop),
-        }
-        .map_err(|e| format!("key store: {e}"))?;
+        }?;
         Ok(KeyStore { db, notify })
     }
 
@@ -105,7 +113,7 @@ impl KeyStore {
     }
 
     /// Stores a new key's hash.
-    pub fn create(&self, hash: &KeyHash, info: &KeyInfo) -> Result<(), String> {
+    pub fn create(&self, hash: &KeyHash, info: &KeyInfo) -> Result<(), KeyStoreError> {
         let (budget, period) = match info.budget {
             Some(b) => (Some(b.limit.pico()), Some(b.period.as_str().to_owned())),
             None => (None, None),
@@ -125,24 +133,26 @@ impl KeyStore {
                     Param::Int(Some(now_ms())),
                 ],
             )
-            .map_err(|e| match e {
-                DbError::Conflict => format!("a key with id `{}` already exists", info.id),
-                DbError::Other(message) => message,
+            .map_err(|e| {
+                if e.is_conflict() {
+                    KeyStoreError::Exists(info.id.clone())
+                } else {
+                    e.into()
+                }
             })?;
         self.announce();
         Ok(())
     }
 
     /// Revokes a key; false when there is no such active key.
-    pub fn revoke(&self, id: &str) -> Result<bool, String> {
+    pub fn revoke(&self, id: &str) -> Result<bool, KeyStoreError> {
         let revoked = self
             .db
             .execute(
                 "UPDATE keys SET revoked_ms = $1 WHERE id = $2 AND revoked_ms IS NULL",
                 vec![Param::Int(Some(now_ms())), Param::Text(Some(id.to_owned()))],
             )
-            .map(|n| n > 0)
-            .map_err(String::from)?;
+            .map(|n| n > 0)?;
         if revoked {
             self.announce();
         }
@@ -150,7 +160,7 @@ impl KeyStore {
     }
 
     /// Every key, revoked ones included.
-    pub fn list(&self) -> Result<Vec<StoredKey>, String> {
+    pub fn list(&self) -> Result<Vec<StoredKey>, KeyStoreError> {
         self.query(&format!(
             "SELECT {COLUMNS} FROM keys ORDER BY created_ms, id"
         ))
@@ -158,7 +168,7 @@ impl KeyStore {
     }
 
     /// The keys that may authenticate, by hash.
-    pub fn active(&self) -> Result<Vec<(KeyHash, KeyInfo)>, String> {
+    pub fn active(&self) -> Result<Vec<(KeyHash, KeyInfo)>, KeyStoreError> {
         self.query(&format!(
             "SELECT {COLUMNS} FROM keys WHERE revoked_ms IS NULL"
         ))
@@ -166,7 +176,7 @@ impl KeyStore {
     }
 
     /// Whether a key id exists.
-    pub fn exists(&self, id: &str) -> Result<bool, String> {
+    pub fn exists(&self, id: &str) -> Result<bool, KeyStoreError> {
         self.db
             .query(
                 "SELECT 1 FROM keys WHERE id = $1",
@@ -174,9 +184,10 @@ impl KeyStore {
                 &[],
             )
             .map(|rows| !rows.is_empty())
+            .map_err(KeyStoreError::from)
     }
 
-    fn query(&self, sql: &str) -> Result<Vec<(KeyHash, StoredKey)>, String> {
+    fn query(&self, sql: &str) -> Result<Vec<(KeyHash, StoredKey)>, KeyStoreError> {
         let rows = self.db.query(sql, Vec::new(), &KINDS)?;
         let mut out = Vec::new();
         for row in rows {

@@ -33,6 +33,7 @@ pub use key::CacheKey;
 use crate::accounting::Usage;
 use crate::config::{CacheBackend, CacheConfig, CacheScope};
 use crate::inflight::{InFlight, InFlightGuard};
+use crate::redis_conn::RedisUrlError;
 
 /// Where entries live. Implementations bound their own size and expire entries after
 /// the configured TTL.
@@ -186,7 +187,7 @@ struct Inner {
 
 impl Cache {
     /// Builds the configured backend. Connections are made on first use.
-    pub fn new(config: &CacheConfig, metrics: CacheMetrics) -> Result<Self, String> {
+    pub fn new(config: &CacheConfig, metrics: CacheMetrics) -> Result<Self, RedisUrlError> {
         let store: Box<dyn CacheStore> = match &config.backend {
             CacheBackend::Memory { max_bytes } => Box::new(memory::MemoryStore::new(
                 *max_bytes,

@@ -13,7 +13,7 @@ use bytes::Bytes;
 use futures_util::future::BoxFuture;
 
 use super::{CacheKey, CacheStore, StoreError};
-use crate::redis_conn::RedisConn;
+use crate::redis_conn::{RedisConn, RedisUrlError};
 
 /// The `backend` metrics label.
 pub const BACKEND: &str = "redis";
@@ -32,7 +32,7 @@ impl RedisStore {
         prefix: String,
         ttl: Duration,
         timeout: Duration,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, RedisUrlError> {
         Ok(RedisStore {
             conn: RedisConn::new(
                 url,

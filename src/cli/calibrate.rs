@@ -76,7 +76,7 @@ pub fn calibrate_command(args: CalibrateArgs) -> Result<(), Failed> {
         ("--target-quality", args.target_quality),
     ] {
         if value.is_some_and(|v| !(0.0..=1.0).contains(&v)) {
-            return Err(format!("{flag} must be in [0, 1]"));
+            return Err(format!("{flag} must be in [0, 1]").into());
         }
     }
     let traffic = if args.ledger.given() {
@@ -276,7 +276,8 @@ fn from_files(
                     return Err(format!(
                         "{}: a row needs `text`, `messages` or `difficulty`",
                         at()
-                    ));
+                    )
+                    .into());
                 }
             };
             let verdict = match (row.tier.as_deref().and_then(tier_is_local), row.score) {
@@ -289,7 +290,7 @@ fn from_files(
                     return Err(format!(
                         "{}: a rated row needs `tier` (local or frontier) and a `score` from 0 to 1",
                         at()
-                    ));
+                    ).into());
                 }
                 _ => None,
             };

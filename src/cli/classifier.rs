@@ -18,8 +18,7 @@ use crate::classify::{Classifier, Prompt};
 /// Where it always was: `classify`'s tests use it.
 pub use super::calibrate::threshold_for_share;
 
-/// A failed command: the message for stderr.
-pub(super) type Failed = String;
+pub(super) use super::Failed;
 
 /// Exit code 2 with the message, as the other commands do for bad input.
 pub fn exit(result: Result<(), Failed>) -> ExitCode {
@@ -68,7 +67,7 @@ fn read_rows(files: &[PathBuf], split: Split) -> Result<Vec<Row>, Failed> {
 
 fn parse_split(s: &str) -> Result<Split, Failed> {
     Split::parse(s)
-        .ok_or_else(|| format!("unknown split `{s}`; use train, validation, test or all"))
+        .ok_or_else(|| format!("unknown split `{s}`; use train, validation, test or all").into())
 }
 
 /// A one-line progress bar on stderr, redrawn in place.
@@ -189,7 +188,8 @@ pub fn train_command(args: TrainArgs) -> Result<(), Failed> {
             return Err(format!(
                 "--without-outcomes {}: not one of the --data files",
                 path.display()
-            ));
+            )
+            .into());
         };
         for row in rows.iter_mut().filter(|r| r.file == file) {
             row.weak_correct = None;
@@ -453,7 +453,7 @@ pub fn eval_command(args: EvalArgs) -> Result<(), Failed> {
     if failed.is_empty() {
         Ok(())
     } else {
-        Err(format!("{} bar(s) missed", failed.len()))
+        Err(format!("{} bar(s) missed", failed.len()).into())
     }
 }
 
@@ -464,7 +464,7 @@ fn check_bar(summary: &serde_json::Value, bar: &str) -> Result<Option<String>, F
     } else if let Some((k, v)) = bar.split_once("<=") {
         (k, false, v)
     } else {
-        return Err(format!("--require `{bar}`: write KEY>=VALUE or KEY<=VALUE"));
+        return Err(format!("--require `{bar}`: write KEY>=VALUE or KEY<=VALUE").into());
     };
     let bound: f64 = value
         .trim()

@@ -2,6 +2,7 @@
 //! row joined to its request's classifier outputs and route, as JSONL: training data
 //! for `crossroads train` to come, and traffic that `crossroads calibrate --data` reads.
 
+use super::Failed;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -43,7 +44,7 @@ pub fn run(command: FeedbackCommand) -> ExitCode {
     }
 }
 
-fn export(ledger: &LedgerArgs, since: &str, out: Option<&PathBuf>) -> Result<usize, String> {
+fn export(ledger: &LedgerArgs, since: &str, out: Option<&PathBuf>) -> Result<usize, Failed> {
     let filter = Filter {
         from_ms: Some(since_now(since)?),
         ..Filter::default()

@@ -1,5 +1,6 @@
 //! `crossroads keys`: create, list and revoke virtual keys in the key store.
 
+use super::Failed;
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -48,8 +49,8 @@ pub fn run(config: &Path, command: KeysCommand) -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let store = match crate::config::load(config)
-        .map_err(|e| e.to_string())
-        .and_then(|c| KeyStore::for_backend(&c.ledger.backend))
+        .map_err(Failed::from)
+        .and_then(|c| Ok(KeyStore::for_backend(&c.ledger.backend)?))
     {
         Ok(Some(s)) => s,
         Ok(None) => {
@@ -75,7 +76,7 @@ pub fn run(config: &Path, command: KeysCommand) -> ExitCode {
     }
 }
 
-fn execute(store: &KeyStore, command: KeysCommand) -> Result<String, String> {
+fn execute(store: &KeyStore, command: KeysCommand) -> Result<String, Failed> {
     match command {
         KeysCommand::Create {
             id,
@@ -90,7 +91,7 @@ fn execute(store: &KeyStore, command: KeysCommand) -> Result<String, String> {
             let id = id.unwrap_or_else(|| format!("key-{}", &auth::hex(&hash)[..8]));
             let budget = budget_usd
                 .map(|usd| {
-                    Ok::<_, String>(BudgetConfig {
+                    Ok::<_, Failed>(BudgetConfig {
                         limit: Usd::from_dollars(usd)?,
                         period: BudgetPeriod::parse(&period)
                             .ok_or_else(|| format!("--period `{period}` is not day or month"))?,
@@ -142,9 +143,9 @@ fn execute(store: &KeyStore, command: KeysCommand) -> Result<String, String> {
             if store.revoke(&id)? {
                 Ok(format!("key `{id}` revoked\n"))
             } else if store.exists(&id)? {
-                Err(format!("key `{id}` is already revoked"))
+                Err(format!("key `{id}` is already revoked").into())
             } else {
-                Err(format!("no key `{id}`"))
+                Err(format!("no key `{id}`").into())
             }
         }
         KeysCommand::Hash { key } => Ok(format!("{}\n", auth::hex(&auth::hash_key(&key)))),

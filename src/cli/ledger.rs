@@ -1,6 +1,7 @@
 //! What the commands that read the ledger share: which ledger (`--ledger URL` or the
 //! config's), and how far back (`--since`).
 
+use super::Failed;
 use std::path::PathBuf;
 
 use std::collections::HashMap;
@@ -30,10 +31,10 @@ impl LedgerArgs {
         self.ledger.is_some() || self.config.is_some()
     }
 
-    fn backend(&self) -> Result<LedgerBackend, String> {
+    fn backend(&self) -> Result<LedgerBackend, Failed> {
         match &self.ledger {
             Some(url) => crate::config::ledger_backend(url.clone(), self.schema.clone())
-                .map_err(|(_, message)| format!("--ledger: {message}")),
+                .map_err(|(_, message)| format!("--ledger: {message}").into()),
             None => {
                 let path = self
                     .config
@@ -41,14 +42,14 @@ impl LedgerArgs {
                     .unwrap_or_else(|| PathBuf::from("routes.toml"));
                 crate::config::load(&path)
                     .map(|c| c.ledger.backend)
-                    .map_err(|e| format!("invalid config: {e}"))
+                    .map_err(|e| format!("invalid config: {e}").into())
             }
         }
     }
 
     /// The budgets of the keys in the ledger's key store (`crossroads keys create`),
     /// revoked ones included (their past traffic counted against them), by key id.
-    pub fn key_budgets(&self) -> Result<HashMap<String, BudgetConfig>, String> {
+    pub fn key_budgets(&self) -> Result<HashMap<String, BudgetConfig>, Failed> {
         let Some(store) = crate::auth::store::KeyStore::for_backend(&self.backend()?)? else {
             return Ok(HashMap::new());
         };
@@ -62,23 +63,23 @@ impl LedgerArgs {
     /// Opens the ledger for reading. Its schema is brought up to date first, as the
     /// gateway does at start, so a ledger of an older version gains the tables it lacks
     /// (PostgreSQL migrates on every connection).
-    pub fn reader(&self) -> Result<LedgerReader, String> {
+    pub fn reader(&self) -> Result<LedgerReader, Failed> {
         let backend = self.backend()?;
         if let LedgerBackend::Sqlite(path) = &backend {
             if !path.exists() {
-                return Err(format!("no ledger at {}", path.display()));
+                return Err(format!("no ledger at {}", path.display()).into());
             }
             SqliteStore::open(path)?;
         }
         LedgerReader::for_backend(&backend)?
-            .ok_or_else(|| "the ledger is in memory: nothing to read".to_owned())
+            .ok_or_else(|| "the ledger is in memory: nothing to read".into())
     }
 }
 
 /// [`since_ms`] from now, or the error message the commands print.
-pub fn since_now(since: &str) -> Result<i64, String> {
+pub fn since_now(since: &str) -> Result<i64, Failed> {
     since_ms(since, crate::admission::now_ms())
-        .ok_or_else(|| "--since must look like 7d, 24h, 30m or 2026-11-01".to_owned())
+        .ok_or_else(|| "--since must look like 7d, 24h, 30m or 2026-11-01".into())
 }
 
 #[cfg(test)]
@@ -102,12 +103,14 @@ mod tests {
             ledger: Some(format!("sqlite://{}", path.display())),
             ..LedgerArgs::default()
         };
-        assert!(matches!(args.reader(), Err(e) if e.starts_with("no ledger at")));
+        assert!(matches!(args.reader(), Err(e) if e.to_string().starts_with("no ledger at")));
         assert!(!path.exists());
         let bad = LedgerArgs {
             ledger: Some("mysql://x".into()),
             ..LedgerArgs::default()
         };
-        assert!(matches!(bad.reader(), Err(e) if e.starts_with("--ledger: use sqlite://")));
+        assert!(
+            matches!(bad.reader(), Err(e) if e.to_string().starts_with("--ledger: use sqlite://"))
+        );
     }
 }

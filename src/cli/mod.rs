@@ -19,6 +19,9 @@ use clap::{Parser, Subcommand};
 use crate::config::{self, Config};
 use crate::route::Action;
 
+/// A failed command: its message goes to stderr. Errors keep their types up to here.
+pub(crate) type Failed = Box<dyn std::error::Error + Send + Sync>;
+
 #[derive(Parser)]
 #[command(
     name = "crossroads",
@@ -190,7 +193,7 @@ fn serve(path: &Path) -> ExitCode {
     }
 }
 
-async fn serve_async(config: Config) -> Result<(), String> {
+async fn serve_async(config: Config) -> Result<(), Failed> {
     let listen = config.server.listen;
     let grace = config.server.shutdown_grace;
     for d in &config.deployments {
@@ -433,8 +436,11 @@ fn explain(path: &Path, prompt: Option<String>, request: Option<PathBuf>, model:
         }
     };
     let result = crate::request::Request::parse(&body).and_then(|request| {
-        let runtime = crate::state::Runtime::new(config, None)
-            .map_err(|message| crate::error::ApiError::Internal { message })?;
+        let runtime = crate::state::Runtime::new(config, None).map_err(|e| {
+            crate::error::ApiError::Internal {
+                message: e.to_string(),
+            }
+        })?;
         let no_headers = axum::http::HeaderMap::new();
         crate::handler::explain::explain_request(
             &Arc::new(runtime),

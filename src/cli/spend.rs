@@ -29,7 +29,7 @@ pub fn run(
         team,
         ..Filter::default()
     };
-    match reader.and_then(|r| r.spend(group, &filter)) {
+    match reader.and_then(|r| Ok(r.spend(group, &filter)?)) {
         Ok(rows) if csv => {
             print!("{}", to_csv(by, &rows));
             ExitCode::SUCCESS

@@ -192,7 +192,7 @@ fn validate_budget(path: &str, raw: RawBudget) -> Result<BudgetConfig, Invalid> 
     let RawBudget { usd, period } = raw;
     Ok(BudgetConfig {
         limit: crate::accounting::Usd::from_dollars(usd)
-            .map_err(|m| invalid(format!("{path}.usd"), m))?,
+            .map_err(|e| invalid(format!("{path}.usd"), e.to_string()))?,
         period: BudgetPeriod::parse(&period).ok_or_else(|| {
             invalid(
                 format!("{path}.period"),
@@ -386,7 +386,7 @@ fn unique<'a>(
 }
 
 fn per_million(path: String, usd: f64) -> Result<PerMillion, Invalid> {
-    PerMillion::from_usd(usd).map_err(|m| invalid(path, m))
+    PerMillion::from_usd(usd).map_err(|e| invalid(path, e.to_string()))
 }
 
 fn price_of(
@@ -548,7 +548,7 @@ fn validate_deployment(
             }
             let hourly = |tps: f64, field: &str| {
                 PerMillion::from_hourly(m.usd_per_hour, tps)
-                    .map_err(|e| invalid(format!("{path}.{field}"), e))
+                    .map_err(|e| invalid(format!("{path}.{field}"), e.to_string()))
             };
             let input = hourly(m.input_tokens_per_second, "input_tokens_per_second")?;
             Price {

@@ -55,6 +55,9 @@ pub async fn reload(State(state): State<AppState>, headers: HeaderMap) -> Respon
     }
     match state.reloader.reload(Trigger::Admin).await {
         Ok(()) => axum::Json(json!({ "status": "reloaded" })).into_response(),
-        Err(message) => ApiError::InvalidConfig { message }.into_response(),
+        Err(e) => ApiError::InvalidConfig {
+            message: e.to_string(),
+        }
+        .into_response(),
     }
 }

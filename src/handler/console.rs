@@ -18,6 +18,7 @@ use crate::admission::{now_ms, period_end_ms, period_start_ms};
 use crate::config::BudgetConfig;
 use crate::console::{Percentiles, exhaustion_day, overview, percentiles};
 use crate::error::ApiError;
+use crate::ledger::StoreError;
 use crate::ledger::query::{Filter, GroupBy, day_string};
 use crate::ledger::rollup::{DAY_MS, Metric};
 use crate::state::AppState;
@@ -177,7 +178,7 @@ pub async fn latency(
         filter.key = None;
         let reader = state.reader.clone().ok_or_else(ledger_in_memory)?;
         let (histograms, totals) = blocking(move || {
-            Ok((
+            Ok::<_, StoreError>((
                 reader.latency(&filter)?,
                 reader.spend(GroupBy::Deployment, &filter)?,
             ))
@@ -253,7 +254,7 @@ pub async fn budgets(State(state): State<AppState>, headers: HeaderMap) -> Respo
                 from_ms: Some(since.div_euclid(DAY_MS) * DAY_MS),
                 ..Filter::default()
             };
-            Ok((
+            Ok::<_, StoreError>((
                 reader.series(GroupBy::Team, &filter)?,
                 reader.series(GroupBy::Key, &filter)?,
             ))
@@ -317,7 +318,7 @@ pub async fn request(
             ..Filter::default()
         };
         let (page, recorded) = blocking(move || {
-            Ok((reader.records(&filter, None, 1)?, reader.recorded(&filter)?))
+            Ok::<_, StoreError>((reader.records(&filter, None, 1)?, reader.recorded(&filter)?))
         })
         .await?;
         let (Some(record), Some(features)) = (page.records.first(), recorded.first()) else {
@@ -397,9 +398,9 @@ pub async fn replay(
                 team: scope,
                 ..Filter::default()
             };
-            let recorded = reader
-                .recorded(&filter)
-                .map_err(|message| ApiError::Internal { message })?;
+            let recorded = reader.recorded(&filter).map_err(|e| ApiError::Internal {
+                message: e.to_string(),
+            })?;
             Ok::<_, ApiError>(crate::replay::Report::with_key_budgets(
                 &candidate,
                 &key_budgets,

@@ -17,15 +17,17 @@ use crate::error::ApiError;
 use crate::state::AppState;
 
 /// Runs a ledger call on a blocking thread; its failure is the gateway's (500).
-pub(crate) async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, String> + Send + 'static,
+pub(crate) async fn blocking<T: Send + 'static, E: std::fmt::Display + Send + 'static>(
+    f: impl FnOnce() -> Result<T, E> + Send + 'static,
 ) -> Result<T, ApiError> {
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| ApiError::Internal {
             message: e.to_string(),
         })?
-        .map_err(|message| ApiError::Internal { message })
+        .map_err(|e| ApiError::Internal {
+            message: e.to_string(),
+        })
 }
 
 /// The answer of the endpoints that read the ledger when it is in memory.

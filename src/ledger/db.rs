@@ -11,6 +11,7 @@ use std::sync::Mutex;
 
 use rusqlite::Connection;
 
+use super::error::{StoreError, StoreResult};
 use crate::config::LedgerBackend;
 
 /// The SQL spoken by the database.
@@ -95,23 +96,6 @@ impl Cell {
     }
 }
 
-/// Why a statement failed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DbError {
-    /// A unique constraint refused the row.
-    Conflict,
-    Other(String),
-}
-
-impl From<DbError> for String {
-    fn from(e: DbError) -> String {
-        match e {
-            DbError::Conflict => "the row already exists".into(),
-            DbError::Other(message) => message,
-        }
-    }
-}
-
 /// A connection to the ledger database.
 pub enum Db {
     Sqlite(Mutex<Connection>),
@@ -121,7 +105,7 @@ pub enum Db {
 impl Db {
     /// Opens the ledger's database, or `None` for an in-memory ledger, which no other
     /// connection can see.
-    pub fn open(backend: &LedgerBackend) -> Result<Option<Db>, String> {
+    pub fn open(backend: &LedgerBackend) -> StoreResult<Option<Db>> {
         match backend {
             LedgerBackend::Sqlite(path) => Db::sqlite(path).map(Some),
             LedgerBackend::SqliteMemory => Ok(None),
@@ -132,18 +116,19 @@ impl Db {
     }
 
     /// Opens a SQLite ledger file.
-    pub fn sqlite(path: &Path) -> Result<Db, String> {
-        let conn = Connection::open(path).map_err(|e| format!("ledger {}: {e}", path.display()))?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))
-            .map_err(|e| e.to_string())?;
+    pub fn sqlite(path: &Path) -> StoreResult<Db> {
+        let open = || -> rusqlite::Result<Connection> {
+            let conn = Connection::open(path)?;
+            conn.busy_timeout(std::time::Duration::from_secs(5))?;
+            Ok(conn)
+        };
+        let conn = open().map_err(|e| StoreError::from(e).in_file(path))?;
         Ok(Db::Sqlite(Mutex::new(conn)))
     }
 
     /// A private in-memory SQLite database (tests).
-    pub fn sqlite_in_memory() -> Result<Db, String> {
-        Connection::open_in_memory()
-            .map(|c| Db::Sqlite(Mutex::new(c)))
-            .map_err(|e| e.to_string())
+    pub fn sqlite_in_memory() -> StoreResult<Db> {
+        Ok(Db::Sqlite(Mutex::new(Connection::open_in_memory()?)))
     }
 
     pub fn dialect(&self) -> Dialect {
@@ -154,9 +139,9 @@ impl Db {
     }
 
     /// Runs statements without parameters or results (schema setup).
-    pub fn batch(&self, sql: &str) -> Result<(), String> {
+    pub fn batch(&self, sql: &str) -> StoreResult<()> {
         match self {
-            Db::Sqlite(conn) => lock(conn)?.execute_batch(sql).map_err(|e| e.to_string()),
+            Db::Sqlite(conn) => Ok(lock(conn)?.execute_batch(sql)?),
             Db::Postgres(pg) => {
                 let sql = sql.to_owned();
                 pg.run(move |c| c.batch_execute(&sql))
@@ -164,38 +149,20 @@ impl Db {
         }
     }
 
-    /// Runs a statement; returns the rows it changed.
-    pub fn execute(&self, sql: &str, params: Vec<Param>) -> Result<u64, DbError> {
+    /// Runs a statement; returns the rows it changed. A row a unique constraint
+    /// refuses fails with an error whose [`StoreError::is_conflict`] is true.
+    pub fn execute(&self, sql: &str, params: Vec<Param>) -> StoreResult<u64> {
         match self {
             Db::Sqlite(conn) => {
-                let conn = lock(conn).map_err(DbError::Other)?;
-                conn.execute(
+                let n = lock(conn)?.execute(
                     sql,
                     rusqlite::params_from_iter(params.iter().map(sqlite_param)),
-                )
-                .map(|n| n as u64)
-                .map_err(|e| match e {
-                    rusqlite::Error::SqliteFailure(f, _)
-                        if f.code == rusqlite::ErrorCode::ConstraintViolation =>
-                    {
-                        DbError::Conflict
-                    }
-                    other => DbError::Other(other.to_string()),
-                })
+                )?;
+                Ok(n as u64)
             }
             Db::Postgres(pg) => {
                 let sql = sql.to_owned();
-                let outcome = pg.run(move |c| Ok(c.execute(&sql, &pg_params(&params))));
-                match outcome {
-                    Ok(Ok(n)) => Ok(n),
-                    Ok(Err(e))
-                        if e.code() == Some(&postgres::error::SqlState::UNIQUE_VIOLATION) =>
-                    {
-                        Err(DbError::Conflict)
-                    }
-                    Ok(Err(e)) => Err(DbError::Other(e.to_string())),
-                    Err(e) => Err(DbError::Other(e)),
-                }
+                pg.run(move |c| c.execute(&sql, &pg_params(&params)))
             }
         }
     }
@@ -208,25 +175,22 @@ impl Db {
         sql: &str,
         params: Vec<Param>,
         kinds: &[Kind],
-    ) -> Result<Vec<Vec<Cell>>, String> {
+    ) -> StoreResult<Vec<Vec<Cell>>> {
         match self {
             Db::Sqlite(conn) => {
                 let conn = lock(conn)?;
-                let mut stmt = conn.prepare(sql).map_err(|e| e.to_string())?;
-                let rows = stmt
-                    .query_map(
-                        rusqlite::params_from_iter(params.iter().map(sqlite_param)),
-                        |row| {
-                            kinds
-                                .iter()
-                                .enumerate()
-                                .map(|(i, kind)| sqlite_cell(row.get_ref(i)?, *kind))
-                                .collect::<rusqlite::Result<Vec<_>>>()
-                        },
-                    )
-                    .map_err(|e| e.to_string())?;
-                rows.collect::<rusqlite::Result<Vec<_>>>()
-                    .map_err(|e| e.to_string())
+                let mut stmt = conn.prepare(sql)?;
+                let rows = stmt.query_map(
+                    rusqlite::params_from_iter(params.iter().map(sqlite_param)),
+                    |row| {
+                        kinds
+                            .iter()
+                            .enumerate()
+                            .map(|(i, kind)| sqlite_cell(row.get_ref(i)?, *kind))
+                            .collect::<rusqlite::Result<Vec<_>>>()
+                    },
+                )?;
+                Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
             }
             Db::Postgres(pg) => {
                 let sql = sql.to_owned();
@@ -255,7 +219,7 @@ pub fn listen(
     backend: &LedgerBackend,
     channel: String,
     tick: impl FnMut(bool) -> bool + Send + 'static,
-) -> Result<(), String> {
+) -> StoreResult<()> {
     match backend {
         LedgerBackend::Postgres { url, schema } => {
             super::postgres::listen(url.expose().to_owned(), schema.clone(), channel, tick)
@@ -264,9 +228,9 @@ pub fn listen(
     }
 }
 
-fn lock(conn: &Mutex<Connection>) -> Result<std::sync::MutexGuard<'_, Connection>, String> {
+fn lock(conn: &Mutex<Connection>) -> StoreResult<std::sync::MutexGuard<'_, Connection>> {
     conn.lock()
-        .map_err(|_| "the ledger connection is unavailable".to_owned())
+        .map_err(|_| StoreError::Unavailable("the ledger connection"))
 }
 
 fn sqlite_param(p: &Param) -> rusqlite::types::Value {

@@ -6,7 +6,8 @@
 use serde::{Deserialize, Serialize};
 
 use super::LedgerReader;
-use super::db::{Cell, DbError, Kind, Param};
+use super::db::{Cell, Kind, Param};
+use super::error::{StoreError, StoreResult};
 use super::query::Filter;
 
 /// A thumbs-up or -down, stored as the score 1 or 0.
@@ -92,7 +93,7 @@ pub struct Rated {
 }
 
 /// How many later milliseconds a feedback may move to when its own is taken.
-const SAME_MS_RETRIES: i64 = 16;
+const SAME_MS_RETRIES: u8 = 16;
 
 const RATED_KINDS: [Kind; 18] = [
     Kind::Text,
@@ -118,7 +119,7 @@ const RATED_KINDS: [Kind; 18] = [
 impl LedgerReader {
     /// The key and team a request was recorded with; `None` when the ledger has no
     /// request with this id (yet: records reach the ledger a few ms after the answer).
-    pub fn owner(&self, request_id: &str) -> Result<Option<Owner>, String> {
+    pub fn owner(&self, request_id: &str) -> StoreResult<Option<Owner>> {
         let rows = self.db.query(
             "SELECT key_id, team FROM requests WHERE request_id = $1",
             vec![Param::Text(Some(request_id.to_owned()))],
@@ -133,7 +134,7 @@ impl LedgerReader {
     /// Stores a feedback row and returns it as stored. Feedback is keyed by request and
     /// time: a second one on the same request in the same millisecond is kept too, a
     /// millisecond later.
-    pub fn add_feedback(&self, mut feedback: Feedback) -> Result<Feedback, String> {
+    pub fn add_feedback(&self, mut feedback: Feedback) -> StoreResult<Feedback> {
         for _ in 0..SAME_MS_RETRIES {
             let stored = self.db.execute(
                 "INSERT INTO feedback (request_id, ts_ms, key_id, team, score, thumbs, label, comment)
@@ -151,19 +152,19 @@ impl LedgerReader {
             );
             match stored {
                 Ok(_) => return Ok(feedback),
-                Err(DbError::Conflict) => feedback.ts_ms += 1,
-                Err(DbError::Other(message)) => return Err(message),
+                Err(e) if e.is_conflict() => feedback.ts_ms += 1,
+                Err(e) => return Err(e),
             }
         }
-        Err(format!(
-            "too much feedback on request `{}` within {SAME_MS_RETRIES} ms",
-            feedback.request_id
-        ))
+        Err(StoreError::FeedbackBusy {
+            request_id: feedback.request_id,
+            retries: SAME_MS_RETRIES,
+        })
     }
 
     /// Every feedback row on the requests `filter` selects, joined to its request,
     /// oldest request first, and each request's feedback oldest first.
-    pub fn rated(&self, filter: &Filter) -> Result<Vec<Rated>, String> {
+    pub fn rated(&self, filter: &Filter) -> StoreResult<Vec<Rated>> {
         let (clause, values) = filter.sql(None);
         let sql = format!(
             "SELECT r.request_id, r.ts_ms, r.team, r.requested_model, r.label, r.task,
@@ -206,7 +207,7 @@ impl LedgerReader {
     }
 
     /// The recorded difficulty of every request `filter` selects that has one.
-    pub fn difficulties(&self, filter: &Filter) -> Result<Vec<f32>, String> {
+    pub fn difficulties(&self, filter: &Filter) -> StoreResult<Vec<f32>> {
         let (clause, values) = filter.sql(None);
         let sql = format!("SELECT difficulty FROM requests {clause}");
         let rows = self.db.query(&sql, values, &[Kind::Real])?;

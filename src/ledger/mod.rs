@@ -2,6 +2,7 @@
 //! bounded channel to a writer thread that batches inserts into the store.
 
 pub mod db;
+pub mod error;
 pub mod feedback;
 mod postgres;
 mod spill;
@@ -22,6 +23,7 @@ use tokio::sync::{mpsc, oneshot};
 pub mod query;
 pub mod rollup;
 
+pub use error::{StoreError, StoreResult};
 pub use postgres::PgStore;
 pub use query::LedgerReader;
 pub use sqlite::SqliteStore;
@@ -84,11 +86,11 @@ pub struct LedgerRecord {
 
 /// Where ledger batches are written. Runs on the writer thread, so it may block.
 pub trait LedgerStore: Send {
-    fn write(&mut self, batch: &[LedgerRecord]) -> Result<(), String>;
+    fn write(&mut self, batch: &[LedgerRecord]) -> StoreResult<()>;
 
     /// Work that may lag the records (SQLite's rollups): called after each written
     /// batch, its waiters already answered, and once more at shutdown (`finishing`).
-    fn maintain(&mut self, _finishing: bool) -> Result<(), String> {
+    fn maintain(&mut self, _finishing: bool) -> StoreResult<()> {
         Ok(())
     }
 }
@@ -170,10 +172,7 @@ pub type Commit = oneshot::Receiver<()>;
 pub type PendingRecord = InFlightGuard;
 
 /// Opens the configured store and starts the writer thread.
-pub fn start(
-    config: &LedgerConfig,
-    metrics: LedgerMetrics,
-) -> Result<(Ledger, LedgerWriter), String> {
+pub fn start(config: &LedgerConfig, metrics: LedgerMetrics) -> StoreResult<(Ledger, LedgerWriter)> {
     let backend = config.backend.clone();
     let spill = match &backend {
         LedgerBackend::Sqlite(path) => Some(spill::path_for(path)),
@@ -183,7 +182,7 @@ pub fn start(
             Some(PathBuf::from(format!("crossroads-{schema}.spill.jsonl")))
         }
     };
-    let open = move || -> Result<Box<dyn LedgerStore>, String> {
+    let open = move || -> StoreResult<Box<dyn LedgerStore>> {
         Ok(match &backend {
             LedgerBackend::Sqlite(path) => Box::new(SqliteStore::open(path)?),
             LedgerBackend::SqliteMemory => Box::new(SqliteStore::open_in_memory()?),
@@ -202,7 +201,7 @@ pub fn start(
 }
 
 /// Opens a store; runs on the writer thread, where blocking clients may block.
-pub type OpenStore = Box<dyn FnOnce() -> Result<Box<dyn LedgerStore>, String> + Send>;
+pub type OpenStore = Box<dyn FnOnce() -> StoreResult<Box<dyn LedgerStore>> + Send>;
 
 /// Starts the writer thread on a given store. Records spilled by an earlier run to
 /// `spill` are written first; at shutdown, records the store cannot take go there.
@@ -212,8 +211,8 @@ pub fn start_with(
     capacity: usize,
     batch_size: usize,
     metrics: LedgerMetrics,
-) -> Result<(Ledger, LedgerWriter), String> {
-    let (opened_tx, opened) = std::sync::mpsc::sync_channel::<Result<(), String>>(1);
+) -> StoreResult<(Ledger, LedgerWriter)> {
+    let (opened_tx, opened) = std::sync::mpsc::sync_channel::<StoreResult<()>>(1);
     let (tx, mut rx) = mpsc::channel::<Msg>(capacity);
     let stopping = Arc::new(AtomicBool::new(false));
     let thread_metrics = metrics.clone();
@@ -297,10 +296,13 @@ pub fn start_with(
                 maintain(store.as_mut(), closing, &metrics);
             }
         })
-        .map_err(|e| format!("cannot start the ledger writer thread: {e}"))?;
+        .map_err(|source| StoreError::Thread {
+            what: "ledger writer",
+            source,
+        })?;
     opened
         .recv()
-        .map_err(|_| "the ledger writer stopped while opening the store".to_owned())??;
+        .map_err(|_| StoreError::Unavailable("the ledger writer"))??;
     let pending = Arc::new(InFlight::default());
     Ok((
         Ledger {
@@ -497,9 +499,9 @@ mod tests {
     }
 
     impl LedgerStore for TestStore {
-        fn write(&mut self, batch: &[LedgerRecord]) -> Result<(), String> {
+        fn write(&mut self, batch: &[LedgerRecord]) -> StoreResult<()> {
             if self.fail {
-                return Err("disk on fire".into());
+                return Err(StoreError::Unavailable("the disk"));
             }
             self.kept.lock().unwrap().extend_from_slice(batch);
             Ok(())
@@ -523,7 +525,7 @@ mod tests {
     }
 
     impl LedgerStore for GatedStore {
-        fn write(&mut self, batch: &[LedgerRecord]) -> Result<(), String> {
+        fn write(&mut self, batch: &[LedgerRecord]) -> StoreResult<()> {
             let _open = self.gate.lock().unwrap();
             self.kept.lock().unwrap().extend_from_slice(batch);
             Ok(())

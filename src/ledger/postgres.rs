@@ -3,12 +3,13 @@
 //! connection thread that readers (spend queries, the key store) share.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Mutex, mpsc};
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use postgres::fallible_iterator::FallibleIterator;
 use postgres::{Client, NoTls, Statement};
 
+use super::error::{StoreError, StoreResult};
 use super::rollup::{self, Rollup};
 use super::{LedgerRecord, LedgerStore};
 
@@ -144,60 +145,52 @@ fn int(v: u64) -> i64 {
 }
 
 /// Connects with `search_path` set to `schema`, creating and migrating it if needed.
-pub fn connect(url: &str, schema: &str) -> Result<Client, String> {
-    let mut config: postgres::Config = url
-        .parse()
-        .map_err(|e| format!("ledger PostgreSQL URL: {e}"))?;
+pub fn connect(url: &str, schema: &str) -> StoreResult<Client> {
+    let mut config: postgres::Config = url.parse().map_err(StoreError::Url)?;
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(Duration::from_secs(5));
     }
-    let mut client = config
-        .connect(NoTls)
-        .map_err(|e| format!("ledger PostgreSQL: cannot connect: {e}"))?;
+    let mut client = config.connect(NoTls).map_err(StoreError::Connect)?;
     // `schema` is validated as a plain identifier by the config.
-    client
-        .batch_execute(&format!(
-            "CREATE SCHEMA IF NOT EXISTS {schema};
+    client.batch_execute(&format!(
+        "CREATE SCHEMA IF NOT EXISTS {schema};
              SET search_path TO {schema};
              CREATE TABLE IF NOT EXISTS ledger_migrations (version INTEGER NOT NULL);"
-        ))
-        .map_err(|e| format!("ledger PostgreSQL: {e}"))?;
-    let mut tx = client.transaction().map_err(|e| e.to_string())?;
+    ))?;
+    let mut tx = client.transaction()?;
     // One migrator at a time across replicas.
-    tx.batch_execute("LOCK TABLE ledger_migrations IN EXCLUSIVE MODE")
-        .map_err(|e| e.to_string())?;
+    tx.batch_execute("LOCK TABLE ledger_migrations IN EXCLUSIVE MODE")?;
     let done: i64 = tx
-        .query_one("SELECT COUNT(*) FROM ledger_migrations", &[])
-        .map_err(|e| e.to_string())?
+        .query_one("SELECT COUNT(*) FROM ledger_migrations", &[])?
         .get(0);
     for (i, migration) in migrations()
         .iter()
         .enumerate()
         .skip(usize::try_from(done).unwrap_or(0))
     {
-        tx.batch_execute(migration).map_err(|e| {
-            let detail = e
-                .as_db_error()
-                .map_or(String::new(), |d| format!(": {}", d.message()));
-            format!("ledger PostgreSQL migration {}: {e}{detail}", i + 1)
-        })?;
+        tx.batch_execute(migration)
+            .map_err(|source| StoreError::Migration {
+                version: i + 1,
+                detail: source
+                    .as_db_error()
+                    .map_or(String::new(), |d| format!(": {}", d.message())),
+                source,
+            })?;
         tx.execute(
             "INSERT INTO ledger_migrations (version) VALUES ($1)",
             &[&i32::try_from(i + 1).unwrap_or(i32::MAX)],
-        )
-        .map_err(|e| e.to_string())?;
+        )?;
     }
-    tx.commit().map_err(|e| e.to_string())?;
+    tx.commit()?;
     Ok(client)
 }
 
 impl PgStore {
     /// Connects, creates `schema` if needed and migrates it.
-    pub fn open(url: &str, schema: &str) -> Result<Self, String> {
+    pub fn open(url: &str, schema: &str) -> StoreResult<Self> {
         let mut client = connect(url, schema)?;
-        let mut prepare = |sql: &str| client.prepare(sql).map_err(|e| e.to_string());
-        let spend_upsert = prepare(&rollup::spend_upsert_many())?;
-        let latency_upsert = prepare(&rollup::latency_upsert_many())?;
+        let spend_upsert = client.prepare(&rollup::spend_upsert_many())?;
+        let latency_upsert = client.prepare(&rollup::latency_upsert_many())?;
         Ok(PgStore {
             client,
             inserts: HashMap::new(),
@@ -207,7 +200,7 @@ impl PgStore {
     }
 }
 
-type Job = Box<dyn FnOnce(Result<&mut Client, String>) + Send>;
+type Job = Box<dyn FnOnce(StoreResult<&mut Client>) + Send>;
 
 /// How long a reader waits after a failed connect before trying again.
 const RECONNECT_AFTER: Duration = Duration::from_secs(1);
@@ -222,7 +215,7 @@ pub struct PgWorker {
 
 impl PgWorker {
     /// Starts the thread; the first job connects.
-    pub fn start(url: String, schema: String) -> Result<Self, String> {
+    pub fn start(url: String, schema: String) -> StoreResult<Self> {
         let (tx, rx) = mpsc::channel::<Job>();
         std::thread::Builder::new()
             .name("ledger-pg-reader".into())
@@ -230,7 +223,7 @@ impl PgWorker {
                 let mut client: Option<Client> = None;
                 // After a failed connect, jobs fail at once for a while instead of each
                 // waiting out a connect timeout of its own.
-                let mut down: Option<(Instant, String)> = None;
+                let mut down: Option<(Instant, Arc<StoreError>)> = None;
                 // Ends when the last handle is dropped.
                 for job in rx {
                     if client.as_ref().is_none_or(Client::is_closed) {
@@ -238,7 +231,7 @@ impl PgWorker {
                         if let Some((since, e)) = &down
                             && since.elapsed() < RECONNECT_AFTER
                         {
-                            job(Err(e.clone()));
+                            job(Err(StoreError::Again(e.clone())));
                             continue;
                         }
                         match connect(&url, &schema) {
@@ -247,8 +240,9 @@ impl PgWorker {
                                 down = None;
                             }
                             Err(e) => {
+                                let e = Arc::new(e);
                                 down = Some((Instant::now(), e.clone()));
-                                job(Err(e));
+                                job(Err(StoreError::Again(e)));
                                 continue;
                             }
                         }
@@ -258,7 +252,10 @@ impl PgWorker {
                     }
                 }
             })
-            .map_err(|e| format!("cannot start the PostgreSQL reader thread: {e}"))?;
+            .map_err(|source| StoreError::Thread {
+                what: "PostgreSQL reader",
+                source,
+            })?;
         Ok(PgWorker {
             jobs: Mutex::new(tx),
         })
@@ -268,32 +265,30 @@ impl PgWorker {
     pub fn run<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Client) -> Result<T, postgres::Error> + Send + 'static,
-    ) -> Result<T, String> {
+    ) -> StoreResult<T> {
+        const GONE: StoreError = StoreError::Unavailable("the PostgreSQL reader");
         let (tx, rx) = mpsc::sync_channel(1);
         let job: Job = Box::new(move |client| {
-            let _ = tx.send(client.and_then(|c| f(c).map_err(|e| format!("PostgreSQL: {e}"))));
+            let _ = tx.send(client.and_then(|c| Ok(f(c)?)));
         });
         self.jobs
             .lock()
-            .map_err(|_| "the PostgreSQL reader is unavailable".to_owned())?
+            .map_err(|_| GONE)?
             .send(job)
-            .map_err(|_| "the PostgreSQL reader thread stopped".to_owned())?;
-        rx.recv()
-            .map_err(|_| "the PostgreSQL reader thread stopped".to_owned())?
+            .map_err(|_| GONE)?;
+        rx.recv().map_err(|_| GONE)?
     }
 }
 
 impl LedgerStore for PgStore {
-    fn write(&mut self, batch: &[LedgerRecord]) -> Result<(), String> {
-        let mut tx = self.client.transaction().map_err(|e| e.to_string())?;
+    fn write(&mut self, batch: &[LedgerRecord]) -> StoreResult<()> {
+        let mut tx = self.client.transaction()?;
         let mut inserted = HashSet::new();
         for chunk in batch.chunks(INSERT_ROWS) {
             let statement = match self.inserts.get(&chunk.len()) {
                 Some(statement) => statement.clone(),
                 None => {
-                    let statement = tx
-                        .prepare(&insert_sql(chunk.len()))
-                        .map_err(|e| e.to_string())?;
+                    let statement = tx.prepare(&insert_sql(chunk.len()))?;
                     self.inserts.insert(chunk.len(), statement.clone());
                     statement
                 }
@@ -308,7 +303,7 @@ impl LedgerStore for PgStore {
             }
         }
         add_rollup(&mut tx, &self.spend_upsert, &self.latency_upsert, &rollup)?;
-        tx.commit().map_err(|e| e.to_string())
+        Ok(tx.commit()?)
     }
 }
 
@@ -318,7 +313,7 @@ fn insert(
     tx: &mut postgres::Transaction<'_>,
     statement: &Statement,
     batch: &[LedgerRecord],
-) -> Result<HashSet<String>, String> {
+) -> StoreResult<HashSet<String>> {
     /// What a record's fields become as parameters, owned where they are computed.
     struct Computed<'a> {
         endpoint: &'a str,
@@ -411,12 +406,11 @@ fn insert(
             &r.json_mode,
         ]);
     }
-    tx.query(statement, &params)
-        .map_err(|e| e.to_string())?
+    Ok(tx
+        .query(statement, &params)?
         .iter()
         .map(|row| row.try_get::<_, String>(0))
-        .collect::<Result<_, _>>()
-        .map_err(|e| e.to_string())
+        .collect::<Result<_, _>>()?)
 }
 
 /// Adds a batch's sums to the rollup tables: one statement for every `spend_daily` row
@@ -428,7 +422,7 @@ fn add_rollup(
     spend_upsert: &Statement,
     latency_upsert: &Statement,
     rollup: &Rollup,
-) -> Result<(), String> {
+) -> StoreResult<()> {
     let mut spend: Vec<_> = rollup.spend_rows().collect();
     spend.sort_unstable_by_key(|r| (r.0, r.1, r.2, r.3, r.4));
     if !spend.is_empty() {
@@ -446,8 +440,7 @@ fn add_rollup(
             sums.iter()
                 .map(|column| column as &(dyn postgres::types::ToSql + Sync)),
         );
-        tx.execute(spend_upsert, &params)
-            .map_err(|e| e.to_string())?;
+        tx.execute(spend_upsert, &params)?;
     }
     let mut latency: Vec<_> = rollup.latency_rows().collect();
     latency.sort_unstable_by_key(|r| (r.0, r.1, r.2, r.3));
@@ -460,8 +453,7 @@ fn add_rollup(
         tx.execute(
             latency_upsert,
             &[&days, &deployments, &metrics, &buckets, &counts],
-        )
-        .map_err(|e| e.to_string())?;
+        )?;
     }
     Ok(())
 }
@@ -476,7 +468,7 @@ pub fn listen(
     schema: String,
     channel: String,
     mut tick: impl FnMut(bool) -> bool + Send + 'static,
-) -> Result<(), String> {
+) -> StoreResult<()> {
     std::thread::Builder::new()
         .name("ledger-pg-listen".into())
         .spawn(move || {
@@ -484,7 +476,7 @@ pub fn listen(
                 let listening = connect(&url, &schema).and_then(|mut c| {
                     c.batch_execute(&format!("LISTEN {channel}"))
                         .map(|()| c)
-                        .map_err(|e| e.to_string())
+                        .map_err(StoreError::from)
                 });
                 let mut client = match listening {
                     // Changes committed before LISTEN took effect sent no signal here:
@@ -522,5 +514,8 @@ pub fn listen(
             }
         })
         .map(drop)
-        .map_err(|e| format!("cannot start the PostgreSQL listener thread: {e}"))
+        .map_err(|source| StoreError::Thread {
+            what: "PostgreSQL listener",
+            source,
+        })
 }

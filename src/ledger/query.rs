@@ -11,9 +11,10 @@ use super::LedgerRecord;
 use std::collections::BTreeMap;
 
 use super::db::{Cell, Db, Dialect, Kind, Param};
+use super::error::StoreResult;
 use super::rollup::{DAY_MS, Dim, Metric, RAW_SUMS, Sums, bucket_sql};
 use crate::accounting::Usd;
-use crate::admission::{Scope, SpendSource};
+use crate::admission::{HistoryError, Scope, SpendSource};
 use crate::config::LedgerBackend;
 
 /// What spend is grouped by.
@@ -427,17 +428,17 @@ pub struct LedgerReader {
 
 impl LedgerReader {
     /// Reads a SQLite ledger file.
-    pub fn open(path: &Path) -> Result<Self, String> {
+    pub fn open(path: &Path) -> StoreResult<Self> {
         Db::sqlite(path).map(|db| LedgerReader { db })
     }
 
     /// Reads the configured ledger; `None` for an in-memory one.
-    pub fn for_backend(backend: &LedgerBackend) -> Result<Option<Self>, String> {
+    pub fn for_backend(backend: &LedgerBackend) -> StoreResult<Option<Self>> {
         Ok(Db::open(backend)?.map(|db| LedgerReader { db }))
     }
 
     /// Spend totals grouped by `by`, dearest first.
-    pub fn spend(&self, by: GroupBy, filter: &Filter) -> Result<Vec<SpendRow>, String> {
+    pub fn spend(&self, by: GroupBy, filter: &Filter) -> StoreResult<Vec<SpendRow>> {
         let mut rows: Vec<SpendRow> = self
             .grouped(by, false, filter)?
             .into_iter()
@@ -449,7 +450,7 @@ impl LedgerReader {
 
     /// Spend totals by day and by `by`, oldest day first, dearest group first within
     /// a day.
-    pub fn series(&self, by: GroupBy, filter: &Filter) -> Result<Vec<Group>, String> {
+    pub fn series(&self, by: GroupBy, filter: &Filter) -> StoreResult<Vec<Group>> {
         let mut groups = self.grouped(by, true, filter)?;
         groups.sort_by(|a, b| {
             a.day
@@ -462,7 +463,7 @@ impl LedgerReader {
 
     /// The sums of `filter`'s requests grouped by `by` (and by day), from the rollups
     /// when they hold the filter, else from the records: both give the same figures.
-    fn grouped(&self, by: GroupBy, by_day: bool, filter: &Filter) -> Result<Vec<Group>, String> {
+    fn grouped(&self, by: GroupBy, by_day: bool, filter: &Filter) -> StoreResult<Vec<Group>> {
         let by_day = by_day || by == GroupBy::Day;
         let mut kinds = vec![Kind::Int, Kind::Text];
         kinds.extend([Kind::Int; 11]);
@@ -551,7 +552,7 @@ impl LedgerReader {
     /// Latency and time-to-first-token histograms of each deployment: `(deployment,
     /// metric, bucket, count)` ([`super::rollup::latency_bucket`]). Team and key do
     /// not narrow them: latency belongs to the deployment.
-    pub fn latency(&self, filter: &Filter) -> Result<Vec<(String, Metric, i64, i64)>, String> {
+    pub fn latency(&self, filter: &Filter) -> StoreResult<Vec<(String, Metric, i64, i64)>> {
         let kinds = [Kind::Text, Kind::Text, Kind::Int, Kind::Int];
         let records = |(table, only): (&str, Option<&str>)| {
             let (clause, values) = filter.sql(None);
@@ -620,7 +621,7 @@ impl LedgerReader {
         filter: &Filter,
         before: Option<&Cursor>,
         limit: u32,
-    ) -> Result<Page, String> {
+    ) -> StoreResult<Page> {
         let (clause, mut values) = filter.sql(before);
         values.push(Param::Int(Some(i64::from(limit))));
         let columns: Vec<&str> = RECORD_COLUMNS.iter().map(|(name, _)| *name).collect();
@@ -654,7 +655,7 @@ impl LedgerReader {
     }
 
     /// The requests of `filter` as replay reads them ([`crate::replay`]), oldest first.
-    pub fn recorded(&self, filter: &Filter) -> Result<Vec<LedgerRecord>, String> {
+    pub fn recorded(&self, filter: &Filter) -> StoreResult<Vec<LedgerRecord>> {
         let (clause, values) = filter.sql(None);
         let columns: Vec<&str> = REPLAY_COLUMNS.iter().map(|(name, _)| *name).collect();
         let kinds: Vec<Kind> = columns
@@ -683,7 +684,7 @@ impl LedgerReader {
             .collect())
     }
 
-    fn spent(&self, scope: &Scope, since_ms: i64) -> Result<Usd, String> {
+    fn spent(&self, scope: &Scope, since_ms: i64) -> StoreResult<Usd> {
         let filter = match scope {
             Scope::Key(id) => Filter {
                 key: Some(id.clone()),
@@ -720,9 +721,10 @@ pub struct Page {
 impl SpendSource for LedgerReader {
     /// Called once per budget and period by a process (the first request that needs
     /// it); from the async runtime it costs that request one query.
-    fn spent_since(&self, scope: &Scope, since_ms: i64) -> Result<Usd, String> {
-        self.spent(scope, since_ms).inspect_err(|e| {
+    fn spent_since(&self, scope: &Scope, since_ms: i64) -> Result<Usd, HistoryError> {
+        self.spent(scope, since_ms).map_err(|e| {
             tracing::error!(error = %e, scope = scope.kind(), "cannot read past spend; the budget's requests are refused until it can");
+            HistoryError::source(e)
         })
     }
 }

@@ -4,6 +4,7 @@
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 
+use super::error::{StoreError, StoreResult};
 use super::{LedgerRecord, LedgerStore};
 
 /// `ledger.db` → `ledger.db.spill.jsonl`.
@@ -51,28 +52,36 @@ pub fn save(path: Option<&Path>, records: &[LedgerRecord]) -> bool {
 
 /// Writes spilled records into `store` and removes the file. The store ignores
 /// records it already has, so a replay interrupted halfway can simply run again.
-pub fn replay(path: &Path, store: &mut dyn LedgerStore) -> Result<(), String> {
+pub fn replay(path: &Path, store: &mut dyn LedgerStore) -> StoreResult<()> {
+    let io = |source| StoreError::Io {
+        path: path.to_owned(),
+        source,
+    };
     let file = match std::fs::File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(format!("ledger spill file {}: {e}", path.display())),
+        Err(e) => return Err(io(e)),
     };
     let mut records = Vec::new();
     for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
-        let line = line.map_err(|e| format!("ledger spill file {}: {e}", path.display()))?;
+        let line = line.map_err(io)?;
         if line.trim().is_empty() {
             continue;
         }
-        let record: LedgerRecord = serde_json::from_str(&line)
-            .map_err(|e| format!("ledger spill file {} line {}: {e}", path.display(), i + 1))?;
+        let record: LedgerRecord =
+            serde_json::from_str(&line).map_err(|source| StoreError::Spill {
+                path: path.to_owned(),
+                line: i + 1,
+                source,
+            })?;
         records.push(record);
     }
     for batch in records.chunks(512) {
         store
             .write(batch)
-            .map_err(|e| format!("replaying the ledger spill file: {e}"))?;
+            .map_err(|e| StoreError::Replay(Box::new(e)))?;
     }
-    std::fs::remove_file(path).map_err(|e| format!("ledger spill file {}: {e}", path.display()))?;
+    std::fs::remove_file(path).map_err(io)?;
     tracing::info!(records = records.len(), "replayed spilled ledger records");
     Ok(())
 }

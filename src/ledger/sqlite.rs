@@ -4,6 +4,7 @@ use std::path::Path;
 
 use rusqlite::{Connection, params};
 
+use super::error::{StoreError, StoreResult};
 use super::rollup::{Rollup, WATERMARK, latency_upsert, roll_up_sql, spend_upsert};
 use super::{LedgerRecord, LedgerStore};
 
@@ -113,21 +114,23 @@ pub struct SqliteStore {
 
 impl SqliteStore {
     /// Opens (creating if needed) and migrates the ledger at `path`.
-    pub fn open(path: &Path) -> Result<Self, String> {
+    pub fn open(path: &Path) -> StoreResult<Self> {
         if let Some(dir) = path.parent()
             && !dir.as_os_str().is_empty()
         {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| format!("ledger directory {}: {e}", dir.display()))?;
+            std::fs::create_dir_all(dir).map_err(|source| StoreError::Io {
+                path: dir.to_owned(),
+                source,
+            })?;
         }
-        let conn = Connection::open(path).map_err(|e| format!("ledger {}: {e}", path.display()))?;
-        Self::init(conn).map_err(|e| format!("ledger {}: {e}", path.display()))
+        Connection::open(path)
+            .and_then(Self::init)
+            .map_err(|e| StoreError::from(e).in_file(path))
     }
 
     /// A ledger that lives as long as the process (tests, dry runs).
-    pub fn open_in_memory() -> Result<Self, String> {
-        let conn = Connection::open_in_memory().map_err(|e| e.to_string())?;
-        Self::init(conn).map_err(|e| e.to_string())
+    pub fn open_in_memory() -> StoreResult<Self> {
+        Ok(Self::init(Connection::open_in_memory()?)?)
     }
 
     fn init(mut conn: Connection) -> rusqlite::Result<Self> {
@@ -166,60 +169,58 @@ fn int(v: u64) -> i64 {
 }
 
 impl LedgerStore for SqliteStore {
-    fn write(&mut self, batch: &[LedgerRecord]) -> Result<(), String> {
+    fn write(&mut self, batch: &[LedgerRecord]) -> StoreResult<()> {
         // Sums are added as rows go in: until the commit they cannot be trusted, and
         // after a failed batch not until the next roll-up sums the records again.
         let trusted = self.pending_rows.take();
         let mut rows = trusted.flatten();
-        let tx = self.conn.transaction().map_err(|e| e.to_string())?;
+        let tx = self.conn.transaction()?;
         {
-            let mut insert = tx.prepare_cached(INSERT).map_err(|e| e.to_string())?;
+            let mut insert = tx.prepare_cached(INSERT)?;
             for r in batch {
-                let inserted = insert
-                    .execute(params![
-                        r.request_id,
-                        r.ts_ms,
-                        r.key_id,
-                        r.team,
-                        r.end_user,
-                        r.endpoint,
-                        r.requested_model,
-                        r.label,
-                        r.confidence,
-                        r.difficulty,
-                        !r.pii_kinds.is_empty(),
-                        r.pii_kinds,
-                        r.rule,
-                        r.pool,
-                        r.deployment,
-                        r.provider,
-                        r.upstream_model,
-                        r.tier,
-                        r.cache_hit,
-                        r.stream,
-                        r.status,
-                        r.error_kind,
-                        r.attempts,
-                        r.fallbacks,
-                        int(r.usage.input),
-                        int(r.usage.cached_input),
-                        int(r.usage.cache_write),
-                        int(r.usage.output),
-                        int(r.usage.reasoning),
-                        r.usage.estimated,
-                        r.cost.pico(),
-                        r.reference_cost.pico(),
-                        int(r.latency_us),
-                        opt_u64(r.ttft_us),
-                        opt_u64(r.upstream_us),
-                        r.task,
-                        r.shadow_rule,
-                        opt_u64(r.prompt_tokens_est),
-                        r.tools,
-                        r.images,
-                        r.json_mode,
-                    ])
-                    .map_err(|e| e.to_string())?;
+                let inserted = insert.execute(params![
+                    r.request_id,
+                    r.ts_ms,
+                    r.key_id,
+                    r.team,
+                    r.end_user,
+                    r.endpoint,
+                    r.requested_model,
+                    r.label,
+                    r.confidence,
+                    r.difficulty,
+                    !r.pii_kinds.is_empty(),
+                    r.pii_kinds,
+                    r.rule,
+                    r.pool,
+                    r.deployment,
+                    r.provider,
+                    r.upstream_model,
+                    r.tier,
+                    r.cache_hit,
+                    r.stream,
+                    r.status,
+                    r.error_kind,
+                    r.attempts,
+                    r.fallbacks,
+                    int(r.usage.input),
+                    int(r.usage.cached_input),
+                    int(r.usage.cache_write),
+                    int(r.usage.output),
+                    int(r.usage.reasoning),
+                    r.usage.estimated,
+                    r.cost.pico(),
+                    r.reference_cost.pico(),
+                    int(r.latency_us),
+                    opt_u64(r.ttft_us),
+                    opt_u64(r.upstream_us),
+                    r.task,
+                    r.shadow_rule,
+                    opt_u64(r.prompt_tokens_est),
+                    r.tools,
+                    r.images,
+                    r.json_mode,
+                ])?;
                 // A record already there (a retried batch) adds nothing to the sums.
                 if inserted == 1 {
                     self.pending.add(r);
@@ -228,14 +229,14 @@ impl LedgerStore for SqliteStore {
                 }
             }
         }
-        tx.commit().map_err(|e| e.to_string())?;
+        tx.commit()?;
         self.pending_rows = trusted.map(|_| rows);
         Ok(())
     }
 
     /// Rolls the records written since the last roll-up into the rollups, about once a
     /// second (and at shutdown), after the batch's waiters were answered.
-    fn maintain(&mut self, finishing: bool) -> Result<(), String> {
+    fn maintain(&mut self, finishing: bool) -> StoreResult<()> {
         if finishing || self.rolled.elapsed() >= ROLL_UP_EVERY {
             self.roll_up()?;
         }
@@ -249,16 +250,14 @@ const ROLL_UP_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 impl SqliteStore {
     /// Adds the records past the watermark to the rollups and moves the watermark, in
     /// one transaction ([`super::rollup`]).
-    pub fn roll_up(&mut self) -> Result<(), String> {
+    pub fn roll_up(&mut self) -> StoreResult<()> {
         self.rolled = std::time::Instant::now();
-        let tx = self.conn.transaction().map_err(|e| e.to_string())?;
-        let (rolled, last): (i64, i64) = tx
-            .query_row(
-                &format!("SELECT ({WATERMARK}), (SELECT COALESCE(MAX(rowid), 0) FROM requests)"),
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .map_err(|e| e.to_string())?;
+        let tx = self.conn.transaction()?;
+        let (rolled, last): (i64, i64) = tx.query_row(
+            &format!("SELECT ({WATERMARK}), (SELECT COALESCE(MAX(rowid), 0) FROM requests)"),
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
         let pending = std::mem::take(&mut self.pending);
         let rows = self.pending_rows.replace(None);
         if last > rolled {
@@ -266,17 +265,15 @@ impl SqliteStore {
             // another: its sums are theirs. Otherwise (another process wrote too, or
             // records from before a restart wait), the records are summed again.
             if rows == Some(Some((rolled + 1, last, last - rolled))) {
-                upsert(&tx, &pending).map_err(|e| e.to_string())?;
+                upsert(&tx, &pending)?;
             } else {
                 tx.execute_batch(&roll_up_sql(&format!(
                     "rowid > {rolled} AND rowid <= {last}"
-                )))
-                .map_err(|e| e.to_string())?;
+                )))?;
             }
-            tx.execute("UPDATE rollup_state SET rolled_rowid = ?1", [last])
-                .map_err(|e| e.to_string())?;
+            tx.execute("UPDATE rollup_state SET rolled_rowid = ?1", [last])?;
         }
-        tx.commit().map_err(|e| e.to_string())?;
+        tx.commit()?;
         // Caught up: what this store writes next is summed again from here.
         self.pending_rows = Some(None);
         Ok(())

@@ -28,6 +28,37 @@ pub struct Http {
     missing_key: bool,
 }
 
+/// Why a deployment's client could not be built (a config the validation let through).
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("deployment `{deployment}`: HTTP client: {source}")]
+    Client {
+        deployment: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("deployment `{deployment}`: base_url: {source}")]
+    BaseUrl {
+        deployment: String,
+        #[source]
+        source: url::ParseError,
+    },
+    #[error("deployment `{deployment}`: {what} is not a valid header value")]
+    Header {
+        deployment: String,
+        what: &'static str,
+    },
+}
+
+impl ClientError {
+    pub fn header(deployment: &Deployment, what: &'static str) -> Self {
+        ClientError::Header {
+            deployment: deployment.id.clone(),
+            what,
+        }
+    }
+}
+
 impl Http {
     /// A client for `deployment` posting to `{base_url}{path}` with `headers` on every
     /// request (auth, versions). `key_required` fails attempts fast when no key is set.
@@ -36,7 +67,7 @@ impl Http {
         path: &str,
         mut headers: HeaderMap,
         key_required: bool,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, ClientError> {
         headers.insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
@@ -48,9 +79,17 @@ impl Http {
             .pool_max_idle_per_host(256)
             .tcp_nodelay(true)
             .build()
-            .map_err(|e| format!("deployment `{}`: HTTP client: {e}", deployment.id))?;
-        let url = reqwest::Url::parse(&format!("{}{path}", deployment.base_url))
-            .map_err(|e| format!("deployment `{}`: base_url: {e}", deployment.id))?;
+            .map_err(|source| ClientError::Client {
+                deployment: deployment.id.clone(),
+                source,
+            })?;
+        let url =
+            reqwest::Url::parse(&format!("{}{path}", deployment.base_url)).map_err(|source| {
+                ClientError::BaseUrl {
+                    deployment: deployment.id.clone(),
+                    source,
+                }
+            })?;
         Ok(Http {
             id: deployment.id.clone(),
             client,
@@ -62,13 +101,12 @@ impl Http {
     }
 
     /// A sensitive header value holding a secret.
-    pub fn secret_header(deployment: &Deployment, value: String) -> Result<HeaderValue, String> {
-        let mut value = HeaderValue::from_str(&value).map_err(|_| {
-            format!(
-                "deployment `{}`: API key is not a valid header value",
-                deployment.id
-            )
-        })?;
+    pub fn secret_header(
+        deployment: &Deployment,
+        value: String,
+    ) -> Result<HeaderValue, ClientError> {
+        let mut value = HeaderValue::from_str(&value)
+            .map_err(|_| ClientError::header(deployment, "API key"))?;
         value.set_sensitive(true);
         Ok(value)
     }

@@ -14,6 +14,7 @@ use futures_util::Stream;
 use crate::accounting::Usage;
 use crate::config::{Deployment, ProviderKind};
 use crate::request::Request;
+pub use http::ClientError;
 
 /// A stream of OpenAI chat.completion.chunk SSE bytes (`data: {...}\n\n` events).
 pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, UpstreamError>> + Send>>;
@@ -101,7 +102,7 @@ enum Adapter {
 
 impl Upstream {
     /// Builds the client for `deployment`.
-    pub fn new(deployment: &Deployment) -> Result<Self, String> {
+    pub fn new(deployment: &Deployment) -> Result<Self, ClientError> {
         let adapter = match deployment.provider {
             ProviderKind::Openai | ProviderKind::OpenaiCompatible => {
                 Adapter::OpenAi(openai::OpenAiUpstream::new(deployment)?)

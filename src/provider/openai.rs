@@ -5,7 +5,7 @@
 use reqwest::header::{self, HeaderMap};
 use serde::Deserialize;
 
-use super::http::{Http, first_bytes};
+use super::http::{ClientError, Http, first_bytes};
 use super::{Reply, UpstreamError};
 use crate::accounting::Usage;
 use crate::accounting::usage::OpenAiUsage;
@@ -20,7 +20,7 @@ pub struct OpenAiUpstream {
 }
 
 impl OpenAiUpstream {
-    pub fn new(deployment: &Deployment) -> Result<Self, String> {
+    pub fn new(deployment: &Deployment) -> Result<Self, ClientError> {
         let mut headers = HeaderMap::new();
         if let Some(key) = &deployment.api_key {
             headers.insert(

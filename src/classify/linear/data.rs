@@ -70,8 +70,8 @@ pub struct Row {
 
 impl Row {
     /// Parses one JSONL line.
-    pub fn parse(line: &str) -> Result<Row, String> {
-        serde_json::from_str(line).map_err(|e| e.to_string())
+    pub fn parse(line: &str) -> Result<Row, serde_json::Error> {
+        serde_json::from_str(line)
     }
 
     /// The frontier head's outcome index (`weak + 2 * strong`), when both are known.
@@ -174,23 +174,38 @@ pub struct LabelMap {
     subjects: HashMap<String, usize>,
 }
 
+/// Labels no model can hold.
+#[derive(Debug, thiserror::Error)]
+pub enum LabelError {
+    #[error("no row has a domain `label`: the domain head would be empty")]
+    NoDomain,
+    #[error(
+        "{domains} domain labels: a model holds at most {room} (beside its {tasks} tasks and {outcomes} frontier outcomes)"
+    )]
+    TooMany {
+        domains: usize,
+        room: usize,
+        tasks: usize,
+        outcomes: usize,
+    },
+}
+
 impl LabelMap {
     /// Whether a model can have these labels: at least one domain, and no more outputs
     /// (domains, tasks and the frontier outcomes) than a weight row holds. Otherwise the
     /// reason, before hours of training produce a file that would not load.
-    pub fn check_size(&self) -> Result<(), String> {
+    pub fn check_size(&self) -> Result<(), LabelError> {
         let fixed = self.tasks.len() + OUTCOMES.len();
         if self.domains.is_empty() {
-            return Err("no row has a domain `label`: the domain head would be empty".into());
+            return Err(LabelError::NoDomain);
         }
         if self.domains.len() + fixed > MAX_OUTPUTS {
-            return Err(format!(
-                "{} domain labels: a model holds at most {} (beside its {} tasks and {} frontier outcomes)",
-                self.domains.len(),
-                MAX_OUTPUTS.saturating_sub(fixed),
-                self.tasks.len(),
-                OUTCOMES.len()
-            ));
+            return Err(LabelError::TooMany {
+                domains: self.domains.len(),
+                room: MAX_OUTPUTS.saturating_sub(fixed),
+                tasks: self.tasks.len(),
+                outcomes: OUTCOMES.len(),
+            });
         }
         Ok(())
     }
@@ -318,9 +333,9 @@ mod tests {
                 .is_ok()
         );
         let error = LabelMap::from_rows(labels(most + 1).iter()).check_size();
-        assert!(error.is_err_and(|e| e.contains(&format!("at most {most}"))));
+        assert!(error.is_err_and(|e| e.to_string().contains(&format!("at most {most}"))));
         let error = LabelMap::from_rows(labels(0).iter()).check_size();
-        assert!(error.is_err_and(|e| e.contains("no row has a domain")));
+        assert!(error.is_err_and(|e| e.to_string().contains("no row has a domain")));
     }
 
     #[test]

@@ -159,6 +159,15 @@ pub struct WordVectors {
     vectors: Vec<f32>,
 }
 
+/// Word vectors whose float count is not `dims` per word.
+#[derive(Debug, thiserror::Error)]
+#[error("{words} words but {floats} floats: not {dims} per word")]
+pub struct VectorShapeError {
+    words: usize,
+    floats: usize,
+    dims: usize,
+}
+
 impl WordVectors {
     /// Hashes each word as the walker hashes a lone word, averaging the vectors of
     /// words that share a bucket; `vectors` holds `dims` floats per word, and every
@@ -169,13 +178,13 @@ impl WordVectors {
         vectors: &[f32],
         dims: usize,
         scale: f32,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, VectorShapeError> {
         if dims == 0 || vectors.len() != words.len() * dims {
-            return Err(format!(
-                "{} words but {} floats: not {dims} per word",
-                words.len(),
-                vectors.len()
-            ));
+            return Err(VectorShapeError {
+                words: words.len(),
+                floats: vectors.len(),
+                dims,
+            });
         }
         // Centred: the encoder's token vectors share one large common direction, which
         // says nothing about a prompt and would swamp the step size.

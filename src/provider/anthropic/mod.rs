@@ -8,7 +8,7 @@ mod response;
 use futures_util::StreamExt;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 
-use super::http::{Http, first_bytes};
+use super::http::{ClientError, Http, first_bytes};
 use super::{ByteStream, FailureKind, Reply, UpstreamError};
 use crate::config::Deployment;
 use crate::request::Request;
@@ -29,7 +29,7 @@ pub struct AnthropicUpstream {
 }
 
 impl AnthropicUpstream {
-    pub fn new(deployment: &Deployment) -> Result<Self, String> {
+    pub fn new(deployment: &Deployment) -> Result<Self, ClientError> {
         let mut headers = HeaderMap::new();
         if let Some(key) = &deployment.api_key {
             headers.insert(
@@ -41,7 +41,7 @@ impl AnthropicUpstream {
         headers.insert(
             HeaderName::from_static("anthropic-version"),
             HeaderValue::from_str(version)
-                .map_err(|_| format!("deployment `{}`: bad api_version", deployment.id))?,
+                .map_err(|_| ClientError::header(deployment, "api_version"))?,
         );
         Ok(AnthropicUpstream {
             http: Http::new(deployment, "/messages", headers, true)?,
@@ -60,7 +60,7 @@ impl AnthropicUpstream {
             &self.model,
             max_tokens.unwrap_or(self.default_max_tokens),
         )
-        .map_err(|message| UpstreamError::new(FailureKind::Rejected, message))?;
+        .map_err(|e| UpstreamError::new(FailureKind::Rejected, e.to_string()))?;
         self.http
             .within_first_byte_timeout(async {
                 let response = self.http.post(body).await?;

@@ -4,13 +4,30 @@ use serde_json::{Map, Value, json};
 
 use crate::request::Request;
 
+/// What the client sent that a Messages request cannot carry.
+#[derive(Debug, thiserror::Error)]
+pub enum Untranslatable {
+    #[error("n > 1 is not supported by Anthropic deployments")]
+    SeveralChoices,
+    #[error(
+        "messages[{message}]: content part type `{part}` is not supported by Anthropic deployments"
+    )]
+    ContentPart { message: usize, part: String },
+    #[error("request body: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
 /// Builds the Messages body for `model`, generating at most `max_tokens` (the
 /// request's resolved limit). Errors describe what the client sent that Anthropic
 /// cannot take (the gateway answers them with a 400).
-pub fn translate(request: &Request, model: &str, max_tokens: u64) -> Result<Vec<u8>, String> {
+pub fn translate(
+    request: &Request,
+    model: &str,
+    max_tokens: u64,
+) -> Result<Vec<u8>, Untranslatable> {
     let body = &request.body;
     if body.get("n").and_then(Value::as_u64).is_some_and(|n| n > 1) {
-        return Err("n > 1 is not supported by Anthropic deployments".into());
+        return Err(Untranslatable::SeveralChoices);
     }
     let mut system: Vec<String> = Vec::new();
     let mut messages: Vec<(String, Vec<Value>)> = Vec::new();
@@ -135,7 +152,7 @@ pub fn translate(request: &Request, model: &str, max_tokens: u64) -> Result<Vec<
         }
         out.insert("tool_choice".into(), choice);
     }
-    serde_json::to_vec(&Value::Object(out)).map_err(|e| e.to_string())
+    Ok(serde_json::to_vec(&Value::Object(out))?)
 }
 
 /// Appends content to the conversation, merging consecutive turns of one role, as
@@ -164,7 +181,7 @@ fn plain_text(content: &Value) -> String {
 }
 
 /// Content blocks of a user or assistant message.
-fn blocks(message: usize, content: &Value) -> Result<Vec<Value>, String> {
+fn blocks(message: usize, content: &Value) -> Result<Vec<Value>, Untranslatable> {
     let text = |t: &str| json!({ "type": "text", "text": t });
     match content {
         // Anthropic rejects empty text blocks.
@@ -174,7 +191,9 @@ fn blocks(message: usize, content: &Value) -> Result<Vec<Value>, String> {
             .iter()
             .filter(|p| p.get("text").and_then(Value::as_str) != Some(""))
             .map(|part| match part.get("type").and_then(Value::as_str) {
-                Some("text") => Ok(text(part.get("text").and_then(Value::as_str).unwrap_or_default())),
+                Some("text") => Ok(text(
+                    part.get("text").and_then(Value::as_str).unwrap_or_default(),
+                )),
                 Some("image_url") => {
                     let url = part
                         .get("image_url")
@@ -183,10 +202,10 @@ fn blocks(message: usize, content: &Value) -> Result<Vec<Value>, String> {
                         .unwrap_or_default();
                     Ok(image(url))
                 }
-                other => Err(format!(
-                    "messages[{message}]: content part type `{}` is not supported by Anthropic deployments",
-                    other.unwrap_or("?")
-                )),
+                other => Err(Untranslatable::ContentPart {
+                    message,
+                    part: other.unwrap_or("?").to_owned(),
+                }),
             })
             .collect(),
         _ => Ok(Vec::new()),
