@@ -11,7 +11,7 @@ use crate::admission::{Admission, Budgets, SharedLimits, SpendSource};
 use crate::auth::Keyring;
 use crate::auth::store::{KeyStore, KeyStoreError};
 use crate::cache::Cache;
-use crate::config::{Config, EnvLookup, KeyConfig, LedgerBackend, LimitsConfig};
+use crate::config::{Config, EnvLookup, KeyConfig, LimitsConfig};
 use crate::handler;
 use crate::ledger::LedgerReader;
 use crate::ledger::{self, LedgerWriter};
@@ -80,26 +80,20 @@ pub fn build(config: Config, env: EnvLookup) -> Result<App, BuildError> {
         key_store.as_deref(),
         &runtime_rx.borrow().config.keys,
     );
-    if let Some(store) = &key_store
-        && let LedgerBackend::Postgres { schema, .. } = &ledger_backend
-    {
+    if let Some(store) = &key_store {
         // Replicas sharing the database hear of a created or revoked key at once.
-        let (keyring, store, runtime) =
+        let (keyring, watched, runtime) =
             (Arc::downgrade(&keyring), store.clone(), runtime_rx.clone());
-        ledger::db::listen(
-            &ledger_backend,
-            crate::auth::store::changes_channel(schema),
-            move |changed| {
-                let Some(keyring) = keyring.upgrade() else {
-                    return false;
-                };
-                if changed {
-                    let rt = runtime.borrow().clone();
-                    refresh_keys(&keyring, Some(&store), &rt.config.keys);
-                }
-                true
-            },
-        )?;
+        store.watch(move |changed| {
+            let Some(keyring) = keyring.upgrade() else {
+                return false;
+            };
+            if changed {
+                let rt = runtime.borrow().clone();
+                refresh_keys(&keyring, Some(&watched), &rt.config.keys);
+            }
+            true
+        })?;
     }
     if let Ok(handle) = tokio::runtime::Handle::try_current() {
         handle.spawn(watch_keys(keyring.clone(), key_store, runtime_rx.clone()));

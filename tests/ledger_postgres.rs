@@ -837,21 +837,40 @@ async fn keys_created_and_revoked_on_one_replica_hold_on_another() {
 /// them until its next poll (a minute by default).
 #[tokio::test]
 async fn a_listener_reads_changes_made_while_it_connected() {
+    use crossroads::auth::store::KeyStore;
     let schema = Schema::new("listen");
     let backend = schema.backend();
-    let channel = crossroads::auth::store::changes_channel(&schema.0);
+    let open = move || KeyStore::for_backend(&backend).unwrap().unwrap();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    crossroads::ledger::db::listen(&backend, channel.clone(), move |changed| {
-        tx.send(changed).is_ok()
+    let watching = open.clone();
+    tokio::task::spawn_blocking(move || {
+        watching()
+            .watch(move |changed| tx.send(changed).is_ok())
+            .unwrap()
     })
+    .await
     .unwrap();
     let first = tokio::time::timeout(Duration::from_secs(10), rx.recv())
         .await
         .expect("the listener never ticked");
     assert_eq!(first, Some(true), "no refresh once LISTEN held");
 
-    // Then a NOTIFY from another connection is heard (idle ticks are `false`).
-    pg(move |c| c.batch_execute(&format!("NOTIFY {channel}")).unwrap()).await;
+    // Then a key created through another connection is heard (idle ticks are `false`).
+    tokio::task::spawn_blocking(move || {
+        let key = crossroads::auth::generate_key().unwrap();
+        let info = crossroads::auth::KeyInfo {
+            id: "heard".into(),
+            team: None,
+            budget: None,
+            rpm: None,
+            tpm: None,
+        };
+        open()
+            .create(&crossroads::auth::hash_key(&key), &info)
+            .unwrap();
+    })
+    .await
+    .unwrap();
     let heard = tokio::time::timeout(Duration::from_secs(10), async {
         while rx.recv().await == Some(false) {}
     })

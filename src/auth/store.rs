@@ -6,8 +6,9 @@ use std::path::Path;
 
 use super::{KeyHash, KeyInfo, hex, parse_hex};
 use crate::config::{BudgetConfig, BudgetPeriod, LedgerBackend};
+use crate::ledger::SqliteDb;
 use crate::ledger::StoreError;
-use crate::ledger::db::{Cell, Db, Kind, Param};
+use crate::ledger::db::{self, Cell, Db, Kind, Param};
 
 /// Why the key store failed.
 #[derive(Debug, thiserror::Error)]
@@ -17,20 +18,6 @@ pub enum KeyStoreError {
     #[error("key store: {0}")]
     Store(#[from] StoreError),
 }
-
-/// The SQLite table; PostgreSQL's is a ledger migration (same columns, BIGINT integers).
-const SQLITE_SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS keys (
-    id          TEXT PRIMARY KEY,
-    sha256      TEXT NOT NULL UNIQUE,
-    team        TEXT,
-    budget_pusd INTEGER,
-    period      TEXT,
-    rpm         INTEGER,
-    tpm         INTEGER,
-    created_ms  INTEGER NOT NULL,
-    revoked_ms  INTEGER
-);";
 
 const COLUMNS: &str = "id, sha256, team, budget_pusd, period, rpm, tpm, created_ms, revoked_ms";
 const KINDS: [Kind; 9] = [
@@ -53,16 +40,13 @@ pub struct StoredKey {
     pub revoked_ms: Option<i64>,
 }
 
+/// The keys, in the ledger's database (whose migrations create their table).
 pub struct KeyStore {
     db: Db,
-    /// The PostgreSQL channel that tells every replica the keys changed.
-    notify: Option<String>,
 }
 
-/// The PostgreSQL channel on which the key store of `schema` announces changes.
-pub fn changes_channel(schema: &str) -> String {
-    format!("{schema}_keys")
-}
+/// What the key store notifies other connections of when the keys change.
+const CHANGES: &str = "keys";
 
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -73,43 +57,41 @@ fn now_ms() -> i64 {
 impl KeyStore {
     /// The key store in a SQLite ledger file.
     pub fn open(path: &Path) -> Result<Self, KeyStoreError> {
-        Self::init(Db::sqlite(path)?, None)
+        Self::init(Box::new(SqliteDb::open(path)?))
     }
 
     /// The key store of the configured ledger; `None` for an in-memory ledger.
     pub fn for_backend(backend: &LedgerBackend) -> Result<Option<Self>, KeyStoreError> {
-        let notify = match backend {
-            LedgerBackend::Postgres { schema, .. } => Some(changes_channel(schema)),
-            LedgerBackend::Sqlite(_) | LedgerBackend::SqliteMemory => None,
-        };
-        Db::open(backend)?
-            .map(|db| Self::init(db, notify))
-            .transpose()
+        db::open(backend)?.map(Self::init).transpose()
     }
 
     pub fn open_in_memory() -> Result<Self, KeyStoreError> {
-        Self::init(Db::sqlite_in_memory()?, None)
+        Self::init(Box::new(SqliteDb::open_in_memory()?))
     }
 
-    fn init(db: Db, notify: Option<String>) -> Result<Self, KeyStoreError> {
-        match &db {
-            Db::Sqlite(_) => db.batch(SQLITE_SCHEMA),
-            // Connecting migrated the schema; fail now, not on the first request.
-            Db::Postgres(_) => db
-                .query("SELECT 1 FROM keys LIMIT 1", Vec::new(), &[])
-                .map(drop),
-        }?;
-        Ok(KeyStore { db, notify })
+    fn init(db: Db) -> Result<Self, KeyStoreError> {
+        // Opening migrated the schema; fail now, not on the first request.
+        db.query("SELECT 1 FROM keys LIMIT 1", Vec::new(), &[])?;
+        Ok(KeyStore { db })
     }
 
-    /// Tells the gateways listening on PostgreSQL that the keys changed. They also
-    /// re-read the keys every `auth.refresh_ms`, so a lost signal only delays a change.
+    /// Tells the gateways that listen ([`KeyStore::watch`]) that the keys changed. They
+    /// also re-read the keys every `auth.refresh_ms`, so a lost signal only delays a
+    /// change.
     fn announce(&self) {
-        if let Some(channel) = &self.notify
-            && let Err(e) = self.db.batch(&format!("NOTIFY {channel}"))
-        {
+        if let Err(e) = self.db.notify(CHANGES) {
             tracing::warn!(error = %e, "key change not announced; gateways see it within auth.refresh_ms");
         }
+    }
+
+    /// Calls `tick(true)` when another process changes the keys, and `tick(false)`
+    /// about once a second otherwise, on a thread of its own, until `tick` returns
+    /// false (PostgreSQL; on SQLite nothing calls it and the gateway polls).
+    pub fn watch(
+        &self,
+        tick: impl FnMut(bool) -> bool + Send + 'static,
+    ) -> Result<(), KeyStoreError> {
+        Ok(self.db.listen(CHANGES, Box::new(tick))?)
     }
 
     /// Stores a new key's hash.

@@ -1,25 +1,13 @@
-//! One connection to the ledger's database, SQLite or PostgreSQL, for the readers that
-//! share its SQL: spend queries ([`super::query`]) and the key store
-//! ([`crate::auth::store`]). Statements use `$1, $2, ...` placeholders, which both
-//! engines read (SQLite numbers `$N` parameters in order of first appearance, so each
-//! statement names them in ascending order); only what differs (a date expression) is
-//! asked of [`Dialect`]. Every call blocks: callers run it on a blocking thread, or
-//! accept one round trip where they cannot (see [`Db::query`]).
+//! The readers' connection to the ledger's database: spend queries ([`super::query`]),
+//! feedback ([`super::feedback`]) and the key store ([`crate::auth::store`]) run their
+//! SQL through [`Database`], which each backend implements in its own file
+//! ([`super::sqlite`], [`super::postgres`]). Statements use `$1, $2, ...` placeholders,
+//! which both engines read (SQLite numbers `$N` parameters in order of first
+//! appearance, so each statement names them in ascending order). Every call blocks:
+//! callers run it on a blocking thread, or accept one round trip where they cannot.
 
-use std::path::Path;
-use std::sync::Mutex;
-
-use rusqlite::Connection;
-
-use super::error::{StoreError, StoreResult};
+use super::error::StoreResult;
 use crate::config::LedgerBackend;
-
-/// The SQL spoken by the database.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Dialect {
-    Sqlite,
-    Postgres,
-}
 
 /// A statement parameter. Integers are 64-bit: every integer column the readers filter
 /// or write is `BIGINT` in PostgreSQL.
@@ -96,189 +84,49 @@ impl Cell {
     }
 }
 
-/// A connection to the ledger database.
-pub enum Db {
-    Sqlite(Mutex<Connection>),
-    Postgres(super::postgres::PgWorker),
-}
-
-impl Db {
-    /// Opens the ledger's database, or `None` for an in-memory ledger, which no other
-    /// connection can see.
-    pub fn open(backend: &LedgerBackend) -> StoreResult<Option<Db>> {
-        match backend {
-            LedgerBackend::Sqlite(path) => Db::sqlite(path).map(Some),
-            LedgerBackend::SqliteMemory => Ok(None),
-            LedgerBackend::Postgres { url, schema } => Ok(Some(Db::Postgres(
-                super::postgres::PgWorker::start(url.expose().to_owned(), schema.clone())?,
-            ))),
-        }
-    }
-
-    /// Opens a SQLite ledger file.
-    pub fn sqlite(path: &Path) -> StoreResult<Db> {
-        let open = || -> rusqlite::Result<Connection> {
-            let conn = Connection::open(path)?;
-            conn.busy_timeout(std::time::Duration::from_secs(5))?;
-            Ok(conn)
-        };
-        let conn = open().map_err(|e| StoreError::from(e).in_file(path))?;
-        Ok(Db::Sqlite(Mutex::new(conn)))
-    }
-
-    /// A private in-memory SQLite database (tests).
-    pub fn sqlite_in_memory() -> StoreResult<Db> {
-        Ok(Db::Sqlite(Mutex::new(Connection::open_in_memory()?)))
-    }
-
-    pub fn dialect(&self) -> Dialect {
-        match self {
-            Db::Sqlite(_) => Dialect::Sqlite,
-            Db::Postgres(_) => Dialect::Postgres,
-        }
-    }
-
-    /// Runs statements without parameters or results (schema setup).
-    pub fn batch(&self, sql: &str) -> StoreResult<()> {
-        match self {
-            Db::Sqlite(conn) => Ok(lock(conn)?.execute_batch(sql)?),
-            Db::Postgres(pg) => {
-                let sql = sql.to_owned();
-                pg.run(move |c| c.batch_execute(&sql))
-            }
-        }
-    }
+/// A connection to the ledger's database, as the readers use it. Opening one brings
+/// the schema up to date, as the ledger writer does.
+pub trait Database: Send + Sync {
+    /// Runs statements without parameters or results.
+    fn batch(&self, sql: &str) -> StoreResult<()>;
 
     /// Runs a statement; returns the rows it changed. A row a unique constraint
-    /// refuses fails with an error whose [`StoreError::is_conflict`] is true.
-    pub fn execute(&self, sql: &str, params: Vec<Param>) -> StoreResult<u64> {
-        match self {
-            Db::Sqlite(conn) => {
-                let n = lock(conn)?.execute(
-                    sql,
-                    rusqlite::params_from_iter(params.iter().map(sqlite_param)),
-                )?;
-                Ok(n as u64)
-            }
-            Db::Postgres(pg) => {
-                let sql = sql.to_owned();
-                pg.run(move |c| c.execute(&sql, &pg_params(&params)))
-            }
-        }
+    /// refuses fails with an error whose [`super::StoreError::is_conflict`] is true.
+    fn execute(&self, sql: &str, params: Vec<Param>) -> StoreResult<u64>;
+
+    /// Runs a query and reads each row's columns as `kinds` says.
+    fn query(&self, sql: &str, params: Vec<Param>, kinds: &[Kind]) -> StoreResult<Vec<Vec<Cell>>>;
+
+    /// The records the rollups do not hold yet, as a table and a condition; `None`
+    /// when the rollups commit with the records.
+    fn not_rolled_up(&self) -> Option<(&'static str, &'static str)>;
+
+    /// Tells every connection listening on `topic` (other replicas) that something
+    /// changed. A backend without such a signal does nothing: its readers poll.
+    fn notify(&self, _topic: &str) -> StoreResult<()> {
+        Ok(())
     }
 
-    /// Runs a query and reads each row's columns as `kinds` says. From inside the async
-    /// runtime this blocks the calling thread for one round trip (PostgreSQL queries run
-    /// on the connection's own thread, never on the runtime's).
-    pub fn query(
-        &self,
-        sql: &str,
-        params: Vec<Param>,
-        kinds: &[Kind],
-    ) -> StoreResult<Vec<Vec<Cell>>> {
-        match self {
-            Db::Sqlite(conn) => {
-                let conn = lock(conn)?;
-                let mut stmt = conn.prepare(sql)?;
-                let rows = stmt.query_map(
-                    rusqlite::params_from_iter(params.iter().map(sqlite_param)),
-                    |row| {
-                        kinds
-                            .iter()
-                            .enumerate()
-                            .map(|(i, kind)| sqlite_cell(row.get_ref(i)?, *kind))
-                            .collect::<rusqlite::Result<Vec<_>>>()
-                    },
-                )?;
-                Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
-            }
-            Db::Postgres(pg) => {
-                let sql = sql.to_owned();
-                let kinds = kinds.to_vec();
-                pg.run(move |c| {
-                    c.query(&sql, &pg_params(&params))?
-                        .iter()
-                        .map(|row| {
-                            kinds
-                                .iter()
-                                .enumerate()
-                                .map(|(i, kind)| pg_cell(row, i, *kind))
-                                .collect::<Result<Vec<_>, _>>()
-                        })
-                        .collect()
-                })
-            }
-        }
+    /// Runs `tick(true)` whenever a connection notifies `topic` (and once listening
+    /// holds, since a change made while connecting sent no signal), and `tick(false)`
+    /// about once a second, until `tick` returns false, on a thread of its own. A
+    /// backend without such a signal runs nothing.
+    fn listen(&self, _topic: &str, _tick: Box<dyn FnMut(bool) -> bool + Send>) -> StoreResult<()> {
+        Ok(())
     }
 }
 
-/// Runs `tick(true)` whenever a connection to the same PostgreSQL database sends
-/// `NOTIFY channel`, and `tick(false)` about once a second, until `tick` returns false
-/// on a thread of its own. Other backends have no such signal: nothing runs.
-pub fn listen(
-    backend: &LedgerBackend,
-    channel: String,
-    tick: impl FnMut(bool) -> bool + Send + 'static,
-) -> StoreResult<()> {
-    match backend {
-        LedgerBackend::Postgres { url, schema } => {
-            super::postgres::listen(url.expose().to_owned(), schema.clone(), channel, tick)
-        }
-        LedgerBackend::Sqlite(_) | LedgerBackend::SqliteMemory => Ok(()),
-    }
-}
+/// An open connection of any backend.
+pub type Db = Box<dyn Database>;
 
-fn lock(conn: &Mutex<Connection>) -> StoreResult<std::sync::MutexGuard<'_, Connection>> {
-    conn.lock()
-        .map_err(|_| StoreError::Unavailable("the ledger connection"))
-}
-
-fn sqlite_param(p: &Param) -> rusqlite::types::Value {
-    use rusqlite::types::Value;
-    match p {
-        Param::Int(Some(n)) => Value::Integer(*n),
-        Param::Real(Some(f)) => Value::Real(*f),
-        Param::Text(Some(t)) => Value::Text(t.clone()),
-        Param::Int(None) | Param::Real(None) | Param::Text(None) => Value::Null,
-    }
-}
-
-fn pg_params(params: &[Param]) -> Vec<&(dyn postgres::types::ToSql + Sync)> {
-    params
-        .iter()
-        .map(|p| match p {
-            Param::Int(n) => n as &(dyn postgres::types::ToSql + Sync),
-            Param::Real(f) => f as &(dyn postgres::types::ToSql + Sync),
-            Param::Text(t) => t as &(dyn postgres::types::ToSql + Sync),
-        })
-        .collect()
-}
-
-fn sqlite_cell(value: rusqlite::types::ValueRef<'_>, kind: Kind) -> rusqlite::Result<Cell> {
-    use rusqlite::types::ValueRef;
-    Ok(match (value, kind) {
-        (ValueRef::Null, _) => Cell::Null,
-        (ValueRef::Integer(n), Kind::Bool) => Cell::Bool(n != 0),
-        (ValueRef::Integer(n), Kind::Real | Kind::Double) => Cell::Real(n as f64),
-        (ValueRef::Integer(n), _) => Cell::Int(n),
-        (ValueRef::Real(f), _) => Cell::Real(f),
-        (ValueRef::Text(t), _) => Cell::Text(String::from_utf8_lossy(t).into_owned()),
-        (ValueRef::Blob(_), _) => Cell::Null,
+/// Opens the configured ledger's database for reading, or `None` for an in-memory
+/// ledger, which no other connection can see.
+pub fn open(backend: &LedgerBackend) -> StoreResult<Option<Db>> {
+    Ok(match backend {
+        LedgerBackend::Sqlite(path) => Some(Box::new(super::sqlite::SqliteDb::open(path)?)),
+        LedgerBackend::SqliteMemory => None,
+        LedgerBackend::Postgres { url, schema } => Some(Box::new(
+            super::postgres::PgWorker::start(url.expose().to_owned(), schema.clone())?,
+        )),
     })
-}
-
-fn pg_cell(row: &postgres::Row, i: usize, kind: Kind) -> Result<Cell, postgres::Error> {
-    Ok(match kind {
-        Kind::Text => row.try_get::<_, Option<String>>(i)?.map(Cell::Text),
-        Kind::Int => row.try_get::<_, Option<i64>>(i)?.map(Cell::Int),
-        Kind::Int4 => row
-            .try_get::<_, Option<i32>>(i)?
-            .map(|n| Cell::Int(i64::from(n))),
-        Kind::Real => row
-            .try_get::<_, Option<f32>>(i)?
-            .map(|f| Cell::Real(f64::from(f))),
-        Kind::Double => row.try_get::<_, Option<f64>>(i)?.map(Cell::Real),
-        Kind::Bool => row.try_get::<_, Option<bool>>(i)?.map(Cell::Bool),
-    }
-    .unwrap_or(Cell::Null))
 }

@@ -223,7 +223,6 @@ impl LedgerReader {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use crate::ledger::db::Db;
     use crate::ledger::{LedgerRecord, LedgerStore, SqliteStore};
 
     fn ledger_with(records: &[LedgerRecord]) -> (tempfile::TempDir, LedgerReader) {
@@ -231,7 +230,7 @@ mod tests {
         let path = dir.path().join("ledger.db");
         SqliteStore::open(&path).unwrap().write(records).unwrap();
         let reader = LedgerReader {
-            db: Db::sqlite(&path).unwrap(),
+            db: Box::new(crate::ledger::SqliteDb::open(&path).unwrap()),
         };
         (dir, reader)
     }

@@ -26,7 +26,7 @@ pub mod rollup;
 pub use error::{StoreError, StoreResult};
 pub use postgres::PgStore;
 pub use query::LedgerReader;
-pub use sqlite::SqliteStore;
+pub use sqlite::{SqliteDb, SqliteStore};
 
 use crate::accounting::{Usage, Usd};
 use crate::config::{LedgerBackend, LedgerConfig};

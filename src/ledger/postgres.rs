@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use postgres::fallible_iterator::FallibleIterator;
 use postgres::{Client, NoTls, Statement};
 
+use super::db::{Cell, Database, Kind, Param};
 use super::error::{StoreError, StoreResult};
 use super::rollup::{self, Rollup};
 use super::{LedgerRecord, LedgerStore};
@@ -211,12 +212,16 @@ const RECONNECT_AFTER: Duration = Duration::from_secs(1);
 /// after the connection breaks.
 pub struct PgWorker {
     jobs: Mutex<mpsc::Sender<Job>>,
+    /// Where it connects, for [`Database::listen`]'s own connection.
+    url: String,
+    schema: String,
 }
 
 impl PgWorker {
     /// Starts the thread; the first job connects.
     pub fn start(url: String, schema: String) -> StoreResult<Self> {
         let (tx, rx) = mpsc::channel::<Job>();
+        let (thread_url, thread_schema) = (url.clone(), schema.clone());
         std::thread::Builder::new()
             .name("ledger-pg-reader".into())
             .spawn(move || {
@@ -234,7 +239,7 @@ impl PgWorker {
                             job(Err(StoreError::Again(e.clone())));
                             continue;
                         }
-                        match connect(&url, &schema) {
+                        match connect(&thread_url, &thread_schema) {
                             Ok(c) => {
                                 client = Some(c);
                                 down = None;
@@ -258,6 +263,8 @@ impl PgWorker {
             })?;
         Ok(PgWorker {
             jobs: Mutex::new(tx),
+            url,
+            schema,
         })
     }
 
@@ -278,6 +285,79 @@ impl PgWorker {
             .map_err(|_| GONE)?;
         rx.recv().map_err(|_| GONE)?
     }
+}
+
+impl Database for PgWorker {
+    fn batch(&self, sql: &str) -> StoreResult<()> {
+        let sql = sql.to_owned();
+        self.run(move |c| c.batch_execute(&sql))
+    }
+
+    fn execute(&self, sql: &str, params: Vec<Param>) -> StoreResult<u64> {
+        let sql = sql.to_owned();
+        self.run(move |c| c.execute(&sql, &pg_params(&params)))
+    }
+
+    /// From inside the async runtime this blocks the calling thread for one round trip
+    /// (queries run on the connection's own thread, never on the runtime's).
+    fn query(&self, sql: &str, params: Vec<Param>, kinds: &[Kind]) -> StoreResult<Vec<Vec<Cell>>> {
+        let sql = sql.to_owned();
+        let kinds = kinds.to_vec();
+        self.run(move |c| {
+            c.query(&sql, &pg_params(&params))?
+                .iter()
+                .map(|row| {
+                    kinds
+                        .iter()
+                        .enumerate()
+                        .map(|(i, kind)| pg_cell(row, i, *kind))
+                        .collect::<Result<Vec<_>, _>>()
+                })
+                .collect()
+        })
+    }
+
+    /// None: the rollups commit with the records.
+    fn not_rolled_up(&self) -> Option<(&'static str, &'static str)> {
+        None
+    }
+
+    /// `NOTIFY {schema}_{topic}`: the database's channels are shared by every schema.
+    fn notify(&self, topic: &str) -> StoreResult<()> {
+        self.batch(&format!("NOTIFY {}_{topic}", self.schema))
+    }
+
+    fn listen(&self, topic: &str, tick: Box<dyn FnMut(bool) -> bool + Send>) -> StoreResult<()> {
+        let channel = format!("{}_{topic}", self.schema);
+        listen(self.url.clone(), self.schema.clone(), channel, tick)
+    }
+}
+
+fn pg_params(params: &[Param]) -> Vec<&(dyn postgres::types::ToSql + Sync)> {
+    params
+        .iter()
+        .map(|p| match p {
+            Param::Int(n) => n as &(dyn postgres::types::ToSql + Sync),
+            Param::Real(f) => f as &(dyn postgres::types::ToSql + Sync),
+            Param::Text(t) => t as &(dyn postgres::types::ToSql + Sync),
+        })
+        .collect()
+}
+
+fn pg_cell(row: &postgres::Row, i: usize, kind: Kind) -> Result<Cell, postgres::Error> {
+    Ok(match kind {
+        Kind::Text => row.try_get::<_, Option<String>>(i)?.map(Cell::Text),
+        Kind::Int => row.try_get::<_, Option<i64>>(i)?.map(Cell::Int),
+        Kind::Int4 => row
+            .try_get::<_, Option<i32>>(i)?
+            .map(|n| Cell::Int(i64::from(n))),
+        Kind::Real => row
+            .try_get::<_, Option<f32>>(i)?
+            .map(|f| Cell::Real(f64::from(f))),
+        Kind::Double => row.try_get::<_, Option<f64>>(i)?.map(Cell::Real),
+        Kind::Bool => row.try_get::<_, Option<bool>>(i)?.map(Cell::Bool),
+    }
+    .unwrap_or(Cell::Null))
 }
 
 impl LedgerStore for PgStore {
@@ -463,11 +543,11 @@ fn add_rollup(
 /// `tick` returns false. Also calls `tick(true)` once `LISTEN` holds, since a change made
 /// while connecting sends no signal. Reconnects after errors; while disconnected it keeps
 /// ticking.
-pub fn listen(
+fn listen(
     url: String,
     schema: String,
     channel: String,
-    mut tick: impl FnMut(bool) -> bool + Send + 'static,
+    mut tick: Box<dyn FnMut(bool) -> bool + Send>,
 ) -> StoreResult<()> {
     std::thread::Builder::new()
         .name("ledger-pg-listen".into())

@@ -10,7 +10,8 @@ use serde::Serialize;
 use super::LedgerRecord;
 use std::collections::BTreeMap;
 
-use super::db::{Cell, Db, Dialect, Kind, Param};
+use super::SqliteDb;
+use super::db::{Cell, Db, Kind, Param};
 use super::error::StoreResult;
 use super::rollup::{DAY_MS, Dim, Metric, RAW_SUMS, Sums, bucket_sql};
 use crate::accounting::Usd;
@@ -429,12 +430,14 @@ pub struct LedgerReader {
 impl LedgerReader {
     /// Reads a SQLite ledger file.
     pub fn open(path: &Path) -> StoreResult<Self> {
-        Db::sqlite(path).map(|db| LedgerReader { db })
+        Ok(LedgerReader {
+            db: Box::new(SqliteDb::open(path)?),
+        })
     }
 
     /// Reads the configured ledger; `None` for an in-memory one.
     pub fn for_backend(backend: &LedgerBackend) -> StoreResult<Option<Self>> {
-        Ok(Db::open(backend)?.map(|db| LedgerReader { db }))
+        Ok(super::db::open(backend)?.map(|db| LedgerReader { db }))
     }
 
     /// Spend totals grouped by `by`, dearest first.
@@ -516,7 +519,8 @@ impl LedgerReader {
                 );
                 queries.push((sql, values));
                 queries.extend(
-                    self.not_rolled_up()
+                    self.db
+                        .not_rolled_up()
                         .map(|(table, tail)| records((table, Some(tail)))),
                 );
             }
@@ -533,20 +537,6 @@ impl LedgerReader {
             .into_iter()
             .map(|((day, group), sums)| Group { day, group, sums })
             .collect())
-    }
-
-    /// The records the rollups do not hold yet, as a table and a condition: SQLite's
-    /// past its watermark; none in PostgreSQL, whose rollups commit with the records.
-    /// `NOT INDEXED` keeps SQLite on the rowid range (a few rows) rather than a filter's
-    /// time index (the whole range).
-    fn not_rolled_up(&self) -> Option<(&'static str, &'static str)> {
-        match self.db.dialect() {
-            Dialect::Sqlite => Some((
-                "requests NOT INDEXED",
-                "rowid > (SELECT rolled_rowid FROM rollup_state)",
-            )),
-            Dialect::Postgres => None,
-        }
     }
 
     /// Latency and time-to-first-token histograms of each deployment: `(deployment,
@@ -584,7 +574,8 @@ impl LedgerReader {
                 );
                 queries.push((sql, values));
                 queries.extend(
-                    self.not_rolled_up()
+                    self.db
+                        .not_rolled_up()
                         .map(|(table, tail)| records((table, Some(tail)))),
                 );
             }

@@ -1,9 +1,11 @@
 //! The embedded ledger store: SQLite in WAL mode, schema versioned by `user_version`.
 
 use std::path::Path;
+use std::sync::Mutex;
 
 use rusqlite::{Connection, params};
 
+use super::db::{Cell, Database, Kind, Param};
 use super::error::{StoreError, StoreResult};
 use super::rollup::{Rollup, WATERMARK, latency_upsert, roll_up_sql, spend_upsert};
 use super::{LedgerRecord, LedgerStore};
@@ -83,10 +85,27 @@ ALTER TABLE requests ADD COLUMN json_mode INTEGER;
 "#,
 ];
 
-/// Every migration: the statements above, then the rollups ([`super::rollup`]).
+/// The key store's table (`crossroads keys create`). Earlier versions created it when
+/// the key store opened, hence `IF NOT EXISTS`.
+const KEYS: &str = "
+CREATE TABLE IF NOT EXISTS keys (
+    id          TEXT PRIMARY KEY,
+    sha256      TEXT NOT NULL UNIQUE,
+    team        TEXT,
+    budget_pusd INTEGER,
+    period      TEXT,
+    rpm         INTEGER,
+    tpm         INTEGER,
+    created_ms  INTEGER NOT NULL,
+    revoked_ms  INTEGER
+);";
+
+/// Every migration: the statements above, then the rollups ([`super::rollup`]), then
+/// the key store's table.
 fn migrations() -> Vec<String> {
     let mut all: Vec<String> = MIGRATIONS.iter().map(|m| (*m).to_owned()).collect();
     all.push(super::rollup::migration(true));
+    all.push(KEYS.to_owned());
     all
 }
 
@@ -138,19 +157,7 @@ impl SqliteStore {
         // NORMAL sync is durable across process crashes, which is what WAL promises.
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        // Each step in a write transaction that reads the version again: a CLI command
-        // opening the ledger while the gateway starts never runs a migration twice.
-        let version: usize = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-        for (i, migration) in migrations().iter().enumerate().skip(version) {
-            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            let version: usize = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
-            if version <= i {
-                tx.execute_batch(migration)?;
-                tx.pragma_update(None, "user_version", i + 1)?;
-            }
-            tx.commit()?;
-        }
+        migrate(&mut conn)?;
         Ok(SqliteStore {
             conn,
             rolled: std::time::Instant::now(),
@@ -158,6 +165,115 @@ impl SqliteStore {
             pending_rows: Some(None),
         })
     }
+}
+
+/// Brings a ledger's schema up to date. Each step runs in a write transaction that
+/// reads the version again: a CLI command opening the ledger while the gateway starts
+/// never runs a migration twice.
+fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    let version: usize = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    for (i, migration) in migrations().iter().enumerate().skip(version) {
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let version: usize = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if version <= i {
+            tx.execute_batch(migration)?;
+            tx.pragma_update(None, "user_version", i + 1)?;
+        }
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+/// The readers' connection to a SQLite ledger.
+pub struct SqliteDb(Mutex<Connection>);
+
+impl SqliteDb {
+    /// Opens (creating if needed) and migrates the ledger at `path`.
+    pub fn open(path: &Path) -> StoreResult<Self> {
+        let open = || -> rusqlite::Result<Connection> {
+            let mut conn = Connection::open(path)?;
+            migrate(&mut conn)?;
+            Ok(conn)
+        };
+        let conn = open().map_err(|e| StoreError::from(e).in_file(path))?;
+        Ok(SqliteDb(Mutex::new(conn)))
+    }
+
+    /// A private in-memory ledger (tests).
+    pub fn open_in_memory() -> StoreResult<Self> {
+        let mut conn = Connection::open_in_memory()?;
+        migrate(&mut conn)?;
+        Ok(SqliteDb(Mutex::new(conn)))
+    }
+
+    fn lock(&self) -> StoreResult<std::sync::MutexGuard<'_, Connection>> {
+        self.0
+            .lock()
+            .map_err(|_| StoreError::Unavailable("the ledger connection"))
+    }
+}
+
+impl Database for SqliteDb {
+    fn batch(&self, sql: &str) -> StoreResult<()> {
+        Ok(self.lock()?.execute_batch(sql)?)
+    }
+
+    fn execute(&self, sql: &str, params: Vec<Param>) -> StoreResult<u64> {
+        let n = self.lock()?.execute(
+            sql,
+            rusqlite::params_from_iter(params.iter().map(sqlite_param)),
+        )?;
+        Ok(n as u64)
+    }
+
+    fn query(&self, sql: &str, params: Vec<Param>, kinds: &[Kind]) -> StoreResult<Vec<Vec<Cell>>> {
+        let conn = self.lock()?;
+        let mut stmt = conn.prepare(sql)?;
+        let rows = stmt.query_map(
+            rusqlite::params_from_iter(params.iter().map(sqlite_param)),
+            |row| {
+                kinds
+                    .iter()
+                    .enumerate()
+                    .map(|(i, kind)| sqlite_cell(row.get_ref(i)?, *kind))
+                    .collect::<rusqlite::Result<Vec<_>>>()
+            },
+        )?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
+    /// The records past the rollups' watermark. `NOT INDEXED` keeps SQLite on the rowid
+    /// range (a few rows) rather than a filter's time index (the whole range).
+    fn not_rolled_up(&self) -> Option<(&'static str, &'static str)> {
+        Some((
+            "requests NOT INDEXED",
+            "rowid > (SELECT rolled_rowid FROM rollup_state)",
+        ))
+    }
+}
+
+fn sqlite_param(p: &Param) -> rusqlite::types::Value {
+    use rusqlite::types::Value;
+    match p {
+        Param::Int(Some(n)) => Value::Integer(*n),
+        Param::Real(Some(f)) => Value::Real(*f),
+        Param::Text(Some(t)) => Value::Text(t.clone()),
+        Param::Int(None) | Param::Real(None) | Param::Text(None) => Value::Null,
+    }
+}
+
+fn sqlite_cell(value: rusqlite::types::ValueRef<'_>, kind: Kind) -> rusqlite::Result<Cell> {
+    use rusqlite::types::ValueRef;
+    Ok(match (value, kind) {
+        (ValueRef::Null, _) => Cell::Null,
+        (ValueRef::Integer(n), Kind::Bool) => Cell::Bool(n != 0),
+        (ValueRef::Integer(n), Kind::Real | Kind::Double) => Cell::Real(n as f64),
+        (ValueRef::Integer(n), _) => Cell::Int(n),
+        (ValueRef::Real(f), _) => Cell::Real(f),
+        (ValueRef::Text(t), _) => Cell::Text(String::from_utf8_lossy(t).into_owned()),
+        (ValueRef::Blob(_), _) => Cell::Null,
+    })
 }
 
 fn opt_u64(v: Option<u64>) -> Option<i64> {
