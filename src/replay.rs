@@ -24,7 +24,7 @@ use crate::admission::{Scope, period_start_ms};
 use crate::classify::{Classification, Features, Label, PiiKind, PiiKinds};
 use crate::config::{BudgetConfig, Config, Tier};
 use crate::ledger::LedgerRecord;
-use crate::route::{Action, Api, NoHeaders, RouteInput, Strategy};
+use crate::route::{Action, Api, NoHeaders, PoolId, RouteInput, Strategy};
 
 /// Where a request went, or would go.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -368,12 +368,12 @@ fn replay(candidate: &Config, r: &LedgerRecord, budget_used: Option<f32>) -> Opt
 }
 
 /// Where pool `p` would send a request and what `usage` would cost there.
-fn priced(candidate: &Config, p: usize, usage: &Usage) -> Option<(Destination, Usd)> {
-    let pool = candidate.routes.pools.get(p)?;
+fn priced(candidate: &Config, p: PoolId, usage: &Usage) -> Option<(Destination, Usd)> {
+    let pool = candidate.routes.pool(p)?;
     let deployments: Vec<_> = pool
         .deployments
         .iter()
-        .filter_map(|d| candidate.deployments.get(*d))
+        .filter_map(|d| candidate.deployment(*d))
         .collect();
     let cost = |price: &Price| price.cost(usage);
     let (tier, cost) = match pool.strategy {

@@ -96,13 +96,10 @@ pub fn record(config: &Config, i: u64, n: u64, start_ms: i64, span_ms: i64) -> L
         let routes = &config.routes;
         r.rule = Some(routes.via_id(explanation.decision.via).to_owned());
         if let Action::Pool(p) = explanation.decision.action
-            && let Some(pool) = routes.pools.get(p)
+            && let Some(pool) = routes.pool(p)
         {
             r.pool = Some(pool.id.clone());
-            let d = pool
-                .deployments
-                .first()
-                .and_then(|d| config.deployments.get(*d));
+            let d = pool.deployments.first().and_then(|d| config.deployment(*d));
             if let (Some(d), false) = (d, cache_hit) {
                 r.deployment = Some(d.id.clone());
                 r.provider = Some(d.provider.as_str().into());

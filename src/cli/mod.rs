@@ -17,7 +17,7 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand};
 
 use crate::config::{self, Config};
-use crate::route::Action;
+use crate::route::{Action, DeploymentId};
 
 /// A failed command: its message goes to stderr. Errors keep their types up to here.
 pub(crate) type Failed = Box<dyn std::error::Error + Send + Sync>;
@@ -304,7 +304,7 @@ pub fn summary(config: &Config) -> String {
             key
         );
     }
-    let name = |i: &usize| config.deployments.get(*i).map_or("?", |d| d.id.as_str());
+    let name = |i: &DeploymentId| config.deployment(*i).map_or("?", |d| d.id.as_str());
     let _ = writeln!(out, "\npools ({}):", config.routes.pools.len());
     for p in &config.routes.pools {
         let order: Vec<_> = p.candidates.iter().map(name).collect();
@@ -312,11 +312,7 @@ pub fn summary(config: &Config) -> String {
     }
     let _ = writeln!(out, "\nmodels: auto (rules decide)");
     for a in &config.routes.aliases {
-        let pool = config
-            .routes
-            .pools
-            .get(a.pool)
-            .map_or("?", |p| p.id.as_str());
+        let pool = config.routes.pool(a.pool).map_or("?", |p| p.id.as_str());
         let _ = writeln!(out, "  {:<22} → pool {}", a.name, pool);
     }
     let classifier = config.classifier.as_ref();
@@ -329,7 +325,7 @@ pub fn summary(config: &Config) -> String {
         let action = match &r.action {
             Action::Pool(p) => format!(
                 "→ pool {}",
-                config.routes.pools.get(*p).map_or("?", |p| p.id.as_str())
+                config.routes.pool(*p).map_or("?", |p| p.id.as_str())
             ),
             Action::Reject { status, .. } => format!("→ reject {status}"),
         };

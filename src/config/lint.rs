@@ -2,6 +2,7 @@
 //! check` prints them; `--strict` fails on them.
 
 use super::{Config, ProviderKind, Tier};
+use crate::route::DeploymentId;
 
 /// One finding, naming the config element it is about.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,7 +68,7 @@ fn pools_without_frontier(config: &Config, out: &mut Vec<Lint>) {
         let has_frontier = pool
             .candidates
             .iter()
-            .filter_map(|d| config.deployments.get(*d))
+            .filter_map(|d| config.deployment(*d))
             .any(|d| d.tier == Tier::Frontier);
         if !has_frontier {
             out.push(Lint {
@@ -89,13 +90,13 @@ fn lacks_credentials(d: &super::Deployment) -> bool {
 
 fn aliases_without_credentials(config: &Config, out: &mut Vec<Lint>) {
     for (i, alias) in config.routes.aliases.iter().enumerate() {
-        let Some(pool) = config.routes.pools.get(alias.pool) else {
+        let Some(pool) = config.routes.pool(alias.pool) else {
             continue;
         };
         let usable = pool
             .candidates
             .iter()
-            .filter_map(|d| config.deployments.get(*d))
+            .filter_map(|d| config.deployment(*d))
             .any(|d| !lacks_credentials(d));
         if !usable {
             out.push(Lint {
@@ -115,7 +116,7 @@ fn unused_deployments(config: &Config, out: &mut Vec<Lint>) {
             .routes
             .pools
             .iter()
-            .any(|p| p.deployments.contains(&i))
+            .any(|p| p.deployments.contains(&DeploymentId(i)))
         {
             out.push(Lint {
                 path: format!("deployments[{i}]"),

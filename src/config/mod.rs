@@ -22,7 +22,7 @@ pub use raw::{Durability, ProviderKind, Tier};
 
 use crate::accounting::Price;
 use crate::classify::Classifier;
-use crate::route::{Api, RouteTable};
+use crate::route::{Api, DeploymentId, RouteTable};
 
 /// Prefix of environment variables that override config keys:
 /// `CROSSROADS__LEDGER__URL` sets `ledger.url`.
@@ -49,6 +49,12 @@ pub struct Config {
     pub cache: Option<CacheConfig>,
     /// Where rate limits and budget reservations are counted.
     pub limits: LimitsConfig,
+}
+
+impl Config {
+    pub fn deployment(&self, id: DeploymentId) -> Option<&Deployment> {
+        self.deployments.get(id.0)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

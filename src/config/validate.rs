@@ -22,7 +22,8 @@ use crate::classify::{
     Classifier, HeuristicClassifier, LabelSet, LinearClassifier, PiiKind, PiiKinds,
 };
 use crate::route::{
-    Action, Alias, AliasMatch, Api, Condition, Match, Pool, Requested, RouteTable, Rule, Strategy,
+    Action, Alias, AliasMatch, Api, Condition, DeploymentId, Match, Pool, PoolId, Requested,
+    RouteTable, Rule, Strategy,
 };
 
 /// A field path and what is wrong with it.
@@ -700,8 +701,8 @@ fn validate_pools(raw: Vec<RawPool>, deployments: &[Deployment]) -> Result<Vec<P
         pools.push(Pool {
             id: id.clone(),
             api,
-            deployments: members,
-            fallback,
+            deployments: members.into_iter().map(DeploymentId).collect(),
+            fallback: fallback.map(PoolId),
             strategy: match strategy {
                 RawStrategy::Priority => Strategy::Priority,
                 RawStrategy::Weighted => Strategy::Weighted,
@@ -716,7 +717,7 @@ fn validate_pools(raw: Vec<RawPool>, deployments: &[Deployment]) -> Result<Vec<P
     // Flatten each fallback chain once, here, so dispatch does no work per request.
     for i in 0..pools.len() {
         let mut seen_pools: Vec<usize> = vec![i];
-        let mut candidates: Vec<usize> = Vec::new();
+        let mut candidates: Vec<DeploymentId> = Vec::new();
         let mut current = Some(i);
         while let Some(p) = current {
             for d in &pools[p].deployments {
@@ -724,7 +725,7 @@ fn validate_pools(raw: Vec<RawPool>, deployments: &[Deployment]) -> Result<Vec<P
                     candidates.push(*d);
                 }
             }
-            current = pools[p].fallback;
+            current = pools[p].fallback.map(|f| f.0);
             if let Some(next) = current {
                 if pools[next].api != pools[i].api {
                     return Err(invalid(
@@ -751,7 +752,7 @@ fn validate_pools(raw: Vec<RawPool>, deployments: &[Deployment]) -> Result<Vec<P
             }
         }
         pools[i].candidates = candidates;
-        pools[i].chain = seen_pools;
+        pools[i].chain = seen_pools.into_iter().map(PoolId).collect();
     }
     Ok(pools)
 }
@@ -780,7 +781,7 @@ fn validate_aliases(raw: Vec<RawAlias>, pools: &[Pool]) -> Result<Vec<Alias>, In
                 Ok(Alias {
                     name,
                     description,
-                    pool,
+                    pool: PoolId(pool),
                 })
             })
             .collect::<Result<Vec<_>, Invalid>>()?;
@@ -837,7 +838,7 @@ fn validate_rules(
                         ),
                     ));
                 }
-                Action::Pool(index)
+                Action::Pool(PoolId(index))
             }
             (None, Some(reject)) => {
                 if !(400..=599).contains(&reject.status) {

@@ -22,6 +22,7 @@ use crate::metrics::{Metrics, UpstreamErrorLabels};
 use crate::provider::Upstream;
 use crate::provider::{FailureKind, Reply, UpstreamError};
 use crate::request::Request;
+use crate::route::{DeploymentId, PoolId};
 
 /// A deployment's client and its health, kept across reloads while it is unchanged.
 pub struct Backend {
@@ -42,7 +43,7 @@ impl Backend {
 pub struct Job<'a> {
     pub request: &'a Request,
     /// The pool the route chose.
-    pub pool: usize,
+    pub pool: PoolId,
     /// Estimated prompt tokens, for context windows.
     pub prompt_tokens: u64,
     /// Output tokens each choice may generate ([`crate::request::Limits::max_tokens`]).
@@ -54,7 +55,7 @@ pub struct Job<'a> {
 
 /// A deployment answered.
 pub struct Dispatched {
-    pub deployment: usize,
+    pub deployment: DeploymentId,
     pub reply: Reply,
     pub attempts: u32,
     /// The candidates failed or skipped before it.
@@ -70,7 +71,7 @@ pub struct DispatchFailed {
     pub error: ApiError,
     pub attempts: u32,
     pub fallbacks: Fallbacks,
-    pub last_deployment: Option<usize>,
+    pub last_deployment: Option<DeploymentId>,
 }
 
 /// A cheap per-thread random number in [0, 1), for weights and jitter.
@@ -155,7 +156,7 @@ pub async fn dispatch(
 ) -> Result<Dispatched, DispatchFailed> {
     let mut attempts = 0;
     let mut fallbacks = Fallbacks::default();
-    let mut last: Option<(usize, UpstreamError)> = None;
+    let mut last: Option<(DeploymentId, UpstreamError)> = None;
     // Saturating: a client may ask for `max_tokens` up to u64::MAX, which fits nowhere.
     let wanted_tokens = job
         .prompt_tokens
@@ -178,10 +179,10 @@ pub async fn dispatch(
             tokio::time::sleep(wait).await;
         }
         let candidates = order(
-            &config.routes.pools,
+            &config.routes,
             job.pool,
             &|d| Candidate {
-                health: backends.get(d).map_or(
+                health: backends.get(d.0).map_or(
                     HealthView {
                         ejected: false,
                         latency_us: None,
@@ -189,15 +190,14 @@ pub async fn dispatch(
                     |b| b.health.view(),
                 ),
                 price: config
-                    .deployments
-                    .get(d)
+                    .deployment(d)
                     .map_or(0, |d| d.price.input.micros() + d.price.output.micros()),
             },
             &mut random,
         );
         for (position, index) in candidates.iter().copied().enumerate() {
             let (Some(deployment), Some(backend)) =
-                (config.deployments.get(index), backends.get(index))
+                (config.deployment(index), backends.get(index.0))
             else {
                 continue;
             };

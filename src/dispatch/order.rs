@@ -3,7 +3,7 @@
 //! when every healthy one failed. Pure: health and randomness come in as arguments.
 
 use super::health::HealthView;
-use crate::route::{Pool, Strategy};
+use crate::route::{DeploymentId, PoolId, RouteTable, Strategy};
 
 /// What ordering knows of a deployment.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -13,19 +13,19 @@ pub struct Candidate {
     pub price: u64,
 }
 
-/// Deployment indices in the order to try them.
+/// The deployments of `pool` and its fallbacks in the order to try them.
 pub fn order(
-    pools: &[Pool],
-    pool: usize,
-    candidate: &dyn Fn(usize) -> Candidate,
+    routes: &RouteTable,
+    pool: PoolId,
+    candidate: &dyn Fn(DeploymentId) -> Candidate,
     random: &mut dyn FnMut() -> f64,
-) -> Vec<usize> {
-    let mut out: Vec<usize> = Vec::with_capacity(4);
-    let chain = pools
-        .get(pool)
+) -> Vec<DeploymentId> {
+    let mut out: Vec<DeploymentId> = Vec::with_capacity(4);
+    let chain = routes
+        .pool(pool)
         .map(|p| p.chain.as_slice())
         .unwrap_or_default();
-    for p in chain.iter().filter_map(|i| pools.get(*i)) {
+    for p in chain.iter().filter_map(|i| routes.pool(*i)) {
         let start = out.len();
         for d in &p.deployments {
             if !out.contains(d) {
@@ -38,20 +38,20 @@ pub fn order(
             Strategy::Cheapest => own.sort_by_key(|d| candidate(*d).price),
             Strategy::LeastLatency => own.sort_by(|a, b| {
                 // Unmeasured deployments first, so every one gets a sample.
-                let key = |d: usize| candidate(d).health.latency_us.unwrap_or(0.0);
+                let key = |d: DeploymentId| candidate(d).health.latency_us.unwrap_or(0.0);
                 key(*a).total_cmp(&key(*b))
             }),
             Strategy::Weighted => {
                 // Efraimidis-Spirakis: sorting by u^(1/w) draws by weight without
                 // replacement, so the first pick is weighted and the rest follow.
-                let weight = |d: usize| {
+                let weight = |d: DeploymentId| {
                     p.deployments
                         .iter()
                         .position(|x| *x == d)
                         .and_then(|i| p.weights.get(i))
                         .map_or(1.0, |w| f64::from(*w))
                 };
-                let mut keyed: Vec<(f64, usize)> = own
+                let mut keyed: Vec<(f64, DeploymentId)> = own
                     .iter()
                     .map(|d| (random().powf(1.0 / weight(*d)), *d))
                     .collect();
@@ -70,8 +70,10 @@ pub fn order(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::route::Pool;
 
     fn pool(id: &str, deployments: Vec<usize>, strategy: Strategy, weights: Vec<u32>) -> Pool {
+        let deployments: Vec<DeploymentId> = deployments.into_iter().map(DeploymentId).collect();
         Pool {
             id: id.into(),
             api: crate::route::Api::Chat,
@@ -82,6 +84,24 @@ mod tests {
             weights,
             chain: Vec::new(),
         }
+    }
+
+    /// [`order`] over these pools, by index.
+    fn order(
+        pools: &[Pool],
+        pool: usize,
+        candidate: &dyn Fn(usize) -> Candidate,
+        random: &mut dyn FnMut() -> f64,
+    ) -> Vec<usize> {
+        let routes = RouteTable {
+            rules: Vec::new(),
+            pools: pools.to_vec(),
+            aliases: Vec::new(),
+        };
+        super::order(&routes, PoolId(pool), &|d| candidate(d.0), random)
+            .into_iter()
+            .map(|d| d.0)
+            .collect()
     }
 
     fn healthy(latency: Option<f64>, price: u64) -> Candidate {
@@ -96,7 +116,7 @@ mod tests {
 
     fn chained(mut pools: Vec<Pool>) -> Vec<Pool> {
         for (i, p) in pools.iter_mut().enumerate() {
-            p.chain = vec![i];
+            p.chain = vec![PoolId(i)];
         }
         pools
     }
@@ -107,7 +127,7 @@ mod tests {
             pool("local", vec![0, 1], Strategy::Priority, vec![]),
             pool("frontier", vec![2, 0], Strategy::Priority, vec![]),
         ]);
-        pools[0].chain = vec![0, 1];
+        pools[0].chain = vec![PoolId(0), PoolId(1)];
         let order = order(&pools, 0, &|_| healthy(None, 0), &mut || 0.5);
         assert_eq!(order, vec![0, 1, 2]);
     }

@@ -329,7 +329,7 @@ pub async fn request(
             let routes = &rt.config.routes;
             let (action, pool) = match &e.decision.action {
                 crate::route::Action::Pool(p) => {
-                    ("route", routes.pools.get(*p).map(|p| p.id.clone()))
+                    ("route", routes.pool(*p).map(|p| p.id.clone()))
                 }
                 crate::route::Action::Reject { .. } => ("reject", None),
             };

@@ -61,12 +61,12 @@ pub fn explain_request(
     let decision = &explanation.decision;
     let (pool, deployments, reject) = match &decision.action {
         Action::Pool(p) => {
-            let pool = routes.pools.get(*p);
+            let pool = routes.pool(*p);
             let deployments: Vec<Value> = pool
                 .map(|p| p.candidates.as_slice())
                 .unwrap_or_default()
                 .iter()
-                .filter_map(|d| config.deployments.get(*d))
+                .filter_map(|d| config.deployment(*d))
                 .map(|d| {
                     json!({
                         "id": d.id,

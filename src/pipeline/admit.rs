@@ -14,7 +14,7 @@ use crate::config::{BudgetConfig, Config};
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::request::{Limits, Request};
-use crate::route::Api;
+use crate::route::{Api, PoolId};
 use crate::state::{AppState, Runtime};
 
 /// Admits `request` of `key`, routed to `pool` (`None`: a rule rejects it, so it
@@ -23,7 +23,7 @@ pub async fn admit(
     state: &AppState,
     rt: &Runtime,
     key: &KeyInfo,
-    pool: Option<usize>,
+    pool: Option<PoolId>,
     request: &Request,
     classification: &Classification,
     limits: &Limits,
@@ -39,11 +39,11 @@ pub async fn admit(
     let bounds: Vec<Usd> = if budgets.is_empty() {
         Vec::new()
     } else {
-        pool.and_then(|p| config.routes.pools.get(p))
+        pool.and_then(|p| config.routes.pool(p))
             .map(|p| p.candidates.as_slice())
             .unwrap_or_default()
             .iter()
-            .filter_map(|d| config.deployments.get(*d))
+            .filter_map(|d| config.deployment(*d))
             .map(|d| d.price.upper_bound(prompt_bound, limits.reserved_output))
             .collect()
     };

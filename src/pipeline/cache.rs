@@ -10,6 +10,7 @@ use crate::accounting::Usage;
 use crate::cache::{Cache, CacheKey, Directives, Lookup, StoreError, StreamRecorder, replay};
 use crate::config::Config;
 use crate::request::Request;
+use crate::route::PoolId;
 
 /// What the cache stage decided.
 pub enum Step {
@@ -40,7 +41,7 @@ impl Store {
 /// Where the request is looked up: the routed pool and the caller's team (teams share
 /// only their own answers).
 pub struct Place<'a> {
-    pub pool: usize,
+    pub pool: PoolId,
     pub team: Option<&'a str>,
     /// The request's resolved `max_tokens`: the same body under a different limit is
     /// a different answer.
@@ -68,11 +69,11 @@ pub async fn lookup(
         cache.metrics().count(Lookup::Bypass);
         return Step::Miss(Lookup::Bypass, Store(None));
     }
-    let pool = config.routes.pools.get(place.pool);
+    let pool = config.routes.pool(place.pool);
     let models = pool
         .into_iter()
         .flat_map(|p| &p.candidates)
-        .filter_map(|d| config.deployments.get(*d))
+        .filter_map(|d| config.deployment(*d))
         .map(|d| d.model.as_str());
     let pool = pool.map_or("", |p| p.id.as_str());
     let key = CacheKey::new(

@@ -180,11 +180,7 @@ impl Finisher {
             .reference
             .as_ref()
             .unwrap_or(&config.reference.price);
-        let served = match self
-            .draft
-            .deployment
-            .and_then(|d| config.deployments.get(d))
-        {
+        let served = match self.draft.deployment.and_then(|d| config.deployment(d)) {
             _ if self.draft.record.cache_hit => Served::Cache,
             Some(d) => Served::Deployment(&d.price),
             None => Served::Nowhere,

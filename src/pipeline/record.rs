@@ -14,13 +14,13 @@ use crate::config::Config;
 use crate::dispatch::{DispatchFailed, Dispatched};
 use crate::ledger::LedgerRecord;
 use crate::request::Request;
-use crate::route::{Action, Api, RouteDecision, Via};
+use crate::route::{Action, Api, DeploymentId, RouteDecision, Via};
 
 /// A record being filled in, with what pricing it will need.
 pub struct Draft {
     pub record: LedgerRecord,
     /// The deployment that answered, or the last one tried.
-    pub deployment: Option<usize>,
+    pub deployment: Option<DeploymentId>,
     /// The matching rule's reference price, when it has its own.
     pub reference: Option<Price>,
     /// What the response cache did, for `x-crossroads-cache`.
@@ -96,7 +96,7 @@ impl Draft {
             .and_then(|i| routes.rules.get(i))
             .map(|r| r.id.clone());
         if let Action::Pool(p) = decision.action
-            && let Some(pool) = routes.pools.get(p)
+            && let Some(pool) = routes.pool(p)
         {
             self.record.pool = Some(pool.id.clone());
             // Embeddings have no cheaper tier to be routed to: they claim no savings
@@ -105,15 +105,15 @@ impl Draft {
                 self.reference = pool
                     .candidates
                     .first()
-                    .and_then(|d| config.deployments.get(*d))
+                    .and_then(|d| config.deployment(*d))
                     .map(|d| d.price);
             }
         }
     }
 
-    fn set_deployment(&mut self, config: &Config, index: usize) {
+    fn set_deployment(&mut self, config: &Config, index: DeploymentId) {
         self.deployment = Some(index);
-        if let Some(d) = config.deployments.get(index) {
+        if let Some(d) = config.deployment(index) {
             self.record.deployment = Some(d.id.clone());
             self.record.provider = Some(d.provider.as_str().into());
             self.record.upstream_model = Some(d.model.clone());

@@ -53,8 +53,7 @@ pub fn explain(
                 rule.id,
                 match &rule.action {
                     Action::Pool(p) => table
-                        .pools
-                        .get(*p)
+                        .pool(*p)
                         .map(|p| format!(" (pool `{}`)", p.id))
                         .unwrap_or_default(),
                     Action::Reject { status, .. } => format!(" (reject {status})"),
@@ -91,9 +90,9 @@ pub fn explain(
     }
     match &decision.action {
         Action::Pool(p) => {
-            if let Some(pool) = table.pools.get(*p) {
+            if let Some(pool) = table.pool(*p) {
                 reasons.push(format!("routed to pool `{}`", pool.id));
-                if let Some(fallback) = pool.fallback.and_then(|f| table.pools.get(f)) {
+                if let Some(fallback) = pool.fallback.and_then(|f| table.pool(f)) {
                     reasons.push(format!(
                         "pool `{}` falls back to pool `{}`",
                         pool.id, fallback.id

@@ -41,11 +41,20 @@ pub enum Requested {
     Alias(usize),
 }
 
+/// A pool, by its place in [`RouteTable::pools`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PoolId(pub usize);
+
+/// A deployment, by its place in the config's deployments (the runtime's backends
+/// follow the same order).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DeploymentId(pub usize);
+
 /// What a matching rule does.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Action {
-    /// Send to the pool at this index of [`RouteTable::pools`].
-    Pool(usize),
+    /// Send to this pool.
+    Pool(PoolId),
     /// Refuse with an HTTP status and message.
     Reject { status: u16, message: String },
 }
@@ -72,16 +81,16 @@ pub struct Pool {
     pub id: String,
     /// What its deployments serve (all of them, and its fallbacks', the same).
     pub api: Api,
-    /// Own deployments, by index into the config's deployments.
-    pub deployments: Vec<usize>,
-    pub fallback: Option<usize>,
+    /// Own deployments.
+    pub deployments: Vec<DeploymentId>,
+    pub fallback: Option<PoolId>,
     pub strategy: Strategy,
     /// Weights of `deployments` for the weighted strategy.
     pub weights: Vec<u32>,
     /// This pool and its fallbacks, in order.
-    pub chain: Vec<usize>,
+    pub chain: Vec<PoolId>,
     /// Own deployments then the fallback chain's, without repeats: the order dispatch tries.
-    pub candidates: Vec<usize>,
+    pub candidates: Vec<DeploymentId>,
 }
 
 /// How a pool orders its own deployments for each request.
@@ -102,7 +111,7 @@ pub enum Strategy {
 pub struct Alias {
     pub name: String,
     pub description: String,
-    pub pool: usize,
+    pub pool: PoolId,
 }
 
 /// The validated routing configuration.
@@ -171,6 +180,10 @@ pub struct RouteDecision {
 }
 
 impl RouteTable {
+    pub fn pool(&self, id: PoolId) -> Option<&Pool> {
+        self.pools.get(id.0)
+    }
+
     /// Resolves a client's `model` value.
     pub fn resolve(&self, model: &str) -> Option<Requested> {
         if model == "auto" {
@@ -212,7 +225,7 @@ impl RouteTable {
                 action: self
                     .rules
                     .last()
-                    .map_or(Action::Pool(0), |r| r.action.clone()),
+                    .map_or(Action::Pool(PoolId(0)), |r| r.action.clone()),
                 max_tokens: None,
                 shadow,
             },
@@ -233,7 +246,7 @@ impl RouteTable {
     pub fn alias(&self, alias: usize) -> RouteDecision {
         RouteDecision {
             via: Via::Alias(alias),
-            action: Action::Pool(self.aliases.get(alias).map_or(0, |a| a.pool)),
+            action: Action::Pool(self.aliases.get(alias).map_or(PoolId(0), |a| a.pool)),
             max_tokens: None,
             shadow: None,
         }
@@ -246,7 +259,7 @@ impl RouteTable {
             Requested::Alias(a) => self
                 .aliases
                 .get(a)
-                .and_then(|alias| self.pools.get(alias.pool))
+                .and_then(|alias| self.pool(alias.pool))
                 .map_or(Api::Chat, |p| p.api),
         }
     }

@@ -39,7 +39,7 @@ fn rule(id: &str, when: Match, pool: usize) -> Rule {
         id: id.into(),
         description: String::new(),
         when,
-        action: Action::Pool(pool),
+        action: Action::Pool(PoolId(pool)),
         max_tokens: None,
         shadow: false,
         reference: None,
@@ -69,8 +69,8 @@ fn table() -> RouteTable {
     let pool = |id: &str, deployments: Vec<usize>| Pool {
         id: id.into(),
         api: Api::Chat,
-        candidates: deployments.clone(),
-        deployments,
+        candidates: deployments.iter().copied().map(DeploymentId).collect(),
+        deployments: deployments.into_iter().map(DeploymentId).collect(),
         fallback: None,
         strategy: Strategy::Priority,
         weights: Vec::new(),
@@ -104,7 +104,7 @@ fn table() -> RouteTable {
         aliases: vec![Alias {
             name: "frontier".into(),
             description: String::new(),
-            pool: 2,
+            pool: PoolId(2),
         }],
     }
 }
@@ -120,7 +120,7 @@ fn first_matching_rule_wins() {
         decide(Requested::Auto, &code),
         RouteDecision {
             via: Via::Rule(1),
-            action: Action::Pool(1),
+            action: Action::Pool(PoolId(1)),
             max_tokens: None,
             shadow: None,
         }
@@ -138,7 +138,7 @@ fn named_alias_uses_its_pool_unless_a_rule_claims_it() {
     let code = classification(0, 0.9, 0.1);
     let d = decide(Requested::Alias(0), &code);
     assert_eq!(d.via, Via::Alias(0));
-    assert_eq!(d.action, Action::Pool(2));
+    assert_eq!(d.action, Action::Pool(PoolId(2)));
 
     let mut pii = classification(2, 0.9, 0.1);
     pii.pii.insert(PiiKind::Email);
