@@ -7,7 +7,7 @@ use axum::Router;
 use axum::routing::{get, post};
 use tokio::sync::watch;
 
-use crate::admission::{Admission, Budgets, SharedLimits, SpendSource};
+use crate::admission::{Admission, Budgets, SharedLimits, SharedStore, SpendSource};
 use crate::auth::Keyring;
 use crate::auth::store::{KeyStore, KeyStoreError};
 use crate::cache::Cache;
@@ -106,7 +106,7 @@ pub fn build(config: Config, env: EnvLookup) -> Result<App, BuildError> {
     let shared = match &limits_config {
         LimitsConfig::Memory => None,
         LimitsConfig::Redis(r) => Some((
-            Arc::new(SharedLimits::new(
+            Box::new(Arc::new(SharedLimits::new(
                 r.url.expose(),
                 r.key_prefix.clone(),
                 r.timeout,
@@ -115,7 +115,7 @@ pub fn build(config: Config, env: EnvLookup) -> Result<App, BuildError> {
                 budgets_config.warn_at,
                 metrics.budget_warnings.clone(),
                 metrics.admission_redis_errors.clone(),
-            )?),
+            )?)) as Box<dyn SharedStore>,
             r.on_error,
         )),
     };

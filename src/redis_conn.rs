@@ -23,6 +23,8 @@ impl std::fmt::Display for RedisError {
     }
 }
 
+impl std::error::Error for RedisError {}
+
 pub struct RedisConn {
     client: redis::Client,
     /// Made on first use: the connection manager needs the async runtime.

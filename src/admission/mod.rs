@@ -4,13 +4,14 @@
 //! budget.
 //!
 //! - [`rate`], [`budget`]: the in-process limiter and budgets (one replica alone).
-//! - [`shared`]: the same limits in Redis, shared by every replica (`[limits] backend =
-//!   "redis"`), with the failure policy applied here: fall back to the in-process
-//!   limits, or refuse with a 503.
+//! - [`store`]: the limits every replica shares, as a [`SharedStore`] trait; [`shared`]
+//!   implements it in Redis (`[limits] backend = "redis"`). The failure policy is
+//!   applied here: fall back to the in-process limits, or refuse with a 503.
 
 mod budget;
 mod rate;
 pub mod shared;
+pub mod store;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,12 +23,13 @@ pub use budget::{
     period_start_ms,
 };
 pub use rate::{RateKind, RateLimiter};
-pub use shared::{Owing, SharedHold, SharedLimits};
+pub use shared::{Owing, RedisHold, SharedLimits};
+pub use store::{Settle, SharedHold, SharedStore};
 
 use crate::accounting::Usd;
 use crate::config::{BudgetConfig, OnRedisError};
 use crate::error::ApiError;
-use shared::{SharedAsk, SharedVerdict};
+use store::{SharedAsk, SharedVerdict};
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
@@ -78,9 +80,9 @@ enum Hold {
     Nothing,
     Local(LocalHold),
     Shared(SharedHold),
-    /// Admitted by this process's limits because Redis failed: settled here, and owed
-    /// to the shared accounts.
-    Fallback(LocalHold, Owing),
+    /// Admitted by this process's limits because the shared store failed: settled
+    /// here, and owed to the shared accounts.
+    Fallback(LocalHold, Box<dyn Settle>),
 }
 
 impl Reservation {
@@ -107,7 +109,7 @@ impl Reservation {
 pub struct Admission {
     limiter: RateLimiter,
     budgets: Arc<Budgets>,
-    shared: Option<(Arc<SharedLimits>, OnRedisError)>,
+    shared: Option<(Box<dyn SharedStore>, OnRedisError)>,
     /// Admissions decided without Redis because it failed, by policy.
     fallbacks: IntCounterVec,
     /// The last admission with limits fell back to this process's own.
@@ -117,7 +119,7 @@ pub struct Admission {
 impl Admission {
     pub fn new(
         budgets: Arc<Budgets>,
-        shared: Option<(Arc<SharedLimits>, OnRedisError)>,
+        shared: Option<(Box<dyn SharedStore>, OnRedisError)>,
         fallbacks: IntCounterVec,
     ) -> Self {
         Admission {
@@ -153,7 +155,7 @@ impl Admission {
                         // from what this process counted in the last one.
                         self.budgets.forget();
                     }
-                    return self.shared_verdict(shared, ask, verdict);
+                    return self.shared_verdict(shared.as_ref(), ask, verdict);
                 }
                 Err(e) => {
                     self.fallbacks.with_label_values(&[policy.as_str()]).inc();
@@ -166,7 +168,7 @@ impl Admission {
                             code: "limits_unavailable",
                         }));
                     }
-                    return self.admit_locally(ask, Some(shared)).await;
+                    return self.admit_locally(ask, Some(shared.as_ref())).await;
                 }
             }
         }
@@ -178,7 +180,7 @@ impl Admission {
     async fn admit_locally(
         &self,
         ask: &Ask<'_>,
-        owed_to: Option<&Arc<SharedLimits>>,
+        owed_to: Option<&dyn SharedStore>,
     ) -> Result<Admitted, Refused> {
         self.limiter
             .admit(ask.key, ask.rpm, ask.tpm, ask.tokens, ask.now_ms)
@@ -214,7 +216,7 @@ impl Admission {
 
     fn shared_verdict(
         &self,
-        shared: &Arc<SharedLimits>,
+        shared: &dyn SharedStore,
         ask: &Ask<'_>,
         verdict: SharedVerdict,
     ) -> Result<Admitted, Refused> {
@@ -326,5 +328,120 @@ impl Ask<'_> {
             block_free: self.block_free,
             now_ms: self.now_ms,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::config::BudgetPeriod;
+
+    /// A shared store that cannot be reached, and remembers what it was owed.
+    #[derive(Default)]
+    struct Unreachable {
+        owed: Arc<Mutex<Vec<Usd>>>,
+    }
+
+    struct Owed(Arc<Mutex<Vec<Usd>>>);
+
+    impl Settle for Owed {
+        fn settle(self: Box<Self>, actual: Usd) {
+            self.0.lock().unwrap().push(actual);
+        }
+    }
+
+    impl SharedStore for Unreachable {
+        fn admit<'a>(
+            &'a self,
+            _: &'a SharedAsk<'a>,
+        ) -> futures_util::future::BoxFuture<'a, Result<SharedVerdict, store::SharedError>>
+        {
+            Box::pin(async { Err("connection refused".into()) })
+        }
+        fn hold_free(&self, _: &[(Scope, BudgetConfig)], _: i64) -> SharedHold {
+            Box::new(Owed(self.owed.clone()))
+        }
+        fn owing(&self, _: &[(Scope, BudgetConfig)], _: i64) -> Box<dyn Settle> {
+            Box::new(Owed(self.owed.clone()))
+        }
+        fn spent<'a>(
+            &'a self,
+            _: &'a [(Scope, BudgetConfig)],
+            _: i64,
+        ) -> futures_util::future::BoxFuture<'a, Result<Vec<Option<Usd>>, store::SharedError>>
+        {
+            Box::pin(async { Err("connection refused".into()) })
+        }
+        fn record_output(&self, _: &str, _: u64, _: i64) {}
+        fn settled(&self) -> futures_util::future::BoxFuture<'_, ()> {
+            Box::pin(async {})
+        }
+    }
+
+    fn admission(policy: OnRedisError) -> (Admission, Arc<Mutex<Vec<Usd>>>) {
+        let counter = |name: &str, label: &str| {
+            IntCounterVec::new(prometheus::Opts::new(name, name), &[label]).unwrap()
+        };
+        let store = Unreachable::default();
+        let owed = store.owed.clone();
+        let budgets = Arc::new(Budgets::new(Arc::new(()), 0.8, counter("w", "scope")));
+        let shared: Box<dyn SharedStore> = Box::new(store);
+        let admission = Admission::new(budgets, Some((shared, policy)), counter("f", "policy"));
+        (admission, owed)
+    }
+
+    fn ask<'a>(budgets: &'a [(Scope, BudgetConfig)], amount: Usd) -> Ask<'a> {
+        Ask {
+            key: "k",
+            rpm: None,
+            tpm: None,
+            tokens: 10,
+            budgets,
+            amount,
+            free_fallback: false,
+            block_free: false,
+            now_ms: now_ms(),
+        }
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_shared_store_falls_back_and_is_owed_or_refuses_by_policy() {
+        let dollar = Usd::from_dollars(1.0).unwrap();
+        let budgets = [(
+            Scope::Key("k".into()),
+            BudgetConfig {
+                limit: dollar,
+                period: BudgetPeriod::Day,
+            },
+        )];
+        let cost = Usd::from_dollars(0.25).unwrap();
+
+        let (local, owed) = admission(OnRedisError::Local);
+        let admitted = local.admit(&ask(&budgets, cost)).await.ok().unwrap();
+        let (reservation, free_only) = admitted.budget.ok().unwrap();
+        assert!(!free_only);
+        reservation.settle(cost);
+        assert_eq!(
+            *owed.lock().unwrap(),
+            vec![cost],
+            "the fallback owes the store"
+        );
+        // This process's own budget counted it: three more fit, the fifth does not.
+        for _ in 0..3 {
+            let admitted = local.admit(&ask(&budgets, cost)).await.ok().unwrap();
+            admitted.budget.ok().unwrap().0.settle(cost);
+        }
+        let over = local.admit(&ask(&budgets, cost)).await.ok().unwrap();
+        assert!(over.budget.is_err());
+
+        let (reject, owed) = admission(OnRedisError::Reject);
+        assert!(matches!(
+            reject.admit(&ask(&budgets, cost)).await,
+            Err(Refused::Unavailable(_))
+        ));
+        assert!(owed.lock().unwrap().is_empty());
     }
 }

@@ -45,10 +45,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures_util::future::BoxFuture;
 use prometheus::IntCounterVec;
 
 use super::budget::{Scope, SpendSource, period_end_ms, period_start_ms, read_history};
 use super::rate::{MINUTE_MS, RateKind};
+use super::store::{Settle, SharedError, SharedStore};
+pub use super::store::{SharedAsk, SharedVerdict};
 use crate::accounting::Usd;
 use crate::config::BudgetConfig;
 use crate::inflight::InFlight;
@@ -70,38 +73,6 @@ const SETTLE_ATTEMPTS: u32 = 3;
 
 /// Budget keys outlive their period by this much, for late settlements.
 const GRACE_MS: i64 = 3_600_000;
-
-/// What one request asks of the shared limits.
-pub struct SharedAsk<'a> {
-    pub key: &'a str,
-    pub rpm: Option<u32>,
-    pub tpm: Option<u64>,
-    pub tokens: u64,
-    pub budgets: &'a [(Scope, BudgetConfig)],
-    pub amount: Usd,
-    pub block_free: bool,
-    pub now_ms: i64,
-}
-
-/// The shared limits' answer.
-pub enum SharedVerdict {
-    /// Admitted, with the reservation to settle.
-    Admitted(SharedHold),
-    /// Over a rate limit: which, this minute's and the previous minute's counts, and how
-    /// far into this minute.
-    RateLimited {
-        which: RateKind,
-        current: f64,
-        previous: f64,
-        elapsed_ms: i64,
-    },
-    /// Over the budget at `index` of the ask's budgets.
-    OverBudget {
-        index: usize,
-        spent: Usd,
-        reserved: Usd,
-    },
-}
 
 pub struct SharedLimits {
     conn: RedisConn,
@@ -145,7 +116,7 @@ struct Held {
 
 /// A reservation held in Redis; dropping it unsettled releases it (off the request path).
 #[must_use]
-pub struct SharedHold {
+pub struct RedisHold {
     limits: Arc<SharedLimits>,
     held: Vec<Held>,
     member: String,
@@ -301,12 +272,12 @@ impl SharedLimits {
                 .await?;
             match reply.first().map(String::as_str) {
                 Some("0") => {
-                    return Ok(SharedVerdict::Admitted(SharedHold {
+                    return Ok(SharedVerdict::Admitted(Box::new(RedisHold {
                         limits: self.clone(),
                         held: self.held(ask.budgets, &starts),
                         member,
                         amount: ask.amount,
-                    }));
+                    })));
                 }
                 Some("1") => {
                     let which = if reply.get(1).map(String::as_str) == Some("rpm") {
@@ -378,9 +349,9 @@ impl SharedLimits {
         self: &Arc<Self>,
         budgets: &[(Scope, BudgetConfig)],
         now_ms: i64,
-    ) -> SharedHold {
+    ) -> RedisHold {
         let starts = starts(budgets, now_ms);
-        SharedHold {
+        RedisHold {
             limits: self.clone(),
             held: self.held(budgets, &starts),
             member: format!("{}-free:0", self.replica),
@@ -554,12 +525,14 @@ impl SharedLimits {
     }
 }
 
-impl SharedHold {
+impl Settle for RedisHold {
     /// Settles the actual cost and releases the reservation, off the request path.
-    pub fn settle(mut self, actual: Usd) {
+    fn settle(mut self: Box<Self>, actual: Usd) {
         self.release(actual);
     }
+}
 
+impl RedisHold {
     fn release(&mut self, actual: Usd) {
         let held = std::mem::take(&mut self.held);
         let limits = self.limits.clone();
@@ -570,7 +543,7 @@ impl SharedHold {
     }
 }
 
-impl Drop for SharedHold {
+impl Drop for RedisHold {
     /// Not settled: nothing was spent; release the room now rather than at lease expiry.
     fn drop(&mut self) {
         if !self.held.is_empty() {
@@ -590,6 +563,47 @@ impl Owing {
     /// Owes the request's actual cost to the shared accounts (off the request path).
     pub fn settle(self, actual: Usd) {
         self.limits.owe(&self.held, actual);
+    }
+}
+
+impl Settle for Owing {
+    fn settle(self: Box<Self>, actual: Usd) {
+        Owing::settle(*self, actual);
+    }
+}
+
+/// Redis as the replicas' shared store. Implemented on the `Arc` because holds keep
+/// the limits alive until they settle.
+impl SharedStore for Arc<SharedLimits> {
+    fn admit<'a>(
+        &'a self,
+        ask: &'a SharedAsk<'a>,
+    ) -> BoxFuture<'a, Result<SharedVerdict, SharedError>> {
+        Box::pin(async move { Ok(SharedLimits::admit(self, ask).await?) })
+    }
+
+    fn hold_free(&self, budgets: &[(Scope, BudgetConfig)], now_ms: i64) -> Box<dyn Settle> {
+        Box::new(SharedLimits::hold_free(self, budgets, now_ms))
+    }
+
+    fn owing(&self, budgets: &[(Scope, BudgetConfig)], now_ms: i64) -> Box<dyn Settle> {
+        Box::new(SharedLimits::owing(self, budgets, now_ms))
+    }
+
+    fn spent<'a>(
+        &'a self,
+        budgets: &'a [(Scope, BudgetConfig)],
+        now_ms: i64,
+    ) -> BoxFuture<'a, Result<Vec<Option<Usd>>, SharedError>> {
+        Box::pin(async move { Ok(SharedLimits::spent(self, budgets, now_ms).await?) })
+    }
+
+    fn record_output(&self, key: &str, tokens: u64, now_ms: i64) {
+        SharedLimits::record_output(self, key, tokens, now_ms);
+    }
+
+    fn settled(&self) -> BoxFuture<'_, ()> {
+        Box::pin(SharedLimits::settled(self))
     }
 }
 
