@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 use common::redis_server::{redis, redis_url, test_redis, unique_prefix};
 use common::*;
 use crossroads::accounting::Usd;
-use crossroads::admission::shared::{SharedAsk, SharedLimits, SharedVerdict};
-use crossroads::admission::{Scope, SpendSource, now_ms, period_start_ms};
+use crossroads::admission::shared::{SharedLimits, SharedVerdict};
+use crossroads::admission::{Ask, Scope, SpendSource, now_ms, period_start_ms};
 use crossroads::config::{BudgetConfig, BudgetPeriod};
 use serde_json::json;
 
@@ -378,14 +378,15 @@ fn limits_behind(
     (Arc::new(limits), errors)
 }
 
-fn ask<'a>(budgets: &'a [(Scope, BudgetConfig)], amount: Usd) -> SharedAsk<'a> {
-    SharedAsk {
+fn ask<'a>(budgets: &'a [(Scope, BudgetConfig)], amount: Usd) -> Ask<'a> {
+    Ask {
         key: "search-prod",
         rpm: None,
         tpm: None,
         tokens: 0,
         budgets,
         amount,
+        free_fallback: false,
         block_free: false,
         now_ms: now_ms(),
     }

@@ -29,7 +29,7 @@ pub use store::{Settle, SharedHold, SharedStore};
 use crate::accounting::Usd;
 use crate::config::{BudgetConfig, OnRedisError};
 use crate::error::ApiError;
-use store::{SharedAsk, SharedVerdict};
+use store::SharedVerdict;
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
@@ -144,7 +144,7 @@ impl Admission {
     pub async fn admit(&self, ask: &Ask<'_>) -> Result<Admitted, Refused> {
         let limited = ask.rpm.is_some() || ask.tpm.is_some() || !ask.budgets.is_empty();
         if let (Some((shared, policy)), true) = (&self.shared, limited) {
-            match shared.admit(&ask.shared()).await {
+            match shared.admit(ask).await {
                 Ok(verdict) => {
                     // A load first: the swap writes, and most requests need not.
                     if self.fell_back.load(Ordering::Relaxed)
@@ -316,21 +316,6 @@ impl Admission {
     }
 }
 
-impl Ask<'_> {
-    fn shared(&self) -> SharedAsk<'_> {
-        SharedAsk {
-            key: self.key,
-            rpm: self.rpm,
-            tpm: self.tpm,
-            tokens: self.tokens,
-            budgets: self.budgets,
-            amount: self.amount,
-            block_free: self.block_free,
-            now_ms: self.now_ms,
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -356,7 +341,7 @@ mod tests {
     impl SharedStore for Unreachable {
         fn admit<'a>(
             &'a self,
-            _: &'a SharedAsk<'a>,
+            _: &'a Ask<'a>,
         ) -> futures_util::future::BoxFuture<'a, Result<SharedVerdict, store::SharedError>>
         {
             Box::pin(async { Err("connection refused".into()) })

@@ -48,10 +48,11 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 use prometheus::IntCounterVec;
 
+use super::Ask;
 use super::budget::{Scope, SpendSource, period_end_ms, period_start_ms, read_history};
 use super::rate::{MINUTE_MS, RateKind};
+pub use super::store::SharedVerdict;
 use super::store::{Settle, SharedError, SharedStore};
-pub use super::store::{SharedAsk, SharedVerdict};
 use crate::accounting::Usd;
 use crate::config::BudgetConfig;
 use crate::inflight::InFlight;
@@ -219,7 +220,7 @@ impl SharedLimits {
 
     /// Counts the request in its key's rate window and reserves `ask.amount` against
     /// every budget, in one round trip (two the first time a period is seen).
-    pub async fn admit(self: &Arc<Self>, ask: &SharedAsk<'_>) -> Result<SharedVerdict, RedisError> {
+    pub async fn admit(self: &Arc<Self>, ask: &Ask<'_>) -> Result<SharedVerdict, RedisError> {
         let result = self.try_admit(ask).await;
         if result.is_err() {
             self.errors.with_label_values(&["admit"]).inc();
@@ -227,7 +228,7 @@ impl SharedLimits {
         result
     }
 
-    async fn try_admit(self: &Arc<Self>, ask: &SharedAsk<'_>) -> Result<SharedVerdict, RedisError> {
+    async fn try_admit(self: &Arc<Self>, ask: &Ask<'_>) -> Result<SharedVerdict, RedisError> {
         let window = ask.now_ms - ask.now_ms.rem_euclid(MINUTE_MS);
         let starts = starts(ask.budgets, ask.now_ms);
         let member = format!(
@@ -575,10 +576,7 @@ impl Settle for Owing {
 /// Redis as the replicas' shared store. Implemented on the `Arc` because holds keep
 /// the limits alive until they settle.
 impl SharedStore for Arc<SharedLimits> {
-    fn admit<'a>(
-        &'a self,
-        ask: &'a SharedAsk<'a>,
-    ) -> BoxFuture<'a, Result<SharedVerdict, SharedError>> {
+    fn admit<'a>(&'a self, ask: &'a Ask<'a>) -> BoxFuture<'a, Result<SharedVerdict, SharedError>> {
         Box::pin(async move { Ok(SharedLimits::admit(self, ask).await?) })
     }
 

@@ -5,22 +5,11 @@
 
 use futures_util::future::BoxFuture;
 
+use super::Ask;
 use super::budget::Scope;
 use super::rate::RateKind;
 use crate::accounting::Usd;
 use crate::config::BudgetConfig;
-
-/// What one request asks of the shared limits.
-pub struct SharedAsk<'a> {
-    pub key: &'a str,
-    pub rpm: Option<u32>,
-    pub tpm: Option<u64>,
-    pub tokens: u64,
-    pub budgets: &'a [(Scope, BudgetConfig)],
-    pub amount: Usd,
-    pub block_free: bool,
-    pub now_ms: i64,
-}
 
 /// The shared limits' answer.
 pub enum SharedVerdict {
@@ -59,11 +48,8 @@ pub type SharedError = Box<dyn std::error::Error + Send + Sync>;
 /// A store of rate windows and budget accounts that every replica shares.
 pub trait SharedStore: Send + Sync {
     /// Counts the request in its key's rate window and reserves `ask.amount` against
-    /// every budget, all or none.
-    fn admit<'a>(
-        &'a self,
-        ask: &'a SharedAsk<'a>,
-    ) -> BoxFuture<'a, Result<SharedVerdict, SharedError>>;
+    /// every budget, all or none (`ask.free_fallback` is the caller's to apply).
+    fn admit<'a>(&'a self, ask: &'a Ask<'a>) -> BoxFuture<'a, Result<SharedVerdict, SharedError>>;
 
     /// A hold of nothing against `budgets` (free traffic, admitted without asking),
     /// whose actual cost, normally zero, is still added when it settles.
