@@ -23,7 +23,7 @@ pub use budget::{
     period_start_ms,
 };
 pub use rate::{RateKind, RateLimiter};
-pub use shared::{Owing, RedisHold, SharedLimits};
+pub use shared::{Owing, SharedLimits};
 pub use store::{Settle, SharedHold, SharedStore};
 
 use crate::accounting::Usd;
