@@ -876,6 +876,15 @@ async fn a_listener_reads_changes_made_while_it_connected() {
     })
     .await;
     assert!(heard.is_ok(), "a NOTIFY was not heard");
+
+    // The channel is the one every version's replicas and CLIs use: `{schema}_keys`.
+    let channel = format!("{}_keys", schema.0);
+    pg(move |c| c.batch_execute(&format!("NOTIFY {channel}")).unwrap()).await;
+    let heard = tokio::time::timeout(Duration::from_secs(10), async {
+        while rx.recv().await == Some(false) {}
+    })
+    .await;
+    assert!(heard.is_ok(), "a NOTIFY on {{schema}}_keys was not heard");
     drop(rx);
 }
 

@@ -34,6 +34,7 @@ pub enum SharedVerdict {
 /// A cost to settle with the shared accounts once the request is done: a reservation
 /// (released when dropped unsettled), or what a request admitted without the store
 /// owes it.
+#[must_use]
 pub trait Settle: Send {
     /// Adds the actual cost, off the request path.
     fn settle(self: Box<Self>, actual: Usd);

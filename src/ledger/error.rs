@@ -46,8 +46,8 @@ pub enum StoreError {
         #[source]
         source: postgres::Error,
     },
-    /// The same failure as a recent one, reported again without retrying (a
-    /// PostgreSQL reader waits a moment after a failed connect).
+    /// A failed connect, shared by the jobs it fails: a PostgreSQL reader reports it
+    /// to every job for a moment before it tries again.
     #[error(transparent)]
     Again(Arc<StoreError>),
     /// A connection's lock was poisoned, or its thread stopped.
