@@ -49,12 +49,6 @@ pub enum HistoryError {
     TimedOut(std::time::Duration),
 }
 
-impl HistoryError {
-    pub fn source(e: impl std::error::Error + Send + Sync + 'static) -> Self {
-        HistoryError::Source(Box::new(e))
-    }
-}
-
 /// Reads the ledger spend of each (scope, period start) on a blocking thread: the
 /// ledger may be a PostgreSQL server across the network, and the async runtime must
 /// not wait on it.

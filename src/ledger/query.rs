@@ -715,7 +715,7 @@ impl SpendSource for LedgerReader {
     fn spent_since(&self, scope: &Scope, since_ms: i64) -> Result<Usd, HistoryError> {
         self.spent(scope, since_ms).map_err(|e| {
             tracing::error!(error = %e, scope = scope.kind(), "cannot read past spend; the budget's requests are refused until it can");
-            HistoryError::source(e)
+            HistoryError::Source(Box::new(e))
         })
     }
 }
