@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Reproduces the shipped model, models/crossroads-linear.bin: the same files, order,
-# options and seed give the same bytes. About a minute on 2 cores.
+# options and seed give the same bytes. About two minutes on 2 cores.
 #
 # It learns from the TRAIN split only (validation and test rows are never seen; see
 # src/classify/linear/data.rs), from ../shared/data and from MATH's graded problems,
@@ -8,6 +8,7 @@
 #   python3 scripts/data/build_exclusions.py <snapshots...>   (see scripts/data/SOURCES.md)
 #   python3 scripts/data/math_levels.py <snapshot of aiwaves-cn/agents>
 #   python3 scripts/data/math_pseudo_outcomes.py
+#   python3 scripts/data/chat_domains.py <snapshots of ExpertQA, TruthfulQA, liveqa-organizers>
 # Every option below was chosen on the validation split (scripts/research/validate.sh;
 # the comparisons are in BENCHMARKS.md, "Classifier: choices on validation").
 #
@@ -17,11 +18,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 data=${CROSSROADS_DATA:-../shared/data}
 math=data/external/math_pseudo_outcomes.jsonl
+chat=data/external/chat_domains_cap300.jsonl
 out=${1:-models/crossroads-linear.bin}
-if [ ! -f "$math" ]; then
-  echo "error: $math is missing: rebuild it with scripts/data/ (see the comment above)" >&2
-  exit 2
-fi
+for f in "$math" "$chat"; do
+  if [ ! -f "$f" ]; then
+    echo "error: $f is missing: rebuild it with scripts/data/ (see the comment above)" >&2
+    exit 2
+  fi
+done
 extra=()
 if [ -n "${WITHOUT_OUTCOMES:-}" ]; then
   extra+=(--without-outcomes "$WITHOUT_OUTCOMES")
@@ -34,5 +38,6 @@ target/release/crossroads train \
   --data "$data/tasks/arena_hard_v2.jsonl" \
   --data "$data/tasks/humaneval.jsonl" \
   --data "$math" \
+  --data "$chat" \
   --complexity-only "$math" --source-offsets --residual-epochs 5 \
   --seed 1 --out "$out" "${extra[@]}"
