@@ -38,7 +38,7 @@ conv=$(ev --data tests/fixtures/conversational.jsonl --split all)
 # Chat-phrased questions (scripts/data/chat_domains.py): validation rows, trained on or not.
 chat='{}'
 [ -f "$ext/chat_domains.jsonl" ] && chat=$(ev --data "$ext/chat_domains.jsonl")
-printf '{"name":"%s","f1":%s,"mmlupro_apgr":%s,"rllm_apgr":%s,"rllm_cpt50":%s,"task_f1":%s,"arena_apgr":%s,"math_rho":%s,"conv_acc":%s,"chat_acc":%s,"chat_f1":%s,"args":"%s"}\n' \
+printf '{"name":"%s","f1":%s,"mmlupro_apgr":%s,"rllm_apgr":%s,"rllm_cpt50":%s,"task_f1":%s,"arena_apgr":%s,"math_rho":%s,"conv_acc":%s,"chat_acc":%s,"chat_bal":%s,"chat_f1":%s,"args":"%s"}\n' \
   "$name" "$(j "$dom" macro_f1)" "$(j "$dom" apgr)" "$(j "$rllm" apgr)" "$(j "$rllm" cpt50)" \
-  "$(j "$task" macro_f1)" "$(j "$arena" apgr)" "$(j "$math" level_rho)" "$(j "$conv" accuracy)" "$(j "$chat" accuracy)" "$(j "$chat" macro_f1)" "$* EXTRA=${EXTRA:-}" |
+  "$(j "$task" macro_f1)" "$(j "$arena" apgr)" "$(j "$math" level_rho)" "$(j "$conv" accuracy)" "$(j "$chat" accuracy)" "$(j "$chat" balanced_accuracy)" "$(j "$chat" macro_f1)" "$* EXTRA=${EXTRA:-}" |
   tee -a "$out/results.jsonl"

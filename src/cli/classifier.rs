@@ -428,6 +428,7 @@ pub fn eval_command(args: EvalArgs) -> Result<(), Failed> {
         summary["labelled"] = confusion.total().into();
         summary["accuracy"] = round4(confusion.accuracy()).into();
         summary["macro_f1"] = round4(confusion.macro_f1()).into();
+        summary["balanced_accuracy"] = round4(confusion.balanced_accuracy()).into();
     }
     if let Some(r) = &routing {
         summary["routed"] = r.n.into();
@@ -517,8 +518,9 @@ fn classification_report(
     }
     let _ = writeln!(
         out,
-        "\n  accuracy {:.4}   macro-F1 {:.4}   calibration error (ECE) {:.4}",
+        "\n  accuracy {:.4}   balanced accuracy {:.4}   macro-F1 {:.4}   calibration error (ECE) {:.4}",
         confusion.accuracy(),
+        confusion.balanced_accuracy(),
         confusion.macro_f1(),
         metrics::calibration_error(calibration)
     );

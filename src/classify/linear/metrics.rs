@@ -74,20 +74,32 @@ impl Confusion {
         }
     }
 
+    /// Mean recall over the classes that occur in the truth (scikit-learn's
+    /// `balanced_accuracy_score`): the accuracy a set with as many rows of every class
+    /// would show, so traffic dominated by one class cannot hide the others.
+    pub fn balanced_accuracy(&self) -> f64 {
+        mean(self.scores().filter(|s| s.support > 0).map(|s| s.recall))
+    }
+
     /// Mean F1 over the classes that occur in the truth or the predictions (as
     /// scikit-learn's `f1_score(average="macro")` does).
     pub fn macro_f1(&self) -> f64 {
-        let scores: Vec<f64> = (0..self.k)
-            .map(|c| self.score(c))
-            .filter(|s| s.support > 0 || s.predicted > 0)
-            .map(|s| s.f1)
-            .collect();
-        if scores.is_empty() {
-            0.0
-        } else {
-            scores.iter().sum::<f64>() / scores.len() as f64
-        }
+        mean(
+            self.scores()
+                .filter(|s| s.support > 0 || s.predicted > 0)
+                .map(|s| s.f1),
+        )
     }
+
+    fn scores(&self) -> impl Iterator<Item = ClassScore> + '_ {
+        (0..self.k).map(|c| self.score(c))
+    }
+}
+
+/// The mean of the values, 0 for none.
+fn mean(values: impl Iterator<Item = f64>) -> f64 {
+    let (sum, n) = values.fold((0.0, 0usize), |(sum, n), v| (sum + v, n + 1));
+    if n == 0 { 0.0 } else { sum / n as f64 }
 }
 
 fn ratio(a: usize, b: usize) -> f64 {

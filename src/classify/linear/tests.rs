@@ -481,11 +481,16 @@ fn confusion_scores_by_hand() {
     assert_eq!(c.score(2).f1, 0.0);
     // (2/3 + 2/3 + 0) / 3
     assert!((c.macro_f1() - 4.0 / 9.0).abs() < 1e-12);
+    // Recalls 2/3, 1, 0: (2/3 + 1 + 0) / 3, against an accuracy of 0.6.
+    assert!((c.balanced_accuracy() - 5.0 / 9.0).abs() < 1e-12);
     // A class neither true nor predicted does not count.
     let mut d = Confusion::new(4);
     d.add(0, 0);
     d.add(1, 1);
     assert!((d.macro_f1() - 1.0).abs() < 1e-12);
+    // Nor does a class only predicted, for the balanced accuracy: recalls 1 and 0.
+    d.add(1, 2);
+    assert!((d.balanced_accuracy() - 0.75).abs() < 1e-12);
 }
 
 #[test]
