@@ -1,0 +1,107 @@
+"""Would a topic part built from the predicted DOMAIN transfer better than one built
+from words? (BENCHMARKS.md, "Difficulty transfer: MATH left out, on validation".)
+
+A "needs the strong model" logistic regression on the complexity counts of
+difficulty.py plus one topic part:
+  words   tf-idf word 1-2 grams (what the shipped frontier head does, roughly);
+  domain  the 14 domain probabilities of a tf-idf domain classifier trained on the
+          MMLU-Pro train rows (out-of-fold for those rows), so the topic part is the same
+          for every prompt of one domain;
+  none    the counts alone.
+Each source gets its own offset (one-hot), as the shipped trainer's --source-offsets.
+Trained on the train split of MMLU-Pro and RouteLLM MMLU outcomes, with or without
+MATH's pseudo-outcomes; measured on VALIDATION rows only: APGR within MMLU-Pro and
+RouteLLM, Spearman of the score with MATH's level (unseen when MATH is left out), and
+APGR on arena-bench v1 (every row, never trained on).
+
+    python3 scripts/research/domain_topic.py
+"""
+
+import os
+import sys
+
+import numpy as np
+from scipy.sparse import csr_matrix, hstack
+from scipy.stats import spearmanr
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import cross_val_predict
+from sklearn.preprocessing import StandardScaler
+
+sys.path.insert(0, os.path.dirname(__file__))
+from common import data, read, routing  # noqa: E402
+from difficulty import features  # noqa: E402
+
+EXT = os.path.join(os.path.dirname(__file__), "../../data/external")
+
+
+def outcome_rows(path, source):
+    return [dict(r, source=source) for r in read(path)
+            if r.get("weak_correct") is not None and r.get("strong_correct") is not None]
+
+
+def main():
+    mmlu = outcome_rows(data("domain", "mmlu_pro.jsonl"), 0)
+    rllm = outcome_rows(data("routing", "routellm_mmlu_outcomes.jsonl"), 1)
+    arena = [dict(r, source=1) for r in outcome_rows(os.path.join(EXT, "arena_bench_v1_outcomes.jsonl"), 1)]
+    levels = read(os.path.join(EXT, "math_levels.jsonl"))
+    math_pseudo = []
+    for r in levels:
+        if r["level"] >= 4:
+            math_pseudo.append(dict(r, weak_correct=False, strong_correct=True, source=2))
+        elif r["level"] <= 2:
+            math_pseudo.append(dict(r, weak_correct=True, strong_correct=True, source=2))
+    tr = lambda rows: [r for r in rows if r["split"] == "train"]  # noqa: E731
+    va = lambda rows: [r for r in rows if r["split"] == "validation"]  # noqa: E731
+
+    # The domain classifier: MMLU-Pro train rows; out-of-fold probabilities for them.
+    dom_rows = [r for r in read(data("domain", "mmlu_pro.jsonl")) if r["split"] == "train"]
+    dvec = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=2, max_features=200000)
+    Xd = dvec.fit_transform([r["text"] for r in dom_rows])
+    yd = [r["label"] for r in dom_rows]
+    dclf = LogisticRegression(C=10.0, max_iter=3000)
+    oof = cross_val_predict(dclf, Xd, yd, cv=5, method="predict_proba")
+    dclf.fit(Xd, yd)
+    oof_by_id = {r["id"]: p for r, p in zip(dom_rows, oof)}
+
+    def domain_probs(rows):
+        out = dclf.predict_proba(dvec.transform([r["text"] for r in rows]))
+        for i, r in enumerate(rows):
+            if r.get("id") in oof_by_id:
+                out[i] = oof_by_id[r["id"]]
+        return out
+
+    # An offset is constant within a dataset, so which one unseen rows get does not matter.
+    math_val = [dict(r, source=0) for r in va(levels)]
+    for with_math in (False, True):
+        rows = tr(mmlu) + tr(rllm) + (tr(math_pseudo) if with_math else [])
+        y = np.array([r["strong_correct"] and not r["weak_correct"] for r in rows])
+        scaler = StandardScaler().fit(np.array([features(r["text"]) for r in rows]))
+        wvec = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=2, max_features=200000)
+        wvec.fit([r["text"] for r in rows])
+        for topic in ("none", "domain", "words"):
+            def design(rs):
+                parts = [csr_matrix(scaler.transform(np.array([features(r["text"]) for r in rs])))]
+                parts.append(csr_matrix(np.eye(3)[[r["source"] for r in rs]]))
+                if topic == "domain":
+                    parts.append(csr_matrix(domain_probs(rs) * 4.0))
+                if topic == "words":
+                    parts.append(wvec.transform([r["text"] for r in rs]))
+                return hstack(parts).tocsr()
+
+            m = LogisticRegression(C=1.0, max_iter=3000).fit(design(rows), y)
+
+            def score(rs):
+                return m.predict_proba(design(rs))[:, 1]
+
+            out = [f"MATH {'trained' if with_math else 'left out'}  topic={topic:<7}"]
+            for label, rv in (("mmlu-pro", va(mmlu)), ("routellm", va(rllm)), ("arena", arena)):
+                r = routing(score(rv), [x["weak_correct"] for x in rv], [x["strong_correct"] for x in rv])
+                out.append(f"{label} APGR {r['apgr']:.3f}")
+            rho = spearmanr(score(math_val), [x["level"] for x in math_val]).statistic
+            out.append(f"MATH rho {rho:.3f}")
+            print("  ".join(out), flush=True)
+
+
+if __name__ == "__main__":
+    main()
