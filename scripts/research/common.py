@@ -98,3 +98,17 @@ def routing(scores, weak, strong, bins=20):
         return curve[-1][0]
 
     return {"apgr": round(float(apgr), 4), "cpt50": round(float(cpt(0.5)), 4), "cpt80": round(float(cpt(0.8)), 4)}
+
+
+def transfer_figures(score, outcome_sets, graded):
+    """What the transfer scripts print for one candidate: APGR on each (name, rows) of
+    `outcome_sets` and the Spearman correlation of the score with `graded` rows' level."""
+    from scipy.stats import spearmanr
+
+    out = []
+    for name, rows in outcome_sets:
+        r = routing(score(rows), [x["weak_correct"] for x in rows], [x["strong_correct"] for x in rows])
+        out.append(f"{name} APGR {r['apgr']:.3f}")
+    rho = spearmanr(score(graded), [x["level"] for x in graded]).statistic
+    out.append(f"MATH rho {rho:.3f}")
+    return out

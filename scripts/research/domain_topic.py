@@ -22,14 +22,13 @@ import sys
 
 import numpy as np
 from scipy.sparse import csr_matrix, hstack
-from scipy.stats import spearmanr
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import cross_val_predict
 from sklearn.preprocessing import StandardScaler
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import data, read, routing  # noqa: E402
+from common import data, read, transfer_figures  # noqa: E402
 from difficulty import features  # noqa: E402
 
 EXT = os.path.join(os.path.dirname(__file__), "../../data/external")
@@ -94,13 +93,9 @@ def main():
             def score(rs):
                 return m.predict_proba(design(rs))[:, 1]
 
+            sets = (("mmlu-pro", va(mmlu)), ("routellm", va(rllm)), ("arena", arena))
             out = [f"MATH {'trained' if with_math else 'left out'}  topic={topic:<7}"]
-            for label, rv in (("mmlu-pro", va(mmlu)), ("routellm", va(rllm)), ("arena", arena)):
-                r = routing(score(rv), [x["weak_correct"] for x in rv], [x["strong_correct"] for x in rv])
-                out.append(f"{label} APGR {r['apgr']:.3f}")
-            rho = spearmanr(score(math_val), [x["level"] for x in math_val]).statistic
-            out.append(f"MATH rho {rho:.3f}")
-            print("  ".join(out), flush=True)
+            print("  ".join(out + transfer_figures(score, sets, math_val)), flush=True)
 
 
 if __name__ == "__main__":

@@ -14,13 +14,12 @@ import sys
 
 import numpy as np
 from scipy.sparse import csr_matrix, hstack
-from scipy.stats import spearmanr
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import data, read, routing  # noqa: E402
+from common import data, read, transfer_figures  # noqa: E402
 from difficulty import features  # noqa: E402
 
 EXT = os.path.join(os.path.dirname(__file__), "../../data/external")
@@ -76,16 +75,10 @@ def main():
                     p.append(csr_matrix(scaler.transform(np.array([features(x) for x in t]))))
                 return m.predict_proba(hstack(p).tocsr())[:, 1]
 
-            out = [f"{kind:<12} {name:<16}"]
-            for label, rows_v in (("mmlu", va(mmlu)), ("rllm", va(rllm))):
-                r = routing(score(rows_v), [x["weak_correct"] for x in rows_v], [x["strong_correct"] for x in rows_v])
-                out.append(f"{label} {r['apgr']:.3f}")
             arena_eval = arena if "arena" not in name and name != "all" else va(arena)
-            r = routing(score(arena_eval), [x["weak_correct"] for x in arena_eval], [x["strong_correct"] for x in arena_eval])
-            out.append(f"arena({len(arena_eval)}) {r['apgr']:.3f}")
-            rho = spearmanr(score(math_val), [x["level"] for x in math_val]).statistic
-            out.append(f"math-level rho {rho:.3f}{'' if 'math' in name or name == 'all' else ' (unseen)'}")
-            print("  ".join(out), flush=True)
+            sets = (("mmlu", va(mmlu)), ("rllm", va(rllm)), (f"arena({len(arena_eval)})", arena_eval))
+            unseen = "" if "math" in name or name == "all" else " (MATH unseen)"
+            print("  ".join([f"{kind:<12} {name:<16}"] + transfer_figures(score, sets, math_val)) + unseen, flush=True)
 
 
 if __name__ == "__main__":
