@@ -3,14 +3,15 @@
 # options and seed give the same bytes. About two minutes on 2 cores.
 #
 # It learns from the TRAIN split only (validation and test rows are never seen; see
-# src/classify/linear/data.rs), from ../shared/data and from MATH's graded problems,
-# which scripts/data/ rebuilds from a public snapshot:
+# src/classify/linear/data.rs), from ../shared/data, MATH's graded problems and
+# chat-phrased questions with a domain, which scripts/data/ rebuilds from public snapshots:
 #   python3 scripts/data/build_exclusions.py <snapshots...>   (see scripts/data/SOURCES.md)
 #   python3 scripts/data/math_levels.py <snapshot of aiwaves-cn/agents>
 #   python3 scripts/data/math_pseudo_outcomes.py
 #   python3 scripts/data/chat_domains.py <snapshots of ExpertQA, TruthfulQA, liveqa-organizers>
 # Every option below was chosen on the validation split (scripts/research/validate.sh;
-# the comparisons are in BENCHMARKS.md, "Classifier: choices on validation").
+# the comparisons are in BENCHMARKS.md, "Classifier: choices on validation" and
+# "Chat-phrased training data").
 #
 #   scripts/train-classifier.sh [OUT]      (WITHOUT_OUTCOMES=FILE: leave one source's
 #                                           outcomes out, as scripts/eval-lodo.sh does)

@@ -22,7 +22,6 @@ import io
 import json
 import os
 import re
-import subprocess
 import sys
 import zipfile
 

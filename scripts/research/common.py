@@ -16,16 +16,20 @@ TEST_PERCENT = 10
 VALIDATION_PERCENT = 10
 
 
-def bucket(text: str) -> int:
+def question(text: str) -> str:
+    """The question a row asks: its text before an `\nA. ` options block, lower-cased
+    letters and digits only (what the split hashes, so two files' copies of one
+    question match)."""
     i = text.find("\nA. ")
     stem = text if i < 0 else text[:i]
+    return "".join(c.lower() for c in stem if c.isascii() and c.isalnum())
+
+
+def bucket(text: str) -> int:
     h = 0xCBF29CE484222325
-    for b in SALT + stem.encode("utf-8"):
-        if (48 <= b <= 57) or (65 <= b <= 90) or (97 <= b <= 122):
-            if 65 <= b <= 90:
-                b += 32
-            h ^= b
-            h = (h * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
+    for b in SALT.replace(b"-", b"") + question(text).encode("ascii"):
+        h ^= b
+        h = (h * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
     return h % 100
 
 

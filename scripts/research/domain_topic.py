@@ -12,7 +12,7 @@ Each source gets its own offset (one-hot), as the shipped trainer's --source-off
 Trained on the train split of MMLU-Pro and RouteLLM MMLU outcomes, with or without
 MATH's pseudo-outcomes; measured on VALIDATION rows only: APGR within MMLU-Pro and
 RouteLLM, Spearman of the score with MATH's level (unseen when MATH is left out), and
-APGR on arena-bench v1 (every row, never trained on).
+APGR on arena-bench v1 (its train and validation rows, never trained on).
 
     python3 scripts/research/domain_topic.py
 """
@@ -28,7 +28,7 @@ from sklearn.model_selection import cross_val_predict
 from sklearn.preprocessing import StandardScaler
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import data, read, transfer_figures  # noqa: E402
+from common import data, question, read, transfer_figures  # noqa: E402
 from difficulty import features  # noqa: E402
 
 EXT = os.path.join(os.path.dirname(__file__), "../../data/external")
@@ -61,13 +61,16 @@ def main():
     dclf = LogisticRegression(C=10.0, max_iter=3000)
     oof = cross_val_predict(dclf, Xd, yd, cv=5, method="predict_proba")
     dclf.fit(Xd, yd)
-    oof_by_id = {r["id"]: p for r, p in zip(dom_rows, oof)}
+    # By question, not id: RouteLLM asks many of the same MMLU questions, and they must
+    # get the out-of-fold probabilities too, not the classifier's memory of them.
+    oof_by_question = {question(r["text"]): p for r, p in zip(dom_rows, oof)}
 
     def domain_probs(rows):
         out = dclf.predict_proba(dvec.transform([r["text"] for r in rows]))
         for i, r in enumerate(rows):
-            if r.get("id") in oof_by_id:
-                out[i] = oof_by_id[r["id"]]
+            p = oof_by_question.get(question(r["text"]))
+            if p is not None:
+                out[i] = p
         return out
 
     # An offset is constant within a dataset, so which one unseen rows get does not matter.

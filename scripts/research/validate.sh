@@ -25,7 +25,7 @@ for extra in ${EXTRA:-}; do
 done
 $bin train "${files[@]}" --out "$out/$name.bin" "$@" 2>/dev/null >"$out/$name.train.log"
 ev() { $bin eval --model "$out/$name.bin" "$@" 2>/dev/null | tail -n 1; }
-j() { python3 -c "import json,sys; d=json.loads(sys.argv[1]); print(d.get('$2'))" "$1"; }
+j() { python3 -c "import json,sys; d=json.loads(sys.argv[1]); print(json.dumps(d.get('$2')))" "$1"; }
 dom=$(ev --data "$data/domain/mmlu_pro.jsonl")
 rllm=$(ev --data "$data/routing/routellm_mmlu_outcomes.jsonl")
 task=$(ev --data "$data/tasks/gsm8k_train.jsonl" --data "$data/tasks/arena_hard_v2.jsonl" --data "$data/tasks/humaneval.jsonl")

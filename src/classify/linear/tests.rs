@@ -488,7 +488,7 @@ fn confusion_scores_by_hand() {
     d.add(0, 0);
     d.add(1, 1);
     assert!((d.macro_f1() - 1.0).abs() < 1e-12);
-    // Nor does a class only predicted, for the balanced accuracy: recalls 1 and 0.
+    // Nor does a class only predicted, for the balanced accuracy: recalls 1 and 1/2.
     d.add(1, 2);
     assert!((d.balanced_accuracy() - 0.75).abs() < 1e-12);
 }
