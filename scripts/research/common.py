@@ -25,9 +25,14 @@ def question(text: str) -> str:
     return "".join(c.lower() for c in stem if c.isascii() and c.isalnum())
 
 
+# What the hash keeps of the salt: like the text, its letters and digits only (as Rust's
+# `data::bucket` filters the whole byte stream).
+HASHED_SALT = bytes(b for b in SALT if bytes([b]).isalnum())
+
+
 def bucket(text: str) -> int:
     h = 0xCBF29CE484222325
-    for b in SALT.replace(b"-", b"") + question(text).encode("ascii"):
+    for b in HASHED_SALT + question(text).encode("ascii"):
         h ^= b
         h = (h * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
     return h % 100
@@ -59,6 +64,16 @@ def read(path: str, splits=("train", "validation")):
 
 def data(*parts: str) -> str:
     return os.path.join(DATA, *parts)
+
+
+def external(name: str) -> str:
+    """A file that scripts/data/ rebuilds into data/external."""
+    return os.path.join(os.path.dirname(__file__), "../../data/external", name)
+
+
+def outcome_rows(path: str):
+    """The train and validation rows of `path` that have both models' outcomes."""
+    return [r for r in read(path) if r.get("weak_correct") is not None and r.get("strong_correct") is not None]
 
 
 def routing(scores, weak, strong, bins=20):

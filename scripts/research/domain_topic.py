@@ -28,28 +28,19 @@ from sklearn.model_selection import cross_val_predict
 from sklearn.preprocessing import StandardScaler
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import data, question, read, transfer_figures  # noqa: E402
+from common import data, external, outcome_rows, question, read, transfer_figures  # noqa: E402
 from difficulty import features  # noqa: E402
 
-EXT = os.path.join(os.path.dirname(__file__), "../../data/external")
-
-
-def outcome_rows(path, source):
-    return [dict(r, source=source) for r in read(path)
-            if r.get("weak_correct") is not None and r.get("strong_correct") is not None]
+def with_source(rows, source):
+    return [dict(r, source=source) for r in rows]
 
 
 def main():
-    mmlu = outcome_rows(data("domain", "mmlu_pro.jsonl"), 0)
-    rllm = outcome_rows(data("routing", "routellm_mmlu_outcomes.jsonl"), 1)
-    arena = [dict(r, source=1) for r in outcome_rows(os.path.join(EXT, "arena_bench_v1_outcomes.jsonl"), 1)]
-    levels = read(os.path.join(EXT, "math_levels.jsonl"))
-    math_pseudo = []
-    for r in levels:
-        if r["level"] >= 4:
-            math_pseudo.append(dict(r, weak_correct=False, strong_correct=True, source=2))
-        elif r["level"] <= 2:
-            math_pseudo.append(dict(r, weak_correct=True, strong_correct=True, source=2))
+    mmlu = with_source(outcome_rows(data("domain", "mmlu_pro.jsonl")), 0)
+    rllm = with_source(outcome_rows(data("routing", "routellm_mmlu_outcomes.jsonl")), 1)
+    arena = with_source(outcome_rows(external("arena_bench_v1_outcomes.jsonl")), 1)
+    levels = read(external("math_levels.jsonl"))
+    math_pseudo = with_source(outcome_rows(external("math_pseudo_outcomes.jsonl")), 2)
     tr = lambda rows: [r for r in rows if r["split"] == "train"]  # noqa: E731
     va = lambda rows: [r for r in rows if r["split"] == "validation"]  # noqa: E731
 
@@ -74,7 +65,7 @@ def main():
         return out
 
     # An offset is constant within a dataset, so which one unseen rows get does not matter.
-    math_val = [dict(r, source=0) for r in va(levels)]
+    math_val = with_source(va(levels), 0)
     for with_math in (False, True):
         rows = tr(mmlu) + tr(rllm) + (tr(math_pseudo) if with_math else [])
         y = np.array([r["strong_correct"] and not r["weak_correct"] for r in rows])

@@ -19,28 +19,17 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import data, read, transfer_figures  # noqa: E402
+from common import data, external, outcome_rows, read, transfer_figures  # noqa: E402
 from difficulty import features  # noqa: E402
-
-EXT = os.path.join(os.path.dirname(__file__), "../../data/external")
-
-
-def outcome_rows(path):
-    return [r for r in read(path) if r.get("weak_correct") is not None and r.get("strong_correct") is not None]
-
 
 def main():
     mmlu = outcome_rows(data("domain", "mmlu_pro.jsonl"))
     rllm = outcome_rows(data("routing", "routellm_mmlu_outcomes.jsonl"))
-    arena = outcome_rows(os.path.join(EXT, "arena_bench_v1_outcomes.jsonl"))
-    math = read(os.path.join(EXT, "math_levels.jsonl"))
-    # MATH as pseudo-outcomes: level 4-5 only the strong model, 1-2 both, 3 left out.
-    math_pseudo = []
-    for r in math:
-        if r["level"] >= 4:
-            math_pseudo.append(dict(r, weak_correct=False, strong_correct=True))
-        elif r["level"] <= 2:
-            math_pseudo.append(dict(r, weak_correct=True, strong_correct=True))
+    arena = outcome_rows(external("arena_bench_v1_outcomes.jsonl"))
+    math = read(external("math_levels.jsonl"))
+    # MATH as pseudo-outcomes (scripts/data/math_pseudo_outcomes.py): level 4-5 only the
+    # strong model, 1-2 both, 3 left out.
+    math_pseudo = outcome_rows(external("math_pseudo_outcomes.jsonl"))
     tr = lambda rows: [r for r in rows if r["split"] == "train"]  # noqa: E731
     va = lambda rows: [r for r in rows if r["split"] == "validation"]  # noqa: E731
 
