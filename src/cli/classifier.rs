@@ -115,6 +115,10 @@ pub struct TrainArgs {
     pub out: PathBuf,
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Train this many runs, from seeds --seed, --seed + 1, …, and average their
+    /// weights (an ensemble of the runs' logits that costs one model to serve).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub seeds: u16,
     /// Rows to learn from: `train` (all but the validation and test splits, 10% each,
     /// chosen by a hash of the text) or `all`.
     #[arg(long, default_value = "train")]
@@ -221,6 +225,7 @@ pub fn train_command(args: TrainArgs) -> Result<(), Failed> {
         source_offsets: args.source_offsets,
         residual_rate: args.residual_rate,
         residual_l2: args.residual_l2,
+        seeds: usize::from(args.seeds),
         spec: crate::classify::linear::FeatureSpec {
             hash_bits: args.hash_bits,
             char_min: args.char_min,

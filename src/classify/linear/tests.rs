@@ -750,3 +750,55 @@ fn complexity_only_outcomes_teach_the_residual_pass_and_nothing_else() {
     );
     assert!(a > b + 0.2, "{a} vs {b}");
 }
+
+#[test]
+fn runs_from_several_seeds_average_their_weights() {
+    let base = TrainOptions {
+        epochs: 2,
+        learning_rate: 0.5,
+        residual_epochs: 1,
+        spec: small_spec(),
+        ..TrainOptions::default()
+    };
+    let examples: Vec<Example> = synthetic(5, 300)
+        .iter()
+        .enumerate()
+        .map(|(i, (text, t))| Example::new(&base.spec, text, *t, i % 10 == 0))
+        .collect();
+    let train_with = |seed: u64, seeds: usize| {
+        train::train(
+            &examples,
+            DOMAINS.map(str::to_owned).to_vec(),
+            data::TASKS.map(str::to_owned).to_vec(),
+            None,
+            &TrainOptions {
+                seed,
+                seeds,
+                ..base
+            },
+            &mut |_, _| {},
+        )
+    };
+    let (one, two, both) = (train_with(1, 1), train_with(2, 1), train_with(1, 2));
+    assert_ne!(one.bias, two.bias, "the seeds give different runs");
+    let mean = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(a, b)| (a + b) / 2.0).collect();
+    let close = |a: &[f32], b: &Vec<f32>| a.iter().zip(b).all(|(a, b)| (a - b).abs() < 1e-5);
+    assert!(close(&both.bias, &mean(&one.bias, &two.bias)));
+    assert!(close(&both.dense, &mean(&one.dense, &two.dense)));
+    assert!(close(
+        &both.temperatures,
+        &mean(&one.temperatures, &two.temperatures)
+    ));
+    // The n-gram rows too (quantized: compared through the classifier's scores).
+    let prompt = Prompt::user("the court and the contract of the plaintiff");
+    let logits = |m: &LinearModel| {
+        let mut out = [0.0; MAX_OUTPUTS];
+        m.logits(&prompt, &Features::extract(&prompt), &mut out);
+        out[..m.stride()].to_vec()
+    };
+    let expected = mean(&logits(&one), &logits(&two));
+    let got = logits(&both);
+    for (g, e) in got.iter().zip(&expected) {
+        assert!((g - e).abs() < 0.02, "{got:?} vs {expected:?}");
+    }
+}

@@ -32,6 +32,10 @@ pub struct TrainOptions {
     /// The residual pass's learning rate and L2 penalty.
     pub residual_rate: f32,
     pub residual_l2: f32,
+    /// How many runs, from seeds `seed`, `seed + 1`, …, whose weights are averaged:
+    /// the model of the mean weights scores each prompt with the mean of the runs'
+    /// logits, an ensemble that costs one model to serve.
+    pub seeds: usize,
     pub spec: FeatureSpec,
 }
 
@@ -48,6 +52,7 @@ impl Default for TrainOptions {
             source_offsets: false,
             residual_rate: 0.1,
             residual_l2: 0.0,
+            seeds: 1,
             spec: FeatureSpec::default(),
         }
     }
@@ -364,6 +369,28 @@ impl Weights {
         self.domains + self.tasks + OUTCOMES.len()
     }
 
+    /// Adds another run's weights, biases, projection and temperatures to these.
+    fn add(&mut self, other: &Weights) {
+        let pairs = self
+            .rows
+            .iter_mut()
+            .zip(&other.rows)
+            .chain(self.bias.iter_mut().zip(&other.bias))
+            .chain(self.projection.iter_mut().zip(&other.projection))
+            .chain(self.temperatures.iter_mut().zip(&other.temperatures));
+        pairs.for_each(|(a, b)| *a += b);
+    }
+
+    /// Multiplies what [`Weights::add`] sums by `factor`.
+    fn scale(&mut self, factor: f32) {
+        self.rows
+            .iter_mut()
+            .chain(&mut self.bias)
+            .chain(&mut self.projection)
+            .chain(&mut self.temperatures)
+            .for_each(|w| *w *= factor);
+    }
+
     fn range(&self, head: Head) -> std::ops::Range<usize> {
         head_range(self.domains, self.tasks, head)
     }
@@ -399,27 +426,31 @@ pub fn train(
             Inputs { values, embedded }
         })
         .collect();
-    let calibrating = examples.iter().any(|e| e.calibration);
-    let held_back = examples.iter().filter(|e| e.calibration).count();
-    let first_steps = (examples.len() - held_back) * options.epochs;
-    let all_steps = examples.len() * options.epochs;
-    if calibrating {
-        let total = first_steps + all_steps;
-        let mut first = model.clone();
-        sgd(&mut first, examples, &values, false, options, &mut |done| {
-            progress(done, total)
-        });
-        fit_complexity(&mut first, examples, &values, false, options);
-        model.temperatures = fit_temperatures(&first, examples, &values);
-        sgd(&mut model, examples, &values, true, options, &mut |done| {
-            progress(first_steps + done, total)
-        });
-    } else {
-        sgd(&mut model, examples, &values, true, options, &mut |done| {
-            progress(done, all_steps)
-        });
+    let runs = options.seeds.max(1);
+    let mut sum: Option<Weights> = None;
+    for run in 0..runs {
+        let options = TrainOptions {
+            seed: options.seed.wrapping_add(run as u64),
+            ..*options
+        };
+        let fitted = fit(
+            model.clone(),
+            examples,
+            &values,
+            &options,
+            &mut |done, all| progress(run * all + done, runs * all),
+        );
+        match sum.as_mut() {
+            Some(sum) => sum.add(&fitted),
+            None => sum = Some(fitted),
+        }
     }
-    fit_complexity(&mut model, examples, &values, true, options);
+    if let Some(sum) = sum {
+        model = sum;
+    }
+    if runs > 1 {
+        model.scale(1.0 / runs as f32);
+    }
     if let Some(v) = vectors {
         fold_projection(&mut model, v);
     }
@@ -432,6 +463,40 @@ pub fn train(
         &model.idf,
         model.bias,
     )
+}
+
+/// One training run from `model` (zero weights, the idf and the shapes set): the joint
+/// SGD run (with calibration rows held back first, to fit the temperatures), then the
+/// complexity pass.
+fn fit(
+    mut model: Weights,
+    examples: &[Example],
+    values: &[Inputs],
+    options: &TrainOptions,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Weights {
+    let calibrating = examples.iter().any(|e| e.calibration);
+    let held_back = examples.iter().filter(|e| e.calibration).count();
+    let first_steps = (examples.len() - held_back) * options.epochs;
+    let all_steps = examples.len() * options.epochs;
+    if calibrating {
+        let total = first_steps + all_steps;
+        let mut first = model.clone();
+        sgd(&mut first, examples, values, false, options, &mut |done| {
+            progress(done, total)
+        });
+        fit_complexity(&mut first, examples, values, false, options);
+        model.temperatures = fit_temperatures(&first, examples, values);
+        sgd(&mut model, examples, values, true, options, &mut |done| {
+            progress(first_steps + done, total)
+        });
+    } else {
+        sgd(&mut model, examples, values, true, options, &mut |done| {
+            progress(done, all_steps)
+        });
+    }
+    fit_complexity(&mut model, examples, values, true, options);
+    model
 }
 
 /// Adds each word vector's projection into its bucket's row: afterwards the rows alone
