@@ -34,11 +34,15 @@ arena_split=all
 [[ " ${EXTRA:-} " == *" arena_bench_v1_outcomes "* ]] && arena_split=validation
 arena=$(ev --data "$ext/arena_bench_v1_outcomes.jsonl" --split $arena_split)
 math=$(ev --data "$ext/math_levels.jsonl")
+# GSM8K train problems graded by their solutions' steps (scripts/data/gsm8k_steps.py):
+# no outcome of them is trained on, so this is how the head ranks a set of one kind.
+gsm='{}'
+[ -f "$ext/gsm8k_steps.jsonl" ] && gsm=$(ev --data "$ext/gsm8k_steps.jsonl")
 conv=$(ev --data tests/fixtures/conversational.jsonl --split all)
 # Chat-phrased questions (scripts/data/chat_domains.py): validation rows, trained on or not.
 chat='{}'
 [ -f "$ext/chat_domains.jsonl" ] && chat=$(ev --data "$ext/chat_domains.jsonl")
-printf '{"name":"%s","f1":%s,"mmlupro_apgr":%s,"rllm_apgr":%s,"rllm_cpt50":%s,"task_f1":%s,"arena_apgr":%s,"math_rho":%s,"conv_acc":%s,"chat_acc":%s,"chat_bal":%s,"chat_f1":%s,"args":"%s"}\n' \
+printf '{"name":"%s","f1":%s,"mmlupro_apgr":%s,"rllm_apgr":%s,"rllm_cpt50":%s,"task_f1":%s,"arena_apgr":%s,"math_rho":%s,"gsm_rho":%s,"conv_acc":%s,"chat_acc":%s,"chat_bal":%s,"chat_f1":%s,"args":"%s"}\n' \
   "$name" "$(j "$dom" macro_f1)" "$(j "$dom" apgr)" "$(j "$rllm" apgr)" "$(j "$rllm" cpt50)" \
-  "$(j "$task" macro_f1)" "$(j "$arena" apgr)" "$(j "$math" level_rho)" "$(j "$conv" accuracy)" "$(j "$chat" accuracy)" "$(j "$chat" balanced_accuracy)" "$(j "$chat" macro_f1)" "$* EXTRA=${EXTRA:-}" |
+  "$(j "$task" macro_f1)" "$(j "$arena" apgr)" "$(j "$math" level_rho)" "$(j "$gsm" level_rho)" "$(j "$conv" accuracy)" "$(j "$chat" accuracy)" "$(j "$chat" balanced_accuracy)" "$(j "$chat" macro_f1)" "$* EXTRA=${EXTRA:-}" |
   tee -a "$out/results.jsonl"
