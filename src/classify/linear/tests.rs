@@ -785,20 +785,36 @@ fn runs_from_several_seeds_average_their_weights() {
     let close = |a: &[f32], b: &Vec<f32>| a.iter().zip(b).all(|(a, b)| (a - b).abs() < 1e-5);
     assert!(close(&both.bias, &mean(&one.bias, &two.bias)));
     assert!(close(&both.dense, &mean(&one.dense, &two.dense)));
-    assert!(close(
-        &both.temperatures,
-        &mean(&one.temperatures, &two.temperatures)
-    ));
-    // The n-gram rows too (quantized: compared through the classifier's scores).
+    // The temperatures are fitted again, for the averaged logits.
+    assert!(both.temperatures.iter().all(|t| t.is_finite() && *t > 0.0));
+    assert_ne!(both.temperatures, one.temperatures);
+    // The n-gram rows too (quantized: compared through the n-gram part of the scores,
+    // the models' biases and dense weights set aside), on a prompt the runs score apart.
     let prompt = Prompt::user("the court and the contract of the plaintiff");
-    let logits = |m: &LinearModel| {
+    let ngrams = |m: &LinearModel| {
+        let rows_only = LinearModel {
+            bias: vec![0.0; m.stride()],
+            dense: vec![0.0; m.dense.len()],
+            ..m.clone()
+        };
         let mut out = [0.0; MAX_OUTPUTS];
-        m.logits(&prompt, &Features::extract(&prompt), &mut out);
+        rows_only.logits(&prompt, &Features::extract(&prompt), &mut out);
         out[..m.stride()].to_vec()
     };
-    let expected = mean(&logits(&one), &logits(&two));
-    let got = logits(&both);
+    let (a, b) = (ngrams(&one), ngrams(&two));
+    let apart = a
+        .iter()
+        .zip(&b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max);
+    assert!(
+        apart > 0.05,
+        "the runs score the prompt alike: {a:?} vs {b:?}"
+    );
+    // Either run's rows alone would be apart / 2 from the mean somewhere.
+    let expected = mean(&a, &b);
+    let got = ngrams(&both);
     for (g, e) in got.iter().zip(&expected) {
-        assert!((g - e).abs() < 0.02, "{got:?} vs {expected:?}");
+        assert!((g - e).abs() < apart / 4.0, "{got:?} vs {expected:?}");
     }
 }

@@ -369,26 +369,28 @@ impl Weights {
         self.domains + self.tasks + OUTCOMES.len()
     }
 
-    /// Adds another run's weights, biases, projection and temperatures to these.
-    fn add(&mut self, other: &Weights) {
-        let pairs = self
-            .rows
-            .iter_mut()
-            .zip(&other.rows)
-            .chain(self.bias.iter_mut().zip(&other.bias))
-            .chain(self.projection.iter_mut().zip(&other.projection))
-            .chain(self.temperatures.iter_mut().zip(&other.temperatures));
-        pairs.for_each(|(a, b)| *a += b);
-    }
-
-    /// Multiplies what [`Weights::add`] sums by `factor`.
-    fn scale(&mut self, factor: f32) {
+    /// The parameters a run learns and [`train`] averages over runs: the rows, the
+    /// biases and the word-vector projection.
+    fn learned(&mut self) -> impl Iterator<Item = &mut f32> {
         self.rows
             .iter_mut()
             .chain(&mut self.bias)
             .chain(&mut self.projection)
-            .chain(&mut self.temperatures)
-            .for_each(|w| *w *= factor);
+    }
+
+    /// Adds another run's learned parameters to these.
+    fn add(&mut self, other: &Weights) {
+        let theirs = other
+            .rows
+            .iter()
+            .chain(&other.bias)
+            .chain(&other.projection);
+        self.learned().zip(theirs).for_each(|(a, b)| *a += b);
+    }
+
+    /// Multiplies the learned parameters by `factor`.
+    fn scale(&mut self, factor: f32) {
+        self.learned().for_each(|w| *w *= factor);
     }
 
     fn range(&self, head: Head) -> std::ops::Range<usize> {
@@ -426,30 +428,41 @@ pub fn train(
             Inputs { values, embedded }
         })
         .collect();
+    // Each run's held-back model (trained without the calibration rows) and its final
+    // one are summed over the runs; the temperatures are fitted once, on the mean of
+    // the held-back models, so they calibrate the averaged logits.
     let runs = options.seeds.max(1);
-    let mut sum: Option<Weights> = None;
-    for run in 0..runs {
+    let run = |r: usize, progress: &mut dyn FnMut(usize, usize)| {
         let options = TrainOptions {
-            seed: options.seed.wrapping_add(run as u64),
+            seed: options.seed.wrapping_add(r as u64),
             ..*options
         };
-        let fitted = fit(
+        fit(
             model.clone(),
             examples,
             &values,
             &options,
-            &mut |done, all| progress(run * all + done, runs * all),
-        );
-        match sum.as_mut() {
-            Some(sum) => sum.add(&fitted),
-            None => sum = Some(fitted),
+            &mut |done, all| progress(r * all + done, runs * all),
+        )
+    };
+    let (mut held_back, mut sum) = run(0, progress);
+    for r in 1..runs {
+        let (first, last) = run(r, progress);
+        if let (Some(h), Some(f)) = (held_back.as_mut(), first.as_ref()) {
+            h.add(f);
         }
-    }
-    if let Some(sum) = sum {
-        model = sum;
+        sum.add(&last);
     }
     if runs > 1 {
-        model.scale(1.0 / runs as f32);
+        let factor = 1.0 / runs as f32;
+        sum.scale(factor);
+        if let Some(h) = held_back.as_mut() {
+            h.scale(factor);
+        }
+    }
+    let mut model = sum;
+    if let Some(h) = &held_back {
+        model.temperatures = fit_temperatures(h, examples, &values);
     }
     if let Some(v) = vectors {
         fold_projection(&mut model, v);
@@ -466,15 +479,16 @@ pub fn train(
 }
 
 /// One training run from `model` (zero weights, the idf and the shapes set): the joint
-/// SGD run (with calibration rows held back first, to fit the temperatures), then the
-/// complexity pass.
+/// SGD run, then the complexity pass. With calibration rows present, a first model
+/// learns without them (returned first: the temperatures are fitted on it), and the
+/// final one from every row.
 fn fit(
     mut model: Weights,
     examples: &[Example],
     values: &[Inputs],
     options: &TrainOptions,
     progress: &mut dyn FnMut(usize, usize),
-) -> Weights {
+) -> (Option<Weights>, Weights) {
     let calibrating = examples.iter().any(|e| e.calibration);
     let held_back = examples.iter().filter(|e| e.calibration).count();
     let first_steps = (examples.len() - held_back) * options.epochs;
@@ -486,17 +500,17 @@ fn fit(
             progress(done, total)
         });
         fit_complexity(&mut first, examples, values, false, options);
-        model.temperatures = fit_temperatures(&first, examples, values);
         sgd(&mut model, examples, values, true, options, &mut |done| {
             progress(first_steps + done, total)
         });
-    } else {
-        sgd(&mut model, examples, values, true, options, &mut |done| {
-            progress(done, all_steps)
-        });
+        fit_complexity(&mut model, examples, values, true, options);
+        return (Some(first), model);
     }
+    sgd(&mut model, examples, values, true, options, &mut |done| {
+        progress(done, all_steps)
+    });
     fit_complexity(&mut model, examples, values, true, options);
-    model
+    (None, model)
 }
 
 /// Adds each word vector's projection into its bucket's row: afterwards the rows alone
