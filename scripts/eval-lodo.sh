@@ -3,7 +3,8 @@
 # model is trained exactly as scripts/train-classifier.sh trains the shipped one, but
 # without that source's outcomes (its labels still train the other heads), and its
 # difficulty is measured on that source's test split. Run by hand: it needs the files
-# scripts/data/ rebuilds into data/external. About 6 minutes on 2 cores.
+# scripts/data/ rebuilds into data/external. About 15 minutes on 2 cores (each model is
+# five training runs, as the shipped one).
 #
 #   scripts/eval-lodo.sh
 set -euo pipefail

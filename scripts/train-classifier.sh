@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Reproduces the shipped model, models/crossroads-linear.bin: the same files, order,
-# options and seed give the same bytes. About two minutes on 2 cores.
+# options and seeds give the same bytes. About five minutes on 2 cores (five runs, from
+# seeds 1 to 5, whose weights are averaged: `--seeds`).
 #
 # It learns from the TRAIN split only (validation and test rows are never seen; see
 # src/classify/linear/data.rs), from ../shared/data, MATH's graded problems and
@@ -10,8 +11,8 @@
 #   python3 scripts/data/math_pseudo_outcomes.py
 #   python3 scripts/data/chat_domains.py <snapshots of ExpertQA, TruthfulQA, liveqa-organizers>
 # Every option below was chosen on the validation split (scripts/research/validate.sh;
-# the comparisons are in BENCHMARKS.md, "Classifier: choices on validation" and
-# "Chat-phrased training data").
+# the comparisons are in BENCHMARKS.md, "Classifier: choices on validation",
+# "Chat-phrased training data" and "Difficulty and seeds").
 #
 #   scripts/train-classifier.sh [OUT]      (WITHOUT_OUTCOMES=FILE: leave one source's
 #                                           outcomes out, as scripts/eval-lodo.sh does)
@@ -41,4 +42,4 @@ target/release/crossroads train \
   --data "$math" \
   --data "$chat" \
   --complexity-only "$math" --source-offsets --residual-epochs 5 \
-  --seed 1 --out "$out" "${extra[@]}"
+  --seed 1 --seeds 5 --out "$out" "${extra[@]}"
