@@ -787,7 +787,11 @@ fn runs_from_several_seeds_average_their_weights() {
     assert!(close(&both.dense, &mean(&one.dense, &two.dense)));
     // The temperatures are fitted again, for the averaged logits.
     assert!(both.temperatures.iter().all(|t| t.is_finite() && *t > 0.0));
-    assert_ne!(both.temperatures, one.temperatures);
+    assert_ne!(
+        both.temperatures.to_vec(),
+        mean(&one.temperatures, &two.temperatures),
+        "fitted for the mean logits, not the runs' temperatures averaged"
+    );
     // The n-gram rows too (quantized: compared through the n-gram part of the scores,
     // the models' biases and dense weights set aside), on a prompt the runs score apart.
     let prompt = Prompt::user("the court and the contract of the plaintiff");

@@ -489,28 +489,24 @@ fn fit(
     options: &TrainOptions,
     progress: &mut dyn FnMut(usize, usize),
 ) -> (Option<Weights>, Weights) {
-    let calibrating = examples.iter().any(|e| e.calibration);
     let held_back = examples.iter().filter(|e| e.calibration).count();
     let first_steps = (examples.len() - held_back) * options.epochs;
     let all_steps = examples.len() * options.epochs;
-    if calibrating {
-        let total = first_steps + all_steps;
+    let offset = if held_back > 0 { first_steps } else { 0 };
+    let total = offset + all_steps;
+    let first = (held_back > 0).then(|| {
         let mut first = model.clone();
         sgd(&mut first, examples, values, false, options, &mut |done| {
             progress(done, total)
         });
         fit_complexity(&mut first, examples, values, false, options);
-        sgd(&mut model, examples, values, true, options, &mut |done| {
-            progress(first_steps + done, total)
-        });
-        fit_complexity(&mut model, examples, values, true, options);
-        return (Some(first), model);
-    }
+        first
+    });
     sgd(&mut model, examples, values, true, options, &mut |done| {
-        progress(done, all_steps)
+        progress(offset + done, total)
     });
     fit_complexity(&mut model, examples, values, true, options);
-    (None, model)
+    (first, model)
 }
 
 /// Adds each word vector's projection into its bucket's row: afterwards the rows alone
